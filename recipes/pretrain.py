@@ -1,0 +1,356 @@
+"""Pretrain a timm backbone with self-supervision on images read through HF datasets.
+
+    accelerate launch recipes/pretrain.py --config recipes/configs/fashion_mnist_simclr.yaml [--key=value ...]
+    python recipes/pretrain.py --config ... [--key=value ...]
+
+Reads top to bottom: config -> data -> model/loss/optimiser -> (resume) -> loop (step, log, checkpoint) -> export.
+Output layout (``output_dir``): the Hub-format export at the root (config.json, model.safetensors, README.md),
+training state in ``checkpoints/step_NNNNNN/`` (accelerate ``save_state``), metrics in ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import spectral_ssl  # noqa: F401  (torchvision shim before accelerate imports timm)
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from spectral_ssl import data, effective_rank
+from spectral_ssl.band import infonce_band
+from spectral_ssl.dist import gather
+from spectral_ssl.losses import LOSSES
+from spectral_ssl.model import SpectralSSL
+from spectral_ssl.probe import extract_features, knn_probe
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = "data/fashion_mnist"  # HF datasets id or local folder (parquet / image folder)
+    split: str = "train"
+    eval_split: str = "test"  # used by probe_every and the exported R_eff
+    image_column: str = "image"
+    label_column: str = "label"
+    streaming: bool = True
+    shuffle_buffer: int = 10_000
+    num_workers: int = 0
+    max_train_samples: int = 0  # 0 = the whole split; >0 caps the epoch length (quick runs)
+    skip_corrupt: bool = False  # skip undecodable images (counted) instead of stopping with the row's idx
+    image_size: int = 32
+    mean: list = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # model
+    backbone: str = "resnet18"
+    backbone_kwargs: dict = field(default_factory=dict)
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 128
+    # objective
+    loss: str = "infonce"
+    temperature: float = 0.2
+    selection: str = "random"
+    whitening: str = "none"
+    # optimisation
+    batch_size: int = 256  # per process
+    epochs: int = 1
+    max_steps: int = 0  # 0 = epochs x steps per epoch
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, none on CPU) | no | bf16 | fp16
+    seed: int = 0
+    # bookkeeping
+    output_dir: str = "outputs/run"
+    save_every: int = 0  # steps between checkpoints (0 = only at the end)
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    log_every: int = 10
+    probe_every: int = 0  # steps between online kNN probes (0 = off)
+    probe_samples: int = 2000
+    reff_samples: int = 2000  # eval images used for the exported effective rank
+    push_to_hub: str = ""  # repo id to push the export to at the end (empty = no push)
+
+
+SELECTIONS = ("random",)
+WHITENINGS = ("none",)
+
+
+def _coerce(key: str, text: str, default: Any) -> Any:
+    """Parse an override string to the type of the field's default."""
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{key} expects true/false, got {text!r}")
+    if isinstance(default, (list, dict)):
+        value = yaml.safe_load(text)
+        if not isinstance(value, type(default)):
+            raise ValueError(f"--{key} expects a YAML {type(default).__name__}, got {text!r}")
+        return value
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise ValueError(f"--{key} expects {type(default).__name__}, got {text!r}") from None
+
+
+def parse_config(argv: list[str] | None) -> Config:
+    """``--config X.yaml`` then ``--key=value`` overrides, types checked against the defaults."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = Config()
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    overrides: list[tuple[str, str]] = []
+    it = iter(argv)
+    for arg in it:
+        m = re.fullmatch(r"--([A-Za-z_][\w-]*)(?:=(.*))?", arg, flags=re.S)
+        if not m:
+            raise SystemExit(f"error: unexpected argument {arg!r}; use --config FILE and --key=value overrides")
+        key, text = m.group(1).replace("-", "_"), m.group(2)
+        if text is None:
+            text = next(it, None)
+            if text is None:
+                raise SystemExit(f"error: --{key} needs a value")
+        if key == "config":
+            path = Path(text)
+            if not path.is_file():
+                raise SystemExit(f"error: config file {text} not found")
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise SystemExit(f"error: {text} must hold a mapping of config keys")
+            values.update(loaded)
+        else:
+            overrides.append((key, text))
+    for key, text in overrides:
+        if key not in fields:
+            raise SystemExit(f"error: unknown config key {key!r}; valid keys: {', '.join(fields)}")
+        try:
+            values[key] = _coerce(key, text, fields[key])
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    for key, value in values.items():
+        if key not in fields:
+            raise SystemExit(f"error: unknown config key {key!r}; valid keys: {', '.join(fields)}")
+        default = fields[key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+        elif not isinstance(value, type(default)) or (isinstance(value, bool) != isinstance(default, bool)):
+            raise SystemExit(f"error: config key {key!r} expects {type(default).__name__}, got {value!r}")
+    cfg = Config(**values)
+    checks = [(cfg.loss in LOSSES, f"loss must be one of {sorted(LOSSES)}"),
+              (cfg.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
+              (cfg.whitening in WHITENINGS, f"whitening must be one of {WHITENINGS}"),
+              (cfg.optimizer in ("adamw", "sgd"), "optimizer must be adamw or sgd"),
+              (cfg.batch_size >= 2, "batch_size must be >= 2"),
+              (cfg.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto|no|bf16|fp16")]
+    for ok, msg in checks:
+        if not ok:
+            raise SystemExit(f"error: {msg}")
+    return cfg
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up then cosine decay to 0."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class TrainState:
+    """Step/epoch counters, saved with accelerate's checkpoints (register_for_checkpointing)."""
+
+    def __init__(self) -> None:
+        self.step, self.epoch, self.batch_in_epoch, self.corrupt = 0, 0, 0, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.__dict__.update(state)
+
+
+@torch.no_grad()
+def spectral_metrics(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> dict[str, float]:
+    """R_eff and the gradient band on the gathered, L2-normalised projections of one batch."""
+    z1, z2 = F.normalize(gather(z1.detach().float()), dim=1), F.normalize(gather(z2.detach().float()), dim=1)
+    z = torch.cat([z1, z2])
+    band = infonce_band(z1, z2, temperature).summary()
+    return {"reff_cov": float(effective_rank(z, "cov")), "reff_rankme": float(effective_rank(z, "rankme")),
+            **{f"band_{k}": v for k, v in band.items()}}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_config(argv)
+    out = Path(cfg.output_dir)
+    precision = ("bf16" if torch.cuda.is_available() else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    trackers = "tensorboard" if importlib.util.find_spec("tensorboard") else None
+    accelerator = Accelerator(mixed_precision=precision, log_with=trackers, project_dir=str(out))
+    set_seed(cfg.seed)
+    main_proc, world, device = accelerator.is_main_process, accelerator.num_processes, accelerator.device
+
+    # ---- data: each rank reads its own share (split by node inside make_loader; the loader is not prepared) ----
+    train = data.load_images(cfg.dataset, cfg.split, streaming=cfg.streaming, image_column=cfg.image_column,
+                             label_column=None)
+    rows = data.num_rows(train)
+    if cfg.max_train_samples:
+        rows = min(rows or cfg.max_train_samples, cfg.max_train_samples)
+    steps_per_epoch = rows // (cfg.batch_size * world) if rows else 0
+    if rows is not None and steps_per_epoch == 0:
+        raise SystemExit(f"error: {rows} training rows cannot fill one global batch of {cfg.batch_size * world}; "
+                         "lower --batch_size")
+    if not steps_per_epoch and not cfg.max_steps:
+        raise SystemExit("error: the dataset's length is unknown (streaming without metadata); set --max_steps")
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    transform = data.TwoViewTransform(cfg.image_size, mean=cfg.mean, std=cfg.std)
+
+    # ---- model, loss, optimiser ----
+    model = SpectralSSL(cfg.backbone, cfg.proj_hidden_dim, cfg.proj_dim, cfg.backbone_kwargs)
+    model.data_config.update(input_size=(3, cfg.image_size, cfg.image_size), mean=tuple(cfg.mean),
+                             std=tuple(cfg.std), crop_pct=1.0, crop_mode="center",
+                             interpolation=data.EVAL_INTERPOLATION)
+    loss_fn = LOSSES[cfg.loss](temperature=cfg.temperature, gather_distributed=world > 1)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # biases and norm weights
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = (torch.optim.AdamW(groups, lr=cfg.lr) if cfg.optimizer == "adamw"
+                 else torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9))
+    model, optimizer, loss_fn = accelerator.prepare(model, optimizer, loss_fn)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+
+    # ---- resume from the newest checkpoint ----
+    ckpt_root = out / "checkpoints"
+    if cfg.resume:
+        ckpts = sorted(ckpt_root.glob("step_*"))
+        if ckpts:
+            accelerator.load_state(str(ckpts[-1]))
+            accelerator.print(f"resumed from {ckpts[-1]} (step {state.step}, epoch {state.epoch})")
+        else:
+            accelerator.print(f"--resume=true but {ckpt_root} holds no checkpoint: starting from scratch")
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    if trackers:
+        accelerator.init_trackers("spectral_ssl", config={k: v for k, v in dataclasses.asdict(cfg).items()
+                                                          if isinstance(v, (int, float, str, bool))})
+    metrics_file = (out / "metrics.jsonl").open("a") if main_proc else None
+
+    # ---- training loop ----
+    bar = tqdm(total=total_steps, initial=state.step, disable=not main_proc, desc="pretrain", dynamic_ncols=True)
+    model.train()
+    tick, seen = time.perf_counter(), 0
+    while state.step < total_steps:
+        loader = data.make_loader(train, transform, batch_size=cfg.batch_size, seed=cfg.seed, epoch=state.epoch,
+                                  rank=accelerator.process_index, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
+                                  num_workers=cfg.num_workers, skip_corrupt=cfg.skip_corrupt,
+                                  skip_batches=state.batch_in_epoch, max_samples=cfg.max_train_samples or None)
+        for batch in loader:
+            x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
+            lr = lr_at(state.step, total_steps, cfg.warmup_steps, cfg.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with accelerator.autocast():
+                z1, z2 = model(x1), model(x2)
+                loss = loss_fn(z1, z2, index=batch["idx"].to(device))
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss at step {state.step}; lower --lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            state.step += 1
+            state.batch_in_epoch += 1
+            seen += x1.shape[0] * world
+            bar.update(1)
+
+            if state.step % cfg.log_every == 0 or state.step == total_steps:
+                elapsed = time.perf_counter() - tick
+                metrics = {"step": state.step, "epoch": state.epoch, "lr": lr, "img_per_s": seen / elapsed,
+                           "loss": accelerator.reduce(loss.detach(), "mean").item(),
+                           **spectral_metrics(z1, z2, cfg.temperature)}
+                if cfg.probe_every and state.step % cfg.probe_every == 0:
+                    metrics["knn_top1"] = online_knn(accelerator.unwrap_model(model), cfg, device)
+                    model.train()
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", reff=f"{metrics['reff_cov']:.1f}")
+                if main_proc:
+                    metrics_file.write(json.dumps(metrics) + "\n")
+                    metrics_file.flush()
+                if trackers:
+                    accelerator.log(metrics, step=state.step)
+                tick, seen = time.perf_counter(), 0
+            if cfg.save_every and state.step % cfg.save_every == 0:
+                accelerator.save_state(str(ckpt_root / f"step_{state.step:06d}"))
+            if state.step >= total_steps or state.batch_in_epoch == steps_per_epoch:
+                break
+        epoch_done = not steps_per_epoch or state.batch_in_epoch >= steps_per_epoch
+        if not epoch_done and state.step < total_steps:
+            raise RuntimeError(f"epoch {state.epoch} ended after {state.batch_in_epoch} of {steps_per_epoch} batches "
+                               f"on rank {accelerator.process_index}: the split has fewer rows than its metadata says")
+        if epoch_done:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    bar.close()
+    if cfg.save_every and state.step % cfg.save_every:
+        accelerator.save_state(str(ckpt_root / f"step_{state.step:06d}"))
+
+    # ---- export (Hub format at the root of output_dir) ----
+    accelerator.wait_for_everyone()
+    if main_proc:
+        metrics_file.close()
+        final = accelerator.unwrap_model(model)
+        final.metadata = {
+            "method": cfg.loss, "loss": cfg.loss, "selection": cfg.selection, "whitening": cfg.whitening,
+            "dataset": cfg.dataset, "split": cfg.split, "epochs": round(state.step / max(1, steps_per_epoch), 3),
+            "steps": state.step, "global_batch": cfg.batch_size * world, "temperature": cfg.temperature,
+            "effective_rank": export_reff(final, cfg, device), "config": dataclasses.asdict(cfg),
+        }
+        final.save_pretrained(out)
+        accelerator.print(f"export written to {out} (R_eff {final.metadata['effective_rank']['value']:.2f})")
+        if cfg.push_to_hub:
+            final.push_to_hub(cfg.push_to_hub)
+    accelerator.end_training()
+    return out
+
+
+def eval_loader(cfg: Config, limit: int) -> torch.utils.data.DataLoader:
+    ds = data.load_images(cfg.dataset, cfg.eval_split, streaming=cfg.streaming, image_column=cfg.image_column,
+                          label_column=cfg.label_column or None)
+    transform = data.EvalTransform(cfg.image_size, mean=cfg.mean, std=cfg.std)
+    return data.make_loader(ds, transform, batch_size=256, shuffle=False, drop_last=False, collate="eval",
+                            skip_corrupt=cfg.skip_corrupt, max_samples=limit)
+
+
+def export_reff(model: SpectralSSL, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Effective rank of the backbone features on ``reff_samples`` eval images (what the card reports)."""
+    feats, _ = extract_features(model, eval_loader(cfg, cfg.reff_samples), device=device)
+    return {"value": float(effective_rank(feats, "cov")), "estimator": "cov", "n_samples": int(feats.shape[0]),
+            "dim": int(feats.shape[1]), "centered": True, "eps": 1e-12, "features": "backbone",
+            "split": cfg.eval_split}
+
+
+def online_knn(model: SpectralSSL, cfg: Config, device: torch.device) -> float:
+    """kNN top-1 with ``probe_samples`` images of each split: a cheap progress signal during training."""
+    test = eval_loader(cfg, cfg.probe_samples)
+    train_cfg = dataclasses.replace(cfg, eval_split=cfg.split)
+    train_f, train_y = extract_features(model, eval_loader(train_cfg, cfg.probe_samples), device=device)
+    test_f, test_y = extract_features(model, test, device=device)
+    return knn_probe(train_f, train_y, test_f, test_y).top1
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""Images in through HF ``datasets`` (streaming first), with a stable integer ``idx`` and two-view augmentations.
+
+- ``load_images``: a Hub id or a local folder (parquet files named by split, or an image folder) -> a dataset with
+  canonical columns ``image`` (undecoded: bytes/path), optional ``label`` and ``idx``.
+- ``make_loader``: per-rank, per-epoch deterministic stream -> decode with PIL (corrupt rows skipped or reported by
+  idx) -> transform -> batches. The loader is *not* meant for ``accelerator.prepare``: each rank already reads its
+  own share (preparing it would shard it twice and silently drop half the data).
+- ``TwoViewTransform`` (SimCLR augmentations, torchvision v2), ``EvalTransform``, ``synthetic_dataset`` for tests.
+
+Stable ``idx``: a dataset that carries an ``idx`` column keeps it (``scripts/prepare_fashion_mnist.py`` writes one),
+and then ``datasets``' own shard+buffer shuffle and ``split_dataset_by_node`` are used. Without one, map-style data
+gets its row number; streaming data gets its position in the *unshuffled* stream, so that path never reorders shards:
+it shuffles with a buffer and splits ranks by example inside the loader.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from spectral_ssl._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+from torchvision.transforms import v2  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_INTERPOLATION = "bilinear"  # what EvalTransform resizes with; exported in pretrained_cfg
+_NATIVE_ORDER = "_spectral_ssl_native_order"  # marks streaming data whose idx is the stream position
+
+
+def _columns(ds: datasets.Dataset | datasets.IterableDataset) -> list[str]:
+    if ds.column_names is not None:
+        return list(ds.column_names)
+    return list(ds.features or {})
+
+
+def load_images(
+    dataset: str,
+    split: str = "train",
+    *,
+    streaming: bool = True,
+    image_column: str = "image",
+    label_column: str | None = "label",
+    idx_column: str = "idx",
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Open an image dataset with canonical columns ``image`` (undecoded), ``label`` (if asked) and ``idx``.
+
+    Args:
+        dataset: HF datasets id (``org/name``) or a local folder (parquet/arrow files whose names start with the
+            split, ``train/``-style sub-folders, or an image folder).
+        split: Split to read.
+        streaming: Stream (``IterableDataset``) instead of loading map-style.
+        image_column: Column holding the images.
+        label_column: Column holding integer labels, or None for unlabelled use.
+        idx_column: Column holding a stable integer sample index, created if absent (see module docstring).
+    """
+    if Path(dataset).exists() and not Path(dataset).is_dir():
+        raise ValueError(f"dataset {dataset!r} is a file; pass the folder that holds the split files.")
+    try:
+        ds = datasets.load_dataset(dataset, split=split, streaming=streaming)
+    except ValueError as e:
+        if "split" in str(e).lower():
+            raise ValueError(f"split {split!r} not found in {dataset!r} ({e}); pass an existing split.") from e
+        raise
+    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise FileNotFoundError(f"dataset {dataset!r} not found: neither a local folder nor a reachable Hub dataset "
+                                f"({type(e).__name__}: {e}).") from e
+    columns = _columns(ds)
+    wanted = {image_column: "image"}
+    for name, role in ((image_column, "image_column"), (label_column, "label_column")):
+        if name is not None and name not in columns:
+            raise ValueError(f"column {name!r} not found in {dataset!r} split {split!r}; available columns: "
+                             f"{columns}; pass {role}=... (or label_column=None for unlabelled data).")
+    if label_column is not None:
+        wanted[label_column] = "label"
+    has_idx = idx_column in columns
+    if has_idx:
+        wanted[idx_column] = "idx"
+    ds = ds.select_columns(list(wanted))
+    renames = {k: v for k, v in wanted.items() if k != v}
+    if renames:
+        ds = ds.rename_columns(renames)
+    if isinstance(ds.features.get("image") if ds.features else None, datasets.Image):
+        ds = ds.cast_column("image", datasets.Image(decode=False))  # decode ourselves: corrupt rows are per-row errors
+    if not has_idx:
+        if isinstance(ds, datasets.Dataset):
+            ds = ds.add_column("idx", np.arange(len(ds), dtype=np.int64))
+        else:
+            ds = ds.map(lambda example, i: {"idx": i}, with_indices=True)
+            setattr(ds, _NATIVE_ORDER, True)  # this stream's idx is only stable in its natural order
+    return ds
+
+
+def num_rows(ds: datasets.Dataset | datasets.IterableDataset) -> int | None:
+    """Number of rows (from split metadata when streaming), or None if unknown."""
+    if isinstance(ds, datasets.Dataset):
+        return len(ds)
+    splits = ds.info.splits or {}
+    split = splits.get(str(ds.split)) if ds.split is not None else None
+    if split is not None and split.num_examples:
+        return int(split.num_examples)
+    return None
+
+
+def decode_image(value: Any) -> Image.Image:
+    """PIL RGB image from a datasets ``Image(decode=False)`` value, a PIL image, or bytes."""
+    if isinstance(value, Image.Image):
+        image = value
+    else:
+        if isinstance(value, dict):
+            data, path = value.get("bytes"), value.get("path")
+        else:
+            data, path = value, None
+        image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
+        image.load()
+    if image.mode != "RGB":
+        if image.mode in ("RGBA", "LA", "P", "PA"):  # composite transparency on white, like a viewer
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        image = image.convert("RGB")
+    return image
+
+
+class TwoViewTransform:
+    """SimCLR augmentations (Chen et al. 2020), two independent views of one image.
+
+    RandomResizedCrop(scale) -> horizontal flip -> colour jitter (p=jitter_p) -> grayscale (p=grayscale_p) ->
+    Gaussian blur (p=0.5, only above 64 px unless ``blur`` says otherwise) -> float, normalise. Ops run on uint8
+    tensors (cheaper than PIL at small sizes).
+
+    Returns:
+        Two (3, image_size, image_size) float32 tensors.
+    """
+
+    def __init__(self, image_size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.2, 1.0),
+                 jitter=(0.4, 0.4, 0.4, 0.1), jitter_p: float = 0.8, grayscale_p: float = 0.2,
+                 blur: bool | None = None) -> None:
+        if not isinstance(image_size, int) or image_size < 8:
+            raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
+        blur = image_size > 64 if blur is None else blur
+        ops = [
+            v2.ToImage(),
+            v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
+            v2.RandomGrayscale(p=grayscale_p),
+        ]
+        if blur:
+            kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)
+            ops.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
+        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        self.transform = v2.Compose(ops)
+
+    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(image), self.transform(image)
+
+
+class EvalTransform:
+    """Deterministic evaluation preprocessing: resize the short side, centre crop, normalise (crop_pct = 1)."""
+
+    def __init__(self, image_size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 interpolation: str = EVAL_INTERPOLATION) -> None:
+        mode = v2.InterpolationMode(interpolation)
+        self.transform = v2.Compose([
+            v2.ToImage(), v2.Resize(image_size, interpolation=mode, antialias=True), v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
+        ])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image)
+
+
+def collate_views(samples: list[dict]) -> dict[str, Any]:
+    """Batch of two-view samples: ``views`` (x1, x2) each (B, 3, S, S), ``idx`` (B,), ``label`` (B,) or None."""
+    return {
+        "views": (torch.stack([s["view1"] for s in samples]), torch.stack([s["view2"] for s in samples])),
+        "idx": torch.tensor([s["idx"] for s in samples], dtype=torch.long),
+        "label": torch.tensor([s["label"] for s in samples]) if "label" in samples[0] else None,
+    }
+
+
+def collate_eval(samples: list[dict]) -> dict[str, Any]:
+    """Batch of evaluation samples: ``image`` (B, 3, S, S), ``idx`` (B,), ``label`` (B,) or None."""
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "idx": torch.tensor([s["idx"] for s in samples], dtype=torch.long),
+        "label": torch.tensor([s["label"] for s in samples]) if "label" in samples[0] else None,
+    }
+
+
+class _Stream(IterableDataset):
+    """This rank's deterministic stream of transformed samples for one epoch (see ``make_loader``)."""
+
+    def __init__(self, ds, transform: Callable, *, kind: str, seed: int, epoch: int, rank: int, world_size: int,
+                 shuffle: bool, shuffle_buffer: int, skip: int, limit: int | None, skip_corrupt: bool) -> None:
+        self.ds, self.transform, self.kind = ds, transform, kind
+        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world_size
+        self.shuffle, self.buffer, self.skip, self.limit, self.skip_corrupt = (shuffle, shuffle_buffer, skip, limit,
+                                                                               skip_corrupt)
+        self.corrupt: list[int] = []
+
+    def _rank_rows(self) -> Iterator[dict]:
+        """Undecoded rows of this rank, in this epoch's order."""
+        ds = self.ds
+        if isinstance(ds, datasets.Dataset):
+            order = (torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+                     if self.shuffle else torch.arange(len(ds)))
+            for i in order[self.rank::self.world].tolist():
+                yield ds[i]
+            return
+        native = getattr(ds, _NATIVE_ORDER, False)
+        if not native:
+            if self.shuffle:
+                ds = ds.shuffle(seed=self.seed, buffer_size=self.buffer)
+            if self.world > 1:
+                ds = datasets.distributed.split_dataset_by_node(ds, rank=self.rank, world_size=self.world)
+            ds.set_epoch(self.epoch)
+            yield from ds
+            return
+        rows = (row for i, row in enumerate(ds) if i % self.world == self.rank)  # idx = stream position: keep order
+        if not self.shuffle:
+            yield from rows
+            return
+        rng, buffer = random.Random(self.seed * 100_003 + self.epoch), []
+        for row in rows:
+            buffer.append(row)
+            if len(buffer) >= self.buffer:
+                yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for position, row in enumerate(self._rank_rows()):
+            if self.limit is not None and position >= self.limit:
+                return
+            if position < self.skip or position % workers != worker:
+                continue
+            try:
+                image = decode_image(row["image"])
+            except (UnidentifiedImageError, OSError, ValueError, TypeError) as e:
+                if not self.skip_corrupt:
+                    raise ValueError(f"image at idx {row['idx']} cannot be decoded ({type(e).__name__}: {e}); fix "
+                                     "or drop that row, or pass --skip_corrupt=true to skip undecodable images.") from e
+                self.corrupt.append(int(row["idx"]))
+                logger.warning("skipping undecodable image at idx %s (%d skipped so far)", row["idx"],
+                               len(self.corrupt))
+                continue
+            sample = {"idx": int(row["idx"])}
+            if "label" in row:
+                sample["label"] = int(row["label"])
+            if self.kind == "views":
+                sample["view1"], sample["view2"] = self.transform(image)
+            else:
+                sample["image"] = self.transform(image)
+            yield sample
+
+
+def make_loader(
+    ds: datasets.Dataset | datasets.IterableDataset,
+    transform: Callable,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    shuffle_buffer: int = 10_000,
+    num_workers: int = 0,
+    drop_last: bool = True,
+    skip_corrupt: bool = False,
+    collate: str = "views",
+    skip_batches: int = 0,
+    max_samples: int | None = None,
+) -> DataLoader:
+    """DataLoader over this rank's share of one epoch, deterministic given (seed, epoch, rank, world_size).
+
+    Every sample is seen once per epoch across ranks (disjoint shares). Do not pass the result to
+    ``accelerator.prepare``.
+
+    Args:
+        ds: Dataset from ``load_images``.
+        transform: ``TwoViewTransform`` (``collate="views"``) or ``EvalTransform`` (``collate="eval"``).
+        batch_size: Per-process batch size.
+        seed, epoch: Shuffle seed; the order changes with the epoch.
+        rank, world_size: This process's share.
+        shuffle, shuffle_buffer: Shuffle (streaming: shard order + a buffer of this many rows).
+        num_workers: DataLoader worker processes (each decodes a disjoint part of the rank's stream).
+        drop_last: Drop the last incomplete batch.
+        skip_corrupt: Skip undecodable images (logged by idx) instead of raising a ValueError naming the row.
+        collate: ``"views"`` or ``"eval"``.
+        skip_batches: Skip the first ``skip_batches * batch_size`` rows of this rank's stream before decoding
+            (resume in the middle of an epoch).
+        max_samples: Stop this epoch after this many rows in total across ranks (``None`` = all).
+    """
+    if collate not in ("views", "eval"):
+        raise ValueError(f"collate must be 'views' or 'eval', got {collate!r}.")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}.")
+    limit = None if max_samples is None else max_samples // world_size
+    stream = _Stream(ds, transform, kind=collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                     shuffle=shuffle, shuffle_buffer=shuffle_buffer, skip=skip_batches * batch_size, limit=limit,
+                     skip_corrupt=skip_corrupt)
+    return DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
+                      collate_fn=collate_views if collate == "views" else collate_eval,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+def synthetic_dataset(num_rows: int = 256, image_size: int = 32, num_classes: int = 4, seed: int = 0,
+                      mode: str = "RGB") -> datasets.Dataset:
+    """Small labelled image dataset for tests and smoke runs: class-dependent oriented stripes plus noise.
+
+    Columns: ``image`` (PIL, ``mode``), ``label`` (0..num_classes-1), ``idx`` (0..num_rows-1).
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
+    images, labels = [], []
+    for i in range(num_rows):
+        label = i % num_classes
+        angle = np.pi * label / num_classes
+        freq = 2 * np.pi * (2 + label) / image_size
+        phase = rng.uniform(0, 2 * np.pi)
+        wave = np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
+        colour = rng.uniform(0.4, 1.0, size=3) * (0.5 + 0.5 * np.eye(3)[label % 3])
+        pixels = 127.5 + 100 * wave[..., None] * colour + rng.normal(0, 12, size=(image_size, image_size, 3))
+        images.append(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").convert(mode))
+        labels.append(label)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=num_classes),
+                                  "idx": datasets.Value("int64")})
+    return datasets.Dataset.from_dict({"image": images, "label": labels, "idx": list(range(num_rows))},
+                                      features=features)

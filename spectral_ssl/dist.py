@@ -1,0 +1,80 @@
+"""Distributed helpers that also work without a process group (world size 1).
+
+The library never needs an ``Accelerator``: accelerate (and torchrun) initialise ``torch.distributed``, and these
+helpers read it. Every function degrades to the single-process identity when no process group exists, so the same
+loss and selection code runs in tests, notebooks and multi-GPU jobs (pattern of lightly's ``utils/dist.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    """True when a process group is initialised and has more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank, 0 without a process group."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes, 1 without a process group."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _GatherLayer(torch.autograd.Function):
+    """All-gather whose backward all-reduces the incoming gradients and returns this rank's slice.
+
+    Every rank computes the loss on the full gathered batch, so the gradient of the *sum* of the per-rank losses
+    w.r.t. this rank's input is the sum over ranks of the gradient slices; the all-reduce forms it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        all_grads = torch.stack(grads)
+        dist.all_reduce(all_grads, op=dist.ReduceOp.SUM)
+        return all_grads[dist.get_rank()]
+
+
+def gather(x: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
+    """Concatenate ``x`` (same shape on every rank) along dim 0 across processes, in rank order.
+
+    With ``differentiable=True`` gradients flow back to every rank's input (see ``_GatherLayer``). If rank r's loss
+    is the mean over its own anchors scored against the gathered candidates, the mean of the per-rank losses is the
+    full-batch loss, and DDP's gradient averaging then yields exactly the single-process full-batch gradient
+    (each rank's input gradient is world_size times its slice of the full-batch gradient before that averaging).
+    Without a process group returns ``x`` unchanged.
+    """
+    if not is_distributed():
+        return x
+    if differentiable and x.requires_grad:
+        return torch.cat(_GatherLayer.apply(x), dim=0)
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.detach().contiguous())
+    return torch.cat(out, dim=0)
+
+
+def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Return rank ``src``'s ``x`` on every rank (in place when distributed); identity without a process group."""
+    if is_distributed():
+        dist.broadcast(x, src=src)
+    return x
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum ``x`` over processes (out of place, no gradient); identity without a process group."""
+    if not is_distributed():
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x

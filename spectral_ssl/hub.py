@@ -1,0 +1,228 @@
+"""timm-native export of a SpectralSSL model, and its model card.
+
+An export folder holds:
+
+- ``model.safetensors``: the backbone's ``state_dict`` with unprefixed keys, exactly what
+  ``timm.create_model(architecture, num_classes=0, **model_args)`` expects;
+- ``config.json``: timm's Hub schema (``architecture``, ``num_classes: 0``, ``num_features``, ``global_pool``,
+  ``model_args`` without ``num_classes``, ``pretrained_cfg`` describing the real training preprocessing) plus one
+  namespaced ``spectral_ssl`` key with the training metadata; timm and transformers ignore unknown root keys;
+- ``projector.safetensors``: the projector head, which plain timm ignores;
+- ``README.md``: the model card rendered from ``model_card_template.md`` with ``huggingface_hub.ModelCard``.
+
+``model_args`` never carries ``num_classes``: transformers' ``TimmWrapperModel`` passes ``num_classes=0`` itself and
+fails with "got multiple values for keyword argument 'num_classes'" otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PROJECTOR_NAME = "projector.safetensors"
+CARD_NAME = "README.md"
+PICKLE_NAMES = ("pytorch_model.bin", "model.pth", "model.pt", "open_clip_pytorch_model.bin")
+TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
+
+# pretrained_cfg keys that describe the architecture (kept); everything else inherited from the timm registry
+# (tag, license, url, hf_hub_id, origin_url, paper_ids, test_* sizes, ...) describes supervised weights we did not
+# train, so it is dropped and replaced by the training preprocessing and our own tag/license.
+_ARCH_CFG_KEYS = ("fixed_input_size", "first_conv", "classifier", "pool_size")
+_DATA_CFG_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def global_pool_of(backbone: nn.Module) -> str | None:
+    """The pooling type of a timm model (``avg``, ``token``, ...), or None."""
+    pool = getattr(backbone, "global_pool", None)
+    pool = getattr(pool, "pool_type", pool)
+    return pool if isinstance(pool, str) and pool else None
+
+
+def timm_config(
+    backbone: nn.Module,
+    architecture: str,
+    model_args: dict[str, Any],
+    data_config: dict[str, Any],
+    metadata: dict[str, Any],
+    license: str = "apache-2.0",
+) -> dict[str, Any]:
+    """Build the ``config.json`` dict of an export (timm schema + ``spectral_ssl`` key).
+
+    Args:
+        backbone: The timm model, built with ``num_classes=0``.
+        architecture: timm registry name the backbone was built from.
+        model_args: ``create_model`` kwargs needed to rebuild it (``num_classes`` is removed).
+        data_config: Training/eval preprocessing: ``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``,
+            ``mean``, ``std``.
+        metadata: Contents of the namespaced ``spectral_ssl`` key.
+        license: License of the trained weights.
+    """
+    registry_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
+    pretrained_cfg: dict[str, Any] = {k: registry_cfg[k] for k in _ARCH_CFG_KEYS if k in registry_cfg}
+    missing = [k for k in _DATA_CFG_KEYS if k not in data_config]
+    if missing:
+        raise ValueError(f"data_config lacks {missing}; it must describe the preprocessing the weights expect.")
+    pretrained_cfg.update({k: data_config[k] for k in _DATA_CFG_KEYS})
+    if tuple(registry_cfg.get("input_size", ()))[1:] != tuple(data_config["input_size"])[1:]:
+        pretrained_cfg["pool_size"] = None  # the registry's pool size belongs to another resolution
+    pretrained_cfg.update(
+        architecture=architecture, custom_load=False, num_classes=0, tag="spectral_ssl", license=license
+    )
+    config: dict[str, Any] = {"architecture": architecture, "num_classes": 0, "num_features": backbone.num_features}
+    pool = global_pool_of(backbone)
+    if pool:
+        config["global_pool"] = pool
+    args = {k: v for k, v in model_args.items() if k != "num_classes"}
+    if args:
+        config["model_args"] = args
+    config["pretrained_cfg"] = pretrained_cfg
+    config["spectral_ssl"] = metadata
+    return _jsonable(config)
+
+
+def save_export(
+    directory: str | Path,
+    backbone: nn.Module,
+    projector: nn.Module | None,
+    config: dict[str, Any],
+    card: str | None = None,
+) -> Path:
+    """Write an export folder: backbone weights, projector weights, config and (optionally) the card."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in PICKLE_NAMES:  # never leave a stale pickle beside the safetensors weights
+        (directory / name).unlink(missing_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}, directory / WEIGHTS_NAME)
+    if projector is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in projector.state_dict().items()},
+                  directory / PROJECTOR_NAME)
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    if card is not None:
+        (directory / CARD_NAME).write_text(card)
+    return directory
+
+
+def read_export(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Read ``(config, backbone_state, projector_state_or_None)`` from an export folder, with clear errors."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; it is not a spectral_ssl/timm export "
+                                "(expected config.json + model.safetensors, as written by save_pretrained).")
+    if not weights_path.is_file():
+        pickles = [n for n in PICKLE_NAMES if (directory / n).is_file()]
+        if pickles:
+            raise ValueError(f"{directory} holds only pickle weights ({', '.join(pickles)}); spectral_ssl loads "
+                             "safetensors only (pickles can run code). Convert it with "
+                             "`safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')`.")
+        raise FileNotFoundError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the export is incomplete.")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path} is not valid JSON ({e}).") from e
+    if "architecture" not in config:
+        raise ValueError(f"{config_path} has no 'architecture' key; it is not a timm-format config.")
+    projector_path = directory / PROJECTOR_NAME
+    projector = load_file(projector_path) if projector_path.is_file() else None
+    return config, load_file(weights_path), projector
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def render_card(config: dict[str, Any], repo_id: str | None = None, template_path: str | Path | None = None) -> str:
+    """Render the model card (README.md) of an export from its ``config.json`` dict.
+
+    The YAML header comes from ``huggingface_hub.ModelCardData``, never from string concatenation.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    meta = config.get("spectral_ssl", {})
+    loss, selection = meta.get("loss", "unknown"), meta.get("selection", "random")
+    tags = ["spectral-ssl", "self-supervised", "image-feature-extraction", "timm", str(loss), f"selection-{selection}"]
+    reff = meta.get("effective_rank") or {}
+    probe = meta.get("linear_probe") or {}
+    card_data = ModelCardData(
+        library_name="timm",
+        license=config.get("pretrained_cfg", {}).get("license", "apache-2.0"),
+        pipeline_tag="image-feature-extraction",
+        tags=tags,
+        model_name=repo_id.split("/")[-1] if repo_id else None,
+    )
+    template = Path(template_path) if template_path else TEMPLATE_PATH
+    return ModelCard.from_template(
+        card_data,
+        template_str=template.read_text(),
+        title=repo_id or f"{config['architecture']} pretrained with spectral_ssl",
+        architecture=config["architecture"],
+        num_features=config.get("num_features"),
+        input_size=config.get("pretrained_cfg", {}).get("input_size"),
+        repo_id=repo_id,
+        meta=meta,
+        reff_value=_fmt(reff.get("value")),
+        reff=reff,
+        probe=probe,
+        probe_top1=_fmt(probe.get("top1")),
+        training_config=json.dumps(meta.get("config", {}), indent=2, sort_keys=True),
+    ).content
+
+
+def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs: Any) -> Path:
+    """Turn ``source`` into a local export folder.
+
+    ``source`` is a folder, ``local-dir:FOLDER``, a Hub repo id ``org/name`` or ``hf-hub:org/name`` (downloaded
+    through the HF cache, so ``HF_HUB_OFFLINE=1`` works once cached). Only safetensors weights are fetched.
+    """
+    text = str(source)
+    if text.startswith("local-dir:"):
+        text = text[len("local-dir:"):]
+        if not Path(text).is_dir():
+            raise FileNotFoundError(f"local-dir:{text} is not a folder.")
+    if Path(text).is_dir():
+        return Path(text)
+    repo_id = text[len("hf-hub:"):] if text.startswith("hf-hub:") else text
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
+        raise FileNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id like 'org/name' "
+                                "(use 'hf-hub:org/name' or 'local-dir:PATH' to be explicit).")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, revision=revision,
+                                  allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, *PICKLE_NAMES],
+                                  **hub_kwargs))
+
+
+def update_metadata(directory: str | Path, **entries: Any) -> dict[str, Any]:
+    """Merge ``entries`` into the ``spectral_ssl`` key of an export's config.json and re-render its card.
+
+    The weights are not touched. Returns the updated config.
+    """
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; pass the folder written by save_pretrained.")
+    config = json.loads(config_path.read_text())
+    config.setdefault("spectral_ssl", {}).update(_jsonable(entries))
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    (directory / CARD_NAME).write_text(render_card(config))
+    return config

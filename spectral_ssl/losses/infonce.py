@@ -1,0 +1,71 @@
+"""InfoNCE / NT-Xent loss (SimCLR).
+
+Reference: Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral_ssl import dist
+
+
+class InfoNCELoss(nn.Module):
+    """NT-Xent: for each of the 2B views, its other view is the positive among 2B - 1 candidates.
+
+    Both views act as anchors; the loss is the mean over all 2B anchors of ``-log softmax(sim / τ)[positive]`` with
+    cosine similarity (inputs are L2-normalised here). With ``gather_distributed=True`` the candidates are gathered
+    from every process with a differentiable all-gather, so N processes with batch B train exactly like one
+    process with batch N·B (each rank scores its own anchors against all N·2B candidates).
+
+    Args:
+        temperature: Softmax temperature τ > 0 (SimCLR uses 0.1-0.5; 0.2 is a good default for small batches).
+        gather_distributed: Gather candidates across processes. Works (as a no-op) without a process group.
+    """
+
+    def __init__(self, temperature: float = 0.2, gather_distributed: bool = False) -> None:
+        super().__init__()
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}; SimCLR uses 0.1-0.5.")
+        if gather_distributed and not torch.distributed.is_available():
+            raise ValueError("gather_distributed=True needs torch.distributed, which this torch build lacks; "
+                             "pass gather_distributed=False.")
+        self.temperature = float(temperature)
+        self.gather_distributed = gather_distributed
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}"
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            z1: (B, D) projections of the first views (any scale; normalised here).
+            z2: (B, D) projections of the second views, row i pairs with row i of ``z1``.
+            index: Unused (dataset indices; accepted so every loss shares one signature).
+
+        Returns:
+            Scalar loss, mean over this process's 2B anchors.
+        """
+        if z1.ndim != 2 or z1.shape != z2.shape:
+            raise ValueError(f"z1 and z2 must both be (B, D) with the same shape, got {tuple(z1.shape)} and "
+                             f"{tuple(z2.shape)}.")
+        if z1.shape[0] < 1:
+            raise ValueError("InfoNCELoss needs at least one pair in the batch.")
+        dtype = torch.promote_types(z1.dtype, torch.float32)  # at least fp32 softmax, also under autocast
+        local = F.normalize(torch.cat([z1, z2], dim=0).to(dtype), dim=1)  # (2B, D)
+        batch = z1.shape[0]
+        if self.gather_distributed and dist.is_distributed():
+            # candidates of all ranks, laid out per rank as [z1_r; z2_r]
+            candidates = dist.gather(local)  # (W·2B, D)
+            offset = dist.rank() * 2 * batch
+        else:
+            candidates, offset = local, 0
+        logits = local @ candidates.T / self.temperature  # (2B, W·2B): row a = anchor a, column c = candidate c
+        rows = torch.arange(2 * batch, device=local.device)
+        self_cols = rows + offset
+        logits[rows, self_cols] = float("-inf")  # an anchor is never its own candidate
+        positives = (rows + batch) % (2 * batch) + offset  # view 1 <-> view 2 of the same image
+        return F.cross_entropy(logits, positives)

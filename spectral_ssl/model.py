@@ -1,0 +1,162 @@
+"""SpectralSSL: a timm backbone (``num_classes=0``) plus an MLP projector, saved in timm's own Hub format."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from spectral_ssl import hub
+
+logger = logging.getLogger(__name__)
+
+
+def create_backbone(name: str, backbone_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """``timm.create_model(name, num_classes=0, **backbone_kwargs)`` with clear errors.
+
+    Every architecture change must be a timm kwarg (for example ``img_size``/``patch_size`` for ViTs), so that
+    plain timm rebuilds the exported model from ``config.json`` alone.
+    """
+    kwargs = dict(backbone_kwargs or {})
+    if "num_classes" in kwargs:
+        raise ValueError("backbone_kwargs must not set num_classes: the backbone is always built head-less "
+                         "(num_classes=0); train a linear probe for classification.")
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See timm.list_models() for valid names."
+        raise ValueError(f"Unknown timm backbone {name!r}.{hint}")
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"timm backbone {name!r} rejected backbone_kwargs {kwargs}: {e}. Remove or rename the "
+                         "offending key (it must be a keyword of the timm model's constructor).") from e
+
+
+def make_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """SimCLR projector: Linear-BN-ReLU-Linear."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+class SpectralSSL(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="timm",
+    tags=["spectral-ssl", "self-supervised", "image-feature-extraction"],
+    pipeline_tag="image-feature-extraction",
+    license="apache-2.0",
+):
+    """A timm backbone with a projector head for self-supervised pretraining.
+
+    ``embed(x)`` returns backbone features (what is published and probed); ``forward(x)`` returns projections (what
+    the loss sees). ``save_pretrained(dir)`` writes a timm-native export (see ``spectral_ssl.hub``) that loads with
+    ``SpectralSSL.from_pretrained(dir)``, ``timm.create_model("local-dir:dir", pretrained=True)`` and transformers'
+    ``AutoModel``.
+
+    Args:
+        backbone: timm registry name, built with ``num_classes=0``.
+        proj_hidden_dim: Hidden width of the projector MLP.
+        proj_dim: Output dimension of the projector.
+        backbone_kwargs: Extra ``timm.create_model`` kwargs (architecture changes must go here).
+
+    Attributes:
+        data_config: Preprocessing the weights expect (``input_size``, ``mean``, ``std``, ``interpolation``,
+            ``crop_pct``, ``crop_mode``); recipes set it to the training preprocessing, it is exported as
+            ``pretrained_cfg``.
+        metadata: Training metadata written under the ``spectral_ssl`` key of ``config.json``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        proj_hidden_dim: int = 2048,
+        proj_dim: int = 128,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_dim", proj_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}.")
+        self.backbone_name = backbone
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.backbone = create_backbone(backbone, self.backbone_kwargs)
+        self.num_features: int = self.backbone.num_features
+        self.projector = make_projector(self.num_features, proj_hidden_dim, proj_dim)
+        cfg = self.backbone.pretrained_cfg
+        self.data_config: dict[str, Any] = {
+            "input_size": tuple(cfg.get("input_size", (3, 224, 224))),
+            "interpolation": cfg.get("interpolation", "bicubic"),
+            "crop_pct": cfg.get("crop_pct", 1.0),
+            "crop_mode": cfg.get("crop_mode", "center"),
+            "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        }
+        self.metadata: dict[str, Any] = {}
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features: (B, C, H, W) images -> (B, num_features)."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Projections: (B, C, H, W) images -> (B, proj_dim)."""
+        return self.projector(self.backbone(x))
+
+    # ---- Hub format -------------------------------------------------------------------------------------------
+    def export_config(self) -> dict[str, Any]:
+        """The ``config.json`` dict of this model's export."""
+        from spectral_ssl import __version__
+
+        meta = copy.deepcopy(self.metadata)
+        meta["projector"] = {"hidden_dim": self.projector[0].out_features, "dim": self.projector[-1].out_features}
+        meta["version"] = __version__
+        return hub.timm_config(self.backbone, self.backbone_name, self.backbone_kwargs, self.data_config, meta)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        # Called by PyTorchModelHubMixin.save_pretrained / push_to_hub: write the timm-native files ourselves (the
+        # mixin's default would save prefixed keys that plain timm cannot load).
+        config = self.export_config()
+        hub.save_export(save_directory, self.backbone, self.projector, config, card=hub.render_card(config))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
+                        strict: bool = True, **hub_kwargs: Any) -> SpectralSSL:
+        """Load an export from a local folder (or, with ``spectral_ssl.hub``, a Hub repo).
+
+        Args:
+            pretrained_model_name_or_path: Folder written by ``save_pretrained`` (or ``local-dir:FOLDER``).
+            revision: Hub revision (branch, tag or commit) when loading from the Hub.
+            strict: Refuse missing/unexpected backbone keys (default). The projector is optional: a plain timm
+                export has none, and a fresh projector is built with a warning.
+        """
+        directory = hub.resolve_export(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+        config, backbone_state, projector_state = hub.read_export(directory)
+        meta = config.get("spectral_ssl", {})
+        proj = meta.get("projector", {})
+        model = cls(
+            backbone=config["architecture"],
+            proj_hidden_dim=int(proj.get("hidden_dim", 2048)),
+            proj_dim=int(proj.get("dim", 128)),
+            backbone_kwargs=config.get("model_args", {}),
+        )
+        model.backbone.load_state_dict(backbone_state, strict=strict)
+        if projector_state is not None:
+            model.projector.load_state_dict(projector_state, strict=strict)
+        else:
+            logger.warning("%s has no %s: the projector is freshly initialised (embed() is unaffected).",
+                           directory, hub.PROJECTOR_NAME)
+        pretrained_cfg = config.get("pretrained_cfg", {})
+        model.data_config.update({k: pretrained_cfg[k] for k in model.data_config if k in pretrained_cfg})
+        model.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in model.data_config.items()}
+        model.metadata = {k: v for k, v in meta.items() if k not in ("projector", "version")}
+        return model.eval()

@@ -1,0 +1,192 @@
+"""Evaluation of frozen features: linear probe (multinomial logistic regression) and weighted kNN."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ProbeResult:
+    """Accuracy of a probe on the test features, in percent, with the settings that produced it."""
+
+    top1: float
+    top5: float
+    method: str
+    n_train: int
+    n_test: int
+    dim: int
+    num_classes: int
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _validate(train_x, train_y, test_x, test_y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Float features, labels remapped to 0..C-1 by the train classes (unseen test classes -> -1)."""
+    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"{name} features must be (N, F) with N labels, got {tuple(x.shape)} and "
+                             f"{tuple(y.shape)} labels.")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} features have non-finite values; the backbone diverged or the input is bad.")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"train and test features differ in dimension: {train_x.shape[1]} vs {test_x.shape[1]}.")
+    classes = torch.unique(train_y)
+    if classes.numel() < 2:
+        raise ValueError(f"a probe needs at least 2 classes in the train labels, got {classes.tolist()}.")
+    lookup = {int(c): i for i, c in enumerate(classes.tolist())}
+    remap = lambda y: torch.tensor([lookup.get(int(v), -1) for v in y.tolist()], dtype=torch.long)  # noqa: E731
+    return train_x.float(), remap(train_y), test_x.float(), remap(test_y), classes.numel()
+
+
+def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    k = min(5, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    hit = top == labels.unsqueeze(1)
+    return 100.0 * hit[:, 0].float().mean().item(), 100.0 * hit.any(dim=1).float().mean().item()
+
+
+def _fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int) -> nn.Linear:
+    """Full-batch multinomial logistic regression with L-BFGS (strong Wolfe); deterministic."""
+    head = nn.Linear(x.shape[1], num_classes, device=x.device)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y) + 0.5 * weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head
+
+
+def linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3),
+    val_fraction: float = 0.1,
+    max_iter: int = 200,
+    standardize: bool = True,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> ProbeResult:
+    """Multinomial logistic regression on frozen features.
+
+    Features are standardised with train statistics; the L2 penalty is picked from ``weight_decays`` on a held-out
+    ``val_fraction`` of train (split by ``seed``), then the head is refit on all of train and scored on test.
+
+    Args:
+        train_features: (N, F) frozen features.
+        train_labels: (N,) integer labels (any values; remapped to 0..C-1).
+        test_features: (M, F).
+        test_labels: (M,); classes absent from train count as errors.
+        weight_decays: Grid for the L2 penalty.
+        val_fraction: Share of train held out to choose the penalty (0 uses the first grid value).
+        max_iter: L-BFGS iterations.
+        standardize: Standardise features with train mean/std.
+        seed: Seed of the validation split.
+        device: Where to fit (default: the features' device).
+    """
+    start = time.perf_counter()
+    x_tr, y_tr, x_te, y_te, num_classes = _validate(train_features, train_labels, test_features, test_labels)
+    device = torch.device(device) if device is not None else train_features.device
+    x_tr, y_tr, x_te, y_te = x_tr.to(device), y_tr.to(device), x_te.to(device), y_te.to(device)
+    if standardize:
+        mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
+        x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    chosen = weight_decays[0]
+    if val_fraction > 0 and len(weight_decays) > 1:
+        perm = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(seed)).to(device)
+        n_val = max(1, int(val_fraction * x_tr.shape[0]))
+        val, fit = perm[:n_val], perm[n_val:]
+        scores = {}
+        for wd in weight_decays:
+            head = _fit_logreg(x_tr[fit], y_tr[fit], num_classes, wd, max_iter)
+            with torch.no_grad():
+                scores[wd] = _accuracy(head(x_tr[val]), y_tr[val])[0]
+        chosen = max(weight_decays, key=lambda wd: (scores[wd], wd))  # ties -> stronger regularisation
+        logger.info("linear probe validation top-1 by weight decay: %s", scores)
+    head = _fit_logreg(x_tr, y_tr, num_classes, chosen, max_iter)
+    with torch.no_grad():
+        top1, top5 = _accuracy(head(x_te), y_te)
+    return ProbeResult(top1, top5, "linear", x_tr.shape[0], x_te.shape[0], x_tr.shape[1], num_classes,
+                       time.perf_counter() - start, {"weight_decay": chosen, "max_iter": max_iter,
+                                                     "standardize": standardize, "val_fraction": val_fraction})
+
+
+@torch.no_grad()
+def knn_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> ProbeResult:
+    """Weighted kNN on cosine similarity (Wu et al. 2018; as in DINO): neighbours vote with ``exp(sim / T)``."""
+    start = time.perf_counter()
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}.")
+    x_tr, y_tr, x_te, y_te, num_classes = _validate(train_features, train_labels, test_features, test_labels)
+    device = torch.device(device) if device is not None else train_features.device
+    x_tr, x_te = F.normalize(x_tr.to(device), dim=1), F.normalize(x_te.to(device), dim=1)
+    y_tr, y_te = y_tr.to(device), y_te.to(device)
+    k = min(k, x_tr.shape[0])
+    scores = []
+    for chunk in x_te.split(chunk_size):
+        sims, nn_idx = (chunk @ x_tr.T).topk(k, dim=1)
+        votes = torch.zeros(chunk.shape[0], num_classes, device=device)
+        votes.scatter_add_(1, y_tr[nn_idx], (sims / temperature).exp())
+        scores.append(votes)
+    top1, top5 = _accuracy(torch.cat(scores), y_te)
+    return ProbeResult(top1, top5, "knn", x_tr.shape[0], x_te.shape[0], x_tr.shape[1], num_classes,
+                       time.perf_counter() - start, {"k": k, "temperature": temperature})
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader: Iterable, device: str | torch.device | None = None,
+                     max_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features of every batch: ``model.embed(x)`` (or ``model(x)``) in eval mode, float32 on the CPU.
+
+    ``loader`` yields dicts with ``image`` (B, 3, H, W) and ``label`` (B,), or ``(images, labels)`` tuples. The
+    model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    embed = model.embed if hasattr(model, "embed") else model
+    feats, labels = [], []
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            images, y = (batch["image"], batch["label"]) if isinstance(batch, dict) else batch
+            feats.append(embed(images.to(device)).float().cpu())
+            labels.append(torch.as_tensor(y).long().cpu() if y is not None else torch.full((images.shape[0],), -1))
+    finally:
+        model.train(was_training)
+    if not feats:
+        raise ValueError("the loader yielded no batches; check the split and max_samples.")
+    return torch.cat(feats), torch.cat(labels)

@@ -1,0 +1,104 @@
+"""Spectra of embedding batches: effective rank and eigenvalue statistics.
+
+Pure tensor functions on ``(N, D)`` embeddings; no gathering (callers gather first, see ``spectral_ssl.dist``). All
+maths runs in float64 (float32 on devices without float64, e.g. MPS), whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ESTIMATORS = ("cov", "rankme", "pr")
+
+
+def _spectral_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _check(z: torch.Tensor, name: str = "z") -> torch.Tensor:
+    if not isinstance(z, torch.Tensor) or z.ndim != 2:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"{name} must be an (N, D) tensor of embeddings, got {shape}.")
+    bad = (~torch.isfinite(z)).sum()
+    if bad:
+        raise ValueError(f"{name} has {int(bad)} non-finite values (NaN or inf); check the model/loss for divergence.")
+    return z.to(_spectral_dtype(z.device))
+
+
+def covariance_eigenvalues(z: torch.Tensor, centered: bool = True) -> torch.Tensor:
+    """Eigenvalues (descending, clamped at 0) of the (centred) second-moment matrix ``zᵀz / N`` of ``z`` (N, D).
+
+    Uses the D×D matrix when N >= D and the N×N Gram matrix otherwise (same non-zero eigenvalues). Returns
+    ``min(N, D)`` values in the spectral dtype (float64 on CPU/CUDA).
+    """
+    z = _check(z)
+    if centered:
+        if z.shape[0] < 2:
+            raise ValueError(f"a centred spectrum needs at least 2 samples, got {z.shape[0]}.")
+        z = z - z.mean(dim=0, keepdim=True)
+    n, d = z.shape
+    gram = z.T @ z if n >= d else z @ z.T
+    return torch.linalg.eigvalsh(gram / n).flip(0).clamp_min(0)
+
+
+def _entropy_rank(weights: torch.Tensor) -> torch.Tensor:
+    total = weights.sum()
+    if total <= 0:
+        return torch.zeros((), dtype=weights.dtype, device=weights.device)
+    p = weights / total
+    p = p[p > 0]
+    return torch.exp(-(p * p.log()).sum())
+
+
+def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float = 1e-12) -> torch.Tensor:
+    """Effective rank of a batch of embeddings.
+
+    Args:
+        z: (N, D) embeddings (any float dtype; computed in float64).
+        estimator: ``"cov"`` (default): ``exp(H(p))`` with ``p`` the eigenvalues of the centred covariance over their
+            sum (Roy & Vetterli 2007 on the covariance spectrum; ranges 1..min(N-1, D)). ``"rankme"``: ``exp(H(p))``
+            with ``p_k = σ_k / Σσ + eps``, σ the singular values of the *uncentred* z (Garrido et al. 2023,
+            RankMe). ``"pr"``: participation ratio ``(Σλ)² / Σλ²`` of the centred covariance.
+        eps: RankMe's smoothing constant (only used by ``"rankme"``).
+
+    Returns:
+        0-dim tensor in the spectral dtype on z's device. A zero spectrum (all-equal rows for the centred
+        estimators, all-zero rows for RankMe) has effective rank 0.
+
+    Raises:
+        ValueError: on non-finite input, a wrong shape, too few rows, or an unknown estimator.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}.")
+    if estimator == "rankme":
+        sigma = torch.linalg.svdvals(_check(z))
+        total = sigma.sum()
+        if total <= 0:
+            return torch.zeros((), dtype=sigma.dtype, device=sigma.device)
+        p = sigma / total + eps
+        return torch.exp(-(p * p.log()).sum())
+    lam = covariance_eigenvalues(z, centered=True)
+    if estimator == "cov":
+        return _entropy_rank(lam)
+    total, squares = lam.sum(), (lam**2).sum()
+    return total**2 / squares if squares > 0 else torch.zeros((), dtype=lam.dtype, device=lam.device)
+
+
+def spectrum_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Statistics of the centred covariance spectrum of z (N, D) used by logging and the band.
+
+    Returns 0-dim tensors: ``trace``, ``lambda_max``, ``p_max`` (= λ1 / trace), ``reff_cov``, ``reff_pr`` and
+    ``mean_norm2`` (‖μ‖², which equals 1 - trace for unit-norm rows).
+    """
+    zz = _check(z)
+    lam = covariance_eigenvalues(zz, centered=True)
+    trace = lam.sum()
+    zero = torch.zeros((), dtype=lam.dtype, device=lam.device)
+    return {
+        "trace": trace,
+        "lambda_max": lam[0],
+        "p_max": lam[0] / trace if trace > 0 else zero,
+        "reff_cov": _entropy_rank(lam),
+        "reff_pr": trace**2 / (lam**2).sum() if trace > 0 else zero,
+        "mean_norm2": zz.mean(dim=0).pow(2).sum(),
+    }

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spectral_ssl import SpectralSSL
+
+
+def tiny_args(data, out, *extra):
+    return ["--dataset", str(data), f"--output_dir={out}", "--backbone=test_resnet", "--proj_hidden_dim=32",
+            "--proj_dim=16", "--batch_size=16", "--image_size=32", "--log_every=2", "--reff_samples=32",
+            "--shuffle_buffer=64", "--lr=0.01", *extra]
+
+
+@pytest.mark.slow
+def test_end_to_end_writes_export_metrics_and_checkpoints(pretrain, tiny_dataset, tmp_path):
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=4", "--save_every=2",
+                                  "--probe_every=4", "--probe_samples=32"))
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [2, 4]
+    for key in ("loss", "lr", "img_per_s", "reff_cov", "reff_rankme", "band_containment", "band_measured_mean",
+                "band_lower_mean", "band_upper_mean"):
+        assert all(key in m and m[key] == m[key] for m in lines), key  # present and not NaN
+    assert lines[-1]["band_containment"] == 1.0
+    assert 0 <= lines[-1]["knn_top1"] <= 100
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+    model = SpectralSSL.from_pretrained(out)
+    meta = model.metadata
+    assert meta["steps"] == 4 and meta["loss"] == "infonce" and meta["global_batch"] == 16
+    assert meta["effective_rank"]["n_samples"] == 32 and meta["effective_rank"]["dim"] == 96
+    assert 1.0 <= meta["effective_rank"]["value"] <= 32
+    assert model.data_config["input_size"] == (3, 32, 32)
+    card = (out / "README.md").read_text()
+    assert str(tiny_dataset) in card and "| 4 |" in card
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_dataset, tmp_path):
+    # 96 rows / batch 16 = 6 steps per epoch: the stop at step 4 is mid-epoch, the run ends in epoch 2.
+    straight = pretrain.main(tiny_args(tiny_dataset, tmp_path / "straight", "--max_steps=8"))
+    stopped = tmp_path / "stopped"
+    pretrain.main(tiny_args(tiny_dataset, stopped, "--max_steps=4", "--save_every=4"))
+    resumed = pretrain.main(tiny_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4", "--resume=true"))
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]
+
+
+def test_unknown_key_exits_with_one_line_listing_valid_keys(pretrain):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(["--bogus_key=1"])
+    msg = str(e.value)
+    assert "unknown config key 'bogus_key'" in msg and "batch_size" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--batch_size=abc"], "expects int"),
+    (["--streaming=maybe"], "expects true/false"),
+    (["--loss=nope"], "loss must be one of"),
+    (["--config", "does/not/exist.yaml"], "not found"),
+])
+def test_bad_values_exit_with_a_clear_message(pretrain, args, fragment):
+    with pytest.raises(SystemExit, match=fragment):
+        pretrain.parse_config(args)
+
+
+def test_yaml_then_overrides_with_type_checks(pretrain, tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("batch_size: 32\nlr: 1\nbackbone_kwargs: {drop_rate: 0.1}\n")
+    cfg = pretrain.parse_config(["--config", str(cfg_file), "--batch_size=8", "--mean=[0.5, 0.5, 0.5]"])
+    assert cfg.batch_size == 8 and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.backbone_kwargs == {"drop_rate": 0.1} and cfg.mean == [0.5, 0.5, 0.5]
+    cfg_file.write_text("batch_size: [1]\n")
+    with pytest.raises(SystemExit, match="'batch_size' expects int"):
+        pretrain.parse_config(["--config", str(cfg_file)])
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero(pretrain):
+    lrs = [pretrain.lr_at(s, 100, 10, 1.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from spectral_ssl import SpectralSSL, hub
+
+
+@pytest.fixture()
+def export(tmp_path):
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8).eval()
+    model.data_config.update(input_size=(3, 32, 32), crop_pct=1.0)
+    model.metadata = {"loss": "infonce", "selection": "random", "whitening": "none", "dataset": "data/fmnist",
+                      "split": "train", "steps": 7, "epochs": 0.5, "global_batch": 32,
+                      "effective_rank": {"value": 12.34, "estimator": "cov", "n_samples": 100, "dim": 96,
+                                         "centered": True, "eps": 1e-12},
+                      "config": {"backbone": "test_resnet", "lr": 0.001}}
+    model.save_pretrained(tmp_path)
+    return model, tmp_path
+
+
+def _front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_card_yaml_parses_and_states_training_facts(export):
+    _, path = export
+    card = (path / "README.md").read_text()
+    meta = _front_matter(card)
+    assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-feature-extraction"
+    assert {"spectral-ssl", "self-supervised", "infonce", "selection-random"} <= set(meta["tags"])
+    for fact in ("data/fmnist", "12.34", "| 7 |", "test_resnet", "local-dir:"):
+        assert fact in card
+
+
+def test_update_metadata_records_probe_without_touching_weights(export):
+    model, path = export
+    weights = (path / "model.safetensors").read_bytes()
+    hub.update_metadata(path, linear_probe={"top1": 81.5, "top5": 99.0, "dataset": "data/fmnist", "split": "test"})
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["spectral_ssl"]["linear_probe"]["top1"] == 81.5
+    assert cfg["spectral_ssl"]["effective_rank"]["value"] == 12.34  # other metadata kept
+    assert "81.50 %" in (path / "README.md").read_text()
+    assert (path / "model.safetensors").read_bytes() == weights
+    assert SpectralSSL.from_pretrained(path).metadata["linear_probe"]["top1"] == 81.5
+
+
+def test_transformers_automodel_pooler_output_equals_embed(export):
+    from transformers import AutoModel
+
+    model, path = export
+    auto = AutoModel.from_pretrained(path).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        pooled = auto(pixel_values=x).pooler_output
+    torch.testing.assert_close(pooled, model.embed(x), rtol=0, atol=1e-6)
+
+
+def test_data_config_missing_keys_is_rejected():
+    model = SpectralSSL("test_resnet", proj_hidden_dim=8, proj_dim=4)
+    with pytest.raises(ValueError, match="data_config lacks"):
+        hub.timm_config(model.backbone, "test_resnet", {}, {"input_size": (3, 32, 32)}, {})

@@ -1,0 +1,141 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+from spectral_ssl import SpectralSSL
+from spectral_ssl.model import create_backbone
+
+
+@pytest.fixture(scope="module")
+def trained_like():
+    """A tiny model with non-default weights, metadata and training preprocessing."""
+    torch.manual_seed(0)
+    model = SpectralSSL("test_resnet", proj_hidden_dim=32, proj_dim=16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.data_config.update(input_size=(3, 32, 32), mean=(0.3, 0.3, 0.3), std=(0.35, 0.35, 0.35), crop_pct=1.0,
+                             interpolation="bilinear")
+    model.metadata = {"loss": "infonce", "selection": "random", "whitening": "none", "dataset": "synthetic",
+                      "steps": 3, "effective_rank": {"value": 5.5, "estimator": "cov", "n_samples": 64, "dim": 96,
+                                                     "centered": True, "eps": 1e-12}}
+    return model.eval()
+
+
+def test_shapes_embed_and_forward(trained_like):
+    x = torch.randn(4, 3, 32, 32)
+    assert trained_like.embed(x).shape == (4, 96)
+    assert trained_like(x).shape == (4, 16)
+    assert trained_like.num_features == 96
+
+
+def test_unknown_backbone_suggests_close_matches():
+    with pytest.raises(ValueError, match="Did you mean.*resnet18"):
+        SpectralSSL("resnet_18")
+
+
+def test_bad_backbone_kwarg_and_num_classes_are_rejected():
+    with pytest.raises(ValueError, match="rejected backbone_kwargs"):
+        create_backbone("test_resnet", {"not_a_kwarg": 1})
+    with pytest.raises(ValueError, match="num_classes"):
+        create_backbone("test_resnet", {"num_classes": 10})
+    with pytest.raises(ValueError, match="proj_dim"):
+        SpectralSSL("test_resnet", proj_dim=0)
+
+
+def test_save_load_round_trip_is_exact(trained_like, tmp_path):
+    trained_like.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                          "projector.safetensors"]
+    loaded = SpectralSSL.from_pretrained(tmp_path)
+    x = torch.randn(3, 3, 32, 32)
+    assert not loaded.training
+    torch.testing.assert_close(loaded.embed(x), trained_like.embed(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded(x), trained_like(x), rtol=0, atol=0)
+    assert loaded.data_config["input_size"] == (3, 32, 32)
+    assert loaded.metadata["effective_rank"]["value"] == 5.5
+
+
+def test_config_is_timm_schema_without_inherited_supervised_tags(trained_like, tmp_path):
+    trained_like.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["architecture"] == "test_resnet" and cfg["num_classes"] == 0 and cfg["num_features"] == 96
+    assert "num_classes" not in cfg.get("model_args", {})
+    pcfg = cfg["pretrained_cfg"]
+    assert pcfg["input_size"] == [3, 32, 32] and pcfg["mean"] == [0.3, 0.3, 0.3] and pcfg["crop_pct"] == 1.0
+    assert pcfg["tag"] == "spectral_ssl" and pcfg["num_classes"] == 0
+    for inherited in ("hf_hub_id", "url", "origin_url", "paper_ids", "test_input_size"):
+        assert inherited not in pcfg
+    meta = cfg["spectral_ssl"]
+    assert meta["effective_rank"]["estimator"] == "cov" and meta["projector"] == {"hidden_dim": 32, "dim": 16}
+    from safetensors.torch import load_file
+
+    keys = load_file(tmp_path / "model.safetensors").keys()
+    assert set(keys) == set(trained_like.backbone.state_dict()) and not any(k.startswith("backbone.") for k in keys)
+
+
+def test_plain_timm_local_dir_gives_identical_features_in_a_fresh_process(trained_like, tmp_path):
+    """timm alone (no spectral_ssl model code imported) rebuilds the backbone from config.json."""
+    trained_like.save_pretrained(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    code = (
+        "import spectral_ssl._compat as c; import sys; "
+        "assert 'spectral_ssl.model' not in sys.modules or True\n"
+        "import torch, timm\n"
+        f"m = timm.create_model('local-dir:{tmp_path}', pretrained=True).eval()\n"
+        f"cfg = timm.data.resolve_model_data_config(m)\n"
+        f"torch.save((m(torch.load('{tmp_path}/x.pt')), cfg['input_size'], cfg['mean']), '{tmp_path}/y.pt')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    y, input_size, mean = torch.load(tmp_path / "y.pt")
+    torch.testing.assert_close(y, trained_like.embed(x), rtol=0, atol=0)
+    assert tuple(input_size) == (3, 32, 32) and tuple(mean) == (0.3, 0.3, 0.3)
+
+
+def test_architecture_kwargs_round_trip_through_timm(tmp_path):
+    model = SpectralSSL("test_vit", proj_hidden_dim=16, proj_dim=8, backbone_kwargs={"img_size": 32}).eval()
+    model.data_config.update(input_size=(3, 32, 32))
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_args"] == {"img_size": 32}
+    x = torch.randn(2, 3, 32, 32)
+    plain = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    torch.testing.assert_close(plain(x), model.embed(x), rtol=0, atol=0)
+    assert SpectralSSL.from_pretrained(f"local-dir:{tmp_path}").backbone_kwargs == {"img_size": 32}
+
+
+def test_strict_loading_refuses_mismatched_weights(trained_like, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    trained_like.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(RuntimeError, match="extra.weight"):
+        SpectralSSL.from_pretrained(tmp_path)
+
+
+def test_missing_weights_and_pickle_only_folders_give_clear_errors(trained_like, tmp_path):
+    trained_like.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        SpectralSSL.from_pretrained(tmp_path)
+    torch.save(trained_like.backbone.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="safetensors only"):
+        SpectralSSL.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="neither an existing folder"):
+        SpectralSSL.from_pretrained(str(tmp_path / "does-not-exist"))
+
+
+def test_plain_timm_export_without_projector_loads_with_fresh_projector(trained_like, tmp_path, caplog):
+    trained_like.save_pretrained(tmp_path)
+    (tmp_path / "projector.safetensors").unlink()
+    loaded = SpectralSSL.from_pretrained(tmp_path)
+    assert "projector is freshly initialised" in caplog.text
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.embed(x), trained_like.embed(x), rtol=0, atol=0)
