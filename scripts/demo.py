@@ -18,6 +18,7 @@ CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"
 def _load(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 

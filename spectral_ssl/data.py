@@ -39,6 +39,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_INTERPOLATION = "bilinear"  # what EvalTransform resizes with; exported in pretrained_cfg
 _NATIVE_ORDER = "_spectral_ssl_native_order"  # marks streaming data whose idx is the stream position
+_NUM_ROWS = "_spectral_ssl_num_rows"  # row count of a streamed local folder (no split metadata there)
 
 
 def _columns(ds: datasets.Dataset | datasets.IterableDataset) -> list[str]:
@@ -95,19 +96,39 @@ def load_images(
         ds = ds.rename_columns(renames)
     if isinstance(ds.features.get("image") if ds.features else None, datasets.Image):
         ds = ds.cast_column("image", datasets.Image(decode=False))  # decode ourselves: corrupt rows are per-row errors
+    if isinstance(ds, datasets.IterableDataset) and Path(dataset).is_dir():
+        setattr(ds, _NUM_ROWS, _local_rows(dataset, split))
     if not has_idx:
         if isinstance(ds, datasets.Dataset):
             ds = ds.add_column("idx", np.arange(len(ds), dtype=np.int64))
         else:
             ds = ds.map(lambda example, i: {"idx": i}, with_indices=True)
             setattr(ds, _NATIVE_ORDER, True)  # this stream's idx is only stable in its natural order
+            setattr(ds, _NUM_ROWS, _local_rows(dataset, split) if Path(dataset).is_dir() else None)
     return ds
+
+
+def _local_rows(folder: str, split: str) -> int | None:
+    """Rows of a split in a local folder without reading it: parquet footers, or the number of image files."""
+    try:
+        files = datasets.load_dataset_builder(folder).config.data_files.get(split, [])
+    except Exception:  # noqa: BLE001  (row counts are an optimisation; unknown is a valid answer)
+        return None
+    if files and all(str(f).endswith(".parquet") for f in files):
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    images = [f for f in files if Path(str(f)).suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp",
+                                                                  ".tif", ".tiff"}]
+    return len(images) or None
 
 
 def num_rows(ds: datasets.Dataset | datasets.IterableDataset) -> int | None:
     """Number of rows (from split metadata when streaming), or None if unknown."""
     if isinstance(ds, datasets.Dataset):
         return len(ds)
+    if getattr(ds, _NUM_ROWS, None):
+        return getattr(ds, _NUM_ROWS)
     splits = ds.info.splits or {}
     split = splits.get(str(ds.split)) if ds.split is not None else None
     if split is not None and split.num_examples:
@@ -224,8 +245,9 @@ class _Stream(IterableDataset):
             return
         native = getattr(ds, _NATIVE_ORDER, False)
         if not native:
-            if self.shuffle:
-                ds = ds.shuffle(seed=self.seed, buffer_size=self.buffer)
+            if self.shuffle:  # shard order + buffer; one input shard at a time: datasets 5.2's multi-shard
+                # interleaving stalls 5 s at the end of every epoch (seen here)
+                ds = ds.shuffle(seed=self.seed, buffer_size=self.buffer, max_buffer_input_shards=1)
             if self.world > 1:
                 ds = datasets.distributed.split_dataset_by_node(ds, rank=self.rank, world_size=self.world)
             ds.set_epoch(self.epoch)
@@ -317,8 +339,11 @@ def make_loader(
     stream = _Stream(ds, transform, kind=collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
                      shuffle=shuffle, shuffle_buffer=shuffle_buffer, skip=skip_batches * batch_size, limit=limit,
                      skip_corrupt=skip_corrupt)
+    # Own generator: creating an iterator must not draw from the global RNG, or a resumed run's augmentations
+    # (which use the global RNG restored from the checkpoint when num_workers=0) would be shifted.
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
-                      collate_fn=collate_views if collate == "views" else collate_eval,
+                      collate_fn=collate_views if collate == "views" else collate_eval, generator=generator,
                       persistent_workers=False, pin_memory=torch.cuda.is_available())
 
 

@@ -36,11 +36,22 @@ def test_end_to_end_writes_export_metrics_and_checkpoints(pretrain, tiny_dataset
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_dataset, tmp_path):
-    # 96 rows / batch 16 = 6 steps per epoch: the stop at step 4 is mid-epoch, the run ends in epoch 2.
+def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_dataset, tmp_path, monkeypatch):
+    # 96 rows / batch 16 = 6 steps per epoch: the crash after step 4 is mid-epoch, the run ends in epoch 2.
     straight = pretrain.main(tiny_args(tiny_dataset, tmp_path / "straight", "--max_steps=8"))
     stopped = tmp_path / "stopped"
-    pretrain.main(tiny_args(tiny_dataset, stopped, "--max_steps=4", "--save_every=4"))
+    real_lr_at = pretrain.lr_at
+
+    def crash_at_step_5(step, *args):
+        if step == 4:
+            raise KeyboardInterrupt("simulated stop")
+        return real_lr_at(step, *args)
+
+    monkeypatch.setattr(pretrain, "lr_at", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(tiny_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4"))
+    monkeypatch.setattr(pretrain, "lr_at", real_lr_at)
+    assert not (stopped / "model.safetensors").exists()
     resumed = pretrain.main(tiny_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4", "--resume=true"))
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     for key in a:
