@@ -14,9 +14,9 @@ import json
 import time
 from pathlib import Path
 
-import spectral_ssl  # noqa: F401  (torchvision shim first)
 import torch
 
+import spectral_ssl  # noqa: F401  (torchvision shim first)
 from spectral_ssl import data, effective_rank, hub
 from spectral_ssl.model import SpectralSSL
 from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--knn", action="store_true", help="also run a weighted kNN probe")
     p.add_argument("--compare_random_init", action="store_true",
                    help="also probe the same architecture at random init (the baseline pretraining must beat)")
+    p.add_argument("--bn_batches", type=int, default=20,
+                   help="training batches used to set the random-init baseline's BatchNorm statistics (0 = none)")
     p.add_argument("--output", default=None, help="JSON file for the results (default: MODEL/linear_probe.json)")
     p.add_argument("--no_record", action="store_true", help="do not write the result into the export's metadata")
     p.add_argument("--seed", type=int, default=0)
@@ -52,6 +54,33 @@ def features(model: SpectralSSL, dataset: str, split: str, args: argparse.Namesp
     loader = data.make_loader(ds, transform, batch_size=args.batch_size, shuffle=False, drop_last=False,
                               collate="eval", max_samples=limit or None)
     return extract_features(model, loader, device=device)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: SpectralSSL, dataset: str, args: argparse.Namespace, device: torch.device) -> int:
+    """Set BatchNorm running statistics from training images, weights untouched (a fair random-init baseline).
+
+    A freshly initialised backbone in eval mode normalises with running stats of 0/1 that never saw data, which
+    collapses its features; random features are judged with statistics from ``--bn_batches`` training batches.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or args.bn_batches <= 0:
+        return 0
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    cfg = model.data_config
+    ds = data.load_images(dataset, args.train_split, streaming=True, image_column=args.image_column,
+                          label_column=None)
+    transform = data.EvalTransform(cfg["input_size"][-1], mean=cfg["mean"], std=cfg["std"],
+                                   interpolation=cfg["interpolation"])
+    loader = data.make_loader(ds, transform, batch_size=args.batch_size, collate="eval", seed=args.seed,
+                              max_samples=args.bn_batches * args.batch_size)
+    model.train()
+    for batch in loader:
+        model.embed(batch["image"].to(device))
+    model.eval()
+    return len(norms)
 
 
 def probe(model: SpectralSSL, dataset: str, args: argparse.Namespace, device: torch.device) -> dict:
@@ -84,9 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(args.seed)
         baseline = SpectralSSL(model.backbone_name, backbone_kwargs=model.backbone_kwargs).to(device)
         baseline.data_config = dict(model.data_config)
+        recalibrated = recalibrate_batchnorm(baseline, dataset, args, device)
         results["random_init"] = rnd = probe(baseline, dataset, args, device)
+        rnd["bn_recalibrated_layers"], rnd["bn_batches"] = recalibrated, args.bn_batches
         print(f"random init  : linear top-1 {rnd['top1']:.2f} %  top-5 {rnd['top5']:.2f} %  "
-              f"(R_eff {rnd['effective_rank']:.1f})")
+              f"(R_eff {rnd['effective_rank']:.1f}; BatchNorm statistics from {args.bn_batches} training batches)")
         print(f"pretraining gain: {pre['top1'] - rnd['top1']:+.2f} points top-1")
     local = Path(str(args.model).removeprefix("local-dir:"))
     out_path = Path(args.output) if args.output else (local / "linear_probe.json" if local.is_dir() else None)

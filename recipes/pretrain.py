@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import spectral_ssl  # noqa: F401  (torchvision shim before accelerate imports timm)
 import torch
 import torch.nn.functional as F
 import yaml
@@ -29,6 +28,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+import spectral_ssl  # noqa: F401  (torchvision shim before accelerate imports timm)
 from spectral_ssl import data, effective_rank
 from spectral_ssl.band import infonce_band
 from spectral_ssl.dist import gather
@@ -197,9 +197,13 @@ def spectral_metrics(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_config(argv)
     out = Path(cfg.output_dir)
-    precision = ("bf16" if torch.cuda.is_available() else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
     trackers = "tensorboard" if importlib.util.find_spec("tensorboard") else None
-    accelerator = Accelerator(mixed_precision=precision, log_with=trackers, project_dir=str(out))
+    # cpu=True without CUDA: under torchrun/accelerate launch that gives a gloo process group (MULTI_CPU)
+    accelerator = Accelerator(mixed_precision=precision, log_with=trackers, project_dir=str(out),
+                              cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     main_proc, world, device = accelerator.is_main_process, accelerator.num_processes, accelerator.device
 
@@ -229,7 +233,8 @@ def main(argv: list[str] | None = None) -> Path:
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = (torch.optim.AdamW(groups, lr=cfg.lr) if cfg.optimizer == "adamw"
                  else torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9))
-    model, optimizer, loss_fn = accelerator.prepare(model, optimizer, loss_fn)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_fn = loss_fn.to(device)  # not prepared: DDP refuses modules without parameters
     state = TrainState()
     accelerator.register_for_checkpointing(state)
 

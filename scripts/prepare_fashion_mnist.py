@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> Path:
         try:
             splits, origin = from_hub(), f"the Hub copy {HUB_ID}"
         except Exception as e:  # noqa: BLE001  (no network here is the common case; say what to install)
-            sys.exit(f"error: no Fashion-MNIST idx files in {source} and the Hub copy is unreachable ({type(e).__name__}"
-                     "). Install them with `apt-get install dataset-fashion-mnist` or pass --source DIR.")
+            sys.exit(f"error: no Fashion-MNIST idx files in {source} and the Hub copy is unreachable "
+                     f"({type(e).__name__}). Install them with `apt-get install dataset-fashion-mnist` "
+                     "or pass --source DIR.")
     output.mkdir(parents=True, exist_ok=True)
     for old in output.glob("*.parquet"):
         old.unlink()

@@ -18,13 +18,14 @@ from __future__ import annotations
 import io
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
+from datasets.distributed import split_dataset_by_node
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -249,7 +250,7 @@ class _Stream(IterableDataset):
                 # interleaving stalls 5 s at the end of every epoch (seen here)
                 ds = ds.shuffle(seed=self.seed, buffer_size=self.buffer, max_buffer_input_shards=1)
             if self.world > 1:
-                ds = datasets.distributed.split_dataset_by_node(ds, rank=self.rank, world_size=self.world)
+                ds = split_dataset_by_node(ds, rank=self.rank, world_size=self.world)
             ds.set_epoch(self.epoch)
             yield from ds
             return
@@ -268,10 +269,16 @@ class _Stream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        # Inside DataLoader workers, a datasets IterableDataset already hands each worker its own shards; only
+        # map-style rows need splitting here. Positions, skip and limit are then per worker (approximate resume).
+        presharded = workers > 1 and isinstance(self.ds, datasets.IterableDataset)
+        skip, limit = self.skip, self.limit
+        if presharded:
+            skip, limit = skip // workers, None if limit is None else limit // workers
         for position, row in enumerate(self._rank_rows()):
-            if self.limit is not None and position >= self.limit:
+            if limit is not None and position >= limit:
                 return
-            if position < self.skip or position % workers != worker:
+            if position < skip or (not presharded and position % workers != worker):
                 continue
             try:
                 image = decode_image(row["image"])
@@ -293,6 +300,28 @@ class _Stream(IterableDataset):
             yield sample
 
 
+class _Batches:
+    """Batches formed in the main process from single samples decoded by DataLoader workers.
+
+    Batching inside each worker would drop a partial batch per worker and make the epoch length depend on the
+    worker count; here only the epoch's last partial batch is dropped (``drop_last``).
+    """
+
+    def __init__(self, loader: DataLoader, batch_size: int, collate: Callable, drop_last: bool) -> None:
+        self.loader, self.batch_size, self.collate, self.drop_last = loader, batch_size, collate, drop_last
+        self.dataset = loader.dataset
+
+    def __iter__(self) -> Iterator[dict]:
+        samples: list[dict] = []
+        for sample in self.loader:
+            samples.append(sample)
+            if len(samples) == self.batch_size:
+                yield self.collate(samples)
+                samples = []
+        if samples and not self.drop_last:
+            yield self.collate(samples)
+
+
 def make_loader(
     ds: datasets.Dataset | datasets.IterableDataset,
     transform: Callable,
@@ -310,8 +339,8 @@ def make_loader(
     collate: str = "views",
     skip_batches: int = 0,
     max_samples: int | None = None,
-) -> DataLoader:
-    """DataLoader over this rank's share of one epoch, deterministic given (seed, epoch, rank, world_size).
+) -> Iterable[dict]:
+    """Batches of this rank's share of one epoch, deterministic given (seed, epoch, rank, world_size).
 
     Every sample is seen once per epoch across ranks (disjoint shares). Do not pass the result to
     ``accelerator.prepare``.
@@ -323,7 +352,8 @@ def make_loader(
         seed, epoch: Shuffle seed; the order changes with the epoch.
         rank, world_size: This process's share.
         shuffle, shuffle_buffer: Shuffle (streaming: shard order + a buffer of this many rows).
-        num_workers: DataLoader worker processes (each decodes a disjoint part of the rank's stream).
+        num_workers: DataLoader worker processes decoding and augmenting disjoint parts of the rank's stream
+            (batches are still formed in the main process). Exact mid-epoch resume needs 0.
         drop_last: Drop the last incomplete batch.
         skip_corrupt: Skip undecodable images (logged by idx) instead of raising a ValueError naming the row.
         collate: ``"views"`` or ``"eval"``.
@@ -339,12 +369,20 @@ def make_loader(
     stream = _Stream(ds, transform, kind=collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
                      shuffle=shuffle, shuffle_buffer=shuffle_buffer, skip=skip_batches * batch_size, limit=limit,
                      skip_corrupt=skip_corrupt)
+    collate_fn = collate_views if collate == "views" else collate_eval
+    if num_workers and getattr(ds, _NATIVE_ORDER, False):
+        logger.warning("this stream has no idx column, so its idx is the stream position, which DataLoader workers "
+                       "would renumber; decoding in the main process (add an idx column to use num_workers).")
+        num_workers = 0
     # Own generator: creating an iterator must not draw from the global RNG, or a resumed run's augmentations
     # (which use the global RNG restored from the checkpoint when num_workers=0) would be shifted.
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
-                      collate_fn=collate_views if collate == "views" else collate_eval, generator=generator,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+    if num_workers == 0:
+        return DataLoader(stream, batch_size=batch_size, drop_last=drop_last, collate_fn=collate_fn,
+                          generator=generator)
+    samples = DataLoader(stream, batch_size=None, num_workers=num_workers, generator=generator,
+                         prefetch_factor=4 * batch_size // num_workers + 2)
+    return _Batches(samples, batch_size, collate_fn, drop_last)
 
 
 def synthetic_dataset(num_rows: int = 256, image_size: int = 32, num_classes: int = 4, seed: int = 0,

@@ -122,7 +122,10 @@ def save_export(
     return directory
 
 
-def read_export(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+StateDict = dict[str, torch.Tensor]
+
+
+def read_export(directory: str | Path) -> tuple[dict[str, Any], StateDict, StateDict | None]:
     """Read ``(config, backbone_state, projector_state_or_None)`` from an export folder, with clear errors."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME

@@ -93,3 +93,29 @@ def test_lr_schedule_warms_up_then_decays_to_zero(pretrain):
     lrs = [pretrain.lr_at(s, 100, 10, 1.0) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01
+
+
+@pytest.mark.slow
+def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
+    """The recipe under a real 2-process launcher (gloo): gathered loss, one export, global batch 2 x B."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "pretrain.py"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", str(recipe),
+           *tiny_args(tiny_dataset, out, "--max_steps=3", "--batch_size=8")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**__import__("os").environ,
+                                                                                  "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = SpectralSSL.from_pretrained(out).metadata
+    assert meta["global_batch"] == 16 and meta["steps"] == 3
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [2, 3] and lines[-1]["band_containment"] == 1.0

@@ -1,0 +1,144 @@
+import io
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+
+from spectral_ssl import data
+
+
+@pytest.fixture(scope="module")
+def parquet_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parquet")
+    data.synthetic_dataset(num_rows=40, image_size=16, num_classes=4, seed=0).to_parquet(
+        str(folder / "train-00000-of-00001.parquet"))
+    data.synthetic_dataset(num_rows=12, image_size=16, num_classes=4, seed=1).to_parquet(
+        str(folder / "test-00000-of-00001.parquet"))
+    return folder
+
+
+def epoch_idx(ds, **kw):
+    loader = data.make_loader(ds, data.EvalTransform(16), batch_size=8, drop_last=False, collate="eval", **kw)
+    return [i for batch in loader for i in batch["idx"].tolist()]
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_local_parquet_folder_loads_with_canonical_columns(parquet_folder, streaming):
+    ds = data.load_images(str(parquet_folder), "train", streaming=streaming)
+    assert data.num_rows(ds) == 40
+    row = next(iter(ds))
+    assert set(row) == {"image", "label", "idx"} and isinstance(row["image"], dict)  # undecoded
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_every_sample_once_per_epoch_and_disjoint_across_ranks(parquet_folder, streaming):
+    ds = data.load_images(str(parquet_folder), "train", streaming=streaming)
+    one = epoch_idx(ds, seed=3, epoch=0)
+    assert sorted(one) == list(range(40))
+    shares = [epoch_idx(ds, seed=3, epoch=0, rank=r, world_size=2) for r in (0, 1)]
+    assert not set(shares[0]) & set(shares[1]) and sorted(shares[0] + shares[1]) == list(range(40))
+    assert epoch_idx(ds, seed=3, epoch=0) == one  # deterministic per (seed, epoch)
+    assert epoch_idx(ds, seed=3, epoch=1) != one  # reshuffled per epoch
+
+
+def test_idx_is_stable_identity_of_the_example(parquet_folder):
+    """The same idx always carries the same label and pixels, whatever the order."""
+    ds = data.load_images(str(parquet_folder), "train", streaming=True)
+    loader = data.make_loader(ds, data.EvalTransform(16), batch_size=40, collate="eval", seed=7, epoch=2)
+    batch = next(iter(loader))
+    ref = data.synthetic_dataset(num_rows=40, image_size=16, num_classes=4, seed=0)
+    for i, idx in enumerate(batch["idx"].tolist()):
+        assert batch["label"][i].item() == ref[idx]["label"]
+    stable = data.make_loader(ds, data.EvalTransform(16), batch_size=40, collate="eval", shuffle=False)
+    first = next(iter(stable))
+    pos = batch["idx"].tolist().index(5)
+    torch.testing.assert_close(batch["image"][pos], first["image"][first["idx"].tolist().index(5)])
+
+
+def test_stream_without_idx_column_gets_positions_and_keeps_them(tmp_path):
+    ds = data.synthetic_dataset(num_rows=24, image_size=16, seed=2).remove_columns("idx")
+    ds.to_parquet(str(tmp_path / "train-00000-of-00001.parquet"))
+    stream = data.load_images(str(tmp_path), "train", streaming=True)
+    assert data.num_rows(stream) == 24
+    orders = [epoch_idx(stream, seed=s, epoch=e, rank=r, world_size=2) for s in (0, 1) for e in (0, 1) for r in (0, 1)]
+    for a, b in zip(orders[::2], orders[1::2]):
+        assert sorted(a + b) == list(range(24))
+    labels = {}
+    for seed in (0, 1):
+        loader = data.make_loader(stream, data.EvalTransform(16), batch_size=24, collate="eval", seed=seed)
+        batch = next(iter(loader))
+        for idx, label in zip(batch["idx"].tolist(), batch["label"].tolist()):
+            assert labels.setdefault(idx, label) == label == idx % 4
+
+
+def test_two_view_transform_shapes_and_modes():
+    tf = data.TwoViewTransform(24)
+    for mode in ("RGB", "L", "RGBA", "P"):
+        img = data.synthetic_dataset(num_rows=1, image_size=32, mode=mode)[0]["image"]
+        v1, v2 = tf(data.decode_image(img))
+        assert v1.shape == v2.shape == (3, 24, 24) and v1.dtype == torch.float32
+        assert not torch.equal(v1, v2)
+
+
+def test_eval_transform_is_deterministic():
+    img = data.decode_image(data.synthetic_dataset(num_rows=1, image_size=40)[0]["image"])
+    tf = data.EvalTransform(32)
+    assert torch.equal(tf(img), tf(img)) and tf(img).shape == (3, 32, 32)
+
+
+def test_corrupt_rows_are_skipped_or_reported_by_idx(tmp_path):
+    good = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(good, format="PNG")
+    table = {"image": [{"bytes": good.getvalue(), "path": None}, {"bytes": b"not a png", "path": None}] * 3,
+             "label": [0, 1] * 3, "idx": list(range(6))}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64"),
+                                  "idx": datasets.Value("int64")})
+    datasets.Dataset.from_dict(table, features=features).to_parquet(str(tmp_path / "train-0.parquet"))
+    ds = data.load_images(str(tmp_path), "train")
+    loader = data.make_loader(ds, data.EvalTransform(16), batch_size=2, collate="eval", shuffle=False,
+                              drop_last=False, skip_corrupt=True)
+    assert [i for b in loader for i in b["idx"].tolist()] == [0, 2, 4]
+    assert loader.dataset.corrupt == [1, 3, 5]
+    with pytest.raises(ValueError, match=r"idx 1 .*--skip_corrupt=true"):
+        list(data.make_loader(ds, data.EvalTransform(16), batch_size=2, collate="eval", shuffle=False))
+
+
+def test_skip_batches_and_max_samples(parquet_folder):
+    ds = data.load_images(str(parquet_folder), "train")
+    full = epoch_idx(ds, seed=1)
+    assert epoch_idx(ds, seed=1, skip_batches=2) == full[16:]
+    assert epoch_idx(ds, seed=1, max_samples=10) == full[:10]
+
+
+def test_missing_column_and_split_errors_are_clear(parquet_folder):
+    with pytest.raises(ValueError, match=r"column 'img' not found.*available columns.*image_column"):
+        data.load_images(str(parquet_folder), "train", image_column="img")
+    with pytest.raises(ValueError, match="split 'validation'"):
+        data.load_images(str(parquet_folder), "validation")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        data.load_images(str(parquet_folder / "nope"), "train")
+
+
+def test_image_folder_source(tmp_path):
+    for label in ("cat", "dog"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (12, 12), 40 * i).save(tmp_path / "train" / label / f"{i}.png")
+    ds = data.load_images(str(tmp_path), "train", streaming=True)
+    assert data.num_rows(ds) == 6
+    assert sorted(epoch_idx(ds)) == list(range(6))
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_workers_decode_every_sample_once(tmp_path, streaming):
+    ds_full = data.synthetic_dataset(num_rows=30, image_size=16, seed=3)
+    for k, rows in enumerate(([0, 10], [10, 20], [20, 30])):  # 3 shards
+        ds_full.select(range(*rows)).to_parquet(str(tmp_path / f"train-{k:05d}-of-00003.parquet"))
+    ds = data.load_images(str(tmp_path), "train", streaming=streaming)
+    loader = data.make_loader(ds, data.EvalTransform(16), batch_size=4, collate="eval", num_workers=2,
+                              drop_last=True, seed=5)
+    batches = list(loader)
+    seen = [i for b in batches for i in b["idx"].tolist()]
+    assert all(len(b["idx"]) == 4 for b in batches) and len(batches) == 30 // 4  # only the epoch's tail dropped
+    assert len(set(seen)) == len(seen) and set(seen) <= set(range(30))

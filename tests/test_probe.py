@@ -1,0 +1,114 @@
+import pytest
+import torch
+from torch import nn
+
+from spectral_ssl import extract_features, knn_probe, linear_probe
+
+
+def clusters(n_per_class=100, classes=5, dim=16, spread=0.3, seed=0, labels=None):
+    centers = torch.randn(classes, dim, generator=torch.Generator().manual_seed(1234)) * 3  # same classes always
+    g = torch.Generator().manual_seed(seed)  # the seed only changes the samples
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    x = centers[y] + spread * torch.randn(len(y), dim, generator=g)
+    if labels is not None:
+        y = torch.tensor(labels)[y]
+    return x, y
+
+
+def slow_knn_predictions(train_x, train_y, test_x, k, temperature):
+    """Obviously correct weighted kNN: full similarity matrix, explicit vote loop."""
+    a, b = nn.functional.normalize(train_x, dim=1), nn.functional.normalize(test_x, dim=1)
+    preds = []
+    for row in b:
+        sims = a @ row
+        top = sims.topk(k)
+        votes = {}
+        for s, i in zip(top.values.tolist(), top.indices.tolist()):
+            votes[int(train_y[i])] = votes.get(int(train_y[i]), 0.0) + float(torch.tensor(s / temperature).exp())
+        preds.append(max(votes, key=votes.get))
+    return torch.tensor(preds)
+
+
+def test_separable_clusters_are_solved_by_both_probes():
+    x, y = clusters()
+    xt, yt = clusters(seed=0)
+    assert linear_probe(x, y, xt, yt).top1 >= 99
+    assert knn_probe(x, y, xt, yt).top1 >= 99
+
+
+def test_noise_is_near_chance():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(1000, 32, generator=g), torch.randint(0, 10, (1000,), generator=g)
+    xt, yt = torch.randn(1000, 32, generator=g), torch.randint(0, 10, (1000,), generator=g)
+    assert linear_probe(x, y, xt, yt).top1 < 20
+    assert knn_probe(x, y, xt, yt).top1 < 20
+
+
+def test_top5_bounds():
+    x, y = clusters(classes=4, spread=3.0)
+    res = linear_probe(x, y, *clusters(classes=4, spread=3.0, seed=2))
+    assert res.top5 == 100.0 and res.top1 <= res.top5  # C <= 5: every class is in the top 5
+    x, y = clusters(classes=10, spread=4.0)
+    res = knn_probe(x, y, *clusters(classes=10, spread=4.0, seed=3))
+    assert res.top1 <= res.top5 < 100
+
+
+def test_knn_matches_slow_reference():
+    x, y = clusters(n_per_class=30, classes=4, spread=2.5)
+    xt, yt = clusters(n_per_class=10, classes=4, spread=2.5, seed=5)
+    res = knn_probe(x, y, xt, yt, k=7, temperature=0.1, chunk_size=13)
+    expected = 100.0 * (slow_knn_predictions(x, y, xt, 7, 0.1) == yt).float().mean().item()
+    assert res.top1 == pytest.approx(expected)
+
+
+def test_linear_probe_is_deterministic_and_remaps_labels():
+    x, y = clusters(classes=3, spread=2.0, labels=[3, 7, 11])
+    xt, yt = clusters(classes=3, spread=2.0, seed=4, labels=[3, 7, 11])
+    a, b = linear_probe(x, y, xt, yt, seed=3), linear_probe(x, y, xt, yt, seed=3)
+    assert a.top1 == b.top1 and a.settings == b.settings and a.num_classes == 3
+    yt_unseen = yt.clone()
+    yt_unseen[:10] = 99  # classes absent from train are errors, not crashes
+    assert linear_probe(x, y, xt, yt_unseen).top1 <= a.top1
+
+
+def test_bad_inputs_raise():
+    x, y = clusters()
+    with pytest.raises(ValueError, match="labels"):
+        linear_probe(x, y[:-1], x, y)
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        knn_probe(bad, y, x, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        linear_probe(x, torch.zeros_like(y), x, y)
+    with pytest.raises(ValueError, match="dimension"):
+        linear_probe(x, y, x[:, :3], y)
+
+
+def test_moderate_size_runs_in_seconds():
+    x, y = clusters(n_per_class=2000, classes=10, dim=256, spread=6.0)
+    res = linear_probe(x, y, *clusters(n_per_class=200, classes=10, dim=256, spread=6.0, seed=9))
+    assert res.n_train == 20000 and res.seconds < 60 and res.top1 > 50
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def embed(self, x):
+        return self.net(x)
+
+    def forward(self, x):
+        raise AssertionError("extract_features must call embed")
+
+
+def test_extract_features_is_frozen_and_restores_mode():
+    model = Tiny().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = [{"image": torch.randn(5, 3, 8, 8), "label": torch.arange(5)}, (torch.randn(3, 3, 8, 8), torch.ones(3))]
+    feats, labels = extract_features(model, loader)
+    assert feats.shape == (8, 4) and feats.dtype == torch.float32 and labels.tolist() == [0, 1, 2, 3, 4, 1, 1, 1]
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BN running stats untouched

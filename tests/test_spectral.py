@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+from spectral_ssl import effective_rank, spectrum_stats
+from spectral_ssl.spectral import covariance_eigenvalues
+
+
+def isotropic(d: int) -> torch.Tensor:
+    """±e_i: exactly isotropic centred covariance (I/d)."""
+    eye = torch.eye(d, dtype=torch.float64)
+    return torch.cat([eye, -eye])
+
+
+def random_rotation(d: int, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q
+
+
+@pytest.mark.parametrize("d", [2, 8, 64])
+def test_isotropic_cloud_has_full_rank_for_cov_and_pr(d):
+    z = isotropic(d)
+    assert effective_rank(z, "cov").item() == pytest.approx(d, rel=1e-10)
+    assert effective_rank(z, "pr").item() == pytest.approx(d, rel=1e-10)
+
+
+def test_rank_one_data_has_rank_one():
+    direction = torch.randn(16, dtype=torch.float64)
+    z = torch.randn(50, 1, dtype=torch.float64) * direction
+    assert effective_rank(z, "cov").item() == pytest.approx(1.0, abs=1e-8)
+    assert effective_rank(z, "pr").item() == pytest.approx(1.0, abs=1e-8)
+
+
+def test_closed_form_on_a_known_diagonal_spectrum():
+    lam = torch.tensor([4.0, 2.0, 1.0, 1.0], dtype=torch.float64)
+    z = isotropic(4) * torch.cat([lam, lam]).sqrt()[:, None]  # rows ±sqrt(λ_i) e_i: covariance diag(λ)/4
+    p = lam / lam.sum()
+    assert effective_rank(z, "cov").item() == pytest.approx(torch.exp(-(p * p.log()).sum()).item(), rel=1e-10)
+    assert effective_rank(z, "pr").item() == pytest.approx((lam.sum() ** 2 / (lam**2).sum()).item(), rel=1e-10)
+
+
+def test_invariant_to_scale_rotation_and_row_order():
+    z = torch.randn(200, 32, dtype=torch.float64) * torch.linspace(0.1, 2, 32, dtype=torch.float64)
+    base = {e: effective_rank(z, e).item() for e in ("cov", "pr", "rankme")}
+    perm = torch.randperm(200)
+    for e in ("cov", "pr", "rankme"):
+        assert effective_rank(7.5 * z, e).item() == pytest.approx(base[e], rel=1e-6)
+        assert effective_rank(z[perm], e).item() == pytest.approx(base[e], rel=1e-9)
+    rotated = z @ random_rotation(32)
+    for e in ("cov", "pr"):  # centred spectra are rotation invariant; RankMe's singular values too
+        assert effective_rank(rotated, e).item() == pytest.approx(base[e], rel=1e-9)
+    assert effective_rank(rotated, "rankme").item() == pytest.approx(base["rankme"], rel=1e-9)
+
+
+def test_cov_estimator_is_below_roy_vetterli_on_singular_values():
+    z = torch.randn(300, 16, dtype=torch.float64) * torch.logspace(0, -2, 16, dtype=torch.float64)
+    sigma = torch.linalg.svdvals(z - z.mean(0))
+    p = sigma / sigma.sum()
+    rv_sigma = torch.exp(-(p * p.log()).sum()).item()
+    assert effective_rank(z, "cov").item() < rv_sigma
+
+
+def test_rankme_matches_numpy_reference():
+    z = torch.randn(40, 12, dtype=torch.float64) + 0.5
+    s = np.linalg.svd(z.numpy(), compute_uv=False)
+    p = s / s.sum() + 1e-7
+    expected = np.exp(-(p * np.log(p)).sum())
+    assert effective_rank(z, "rankme", eps=1e-7).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_gram_path_equals_covariance_path():
+    z = torch.randn(10, 40, dtype=torch.float64)  # N < D: Gram route
+    lam = covariance_eigenvalues(z)
+    zc = z - z.mean(0)
+    ref = torch.linalg.eigvalsh(zc.T @ zc / 10).flip(0)[:10].clamp_min(0)
+    torch.testing.assert_close(lam, ref, rtol=1e-9, atol=1e-12)
+    assert effective_rank(z, "cov").item() <= 9 + 1e-9  # rank of centred N rows is at most N - 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_low_precision_input_is_upcast(dtype):
+    z = torch.randn(128, 16)
+    out = effective_rank(z.to(dtype), "cov")
+    assert out.dtype == torch.float64
+    assert out.item() == pytest.approx(effective_rank(z.to(dtype).float(), "cov").item(), rel=1e-9)
+
+
+def test_non_finite_wrong_shape_and_unknown_estimator_raise():
+    z = torch.randn(8, 4)
+    z[1, 2] = float("nan")
+    z[3, 0] = float("inf")
+    with pytest.raises(ValueError, match="2 non-finite"):
+        effective_rank(z)
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        effective_rank(torch.randn(8))
+    with pytest.raises(ValueError, match="unknown estimator"):
+        effective_rank(torch.randn(8, 4), "entropy")
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        effective_rank(torch.randn(1, 4))
+
+
+def test_degenerate_spectra_give_zero():
+    assert effective_rank(torch.ones(5, 3), "cov").item() == 0.0
+    assert effective_rank(torch.zeros(5, 3), "rankme").item() == 0.0
+
+
+def test_spectrum_stats_are_consistent():
+    z = torch.nn.functional.normalize(torch.randn(256, 8, dtype=torch.float64) + 1.0, dim=1)
+    st = spectrum_stats(z)
+    assert st["trace"].item() == pytest.approx(1 - st["mean_norm2"].item(), rel=1e-9)  # unit rows
+    assert st["p_max"].item() >= 1 / st["reff_cov"].item() - 1e-12  # Shannon entropy >= min-entropy
+    assert st["trace"] / st["reff_pr"] <= st["lambda_max"] + 1e-12 <= st["trace"] / st["reff_pr"].sqrt() + 1e-9
