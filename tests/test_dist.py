@@ -31,6 +31,9 @@ def _worker(out_dir):
     gathered = dist.gather(torch.full((2,), float(r)), differentiable=False)
     torch.save({"loss": loss.detach(), "g1": l1.grad, "g2": l2.grad, "world": dist.world_size(),
                 "rank": dist.rank(), "gathered": gathered}, os.path.join(out_dir, f"rank{r}.pt"))
+    # leave together and tear gloo down before exit: a rank exiting with live gloo threads aborts (seen on CI)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def test_helpers_without_process_group_are_identities():

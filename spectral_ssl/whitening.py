@@ -1,0 +1,81 @@
+"""In-batch whitening of projections (reference/paper-spectral.md §5.2, ambiguity A8).
+
+Sits between the projector and L2 normalisation: ``z = normalize(BatchWhitening(h))``. Each call whitens the batch
+it is given with that batch's own statistics (call it once per view), gradients flow through the mean and the
+whitening matrix (as in DBN / W-MSE), and the maths runs in float32 or better even under autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BatchWhitening(nn.Module):
+    """Whiten a (B, D) batch so that its covariance is ~I.
+
+    ``Σ_ε = (1 − s)·Σ + s·(tr Σ / D)·I + eps·(tr Σ / D)·I`` with shrinkage ``s``; then
+
+    - ``kind="zca"``: ``W = U diag(λ^-1/2) Uᵀ`` (rotation-equivariant, stays closest to the input);
+    - ``kind="cholesky"``: ``W = L⁻ᵀ`` with ``Σ_ε = L Lᵀ`` (cheaper, not rotation-equivariant).
+
+    Output: ``(h − μ) W``. In eval mode the running statistics are used instead (diagnostics; training always uses
+    batch statistics). Running mean/covariance are buffers, so they are checkpointed.
+
+    Args:
+        dim: Feature dimension D.
+        kind: ``"zca"`` or ``"cholesky"``.
+        eps: Ridge relative to the mean eigenvalue (> 0).
+        shrinkage: Share ``s`` in [0, 1) of the covariance replaced by its isotropic part.
+        momentum: Running-statistics update rate.
+    """
+
+    def __init__(self, dim: int, kind: str = "zca", eps: float = 1e-4, shrinkage: float = 0.0,
+                 momentum: float = 0.1) -> None:
+        super().__init__()
+        if kind not in ("zca", "cholesky"):
+            raise ValueError(f"kind must be 'zca' or 'cholesky', got {kind!r}.")
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+        if not eps > 0 or not 0 <= shrinkage < 1:
+            raise ValueError(f"need eps > 0 and 0 <= shrinkage < 1, got eps={eps!r}, shrinkage={shrinkage!r}.")
+        self.dim, self.kind, self.eps, self.shrinkage, self.momentum = dim, kind, eps, shrinkage, momentum
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_cov", torch.eye(dim))
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, kind={self.kind!r}, eps={self.eps}, shrinkage={self.shrinkage}"
+
+    def _matrix(self, cov: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(self.dim, dtype=cov.dtype, device=cov.device)
+        scale = cov.diagonal().mean().clamp_min(1e-12)
+        cov = (1 - self.shrinkage) * cov + (self.shrinkage + self.eps) * scale * eye
+        if self.kind == "zca":
+            lam, vecs = torch.linalg.eigh(cov)
+            return vecs @ torch.diag(lam.clamp_min(1e-12).rsqrt()) @ vecs.T
+        chol = torch.linalg.cholesky(cov)
+        return torch.linalg.solve_triangular(chol, eye, upper=False).T  # L⁻ᵀ
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, D) whitened, in the input's dtype (float32 inside)."""
+        if h.ndim != 2 or h.shape[1] != self.dim:
+            raise ValueError(f"expected (B, {self.dim}) projections, got {tuple(h.shape)}.")
+        batch = h.shape[0]
+        if self.training and batch <= self.dim:
+            raise ValueError(f"batch whitening needs more samples than dimensions: batch size {batch} <= dim "
+                             f"{self.dim}. Use a bigger batch, whiten sub-batches of size >= 2*dim, lower proj_dim, "
+                             "or raise shrinkage (e.g. 0.5) so the covariance is well conditioned.")
+        dtype = torch.promote_types(h.dtype, torch.float32)
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            x = h.to(dtype)
+            if self.training:
+                mean = x.mean(0)
+                centred = x - mean
+                cov = centred.T @ centred / (batch - 1)
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+                    self.running_cov.lerp_(cov.detach().to(self.running_cov.dtype), self.momentum)
+            else:
+                mean, cov = self.running_mean.to(dtype), self.running_cov.to(dtype)
+                centred = x - mean
+            return (centred @ self._matrix(cov)).to(h.dtype)

@@ -1,0 +1,122 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spectral_ssl import effective_rank
+from spectral_ssl.batching import greedy_select, log_det_objective, pool_select, resolve_target
+
+
+def unit_pool(m=40, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(m, d, generator=g, dtype=torch.float64), dim=1)
+
+
+def brute_force_greedy(x, k, eps):
+    """Obviously correct greedy: recompute log det(εI + Σ zzᵀ) for every candidate at every step."""
+    chosen, gains = [], []
+    for _ in range(k):
+        base = log_det_objective(x[chosen], eps) if chosen else x.shape[1] * torch.log(torch.tensor(eps,
+                                                                                                  dtype=x.dtype))
+        scores = {c: (log_det_objective(x[chosen + [c]], eps) - base).item() for c in range(len(x)) if c not in chosen}
+        best = max(scores, key=scores.get)
+        chosen.append(best)
+        gains.append(scores[best])
+    return chosen, gains
+
+
+@pytest.mark.parametrize("eps", [1e-2, 0.5])
+def test_exact_greedy_equals_brute_force_greedy_and_gains(eps):
+    # distinct norms make every greedy step's maximum unique (unit vectors tie on the first pick)
+    x = unit_pool() * torch.linspace(0.5, 1.5, 40, dtype=torch.float64)[torch.randperm(40)][:, None]
+    picks = greedy_select(x, 12, eps=eps).tolist()
+    ref, ref_gains = brute_force_greedy(x, 12, eps)
+    assert picks == ref
+    # the objective's increments along the picks are the brute-force maximal gains
+    values = [log_det_objective(x[picks[:t]], eps).item() for t in range(1, 13)]
+    first = values[0] - 6 * torch.log(torch.tensor(eps, dtype=torch.float64)).item()
+    increments = [first] + [b - a for a, b in zip(values, values[1:])]
+    assert increments == pytest.approx(ref_gains, rel=1e-9, abs=1e-9)
+
+
+def test_objective_is_non_decreasing_along_picks():
+    x = unit_pool(m=200, d=16, seed=1)
+    picks = greedy_select(x, 64, m=16, generator=torch.Generator().manual_seed(0))
+    values = torch.stack([log_det_objective(x[picks[:t]]) for t in range(1, 65)])
+    assert bool((values[1:] >= values[:-1] - 1e-9).all())
+
+
+def test_stochastic_with_m_equal_pool_is_exact_and_seeded_runs_repeat():
+    x = unit_pool(m=50, d=8, seed=2)
+    exact = greedy_select(x, 20)
+    assert torch.equal(greedy_select(x, 20, m=50, generator=torch.Generator().manual_seed(5)), exact)
+    a = greedy_select(x, 20, m=8, generator=torch.Generator().manual_seed(7))
+    b = greedy_select(x, 20, m=8, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and a.unique().numel() == 20
+
+
+def clustered_pool(m=512, d=32, clusters=10, seed=0):
+    """Unequal clusters (half the pool in one) around random centres: random batches over-sample the big one."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, d, generator=g)
+    probs = torch.tensor([0.5] + [0.5 / (clusters - 1)] * (clusters - 1))
+    labels = torch.multinomial(probs, m, replacement=True, generator=g)
+    return F.normalize(centres[labels] + 0.3 * torch.randn(m, d, generator=g), dim=1)
+
+
+@pytest.mark.parametrize("m", [None, 64])
+def test_greedy_raises_effective_rank_over_random(m):
+    x = clustered_pool()
+    g = torch.Generator().manual_seed(0)
+    greedy = effective_rank(x[greedy_select(x, 64, m=m, generator=g)]).item()
+    random_ranks = [effective_rank(x[torch.randperm(512, generator=g)[:64]]).item() for _ in range(10)]
+    assert greedy > max(random_ranks)
+
+
+def test_block_and_window_options_return_valid_batches():
+    x = clustered_pool(m=256)
+    blocked = greedy_select(x, 48, block=8)
+    assert blocked.unique().numel() == 48
+    windowed = greedy_select(x, 48, window=5.0, generator=torch.Generator().manual_seed(1))
+    assert windowed.unique().numel() == 48
+
+
+def test_bad_arguments_are_rejected():
+    x = unit_pool()
+    with pytest.raises(ValueError, match="pool size"):
+        greedy_select(x, 41)
+    with pytest.raises(ValueError, match="m must be"):
+        greedy_select(x, 4, m=0)
+    with pytest.raises(ValueError, match="eps"):
+        greedy_select(x, 4, eps=0)
+    with pytest.raises(ValueError, match=r"\(M, D\)"):
+        greedy_select(x[None], 4)
+
+
+def isotropic_batch(rank, d=16, n=32):
+    eye = torch.eye(d, dtype=torch.float64)[:rank]
+    return torch.cat([eye, -eye]).repeat(n // (2 * rank) + 1, 1)[:n]
+
+
+def test_pool_picks_argmax_or_closest_to_target():
+    candidates = torch.stack([isotropic_batch(1), isotropic_batch(8), isotropic_batch(4)])
+    assert pool_select(candidates) == 1
+    assert pool_select(candidates, target=4.2) == 2
+    assert pool_select(candidates, target=1.0) == 0
+
+
+def test_pool_with_one_candidate_is_that_batch():
+    assert pool_select(unit_pool(m=32)[None]) == 0
+
+
+def test_resolve_target_forms_and_clamping(caplog):
+    assert resolve_target(None, 128, 256) is None
+    assert resolve_target(40, 128, 256) == 40
+    assert resolve_target(0.5, 128, 256) == 64
+    assert resolve_target("0.96*C", 128, 256, num_classes=100) == pytest.approx(96)
+    with caplog.at_level(logging.WARNING):
+        assert resolve_target("0.96C", 128, 256, num_classes=1000) == pytest.approx(0.95 * 128)
+    assert "clamped" in caplog.text
+    with pytest.raises(ValueError, match="num_classes"):
+        resolve_target("0.9*C", 128, 256)

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from spectral_ssl import BatchWhitening
+
+
+def anisotropic(n=1024, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=g) * torch.logspace(0, -1.5, d)) @ torch.randn(d, d, generator=g) + 3.0
+
+
+@pytest.mark.parametrize("kind", ["zca", "cholesky"])
+def test_output_covariance_is_identity(kind):
+    out = BatchWhitening(16, kind=kind, eps=1e-9)(anisotropic().double())
+    cov = torch.cov(out.T)
+    torch.testing.assert_close(cov, torch.eye(16, dtype=torch.float64), atol=1e-4, rtol=0)
+    assert out.mean(0).abs().max() < 1e-8
+
+
+def test_zca_is_rotation_equivariant_and_cholesky_is_not():
+    h = anisotropic(d=8).double()
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
+    zca = BatchWhitening(8, eps=1e-6)
+    torch.testing.assert_close(zca(h @ q), zca(h) @ q, atol=1e-8, rtol=1e-6)
+    chol = BatchWhitening(8, kind="cholesky", eps=1e-6)
+    assert not torch.allclose(chol(h @ q), chol(h) @ q, atol=1e-3)
+
+
+def test_gradients_flow_through_statistics():
+    h = anisotropic(n=24, d=3).double().requires_grad_(True)
+    layer = BatchWhitening(3, eps=1e-3, shrinkage=0.1)
+    assert torch.autograd.gradcheck(lambda x: layer(x).pow(3).sum(), (h,))
+
+
+def test_bf16_autocast_gives_finite_gradients_and_fp32_maths():
+    proj = torch.nn.Linear(8, 16)
+    layer = BatchWhitening(16)
+    x = torch.randn(64, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(proj(x))
+    out.float().pow(2).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in proj.parameters())
+
+
+def test_small_batch_error_names_size_and_fix():
+    with pytest.raises(ValueError, match=r"batch size 16 <= dim 32.*sub-batches.*shrinkage"):
+        BatchWhitening(32)(torch.randn(16, 32))
+
+
+def test_running_statistics_are_buffers_and_used_in_eval():
+    layer = BatchWhitening(4, momentum=1.0)
+    h = anisotropic(n=256, d=4)
+    train_out = layer(h)
+    assert {"running_mean", "running_cov"} <= set(layer.state_dict())
+    layer.eval()
+    torch.testing.assert_close(layer(h), train_out, atol=1e-4, rtol=1e-4)  # momentum 1: running = this batch
+    assert layer(h[:2]).shape == (2, 4)  # eval accepts any batch size
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="kind"):
+        BatchWhitening(4, kind="pca")
+    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+        BatchWhitening(4)(torch.randn(10, 5))
