@@ -35,6 +35,7 @@ from spectral_ssl.dist import gather
 from spectral_ssl.losses import LOSSES
 from spectral_ssl.model import SpectralSSL
 from spectral_ssl.probe import extract_features, knn_probe
+from spectral_ssl.whitening import BatchWhitening
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Config:
     loss: str = "infonce"
     temperature: float = 0.2
     selection: str = "random"
-    whitening: str = "none"
+    whitening: str = "none"  # none | zca | cholesky: in-batch whitening of each view's projections before the loss
+    whitening_eps: float = 1e-4  # ridge relative to the mean eigenvalue
     # optimisation
     batch_size: int = 256  # per process
     epochs: int = 1
@@ -86,7 +88,7 @@ class Config:
 
 
 SELECTIONS = ("random",)
-WHITENINGS = ("none",)
+WHITENINGS = ("none", "zca", "cholesky")
 
 
 def _coerce(key: str, text: str, default: Any) -> Any:
@@ -154,6 +156,9 @@ def parse_config(argv: list[str] | None) -> Config:
     checks = [(cfg.loss in LOSSES, f"loss must be one of {sorted(LOSSES)}"),
               (cfg.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
               (cfg.whitening in WHITENINGS, f"whitening must be one of {WHITENINGS}"),
+              (cfg.whitening == "none" or cfg.batch_size > cfg.proj_dim,
+               f"whitening needs batch_size > proj_dim (got {cfg.batch_size} <= {cfg.proj_dim}); raise --batch_size "
+               "or lower --proj_dim"),
               (cfg.optimizer in ("adamw", "sgd"), "optimizer must be adamw or sgd"),
               (cfg.batch_size >= 2, "batch_size must be >= 2"),
               (cfg.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto|no|bf16|fp16")]
@@ -235,8 +240,13 @@ def main(argv: list[str] | None = None) -> Path:
                  else torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9))
     model, optimizer = accelerator.prepare(model, optimizer)
     loss_fn = loss_fn.to(device)  # not prepared: DDP refuses modules without parameters
+    # whitening has no parameters either; its running statistics are checkpointed with the training state
+    whiten = (BatchWhitening(cfg.proj_dim, kind=cfg.whitening, eps=cfg.whitening_eps).to(device)
+              if cfg.whitening != "none" else torch.nn.Identity())
     state = TrainState()
     accelerator.register_for_checkpointing(state)
+    if cfg.whitening != "none":
+        accelerator.register_for_checkpointing(whiten)
 
     # ---- resume from the newest checkpoint ----
     ckpt_root = out / "checkpoints"
@@ -270,7 +280,7 @@ def main(argv: list[str] | None = None) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with accelerator.autocast():
-                z1, z2 = model(x1), model(x2)
+                z1, z2 = whiten(model(x1)), whiten(model(x2))  # per-view batch statistics
                 loss = loss_fn(z1, z2, index=batch["idx"].to(device))
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {state.step}; lower --lr or check the data")

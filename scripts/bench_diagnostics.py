@@ -12,26 +12,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import simclr_step, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.band import infonce_band
-
-
-def timed(fn, repeats: int, sync) -> float:
-    fn()  # warm-up
-    sync()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        samples.append(time.perf_counter() - start)
-    return 1000 * statistics.median(samples)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -43,17 +30,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    model = ssl.SpectralSSL(args.backbone, proj_hidden_dim=2048, proj_dim=args.dim).to(device)
-    loss_fn = ssl.losses.InfoNCELoss(0.2)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step = simclr_step(args.backbone, args.batch, args.dim, device, args.image)
+    model = ssl.SpectralSSL(args.backbone, proj_hidden_dim=2048, proj_dim=args.dim).to(device).eval()
     x1 = torch.randn(args.batch, 3, args.image, args.image, device=device)
     x2 = torch.randn_like(x1)
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x1), model(x2)).backward()
-        opt.step()
 
     with torch.no_grad():
         z1, z2 = F.normalize(model(x1), dim=1), F.normalize(model(x2), dim=1)
@@ -64,8 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
         ssl.effective_rank(z, "rankme")
         infonce_band(z1, z2, 0.2).summary()
 
-    step_ms = timed(train_step, args.repeats, sync)
-    diag_ms = timed(diagnostics, args.repeats, sync)
+    step_ms = timed(step, args.repeats, device)
+    diag_ms = timed(diagnostics, args.repeats, device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'}, " \
                                                                        f"{torch.get_num_threads()} threads)"
     ratio = diag_ms / step_ms

@@ -13,13 +13,11 @@ Prints milliseconds, the ratios (b)/(a) and (a)/(c), and the objective reached b
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import simclr_step, timed
 
-import spectral_ssl as ssl
 from spectral_ssl.batching import greedy_select, log_det_objective
 
 
@@ -41,18 +39,6 @@ def dpp_map_greedy(x: torch.Tensor, k: int, eps: float) -> torch.Tensor:
     return picks
 
 
-def timed(fn, repeats: int, sync) -> float:
-    fn()
-    sync()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        samples.append(time.perf_counter() - start)
-    return 1000 * statistics.median(samples)
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, default=512)
@@ -63,30 +49,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(0)
     x = F.normalize(torch.randn(args.pool, args.dim, generator=g, dtype=torch.float64), dim=1).to(device)
 
-    ours_ms = timed(lambda: greedy_select(x, args.k, eps=args.eps), args.repeats, sync)
-    naive_ms = timed(lambda: dpp_map_greedy(x, args.k, args.eps), args.repeats, sync)
+    ours_ms = timed(lambda: greedy_select(x, args.k, eps=args.eps), args.repeats, device)
+    naive_ms = timed(lambda: dpp_map_greedy(x, args.k, args.eps), args.repeats, device)
     ours = greedy_select(x, args.k, eps=args.eps)
     naive = dpp_map_greedy(x, args.k, args.eps)
     f_ours, f_naive = log_det_objective(x[ours], args.eps).item(), log_det_objective(x[naive], args.eps).item()
 
-    model = ssl.SpectralSSL("resnet18", proj_hidden_dim=2048, proj_dim=args.dim).to(device)
-    loss_fn = ssl.losses.InfoNCELoss(0.2)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x1 = torch.randn(args.k, 3, 32, 32, device=device)
-    x2 = torch.randn_like(x1)
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(model(x1), model(x2))
-        loss.backward()
-        opt.step()
-
-    step_ms = timed(train_step, args.repeats, sync)
+    step_ms = timed(simclr_step("resnet18", args.k, args.dim, device), args.repeats, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; k={args.k}, M={args.pool}, D={args.dim}, eps={args.eps}, fp64")
     print(f"(a) greedy_select (Sherman-Morrison gains): {ours_ms:.1f} ms   objective {f_ours:.4f}")

@@ -119,3 +119,19 @@ def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
     assert meta["global_batch"] == 16 and meta["steps"] == 3
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [2, 3] and lines[-1]["band_containment"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["zca", "cholesky"])
+def test_whitening_runs_and_its_statistics_are_checkpointed(pretrain, tiny_dataset, tmp_path, kind):
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / kind, "--max_steps=2", "--batch_size=24",
+                                  f"--whitening={kind}", "--save_every=2"))
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["band_containment"] == 1.0 and metrics[-1]["loss"] == metrics[-1]["loss"]
+    assert SpectralSSL.from_pretrained(out).metadata["whitening"] == kind
+    assert list((out / "checkpoints" / "step_000002").glob("custom_checkpoint_1.pkl"))  # the whitening buffers
+
+
+def test_whitening_with_too_small_batch_is_refused_up_front(pretrain):
+    with pytest.raises(SystemExit, match="batch_size > proj_dim"):
+        pretrain.parse_config(["--whitening=zca", "--batch_size=64", "--proj_dim=128"])
