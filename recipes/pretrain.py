@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 import spectral_ssl  # noqa: F401  (torchvision shim before accelerate imports timm)
 from spectral_ssl import data, effective_rank
 from spectral_ssl.band import infonce_band
-from spectral_ssl.dist import gather
+from spectral_ssl.batching import SELECTIONS, SOURCES, BatchSelector, CandidatePool, resolve_target
+from spectral_ssl.dist import gather, gather_objects
 from spectral_ssl.losses import LOSSES
 from spectral_ssl.model import SpectralSSL
 from spectral_ssl.probe import extract_features, knn_probe
@@ -62,7 +63,15 @@ class Config:
     # objective
     loss: str = "infonce"
     temperature: float = 0.2
-    selection: str = "random"
+    selection: str = "random"  # random | pool (Pool-P) | greedy (Greedy-m log-det)
+    pool_factor: int = 4  # greedy: candidates per process = pool_factor x batch_size
+    pool_candidates: int = 3  # pool: P candidate batches per step (Pool-P3)
+    greedy_m: int = 0  # candidates scored per greedy pick (0 = all: exact greedy; 64 = Greedy-64)
+    greedy_window: float = 0.0  # stop greedy once R_eff reaches this and fill at random (0 = off)
+    target_reff: str = ""  # pool: target R_eff: a number, a fraction of proj_dim, or "0.96*C" (empty = argmax)
+    num_classes: int = 0  # C for "rho*C" targets
+    selection_source: str = "cache"  # greedy candidates' embeddings: cache (last visit) | online (no-grad pass)
+    selection_eps: float = 1e-2  # ridge of the log-det objective
     whitening: str = "none"  # none | zca | cholesky: in-batch whitening of each view's projections before the loss
     whitening_eps: float = 1e-4  # ridge relative to the mean eigenvalue
     # optimisation
@@ -87,7 +96,6 @@ class Config:
     push_to_hub: str = ""  # repo id to push the export to at the end (empty = no push)
 
 
-SELECTIONS = ("random",)
 WHITENINGS = ("none", "zca", "cholesky")
 
 
@@ -155,6 +163,9 @@ def parse_config(argv: list[str] | None) -> Config:
     cfg = Config(**values)
     checks = [(cfg.loss in LOSSES, f"loss must be one of {sorted(LOSSES)}"),
               (cfg.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
+              (cfg.selection_source in SOURCES, f"selection_source must be one of {SOURCES}"),
+              (min(cfg.pool_factor, cfg.pool_candidates) >= 1 and cfg.greedy_m >= 0,
+               "pool_factor and pool_candidates must be >= 1 and greedy_m >= 0"),
               (cfg.whitening in WHITENINGS, f"whitening must be one of {WHITENINGS}"),
               (cfg.whitening == "none" or cfg.batch_size > cfg.proj_dim,
                f"whitening needs batch_size > proj_dim (got {cfg.batch_size} <= {cfg.proj_dim}); raise --batch_size "
@@ -177,10 +188,16 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 class TrainState:
-    """Step/epoch counters, saved with accelerate's checkpoints (register_for_checkpointing)."""
+    """Step/epoch counters, saved with accelerate's checkpoints (register_for_checkpointing).
+
+    ``drawn[r]``: loader batches rank r consumed this epoch; ``carried[r]``: idx of the candidates rank r's
+    selection pool held (re-read on resume, so no sample of the epoch is lost).
+    """
 
     def __init__(self) -> None:
         self.step, self.epoch, self.batch_in_epoch, self.corrupt = 0, 0, 0, 0
+        self.drawn: list[int] = []
+        self.carried: list[list[int]] = []
 
     def state_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -243,8 +260,15 @@ def main(argv: list[str] | None = None) -> Path:
     # whitening has no parameters either; its running statistics are checkpointed with the training state
     whiten = (BatchWhitening(cfg.proj_dim, kind=cfg.whitening, eps=cfg.whitening_eps).to(device)
               if cfg.whitening != "none" else torch.nn.Identity())
+    target = resolve_target(float(cfg.target_reff) if re.fullmatch(r"[0-9.eE+-]+", cfg.target_reff)
+                            else cfg.target_reff or None, cfg.proj_dim, cfg.batch_size * world, cfg.num_classes or None)
+    selector = BatchSelector(cfg.selection, cfg.batch_size, cfg.proj_dim, data.num_rows(train),
+                             pool_factor=cfg.pool_factor, pool_candidates=cfg.pool_candidates,
+                             greedy_m=cfg.greedy_m or None, eps=cfg.selection_eps, target=target,
+                             window=cfg.greedy_window or None, source=cfg.selection_source, seed=cfg.seed).to(device)
     state = TrainState()
     accelerator.register_for_checkpointing(state)
+    accelerator.register_for_checkpointing(selector)  # the embedding cache (empty for random selection)
     if cfg.whitening != "none":
         accelerator.register_for_checkpointing(whiten)
 
@@ -268,20 +292,34 @@ def main(argv: list[str] | None = None) -> Path:
     # ---- training loop ----
     bar = tqdm(total=total_steps, initial=state.step, disable=not main_proc, desc="pretrain", dynamic_ncols=True)
     model.train()
-    tick, seen = time.perf_counter(), 0
+    tick, seen, rank = time.perf_counter(), 0, accelerator.process_index
+    loader_args = dict(seed=cfg.seed, rank=rank, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
+                       skip_corrupt=cfg.skip_corrupt)
+    pool, drawn = None, 0
     while state.step < total_steps:
-        loader = data.make_loader(train, transform, batch_size=cfg.batch_size, seed=cfg.seed, epoch=state.epoch,
-                                  rank=accelerator.process_index, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
-                                  num_workers=cfg.num_workers, skip_corrupt=cfg.skip_corrupt,
-                                  skip_batches=state.batch_in_epoch, max_samples=cfg.max_train_samples or None)
-        for batch in loader:
+        # each step: fill the pool from the loader, choose this rank's batch, the rest waits (once per epoch)
+        drawn = state.drawn[rank] if state.drawn else 0
+        loader = data.make_loader(train, transform, batch_size=cfg.batch_size, epoch=state.epoch,
+                                  num_workers=cfg.num_workers, skip_batches=drawn,
+                                  max_samples=cfg.max_train_samples or None, **loader_args)
+        pool = CandidatePool(loader, selector.pool_size, recover_pool(state, cfg, train, transform, loader_args))
+        while state.step < total_steps and (not steps_per_epoch or state.batch_in_epoch < steps_per_epoch):
+            logging_step = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == total_steps
+            step_start = time.perf_counter()
+            with accelerator.autocast():  # candidates' no-grad pass (if any) at the training precision
+                batch = selector.select(accelerator.unwrap_model(model), pool, state.step,
+                                        measure=logging_step and cfg.selection != "random")
+            if batch is None:
+                break
             x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
             lr = lr_at(state.step, total_steps, cfg.warmup_steps, cfg.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with accelerator.autocast():
-                z1, z2 = whiten(model(x1)), whiten(model(x2))  # per-view batch statistics
+                p1, p2 = model(x1), model(x2)
+                z1, z2 = whiten(p1), whiten(p2)  # per-view batch statistics
                 loss = loss_fn(z1, z2, index=batch["idx"].to(device))
+            selector.observe(batch["idx"], p1, state.step)  # cache for the next epochs' selection
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {state.step}; lower --lr or check the data")
             optimizer.zero_grad(set_to_none=True)
@@ -289,6 +327,9 @@ def main(argv: list[str] | None = None) -> Path:
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if logging_step and device.type == "cuda":
+                torch.cuda.synchronize()
+            step_ms = 1000 * (time.perf_counter() - step_start)
             state.step += 1
             state.batch_in_epoch += 1
             seen += x1.shape[0] * world
@@ -298,7 +339,9 @@ def main(argv: list[str] | None = None) -> Path:
                 elapsed = time.perf_counter() - tick
                 metrics = {"step": state.step, "epoch": state.epoch, "lr": lr, "img_per_s": seen / elapsed,
                            "loss": accelerator.reduce(loss.detach(), "mean").item(),
-                           **spectral_metrics(z1, z2, cfg.temperature)}
+                           **spectral_metrics(z1, z2, cfg.temperature), "step_ms": step_ms,
+                           **{f"sel_{k}": v for k, v in selector.stats.items()},
+                           "sel_share": selector.stats["select_ms"] / step_ms}
                 if cfg.probe_every and state.step % cfg.probe_every == 0:
                     metrics["knn_top1"] = online_knn(accelerator.unwrap_model(model), cfg, device)
                     model.train()
@@ -310,18 +353,17 @@ def main(argv: list[str] | None = None) -> Path:
                     accelerator.log(metrics, step=state.step)
                 tick, seen = time.perf_counter(), 0
             if cfg.save_every and state.step % cfg.save_every == 0:
-                accelerator.save_state(str(ckpt_root / f"step_{state.step:06d}"))
-            if state.step >= total_steps or state.batch_in_epoch == steps_per_epoch:
-                break
+                save_checkpoint(accelerator, state, pool, drawn, ckpt_root)
         epoch_done = not steps_per_epoch or state.batch_in_epoch >= steps_per_epoch
         if not epoch_done and state.step < total_steps:
             raise RuntimeError(f"epoch {state.epoch} ended after {state.batch_in_epoch} of {steps_per_epoch} batches "
                                f"on rank {accelerator.process_index}: the split has fewer rows than its metadata says")
         if epoch_done:
-            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            state.epoch, state.batch_in_epoch, state.drawn, state.carried = state.epoch + 1, 0, [], []
+            pool = None
     bar.close()
     if cfg.save_every and state.step % cfg.save_every:
-        accelerator.save_state(str(ckpt_root / f"step_{state.step:06d}"))
+        save_checkpoint(accelerator, state, pool, drawn, ckpt_root)
 
     # ---- export (Hub format at the root of output_dir) ----
     accelerator.wait_for_everyone()
@@ -339,7 +381,36 @@ def main(argv: list[str] | None = None) -> Path:
         if cfg.push_to_hub:
             final.push_to_hub(cfg.push_to_hub)
     accelerator.end_training()
+    if torch.distributed.is_initialized():  # leave together and tear the group down: a process group (and DDP's
+        accelerator.wait_for_everyone()  # reducer) left to interpreter exit can hang in gloo's destructor
+        del model, optimizer
+        torch.distributed.destroy_process_group()
     return out
+
+
+def save_checkpoint(accelerator: Accelerator, state: TrainState, pool: CandidatePool | None, skipped: int,
+                    root: Path) -> None:
+    """accelerate ``save_state`` plus every rank's pool position (only rank 0 writes the custom state)."""
+    mine = (skipped + pool.drawn, pool.carried_idx()) if pool is not None else (0, [])
+    ranks = gather_objects(mine)
+    state.drawn, state.carried = [d for d, _ in ranks], [c for _, c in ranks]
+    accelerator.save_state(str(root / f"step_{state.step:06d}"))
+
+
+def recover_pool(state: TrainState, cfg: Config, train, transform, loader_args: dict) -> dict | None:
+    """Re-read the candidates this rank's pool held at the checkpoint (their rows, not decoded twice)."""
+    rank = loader_args["rank"]
+    if not state.carried or not state.carried[rank]:
+        return None
+    keep = state.carried[rank]
+    read = state.drawn[rank] * cfg.batch_size * loader_args["world_size"]
+    loader = data.make_loader(train, transform, batch_size=len(keep), epoch=state.epoch, drop_last=False,
+                              max_samples=min(read, cfg.max_train_samples or read), keep_idx=keep, **loader_args)
+    batch = next(iter(loader), None)
+    if batch is None or len(batch["idx"]) != len(keep):
+        raise RuntimeError(f"resume could not re-read the {len(keep)} samples waiting in the selection pool; the "
+                           "dataset changed since the checkpoint. Start a new output_dir.")
+    return batch
 
 
 def eval_loader(cfg: Config, limit: int) -> torch.utils.data.DataLoader:

@@ -227,8 +227,9 @@ class _Stream(IterableDataset):
     """This rank's deterministic stream of transformed samples for one epoch (see ``make_loader``)."""
 
     def __init__(self, ds, transform: Callable, *, kind: str, seed: int, epoch: int, rank: int, world_size: int,
-                 shuffle: bool, shuffle_buffer: int, skip: int, limit: int | None, skip_corrupt: bool) -> None:
-        self.ds, self.transform, self.kind = ds, transform, kind
+                 shuffle: bool, shuffle_buffer: int, skip: int, limit: int | None, skip_corrupt: bool,
+                 keep_idx: frozenset[int] | None = None) -> None:
+        self.ds, self.transform, self.kind, self.keep_idx = ds, transform, kind, keep_idx
         self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world_size
         self.shuffle, self.buffer, self.skip, self.limit, self.skip_corrupt = (shuffle, shuffle_buffer, skip, limit,
                                                                                skip_corrupt)
@@ -278,6 +279,8 @@ class _Stream(IterableDataset):
             if limit is not None and position >= limit:
                 return
             if position < skip or (not presharded and position % workers != worker):
+                continue
+            if self.keep_idx is not None and int(row["idx"]) not in self.keep_idx:
                 continue
             try:
                 image = decode_image(row["image"])
@@ -338,6 +341,7 @@ def make_loader(
     collate: str = "views",
     skip_batches: int = 0,
     max_samples: int | None = None,
+    keep_idx: Iterable[int] | None = None,
 ) -> Iterable[dict]:
     """Batches of this rank's share of one epoch, deterministic given (seed, epoch, rank, world_size).
 
@@ -359,6 +363,8 @@ def make_loader(
         skip_batches: Skip the first ``skip_batches * batch_size`` rows of this rank's stream before decoding
             (resume in the middle of an epoch).
         max_samples: Stop this epoch after this many rows in total across ranks (``None`` = all).
+        keep_idx: Decode and yield only the rows with these ``idx`` values (the rest of the stream is read but not
+            decoded): recovers the samples a selection pool held when a checkpoint was written.
     """
     if collate not in ("views", "eval"):
         raise ValueError(f"collate must be 'views' or 'eval', got {collate!r}.")
@@ -367,7 +373,7 @@ def make_loader(
     limit = None if max_samples is None else max_samples // world_size
     stream = _Stream(ds, transform, kind=collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
                      shuffle=shuffle, shuffle_buffer=shuffle_buffer, skip=skip_batches * batch_size, limit=limit,
-                     skip_corrupt=skip_corrupt)
+                     skip_corrupt=skip_corrupt, keep_idx=None if keep_idx is None else frozenset(keep_idx))
     collate_fn = collate_views if collate == "views" else collate_eval
     if num_workers and getattr(ds, _NATIVE_ORDER, False):
         logger.warning("this stream has no idx column, so its idx is the stream position, which DataLoader workers "

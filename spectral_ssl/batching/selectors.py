@@ -34,6 +34,8 @@ def greedy_select(
     generator: torch.Generator | None = None,
     block: int = 1,
     window: float | None = None,
+    groups: torch.Tensor | None = None,
+    quota: int | None = None,
 ) -> torch.Tensor:
     """Greedy log-det batch selection.
 
@@ -48,6 +50,10 @@ def greedy_select(
         window: Stop greedy picks once the effective rank ("cov") of the selection reaches this bound and fill the
             rest uniformly at random from the remaining candidates (the "moderate diversity window", A12). Checked
             after every ``block`` picks; this check synchronises with the host.
+        groups, quota: (M,) group labels 0..G-1 (e.g. the process that holds each candidate) and the number of
+            picks each group must contribute, with ``k == G * quota``: a group leaves the race once it has ``quota``
+            picks (greedy under a partition-matroid constraint). Used so that every process trains on exactly its
+            share of a jointly selected global batch. Needs ``block=1``.
 
     Returns:
         (k,) LongTensor of unique indices into ``embeddings``, in pick order, on the embeddings' device.
@@ -64,6 +70,16 @@ def greedy_select(
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive integer, got {block!r}.")
     device = embeddings.device
+    if (groups is None) != (quota is None):
+        raise ValueError("pass groups and quota together (or neither).")
+    if groups is not None:
+        num_groups = int(groups.max()) + 1 if groups.numel() else 0
+        sizes = torch.bincount(groups, minlength=num_groups)
+        if groups.shape != (total,) or block != 1 or k != num_groups * quota or bool((sizes < quota).any()):
+            raise ValueError(f"groups must be (M,) labels 0..G-1 with at least quota={quota} members each, k must "
+                             f"equal G * quota (got k={k}, G={num_groups}) and block must be 1.")
+        groups = groups.to(device)
+        taken = torch.zeros(num_groups, dtype=torch.long, device=device)
     x = embeddings.detach().to(_scores_dtype(device))
     if not torch.isfinite(x).all():
         raise ValueError("embeddings have non-finite values.")
@@ -92,14 +108,30 @@ def greedy_select(
             a_inv = a_inv - torch.outer(w, w) / denom
         picks[count:count + step] = chosen
         available[chosen] = False
+        if groups is not None:  # a group with its full quota leaves the race (no host sync)
+            taken.index_add_(0, groups[chosen], torch.ones_like(chosen))
+            available &= taken[groups] < quota
         count += step
         if window is not None and count < k and count >= 2 and \
                 float(effective_rank(embeddings[picks[:count]], "cov")) >= window:
-            rest = torch.nonzero(available).squeeze(1)
-            order = torch.randperm(rest.numel(), generator=generator, device=device)
-            picks[count:] = rest[order[: k - count]]
+            picks[count:] = _random_fill(available, k - count, generator, groups, quota, picks[:count])
             break
     return picks
+
+
+def _random_fill(available: torch.Tensor, n: int, generator: torch.Generator | None, groups: torch.Tensor | None,
+                 quota: int | None, picked: torch.Tensor) -> torch.Tensor:
+    """``n`` uniform random available candidates (each group topped up to its quota when groups are given)."""
+    device = available.device
+    if groups is None:
+        rest = torch.nonzero(available).squeeze(1)
+        return rest[torch.randperm(rest.numel(), generator=generator, device=device)[:n]]
+    fills = []
+    for g in range(int(groups.max()) + 1):
+        need = quota - int((groups[picked] == g).sum())
+        rest = torch.nonzero(available & (groups == g)).squeeze(1)
+        fills.append(rest[torch.randperm(rest.numel(), generator=generator, device=device)[:need]])
+    return torch.cat(fills)
 
 
 def log_det_objective(embeddings: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:

@@ -120,3 +120,18 @@ def test_resolve_target_forms_and_clamping(caplog):
     assert "clamped" in caplog.text
     with pytest.raises(ValueError, match="num_classes"):
         resolve_target("0.9*C", 128, 256)
+
+
+def test_group_quota_gives_each_group_its_share_and_one_group_equals_plain_greedy():
+    x = clustered_pool(m=120, d=8)
+    groups = torch.arange(3).repeat_interleave(40)
+    picks = greedy_select(x, 30, groups=groups, quota=10)
+    assert torch.bincount(groups[picks], minlength=3).tolist() == [10, 10, 10] and picks.unique().numel() == 30
+    assert torch.equal(greedy_select(x, 12, groups=torch.zeros(120, dtype=torch.long), quota=12),
+                       greedy_select(x, 12))
+    windowed = greedy_select(x, 30, groups=groups, quota=10, window=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.bincount(groups[windowed], minlength=3).tolist() == [10, 10, 10]
+    with pytest.raises(ValueError, match="k must equal G \\* quota"):
+        greedy_select(x, 31, groups=groups, quota=10)
+    with pytest.raises(ValueError, match="together"):
+        greedy_select(x, 30, groups=groups)

@@ -111,7 +111,7 @@ def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", str(recipe),
-           *tiny_args(tiny_dataset, out, "--max_steps=3", "--batch_size=8")]
+           *tiny_args(tiny_dataset, out, "--max_steps=3", "--batch_size=8", "--selection=greedy", "--greedy_m=8")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**__import__("os").environ,
                                                                                   "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,6 +119,7 @@ def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
     assert meta["global_batch"] == 16 and meta["steps"] == 3
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [2, 3] and lines[-1]["band_containment"] == 1.0
+    assert lines[0]["sel_pool_size"] == 32 and lines[0]["sel_reff_chosen"] > 0  # 4 x 8 candidates per rank
 
 
 @pytest.mark.slow
@@ -135,3 +136,44 @@ def test_whitening_runs_and_its_statistics_are_checkpointed(pretrain, tiny_datas
 def test_whitening_with_too_small_batch_is_refused_up_front(pretrain):
     with pytest.raises(SystemExit, match="batch_size > proj_dim"):
         pretrain.parse_config(["--whitening=zca", "--batch_size=64", "--proj_dim=128"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("selection", ["greedy", "pool"])
+def test_selection_logs_chosen_against_random_and_its_cost(pretrain, tiny_dataset, tmp_path, selection):
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / selection, "--max_steps=2", "--batch_size=24",
+                                  "--log_every=1", f"--selection={selection}", "--whitening=zca",
+                                  "--target_reff=0.5" if selection == "pool" else "--greedy_m=16"))
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["sel_pool_size"] == (72 if selection == "pool" else 96)  # 3 x 24 candidates, or the 4 x 24 pool
+    assert first["sel_select_ms"] > 0 and 0 < first["sel_share"] < 1
+    assert first["sel_reff_chosen"] > 1 and first["sel_reff_random"] > 1
+    if selection == "greedy":  # the log-det greedy spreads the batch (untrained net, clustered synthetic data)
+        assert first["sel_reff_chosen"] > first["sel_reff_random"]
+    assert SpectralSSL.from_pretrained(out).metadata["selection"] == selection
+
+
+@pytest.mark.slow
+def test_greedy_with_a_resume_still_trains_every_sample_once_per_epoch(pretrain, tiny_dataset, tmp_path,
+                                                                         monkeypatch):
+    # 96 rows / 16 = 6 steps per epoch; the checkpoint at step 2 holds a pool of 48 waiting candidates
+    real_lr_at = pretrain.lr_at
+
+    def crash_at_step_4(step, *args):
+        if step == 3:
+            raise KeyboardInterrupt("simulated stop")
+        return real_lr_at(step, *args)
+
+    args = tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--save_every=2", "--selection=greedy")
+    monkeypatch.setattr(pretrain, "lr_at", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(args)
+    monkeypatch.setattr(pretrain, "lr_at", real_lr_at)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "step_000002" / "custom_checkpoint_0.pkl",
+                       weights_only=False)
+    assert len(saved["carried"][0]) == 48 and saved["drawn"] == [5]
+    out = pretrain.main(args + ["--resume=true"])
+    selector = torch.load(out / "checkpoints" / "step_000006" / "custom_checkpoint_1.pkl", weights_only=False)
+    # 6 steps x 16 = 96 trainings and every one of the 96 rows has been trained: each exactly once
+    assert selector["cache_step"].shape == (96,) and bool((selector["cache_step"] >= 0).all())
+    assert sorted(selector["cache_step"].tolist()).count(5) == 16

@@ -1,0 +1,269 @@
+"""Selection in training: an oversampled candidate pool per step, one decision for all processes.
+
+A streaming ``IterableDataset`` takes no sampler, so selection is a step over a pool of already-loaded samples:
+
+1. ``CandidatePool.fill`` draws loader batches until this process holds ``pool_size`` candidates (unchosen samples
+   from earlier steps stay in the pool, so every sample is still trained on exactly once per epoch, A11);
+2. ``BatchSelector.select`` embeds the candidates (``source="cache"``: the detached, L2-normalised projections from
+   each sample's last visit, keyed by ``idx``, misses embedded by a no-grad pass; ``source="online"``: a no-grad
+   pass over all of them), gathers them from every process, decides once on rank 0 (random, Pool-P or Greedy-m on
+   the global pool, with each process contributing exactly ``batch_size`` samples), broadcasts the decision and
+   returns this process's share;
+3. after the training forward, ``BatchSelector.observe`` writes the trained samples' projections into the cache.
+
+References: reference/paper-spectral.md §3.2 (Pool-P), §4.2 (Greedy-m), ambiguities A4, A5, A10-A12.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral_ssl import dist
+from spectral_ssl.batching.selectors import greedy_select, pool_select
+from spectral_ssl.spectral import effective_rank
+
+logger = logging.getLogger(__name__)
+
+SELECTIONS = ("random", "pool", "greedy")
+SOURCES = ("cache", "online")
+
+Batch = dict[str, Any]
+
+
+def _take(batch: Batch, positions: torch.Tensor) -> Batch:
+    """Rows ``positions`` of a collated two-view batch (``views``, ``idx``, optional ``label``)."""
+    return {"views": tuple(v[positions] for v in batch["views"]), "idx": batch["idx"][positions],
+            "label": None if batch.get("label") is None else batch["label"][positions]}
+
+
+def _concat(a: Batch, b: Batch) -> Batch:
+    return {"views": tuple(torch.cat([u, v]) for u, v in zip(a["views"], b["views"])),
+            "idx": torch.cat([a["idx"], b["idx"]]),
+            "label": None if a.get("label") is None or b.get("label") is None else torch.cat([a["label"], b["label"]])}
+
+
+class CandidatePool:
+    """This process's candidates: samples drawn from the loader and not trained on yet.
+
+    Args:
+        batches: The epoch's loader (collated two-view batches with an ``idx`` tensor).
+        size: Candidates to hold before each decision (``pool_factor × batch_size``).
+        carried: Candidates left over from before a resume (see ``carried_idx``), put first in the pool.
+    """
+
+    def __init__(self, batches: Iterable[Batch], size: int, carried: Batch | None = None) -> None:
+        self._batches: Iterator[Batch] = iter(batches)
+        self.size = size
+        self.samples: Batch | None = carried if carried is not None and len(carried["idx"]) else None
+        self.drawn = 0  # loader batches consumed this epoch (for resuming)
+
+    def __len__(self) -> int:
+        return 0 if self.samples is None else len(self.samples["idx"])
+
+    def fill(self) -> int:
+        """Draw loader batches until the pool holds ``size`` candidates or the epoch's stream ends; pool size."""
+        while len(self) < self.size:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            self.drawn += 1
+            self.samples = batch if self.samples is None else _concat(self.samples, batch)
+        return len(self)
+
+    def take(self, positions: torch.Tensor) -> Batch:
+        """Remove and return the candidates at ``positions`` (the rest stay for the next step)."""
+        positions = positions.cpu()
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[positions] = False
+        chosen = _take(self.samples, positions)
+        self.samples = _take(self.samples, keep.nonzero().squeeze(1))
+        return chosen
+
+    def carried_idx(self) -> list[int]:
+        """Dataset indices of the candidates waiting in the pool (saved with checkpoints, so none is lost)."""
+        return [] if self.samples is None else self.samples["idx"].tolist()
+
+
+@contextlib.contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """Run a no-grad pass in train mode (batch statistics, as in training) without moving any norm layer's
+    running statistics: they are restored on exit."""
+    saved = [(b, b.detach().clone()) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
+             for b in m.buffers(recurse=False)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+class BatchSelector(nn.Module):
+    """Chooses each process's training batch from its candidate pool by the spectrum of the global batch.
+
+    Args:
+        selection: ``"random"``, ``"pool"`` (Pool-P: ``pool_candidates`` random candidate batches, the one with the
+            largest R_eff or closest to ``target``) or ``"greedy"`` (Greedy-m log-det selection).
+        batch_size: Per-process batch size B.
+        dim: Projection dimension D (cache width).
+        dataset_size: Number of rows; ``idx`` must lie in ``[0, dataset_size)``. Needed for ``source="cache"``.
+        pool_factor: Greedy/random pool size in batches (candidates per process = pool_factor × B).
+        pool_candidates: P for Pool-P (candidates per process = P × B).
+        greedy_m: Candidates scored per greedy pick (``None`` = exact greedy; 64 = Greedy-64).
+        eps: Ridge of the log-det objective.
+        target: Pool-P target effective rank (already resolved to a number), ``None`` = argmax.
+        window: Greedy stops at this R_eff and fills the rest at random (``None`` = off).
+        source: ``"cache"`` or ``"online"`` (always online for Pool-P, as in the paper's cost reading, A10).
+        seed: Decisions are a deterministic function of ``(seed, step)``, so a resumed run repeats them.
+        cache_dtype: Storage type of the cache (float16 halves its memory; selection maths runs in float64).
+    """
+
+    def __init__(self, selection: str, batch_size: int, dim: int, dataset_size: int | None = None, *,
+                 pool_factor: int = 4, pool_candidates: int = 3, greedy_m: int | None = None, eps: float = 1e-2,
+                 target: float | None = None, window: float | None = None, source: str = "cache", seed: int = 0,
+                 cache_dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
+        if selection == "pool":
+            source = "online"
+        if not isinstance(pool_factor, int) or pool_factor < 1 or not isinstance(pool_candidates, int) \
+                or pool_candidates < 1:
+            raise ValueError(f"pool_factor and pool_candidates must be positive integers, got {pool_factor!r} and "
+                             f"{pool_candidates!r}.")
+        if greedy_m is not None and (not isinstance(greedy_m, int) or greedy_m < 1):
+            raise ValueError(f"greedy_m must be None (exact greedy) or a positive integer, got {greedy_m!r}.")
+        if source == "cache" and selection != "random" and not dataset_size:
+            raise ValueError("source='cache' needs dataset_size (the number of rows, to size the cache); pass it, "
+                             "or use source='online' for a stream of unknown length.")
+        self.selection, self.batch_size, self.dim, self.source = selection, batch_size, dim, source
+        self.pool_factor, self.pool_candidates, self.greedy_m = pool_factor, pool_candidates, greedy_m
+        self.eps, self.target, self.window, self.seed = eps, target, window, seed
+        self.dataset_size = dataset_size
+        uses_cache = source == "cache" and selection != "random"
+        rows = dataset_size if uses_cache else 0
+        self.register_buffer("cache", torch.zeros(rows, dim, dtype=cache_dtype))
+        self.register_buffer("cache_step", torch.full((rows,), -1, dtype=torch.long))  # -1 = never embedded
+        self.stats: dict[str, float] = {}
+
+    def extra_repr(self) -> str:
+        return (f"selection={self.selection}, batch_size={self.batch_size}, pool_size={self.pool_size}, "
+                f"source={self.source}, greedy_m={self.greedy_m}, target={self.target}, window={self.window}")
+
+    @property
+    def pool_size(self) -> int:
+        """Candidates each process holds before a decision."""
+        factor = {"random": 1, "pool": self.pool_candidates, "greedy": self.pool_factor}[self.selection]
+        return factor * self.batch_size
+
+    # ---- embeddings ----
+    @torch.no_grad()
+    def _embed_online(self, model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """L2-normalised projections of ``images`` from a no-grad pass in chunks of ~batch_size."""
+        chunks = torch.tensor_split(images, max(1, round(len(images) / self.batch_size)))
+        with frozen_norm_statistics(model):
+            out = [model(chunk.to(device, non_blocking=True)).float() for chunk in chunks]
+        return F.normalize(torch.cat(out), dim=1)
+
+    def _check_idx(self, idx: torch.Tensor) -> None:
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.cache.shape[0]):
+            raise ValueError(f"dataset idx {int(idx.max())} is outside the selection cache of {self.cache.shape[0]} "
+                             "rows; the idx column must number rows 0..N-1 (pass the full dataset_size), or use "
+                             "source='online'.")
+
+    def embed(self, model: nn.Module, images: torch.Tensor, idx: torch.Tensor, step: int) -> torch.Tensor:
+        """(n, D) float32 unit embeddings of the candidates (cache hits, the rest by a no-grad pass)."""
+        device = next(model.parameters()).device
+        if self.source == "online" or self.selection == "random":
+            self.stats.update(cache_hit=0.0, staleness=0.0)
+            return self._embed_online(model, images, device)
+        self._check_idx(idx)
+        seen = self.cache_step[idx.to(self.cache_step.device)].to(device)
+        hit = seen >= 0
+        out = self.cache[idx.to(self.cache.device)].to(device, torch.float32)
+        missing = (~hit).nonzero().squeeze(1)
+        if len(missing):
+            out[missing] = self._embed_online(model, images[missing.cpu()], device)
+        hits = int(hit.sum())
+        self.stats.update(cache_hit=hits / max(1, len(idx)),
+                          staleness=float((step - seen[hit]).float().mean()) if hits else 0.0)
+        return F.normalize(out, dim=1)
+
+    @torch.no_grad()
+    def observe(self, idx: torch.Tensor, projections: torch.Tensor, step: int) -> None:
+        """Store the trained samples' (gathered) projections in the cache; call after each training forward."""
+        if not self.cache.shape[0]:
+            return
+        idx = dist.gather(idx.to(projections.device), differentiable=False)
+        z = F.normalize(dist.gather(projections.detach().float(), differentiable=False), dim=1)
+        self._check_idx(idx)
+        idx = idx.to(self.cache.device)
+        self.cache[idx] = z.to(self.cache.device, self.cache.dtype)
+        self.cache_step[idx] = step
+
+    # ---- the decision ----
+    def _decide(self, z: torch.Tensor, per_rank: int, world: int, step: int) -> torch.Tensor:
+        """Global positions (world·B,) into the gathered pool z (world·per_rank, D), B from each rank's block."""
+        b = self.batch_size
+        gen = torch.Generator(device=z.device).manual_seed(self.seed * 1_000_003 + step)
+        blocks = torch.arange(world, device=z.device) * per_rank
+        if self.selection == "greedy":
+            groups = torch.arange(world, device=z.device).repeat_interleave(per_rank) if world > 1 else None
+            return greedy_select(z, world * b, m=self.greedy_m, eps=self.eps, generator=gen, window=self.window,
+                                 groups=groups, quota=b if world > 1 else None)
+        # random and Pool-P: a random partition of each rank's candidates into batches of B
+        orders = torch.stack([torch.randperm(per_rank, generator=gen, device=z.device) for _ in range(world)])
+        count = per_rank // b if self.selection == "pool" else 1
+        batches = [(orders[:, c * b:(c + 1) * b] + blocks[:, None]).reshape(-1) for c in range(count)]
+        if count == 1:
+            return batches[0]
+        best = pool_select(torch.stack([z[p] for p in batches]), target=self.target)
+        self.stats["pool_choice"] = float(best)
+        return batches[best]
+
+    def select(self, model: nn.Module, pool: CandidatePool, step: int, measure: bool = False) -> Batch | None:
+        """This process's batch for ``step`` (or ``None`` when the epoch's pools cannot fill a batch anywhere).
+
+        ``model`` is the unwrapped model (projections = ``model(x)``); it is run without gradients and without
+        touching its norm statistics. With ``measure=True`` ``stats`` gets the R_eff of the chosen global batch
+        and of a random batch from the same pool (``reff_chosen``, ``reff_random``). ``stats["select_ms"]``
+        always holds the wall time of this call (embedding + gather + decision + broadcast).
+        """
+        start = time.perf_counter()
+        device = next(model.parameters()).device
+        world, rank = dist.world_size(), dist.rank()
+        # every rank decides on the same number of candidates (shares can differ by a few rows)
+        sizes = dist.gather(torch.tensor([pool.fill()], device=device), differentiable=False)
+        per_rank = int(sizes.min())
+        if per_rank < self.batch_size:
+            return None
+        if self.selection == "random" and not measure:
+            z = None
+            local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step))
+            local = local[: self.batch_size].sort().values  # pool order (= loader order when pool == batch)
+        else:
+            head = _take(pool.samples, torch.arange(per_rank))
+            z = dist.gather(self.embed(model, head["views"][0], head["idx"], step), differentiable=False)
+            picks = self._decide(z, per_rank, world, step) if rank == 0 else \
+                torch.empty(world * self.batch_size, dtype=torch.long, device=device)
+            picks = dist.broadcast(picks.contiguous(), src=0).sort().values  # rank blocks in rank order
+            local = picks[rank * self.batch_size:(rank + 1) * self.batch_size] - rank * per_rank
+            if measure:
+                gen = torch.Generator(device=z.device).manual_seed(self.seed * 1_000_003 + step + 1)
+                random_pick = torch.cat([torch.randperm(per_rank, generator=gen, device=z.device)[: self.batch_size]
+                                         + r * per_rank for r in range(world)])
+                self.stats.update(reff_chosen=float(effective_rank(z[picks])),
+                                  reff_random=float(effective_rank(z[random_pick])))
+        batch = pool.take(local)
+        self.stats.update(select_ms=1000 * (time.perf_counter() - start), pool_size=float(per_rank))
+        return batch

@@ -1,0 +1,161 @@
+"""Selection in training: pool bookkeeping (once per epoch), cache, decisions, and the 2-process decision."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral_ssl import dist
+from spectral_ssl.batching import BatchSelector, CandidatePool, greedy_select
+from tests.launch import spawn_launcher
+
+B, D = 8, 6
+
+
+def batches(rows=64, batch=B, offset=0, seed=0):
+    """A loader stand-in: collated two-view batches of clustered 'images' (3x2x2) with idx offset..offset+rows-1."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 12, generator=g)
+    which = torch.cat([torch.zeros(rows // 2, dtype=torch.long), torch.randint(0, 4, (rows - rows // 2,),
+                                                                               generator=g)])
+    images = (centres[which] + 0.05 * torch.randn(rows, 12, generator=g)).view(rows, 3, 2, 2)
+    idx = torch.arange(offset, offset + rows)
+    return [{"views": (images[i:i + batch], images[i:i + batch] + 0.01), "idx": idx[i:i + batch], "label": None}
+            for i in range(0, rows - batch + 1, batch)]
+
+
+def embed_in_batches(model, images):
+    """What the selector's no-grad pass computes: train-mode projections, batch statistics per chunk of B."""
+    with torch.no_grad():
+        return F.normalize(torch.cat([model(chunk) for chunk in images.split(B)]), dim=1)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, D)).train()
+
+
+def run_epoch(selector, model, loader, step=0, carried=None, observe=True):
+    pool, trained = CandidatePool(loader, selector.pool_size, carried), []
+    while (batch := selector.select(model, pool, step, measure=True)) is not None:
+        trained.append(batch["idx"])
+        if observe:
+            selector.observe(batch["idx"], model(batch["views"][0]), step)
+        step += 1
+    return trained, pool
+
+
+@pytest.mark.parametrize("selection,source", [("random", "cache"), ("pool", "online"), ("greedy", "online"),
+                                              ("greedy", "cache")])
+def test_every_sample_is_trained_once_per_epoch(selection, source):
+    loader = batches()
+    selector = BatchSelector(selection, B, D, dataset_size=64, pool_factor=3, pool_candidates=3, source=source)
+    trained, pool = run_epoch(selector, tiny_model(), loader)
+    assert len(trained) == len(loader) and all(len(t) == B for t in trained)  # as many steps as random batching
+    assert sorted(torch.cat(trained).tolist()) == list(range(64)) and len(pool) == 0
+
+
+def test_greedy_picks_what_greedy_select_picks_on_the_pool_and_beats_random():
+    model, loader = tiny_model(), batches(rows=64)
+    selector = BatchSelector("greedy", B, D, source="online", pool_factor=8)
+    pool = CandidatePool(loader, selector.pool_size)
+    pool.fill()
+    candidates = pool.samples
+    expected = greedy_select(embed_in_batches(model, candidates["views"][0]), B)
+    batch = selector.select(model, pool, step=0, measure=True)
+    assert sorted(batch["idx"].tolist()) == sorted(candidates["idx"][expected].tolist())
+    assert selector.stats["reff_chosen"] > selector.stats["reff_random"]  # clustered pool: half in one cluster
+    assert selector.stats["select_ms"] > 0 and selector.stats["pool_size"] == 64
+
+
+def test_pool_with_one_candidate_is_the_random_batch():
+    model = tiny_model()
+    picks = []
+    for selection in ("random", "pool"):
+        selector = BatchSelector(selection, B, D, pool_candidates=1, seed=3)
+        pool = CandidatePool(batches(), selector.pool_size)
+        picks.append(selector.select(model, pool, step=5)["idx"])
+    assert torch.equal(*picks)
+
+
+def test_cache_serves_the_next_epoch_with_staleness_and_no_forward_pass(monkeypatch):
+    model = tiny_model()
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=2, source="cache")
+    run_epoch(selector, model, batches())
+    assert bool((selector.cache_step >= 0).all())
+    stored = selector.cache.float()
+    assert torch.allclose(stored.norm(dim=1), torch.ones(64), atol=1e-2)  # unit rows, float16 storage
+    monkeypatch.setattr(selector, "_embed_online", lambda *a: pytest.fail("cache hit must not run the model"))
+    pool = CandidatePool(batches(seed=1), selector.pool_size)
+    selector.select(model, pool, step=100)
+    assert selector.stats["cache_hit"] == 1.0 and selector.stats["staleness"] > 90
+    state = selector.state_dict()  # the cache is checkpointed
+    fresh = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=2, source="cache")
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.cache, selector.cache) and torch.equal(fresh.cache_step, selector.cache_step)
+
+
+def test_online_pass_leaves_norm_statistics_and_mode_alone():
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    selector = BatchSelector("greedy", B, D, source="online")
+    selector.select(model, CandidatePool(batches(), selector.pool_size), step=0, measure=True)
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_pool_carried_samples_come_first_and_are_reported():
+    loader = batches(rows=32)
+    pool = CandidatePool(loader[1:], size=16, carried=loader[0])
+    assert pool.fill() == 16 and pool.drawn == 1
+    taken = pool.take(torch.tensor([0, 15]))
+    assert taken["idx"].tolist() == [0, 15] and len(pool) == 14
+    assert pool.carried_idx() == list(range(1, 15))
+
+
+def test_bad_arguments_name_the_fix():
+    with pytest.raises(ValueError, match="selection must be one of"):
+        BatchSelector("best", B, D)
+    with pytest.raises(ValueError, match="needs dataset_size"):
+        BatchSelector("greedy", B, D, source="cache")
+    with pytest.raises(ValueError, match="greedy_m must be None"):
+        BatchSelector("greedy", B, D, dataset_size=10, greedy_m=0)
+    selector = BatchSelector("greedy", B, D, dataset_size=10)
+    with pytest.raises(ValueError, match="idx column must number rows 0..N-1"):
+        selector.observe(torch.arange(20, 28), torch.randn(8, D), step=0)
+
+
+def _two_process_worker(out_dir):
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    r = acc.process_index
+    model = tiny_model(seed=0)  # same weights on both ranks, as under DDP
+    selector = BatchSelector("greedy", B, D, pool_factor=4, greedy_m=5, source="online", seed=1)
+    pool = CandidatePool(batches(rows=32, offset=32 * r, seed=r), selector.pool_size)
+    pool.fill()
+    z = dist.gather(embed_in_batches(model, pool.samples["views"][0]), differentiable=False)
+    idx = dist.gather(pool.samples["idx"], differentiable=False)
+    batch = selector.select(model, pool, step=7)
+    torch.save({"batch": batch["idx"], "pool_z": z, "pool_idx": idx}, os.path.join(out_dir, f"rank{r}.pt"))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_make_one_decision_and_each_trains_on_its_own_share(tmp_path):
+    spawn_launcher(_two_process_worker, args=(str(tmp_path),), num_processes=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert torch.equal(ranks[0]["pool_z"], ranks[1]["pool_z"])
+    z, idx = ranks[0]["pool_z"], ranks[0]["pool_idx"]
+    # the same stochastic greedy on the gathered pool, each rank contributing exactly B (partition quota)
+    gen = torch.Generator().manual_seed(1 * 1_000_003 + 7)
+    expected = greedy_select(z, 2 * B, m=5, generator=gen, groups=torch.arange(2).repeat_interleave(32), quota=B)
+    expected_idx = set(idx[expected].tolist())
+    for r, res in enumerate(ranks):
+        mine = res["batch"].tolist()
+        assert len(mine) == B and all(32 * r <= i < 32 * (r + 1) for i in mine)  # its own samples
+        assert set(mine) <= expected_idx

@@ -1,0 +1,50 @@
+"""scripts/grad_variance.py: the §5.4 protocol's arithmetic and its control arm."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from spectral_ssl import SpectralSSL
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "grad_variance.py"
+spec = importlib.util.spec_from_file_location("grad_variance", SCRIPT)
+grad_variance = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(grad_variance)
+
+
+def test_moments_trace_equals_sample_covariance_trace():
+    x = torch.randn(7, 5, dtype=torch.float64)
+    m = grad_variance._Moments()
+    for row in x:
+        m.add(row[None])
+    assert m.trace_cov() == pytest.approx(torch.cov(x.T).trace().item(), rel=1e-10)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = SpectralSSL("test_resnet", proj_hidden_dim=32, proj_dim=8)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(24, 3, 16, 16, generator=g), torch.randn(24, 3, 16, 16, generator=g)) for _ in range(4)]
+    return model, batches
+
+
+def test_same_arm_twice_gives_ratio_one_and_parameters_are_untouched(setup):
+    model, batches = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = grad_variance.gradient_variance(model, batches, "none")
+    b = grad_variance.gradient_variance(model, batches, "none")
+    assert a == b and all(v > 0 for v in a.values())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_whitening_changes_the_variance_and_factors_are_in_range(setup):
+    model, batches = setup
+    none = grad_variance.gradient_variance(model, batches, "none")
+    zca = grad_variance.gradient_variance(model, batches, "zca")
+    assert none["all"] != zca["all"]
+    factors = grad_variance.predicted_factors(model, batches)
+    assert 1 <= factors["D_over_reff"] <= factors["D_pmax"] <= 8 + 1e-6  # D/R_eff <= D p_max <= D
