@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
+from spectral_ssl.losses._validation import full_precision
 
 
 class InfoNCELoss(nn.Module):
@@ -25,6 +26,9 @@ class InfoNCELoss(nn.Module):
         gather_distributed: Gather candidates across processes. Works (as a no-op) without a process group.
     """
 
+    uses_target = False
+    needs_index = False
+
     def __init__(self, temperature: float = 0.2, gather_distributed: bool = False) -> None:
         super().__init__()
         if not isinstance(temperature, (int, float)) or not temperature > 0:
@@ -38,13 +42,14 @@ class InfoNCELoss(nn.Module):
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}"
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None,
+                targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Compute the loss.
 
         Args:
             z1: (B, D) projections of the first views (any scale; normalised here).
             z2: (B, D) projections of the second views, row i pairs with row i of ``z1``.
-            index: Unused (dataset indices; accepted so every loss shares one signature).
+            index, targets: Unused (accepted so every loss shares one signature).
 
         Returns:
             Scalar loss, mean over this process's 2B anchors.
@@ -63,7 +68,8 @@ class InfoNCELoss(nn.Module):
             offset = dist.rank() * 2 * batch
         else:
             candidates, offset = local, 0
-        logits = local @ candidates.T / self.temperature  # (2B, W·2B): row a = anchor a, column c = candidate c
+        with full_precision(local):
+            logits = local @ candidates.T / self.temperature  # (2B, W·2B): row a = anchor a, column c = candidate c
         rows = torch.arange(2 * batch, device=local.device)
         self_cols = rows + offset
         logits[rows, self_cols] = float("-inf")  # an anchor is never its own candidate

@@ -1,0 +1,39 @@
+"""SimSiam: a predictor and a stop-gradient, no negatives and no EMA.
+
+Reference: Chen and He, "Exploring Simple Siamese Representation Learning", CVPR 2021 (facebookresearch/simsiam);
+reference/losses.md §4.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spectral_ssl.losses._validation import check_dim, check_pair
+from spectral_ssl.losses.byol import make_predictor, negative_cosine
+
+
+class SimSiamLoss(nn.Module):
+    """``−½[cos(p1, SG(z2)) + cos(p2, SG(z1))]`` with the SimSiam predictor (bias-free first layer, BN) inside.
+
+    Args:
+        dim: Projection dimension D (2048 in SimSiam).
+        hidden_dim: Predictor bottleneck width (512 in SimSiam).
+    """
+
+    uses_target = False
+    needs_index = False
+
+    def __init__(self, dim: int, hidden_dim: int = 512) -> None:
+        super().__init__()
+        self.dim = check_dim("dim", dim)
+        self.predictor = make_predictor(dim, check_dim("hidden_dim", hidden_dim), bias=False)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None,
+                targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """z1, z2: (B, D) projections. Scalar in [−1, 1] (−1 = perfectly predicted)."""
+        check_pair(z1, z2, self.dim)
+        if z1.shape[0] < 2 and self.training:
+            raise ValueError("the predictor's BatchNorm needs a batch of at least 2.")
+        # 2 − 2cos per term, so −½(cos + cos) = (Σ terms)/4 − 1
+        return (negative_cosine(self.predictor(z1), z2) + negative_cosine(self.predictor(z2), z1)) / 4 - 1

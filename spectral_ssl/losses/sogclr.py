@@ -1,0 +1,105 @@
+"""SogCLR: the global contrastive loss optimised with per-sample moving averages (small batches).
+
+Reference: Yuan et al., "Provable Stochastic Optimization for Global Contrastive Learning: Small Batch Does Not Harm
+Performance", ICML 2022; official code Optimization-AI/SogCLR and LibAUC ``GCLoss_v1``; reference/losses.md §1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral_ssl import dist
+from spectral_ssl.losses._validation import check_pair, check_positive, check_unit_interval, fp32, full_precision
+
+
+class SogCLRLoss(nn.Module):
+    """Global contrastive loss with the per-sample moving average ``u`` (a persistent buffer indexed by ``idx``).
+
+    For anchor a of image i (both views act as anchors) with positive a⁺ and the 2(N−1) views of the other images of
+    the global batch as negatives (N images across processes), the batch estimate is
+    ``ĝ_a = mean_neg exp((s − 1)/τ)`` and ``u_a = (1 − γ)·u[i] + γ·ĝ_a`` (γ weights the new estimate; ``u[i] = 0``
+    marks a first visit, which uses γ = 1 per sample). The surrogate whose gradient is SogCLR's estimator is
+
+        ℓ_a = −s(a, a⁺) + mean_neg SG(exp((s − 1)/τ) / u_a) · s
+
+    and the loss is the mean over the 2B local anchors; then ``u[i] ← (u_a¹ + u_a²)/2`` for every image of the
+    global batch (indices and estimates gathered, so every process holds the same ``u``).
+
+    The shift by 1/τ (similarities are at most 1) cancels in the weights and keeps every exponential ≤ 1, and the
+    state is float64, so small τ neither overflows nor underflows (τ ≥ 0.003). The value is a surrogate (it goes
+    negative): log a method-independent monitor instead. At γ = 1 the gradient is exactly τ × the gradient of the
+    decoupled InfoNCE (``DCLLoss``). The official code sums the two directions; this mean over anchors is half of
+    it (a factor 2 in the learning rate).
+
+    Args:
+        dataset_size: Number of rows N_data; ``index`` values must lie in ``[0, dataset_size)``.
+        temperature: τ > 0 (0.1 in the official code).
+        gamma: γ in (0, 1], the weight of the new batch estimate (0.9 in the official code; 1 = no memory).
+        gather_distributed: Gather negatives and indices across processes (a no-op without a process group).
+    """
+
+    uses_target = False
+    needs_index = True
+
+    def __init__(self, dataset_size: int, temperature: float = 0.1, gamma: float = 0.9,
+                 gather_distributed: bool = False) -> None:
+        super().__init__()
+        if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 2:
+            raise ValueError(f"dataset_size must be the number of training rows (an integer >= 2), got "
+                             f"{dataset_size!r}.")
+        self.temperature = check_positive("temperature", temperature, "SogCLR uses 0.1")
+        self.gamma = check_unit_interval("gamma", gamma, "SogCLR uses 0.9")
+        if self.gamma == 0:
+            raise ValueError("gamma must be > 0 (gamma = 0 never updates u); SogCLR uses 0.9.")
+        self.gather_distributed = gather_distributed
+        self.register_buffer("u", torch.zeros(dataset_size, dtype=torch.float64))
+
+    def extra_repr(self) -> str:
+        return f"dataset_size={self.u.shape[0]}, temperature={self.temperature}, gamma={self.gamma}"
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None,
+                targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """z1, z2: (B, D) projections (normalised here); index: (B,) dataset indices of the images."""
+        check_pair(z1, z2)
+        if index is None:
+            raise ValueError("SogCLR needs the dataset index of every sample (its per-sample state u is indexed by "
+                             "it): call loss(z1, z2, index=batch['idx']).")
+        index = torch.as_tensor(index).reshape(-1).to(self.u.device, torch.long)
+        if index.shape[0] != z1.shape[0]:
+            raise ValueError(f"index has {index.shape[0]} entries for a batch of {z1.shape[0]}.")
+        if int(index.min()) < 0 or int(index.max()) >= self.u.shape[0]:
+            raise ValueError(f"index {int(index.max())} is outside [0, dataset_size={self.u.shape[0]}); pass "
+                             "dataset_size = the number of training rows and an idx column numbering them 0..N-1.")
+        batch = z1.shape[0]
+        local = F.normalize(torch.cat(fp32(z1, z2)), dim=1)  # (2B, D): [view 1; view 2]
+        gathered = self.gather_distributed and dist.is_distributed()
+        candidates, offset = (dist.gather(local), dist.rank() * 2 * batch) if gathered else (local, 0)
+        total = candidates.shape[0]
+        if total <= 2:
+            raise ValueError("SogCLR needs negatives: a global batch of at least 2 images.")
+        with full_precision(local):
+            sim = local @ candidates.T  # (2B, W·2B)
+        rows = torch.arange(2 * batch, device=local.device)
+        positives = (rows + batch) % (2 * batch) + offset
+        negative = torch.ones_like(sim, dtype=torch.bool)
+        negative[rows, rows + offset] = False
+        negative[rows, positives] = False
+        with torch.no_grad():
+            weights = torch.exp((sim.detach().double() - 1.0) / self.temperature) * negative
+            estimate = weights.sum(1) / (total - 2)  # ĝ_a: mean over the 2(N−1) negatives
+            previous = self.u[index].repeat(2).to(estimate.device)
+            gamma = torch.where(previous > 0, torch.full_like(previous, self.gamma), torch.ones_like(previous))
+            u = (1 - gamma) * previous + gamma * estimate  # (2B,) per direction
+            coefficient = (weights / u[:, None] / (total - 2)).to(sim.dtype)
+        loss = (-sim[rows, positives] + (coefficient * sim).sum(1)).mean()
+        if self.training:
+            with torch.no_grad():
+                new = (u[:batch] + u[batch:]) / 2
+                all_index, all_new = index, new
+                if gathered:
+                    all_index = dist.gather(index.to(local.device), differentiable=False).to(self.u.device)
+                    all_new = dist.gather(new, differentiable=False)
+                self.u[all_index] = all_new.to(self.u.device, self.u.dtype)
+        return loss

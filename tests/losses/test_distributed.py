@@ -1,0 +1,80 @@
+"""2 processes (gloo, spawned) with gathered losses equal 1 process on the full batch: value, gradients, state."""
+
+import os
+
+import pytest
+import torch
+
+from spectral_ssl.losses import DCLLoss, IsoLoss, MoCoLoss, SogCLRLoss
+from tests.launch import spawn_launcher
+
+B, D = 4, 5
+
+
+def make(name):
+    torch.manual_seed(0)  # identical initial state (MoCo queue) on every rank
+    return {"dcl": lambda: DCLLoss(0.3, gather_distributed=True),
+            "sogclr": lambda: SogCLRLoss(16, temperature=0.3, gamma=0.8, gather_distributed=True),
+            "moco": lambda: MoCoLoss(D, queue_size=12, gather_distributed=True),
+            "isoloss": lambda: IsoLoss(D, gather_distributed=True)}[name]()
+
+
+NAMES = ["dcl", "sogclr", "moco", "isoloss"]
+
+
+def full_batch(step):
+    g = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(2 * B, D, generator=g, dtype=torch.float64) for _ in range(4)]  # z1, z2, t1, t2
+
+
+def index_of(step):
+    return torch.arange(2 * B) * 2 + step % 2
+
+
+def run(loss_fn, rows, steps=2):
+    """Two steps on rows of the full batch; returns per-step (loss, grad z1, grad z2) and the final state."""
+    out = []
+    for step in range(steps):
+        z1, z2, t1, t2 = (x[rows].clone() for x in full_batch(step))
+        z1.requires_grad_(True)
+        z2.requires_grad_(True)
+        loss = loss_fn(z1, z2, index=index_of(step)[rows], targets=(t1, t2) if loss_fn.uses_target else None)
+        loss.backward()
+        out.append((loss.detach(), z1.grad, z2.grad))
+    return out, {k: v.clone() for k, v in loss_fn.state_dict().items()}
+
+
+def _worker(out_dir):
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    r = acc.process_index
+    rows = slice(r * B, (r + 1) * B)
+    results = {name: run(make(name).double(), rows) for name in NAMES}
+    torch.save(results, os.path.join(out_dir, f"rank{r}.pt"))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_full_batch(tmp_path):
+    spawn_launcher(_worker, args=(str(tmp_path),), num_processes=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name in NAMES:
+        full, full_state = run(make(name).double(), slice(0, 2 * B))
+        for step, (loss, g1, g2) in enumerate(full):
+            # mean of the per-rank losses = the full-batch loss; each rank's gradient / world = its slice
+            mean = (ranks[0][name][0][step][0] + ranks[1][name][0][step][0]) / 2
+            torch.testing.assert_close(mean, loss, msg=f"{name} step {step}")
+            for r in range(2):
+                _, r1, r2 = ranks[r][name][0][step]
+                torch.testing.assert_close(r1 / 2, g1[r * B:(r + 1) * B], msg=f"{name} grad z1 rank {r}")
+                torch.testing.assert_close(r2 / 2, g2[r * B:(r + 1) * B], msg=f"{name} grad z2 rank {r}")
+        states = [ranks[r][name][1] for r in range(2)]
+        for key, value in full_state.items():
+            assert torch.equal(states[0][key], states[1][key]), f"{name}.{key} differs between ranks"
+            if key == "queue":  # same keys, enqueued in rank order instead of view order
+                sort = lambda q: q[torch.argsort(q[:, 0])]  # noqa: E731
+                torch.testing.assert_close(sort(states[0][key]), sort(value))
+            else:
+                torch.testing.assert_close(states[0][key], value, msg=f"{name}.{key}")

@@ -1,0 +1,69 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spectral_ssl.losses import DCLLoss, SogCLRLoss
+
+
+def reference_sogclr(z1, z2, index, u, tau, gamma):
+    """The official algorithm written out (per anchor), returning the surrogate value, its gradient and new u."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1)
+    new_u = u.clone()
+    total, us = 0.0, []
+    for a in range(2 * n):
+        pos = (a + n) % (2 * n)
+        negs = [k for k in range(2 * n) if k not in (a, pos)]
+        sims = torch.stack([z[a] @ z[k] for k in negs])
+        g_hat = torch.exp((sims.detach().double() - 1) / tau).mean()
+        prev = u[index[a % n]]
+        g = 1.0 if prev == 0 else gamma
+        u_a = (1 - g) * prev + g * g_hat
+        us.append(u_a)
+        weights = (torch.exp((sims.detach().double() - 1) / tau) / u_a).float()
+        total = total - z[a] @ z[pos] + (weights * sims).mean()
+    for i in range(n):
+        new_u[index[i]] = (us[i] + us[i + n]) / 2
+    return total / (2 * n), new_u
+
+
+def test_matches_reference_and_updates_u_over_two_visits():
+    torch.manual_seed(0)
+    loss_fn = SogCLRLoss(dataset_size=20, temperature=0.2, gamma=0.7)
+    u = torch.zeros(20, dtype=torch.float64)
+    index = torch.tensor([3, 7, 11, 19, 0])
+    for _ in range(2):  # first visit (γ=1 per sample), then the moving average
+        z1, z2 = torch.randn(5, 6, requires_grad=True), torch.randn(5, 6, requires_grad=True)
+        ref, u = reference_sogclr(z1, z2, index, u, 0.2, 0.7)
+        ours = loss_fn(z1, z2, index=index)
+        torch.testing.assert_close(ours, ref.float())
+        torch.testing.assert_close(loss_fn.u, u)
+    assert int((loss_fn.u > 0).sum()) == 5
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_at_gamma_one_the_gradient_is_tau_times_decoupled_infonce(tau):
+    z1, z2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    a1, a2 = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    SogCLRLoss(10, temperature=tau, gamma=1.0)(a1, a2, index=torch.arange(6)).backward()
+    b1, b2 = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    DCLLoss(tau)(b1, b2).backward()
+    torch.testing.assert_close(a1.grad, tau * b1.grad)
+    torch.testing.assert_close(a2.grad, tau * b2.grad)
+
+
+def test_small_temperature_does_not_overflow():
+    z1 = torch.randn(8, 4)
+    loss_fn = SogCLRLoss(8, temperature=0.005)
+    z = z1.clone().requires_grad_(True)
+    loss = loss_fn(z, z1 + 0.01, index=torch.arange(8))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all() and torch.isfinite(loss_fn.u).all()
+
+
+def test_index_is_required_and_checked():
+    loss_fn = SogCLRLoss(10)
+    with pytest.raises(ValueError, match="SogCLR needs the dataset index"):
+        loss_fn(torch.randn(4, 3), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="outside \\[0, dataset_size=10\\)"):
+        loss_fn(torch.randn(4, 3), torch.randn(4, 3), index=torch.tensor([1, 2, 3, 10]))
