@@ -10,6 +10,7 @@ training state in ``checkpoints/step_NNNNNN/`` (accelerate ``save_state``), metr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -30,11 +31,12 @@ from tqdm.auto import tqdm
 
 import spectral_ssl  # noqa: F401  (torchvision shim before accelerate imports timm)
 from spectral_ssl import data, effective_rank
-from spectral_ssl.band import infonce_band
+from spectral_ssl.band import gradient_band, infonce_band
 from spectral_ssl.batching import SELECTIONS, SOURCES, BatchSelector, CandidatePool, resolve_target
 from spectral_ssl.dist import gather, gather_objects
-from spectral_ssl.losses import LOSSES
+from spectral_ssl.losses import LOSSES, InfoNCELoss
 from spectral_ssl.model import SpectralSSL
+from spectral_ssl.momentum import cosine_momentum, update_momentum
 from spectral_ssl.probe import extract_features, knn_probe
 from spectral_ssl.whitening import BatchWhitening
 
@@ -60,9 +62,21 @@ class Config:
     backbone_kwargs: dict = field(default_factory=dict)
     proj_hidden_dim: int = 2048
     proj_dim: int = 128
-    # objective
-    loss: str = "infonce"
-    temperature: float = 0.2
+    # objective (method keys: official defaults unless noted; 0 = the method's default where stated)
+    loss: str = "infonce"  # infonce|simclr, dcl, moco, sogclr, isoloss, byol, simsiam
+    temperature: float = 0.2  # contrastive losses (SogCLR/DCL papers use 0.1, MoCo v2 0.2)
+    queue_size: int = 4096  # moco: queued keys (65536 on ImageNet; 4096 suits 60k images)
+    ema_momentum: float = 0.0  # target EMA base (0 = method default: moco 0.99, byol/isoloss 0.99)
+    ema_momentum_final: float = 0.0  # cosine schedule end (0 = method default: moco 0.999, byol/isoloss 1.0)
+    sogclr_gamma: float = 0.9  # weight of the new batch estimate in SogCLR's moving average
+    dcl_weight_sigma: float = 0.0  # dcl: > 0 gives DCLW's von Mises-Fisher weight (0.5 in the paper)
+    iso_alpha: float = 0.5  # isoloss predictor exponent (1 with iso_eps 0.25 = DirectCopy)
+    iso_eps: float = 0.0
+    iso_metric: str = "cos"  # cos | euc
+    iso_ema: bool = False  # isoloss with an EMA target network
+    iso_corr_momentum: float = 0.0  # 0 = default (0.998 with EMA, 0.5 without)
+    predictor_hidden_dim: int = 0  # byol/simsiam predictor width (0 = default: byol 4096, simsiam 512)
+    monitor_temperature: float = 0.2  # NT-Xent monitor logged for every loss (comparable across methods)
     selection: str = "random"  # random | pool (Pool-P) | greedy (Greedy-m log-det)
     pool_factor: int = 4  # greedy: candidates per process = pool_factor x batch_size
     pool_candidates: int = 3  # pool: P candidate batches per step (Pool-P3)
@@ -172,6 +186,7 @@ def parse_config(argv: list[str] | None) -> Config:
                "or lower --proj_dim"),
               (cfg.optimizer in ("adamw", "sgd"), "optimizer must be adamw or sgd"),
               (cfg.batch_size >= 2, "batch_size must be >= 2"),
+              (cfg.iso_metric in ("cos", "euc"), "iso_metric must be cos or euc"),
               (cfg.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto|no|bf16|fp16")]
     for ok, msg in checks:
         if not ok:
@@ -207,13 +222,52 @@ class TrainState:
 
 
 @torch.no_grad()
-def spectral_metrics(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> dict[str, float]:
-    """R_eff and the gradient band on the gathered, L2-normalised projections of one batch."""
+def spectral_metrics(z1: torch.Tensor, z2: torch.Tensor, cfg: Config, method: torch.nn.Module,
+                     targets: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
+    """R_eff, the gradient band and method-independent monitors on the gathered, L2-normalised projections.
+
+    The band uses the method's own negatives: the queue for MoCo (queries against their keys, §6), the rest of the
+    batch otherwise (at ``temperature``; for non-contrastive losses it describes InfoNCE at that τ). ``cos_views``
+    and ``ntxent`` (NT-Xent at ``monitor_temperature``) are comparable across losses; the losses' values are not.
+    """
     z1, z2 = F.normalize(gather(z1.detach().float()), dim=1), F.normalize(gather(z2.detach().float()), dim=1)
     z = torch.cat([z1, z2])
-    band = infonce_band(z1, z2, temperature).summary()
+    if hasattr(method, "negatives") and targets is not None:
+        keys = F.normalize(gather(targets[1].detach().float()), dim=1)
+        band = gradient_band(z1, keys, method.negatives().float(), cfg.temperature).summary()
+        queue = {"reff_queue": float(effective_rank(method.negatives().float(), "cov"))}
+    else:
+        band, queue = infonce_band(z1, z2, cfg.temperature).summary(), {}
     return {"reff_cov": float(effective_rank(z, "cov")), "reff_rankme": float(effective_rank(z, "rankme")),
-            **{f"band_{k}": v for k, v in band.items()}}
+            **queue, **{f"band_{k}": v for k, v in band.items()},
+            "cos_views": float((z1 * z2).sum(1).mean()),
+            "ntxent": float(InfoNCELoss(cfg.monitor_temperature)(z1, z2))}
+
+
+def build_loss(cfg: Config, world: int, rows: int | None) -> torch.nn.Module:
+    """The ``loss=`` module with its method keys; a bad value exits with the constructor's message."""
+    gathered = world > 1
+    kwargs = {
+        "infonce": dict(temperature=cfg.temperature, gather_distributed=gathered),
+        "dcl": dict(temperature=cfg.temperature, gather_distributed=gathered,
+                    weight_sigma=cfg.dcl_weight_sigma or None),
+        "moco": dict(dim=cfg.proj_dim, queue_size=cfg.queue_size, temperature=cfg.temperature,
+                     gather_distributed=gathered),
+        "sogclr": dict(dataset_size=rows, temperature=cfg.temperature, gamma=cfg.sogclr_gamma,
+                       gather_distributed=gathered),
+        "isoloss": dict(dim=cfg.proj_dim, alpha=cfg.iso_alpha, eps=cfg.iso_eps, metric=cfg.iso_metric,
+                        corr_momentum=cfg.iso_corr_momentum or None, ema=cfg.iso_ema, gather_distributed=gathered),
+        "byol": dict(dim=cfg.proj_dim, hidden_dim=cfg.predictor_hidden_dim or 4096),
+        "simsiam": dict(dim=cfg.proj_dim, hidden_dim=cfg.predictor_hidden_dim or 512),
+    }
+    name = "infonce" if cfg.loss == "simclr" else cfg.loss
+    if name == "sogclr" and not rows:
+        raise SystemExit("error: loss=sogclr needs the number of training rows (its per-sample state is indexed by "
+                         "idx); this stream has no length metadata")
+    try:
+        return LOSSES[name](**kwargs[name])
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -249,26 +303,37 @@ def main(argv: list[str] | None = None) -> Path:
     model.data_config.update(input_size=(3, cfg.image_size, cfg.image_size), mean=tuple(cfg.mean),
                              std=tuple(cfg.std), crop_pct=1.0, crop_mode="center",
                              interpolation=data.EVAL_INTERPOLATION)
-    loss_fn = LOSSES[cfg.loss](temperature=cfg.temperature, gather_distributed=world > 1)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # biases and norm weights
+    loss_fn = build_loss(cfg, world, data.num_rows(train))
+    method = loss_fn  # attributes (uses_target, negatives, ...) even after a DDP wrap
+    # EMA target network (MoCo key encoder, BYOL / IsoLoss-with-EMA target): a frozen copy, never prepared
+    target = copy.deepcopy(model).requires_grad_(False).to(device) if method.uses_target else None
+    params = list(model.named_parameters()) + list(loss_fn.named_parameters())  # + BYOL/SimSiam predictor
+    trainable = [p for _, p in params]
+    decay = [p for n, p in params if p.ndim > 1]
+    no_decay = [p for n, p in params if p.ndim <= 1]  # biases and norm weights
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = (torch.optim.AdamW(groups, lr=cfg.lr) if cfg.optimizer == "adamw"
                  else torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9))
     model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = loss_fn.to(device)  # not prepared: DDP refuses modules without parameters
+    if any(True for _ in loss_fn.parameters()):  # a learnable predictor: DDP-synchronise its gradients
+        loss_fn = accelerator.prepare(loss_fn)
+    else:
+        loss_fn = loss_fn.to(device)  # not prepared: DDP refuses modules without parameters
     # whitening has no parameters either; its running statistics are checkpointed with the training state
     whiten = (BatchWhitening(cfg.proj_dim, kind=cfg.whitening, eps=cfg.whitening_eps).to(device)
               if cfg.whitening != "none" else torch.nn.Identity())
-    target = resolve_target(float(cfg.target_reff) if re.fullmatch(r"[0-9.eE+-]+", cfg.target_reff)
+    reff_target = resolve_target(float(cfg.target_reff) if re.fullmatch(r"[0-9.eE+-]+", cfg.target_reff)
                             else cfg.target_reff or None, cfg.proj_dim, cfg.batch_size * world, cfg.num_classes or None)
     selector = BatchSelector(cfg.selection, cfg.batch_size, cfg.proj_dim, data.num_rows(train),
                              pool_factor=cfg.pool_factor, pool_candidates=cfg.pool_candidates,
-                             greedy_m=cfg.greedy_m or None, eps=cfg.selection_eps, target=target,
+                             greedy_m=cfg.greedy_m or None, eps=cfg.selection_eps, target=reff_target,
                              window=cfg.greedy_window or None, source=cfg.selection_source, seed=cfg.seed).to(device)
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     accelerator.register_for_checkpointing(selector)  # the embedding cache (empty for random selection)
+    accelerator.register_for_checkpointing(method)  # queue, u, correlation (predictor weights included)
+    if target is not None:
+        accelerator.register_for_checkpointing(target)
     if cfg.whitening != "none":
         accelerator.register_for_checkpointing(whiten)
 
@@ -317,16 +382,27 @@ def main(argv: list[str] | None = None) -> Path:
                 group["lr"] = lr
             with accelerator.autocast():
                 p1, p2 = model(x1), model(x2)
-                z1, z2 = whiten(p1), whiten(p2)  # per-view batch statistics
-                loss = loss_fn(z1, z2, index=batch["idx"].to(device))
+                z1, z2 = whiten(p1), whiten(p2)  # per-view batch statistics (online branch only, A9)
+                targets = None
+                if target is not None:
+                    with torch.no_grad():
+                        targets = (target(x1), target(x2))
+                loss = loss_fn(z1, z2, index=batch["idx"].to(device), targets=targets)
             selector.observe(batch["idx"], p1, state.step)  # cache for the next epochs' selection
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {state.step}; lower --lr or check the data")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = accelerator.clip_grad_norm_(trainable, cfg.grad_clip or float("inf"))
+            if not torch.isfinite(grad_norm):
+                raise RuntimeError(f"non-finite gradients at step {state.step} (the weights were not updated); "
+                                   "resume from the last checkpoint with a lower --lr, --grad_clip=1 or a larger "
+                                   "--whitening_eps")
             optimizer.step()
+            if target is not None:
+                base, final = method.default_momentum
+                update_momentum(target, accelerator.unwrap_model(model), cosine_momentum(
+                    state.step, total_steps, cfg.ema_momentum or base, cfg.ema_momentum_final or final))
             if logging_step and device.type == "cuda":
                 torch.cuda.synchronize()
             step_ms = 1000 * (time.perf_counter() - step_start)
@@ -338,8 +414,8 @@ def main(argv: list[str] | None = None) -> Path:
             if state.step % cfg.log_every == 0 or state.step == total_steps:
                 elapsed = time.perf_counter() - tick
                 metrics = {"step": state.step, "epoch": state.epoch, "lr": lr, "img_per_s": seen / elapsed,
-                           "loss": accelerator.reduce(loss.detach(), "mean").item(),
-                           **spectral_metrics(z1, z2, cfg.temperature), "step_ms": step_ms,
+                           "loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm),
+                           **spectral_metrics(z1, z2, cfg, method, targets), "step_ms": step_ms,
                            **{f"sel_{k}": v for k, v in selector.stats.items()},
                            "sel_share": selector.stats["select_ms"] / step_ms}
                 if cfg.probe_every and state.step % cfg.probe_every == 0:

@@ -11,6 +11,31 @@ import torch
 from torch import nn
 
 
+class _InverseSqrt(torch.autograd.Function):
+    """``Σ^{-1/2} = U diag(λ^{-1/2}) Uᵀ`` of a symmetric positive-definite matrix, with a stable backward.
+
+    ``eigh``'s own backward divides by ``λ_i − λ_j`` and returns inf/NaN when eigenvalues (nearly) coincide, which
+    happens in training (e.g. the shrinkage floor of a low-rank batch). The Daleckii–Krein backward needs only the
+    divided differences of f(λ) = λ^{-1/2}, which have the cancellation-free closed form
+    ``(f(λ_i) − f(λ_j))/(λ_i − λ_j) = −1/(s_i s_j (s_i + s_j))`` with ``s = √λ`` (= f'(λ_i) on the diagonal):
+    ``∇Σ = U (F ∘ Uᵀ sym(∇W) U) Uᵀ``.
+    """
+
+    @staticmethod
+    def forward(ctx, cov: torch.Tensor) -> torch.Tensor:
+        lam, vecs = torch.linalg.eigh(cov)
+        root = lam.clamp_min(1e-12).sqrt()
+        ctx.save_for_backward(vecs, root)
+        return (vecs / root) @ vecs.T
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        vecs, root = ctx.saved_tensors
+        divided = -1.0 / (root[:, None] * root[None, :] * (root[:, None] + root[None, :]))
+        sym = (grad + grad.T) / 2
+        return vecs @ (divided * (vecs.T @ sym @ vecs)) @ vecs.T
+
+
 class BatchWhitening(nn.Module):
     """Whiten a (B, D) batch so that its covariance is ~I.
 
@@ -51,8 +76,7 @@ class BatchWhitening(nn.Module):
         scale = cov.diagonal().mean().clamp_min(1e-12)
         cov = (1 - self.shrinkage) * cov + (self.shrinkage + self.eps) * scale * eye
         if self.kind == "zca":
-            lam, vecs = torch.linalg.eigh(cov)
-            return vecs @ torch.diag(lam.clamp_min(1e-12).rsqrt()) @ vecs.T
+            return _InverseSqrt.apply(cov)
         chol = torch.linalg.cholesky(cov)
         return torch.linalg.solve_triangular(chol, eye, upper=False).T  # L⁻ᵀ
 

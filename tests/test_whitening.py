@@ -62,3 +62,28 @@ def test_bad_arguments():
         BatchWhitening(4, kind="pca")
     with pytest.raises(ValueError, match=r"\(B, 4\)"):
         BatchWhitening(4)(torch.randn(10, 5))
+
+
+def test_zca_gradient_is_finite_and_correct_with_repeated_eigenvalues():
+    # eigh's backward divides by λ_i − λ_j and returns NaN here; the divided-difference backward does not
+    from spectral_ssl.whitening import _InverseSqrt
+
+    cov = torch.eye(5, dtype=torch.float64) * 0.5
+    cov[0, 0] = 2.0
+    c = cov.clone().requires_grad_(True)
+    weights = torch.randn(5, 5, dtype=torch.float64)
+    (_InverseSqrt.apply(c) * weights).sum().backward()
+    assert torch.isfinite(c.grad).all()
+
+    def f(m):
+        lam, vec = torch.linalg.eigh(m)
+        return ((vec * lam.rsqrt()) @ vec.T * weights).sum()
+
+    step = 1e-6
+    for i, j in [(0, 0), (1, 2), (3, 3), (0, 4)]:
+        d = torch.zeros(5, 5, dtype=torch.float64)
+        d[i, j] += step / 2
+        d[j, i] += step / 2
+        numeric = (f(cov + d) - f(cov - d)) / (2 * step)
+        analytic = (c.grad[i, j] + c.grad[j, i]) / 2 if i != j else c.grad[i, i]
+        assert abs(float(numeric - analytic)) < 1e-6

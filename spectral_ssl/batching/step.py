@@ -181,12 +181,14 @@ class BatchSelector(nn.Module):
                              "rows; the idx column must number rows 0..N-1 (pass the full dataset_size), or use "
                              "source='online'.")
 
-    def embed(self, model: nn.Module, images: torch.Tensor, idx: torch.Tensor, step: int) -> torch.Tensor:
-        """(n, D) float32 unit embeddings of the candidates (cache hits, the rest by a no-grad pass)."""
+    def embed(self, model: nn.Module, images: torch.Tensor, idx: torch.Tensor,
+              step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, D) float32 unit embeddings of the candidates (cache hits, the rest by a no-grad pass) and the (n,)
+        mask of those computed now."""
         device = next(model.parameters()).device
         if self.source == "online" or self.selection == "random":
             self.stats.update(cache_hit=0.0, staleness=0.0)
-            return self._embed_online(model, images, device)
+            return self._embed_online(model, images, device), torch.ones(len(idx), dtype=torch.bool, device=device)
         self._check_idx(idx)
         seen = self.cache_step[idx.to(self.cache_step.device)].to(device)
         hit = seen >= 0
@@ -197,7 +199,14 @@ class BatchSelector(nn.Module):
         hits = int(hit.sum())
         self.stats.update(cache_hit=hits / max(1, len(idx)),
                           staleness=float((step - seen[hit]).float().mean()) if hits else 0.0)
-        return F.normalize(out, dim=1)
+        return F.normalize(out, dim=1), ~hit
+
+    def _store(self, idx: torch.Tensor, z: torch.Tensor, step: int) -> None:
+        """Write gathered unit embeddings (identical on every rank, so the caches stay identical)."""
+        self._check_idx(idx)
+        idx = idx.to(self.cache.device)
+        self.cache[idx] = z.to(self.cache.device, self.cache.dtype)
+        self.cache_step[idx] = step
 
     @torch.no_grad()
     def observe(self, idx: torch.Tensor, projections: torch.Tensor, step: int) -> None:
@@ -205,11 +214,7 @@ class BatchSelector(nn.Module):
         if not self.cache.shape[0]:
             return
         idx = dist.gather(idx.to(projections.device), differentiable=False)
-        z = F.normalize(dist.gather(projections.detach().float(), differentiable=False), dim=1)
-        self._check_idx(idx)
-        idx = idx.to(self.cache.device)
-        self.cache[idx] = z.to(self.cache.device, self.cache.dtype)
-        self.cache_step[idx] = step
+        self._store(idx, F.normalize(dist.gather(projections.detach().float(), differentiable=False), dim=1), step)
 
     # ---- the decision ----
     def _decide(self, z: torch.Tensor, per_rank: int, world: int, step: int) -> torch.Tensor:
@@ -253,7 +258,11 @@ class BatchSelector(nn.Module):
             local = local[: self.batch_size].sort().values  # pool order (= loader order when pool == batch)
         else:
             head = _take(pool.samples, torch.arange(per_rank))
-            z = dist.gather(self.embed(model, head["views"][0], head["idx"], step), differentiable=False)
+            local_z, fresh = self.embed(model, head["views"][0], head["idx"], step)
+            z = dist.gather(local_z, differentiable=False)
+            if self.cache.shape[0]:  # candidates embedded now wait in the pool: cache them, no second pass
+                fresh = dist.gather(fresh.to(torch.uint8), differentiable=False).bool()
+                self._store(dist.gather(head["idx"].to(device), differentiable=False)[fresh], z[fresh], step)
             picks = self._decide(z, per_rank, world, step) if rank == 0 else \
                 torch.empty(world * self.batch_size, dtype=torch.long, device=device)
             picks = dist.broadcast(picks.contiguous(), src=0).sort().values  # rank blocks in rank order

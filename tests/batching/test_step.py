@@ -159,3 +159,13 @@ def test_two_processes_make_one_decision_and_each_trains_on_its_own_share(tmp_pa
         mine = res["batch"].tolist()
         assert len(mine) == B and all(32 * r <= i < 32 * (r + 1) for i in mine)  # its own samples
         assert set(mine) <= expected_idx
+
+
+def test_candidates_embedded_online_are_cached_so_carried_ones_are_not_embedded_twice():
+    model = tiny_model()
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=3, source="cache")
+    pool = CandidatePool(batches(), selector.pool_size)
+    selector.select(model, pool, step=0)
+    assert selector.stats["cache_hit"] == 0.0 and int((selector.cache_step == 0).sum()) == 3 * B
+    selector.select(model, pool, step=1)  # 2B carried (cached at step 0) + B new
+    assert selector.stats["cache_hit"] == pytest.approx(2 / 3) and selector.stats["staleness"] == 1.0

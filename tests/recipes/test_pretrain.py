@@ -7,6 +7,14 @@ from safetensors.torch import load_file
 from spectral_ssl import SpectralSSL
 
 
+def custom_state(checkpoint):
+    """All entries of a checkpoint's registered objects (accelerate's custom_checkpoint_N.pkl files), merged."""
+    merged = {}
+    for path in sorted(checkpoint.glob("custom_checkpoint_*.pkl")):
+        merged.update(torch.load(path, weights_only=False))
+    return merged
+
+
 def tiny_args(data, out, *extra):
     return ["--dataset", str(data), f"--output_dir={out}", "--backbone=test_resnet", "--proj_hidden_dim=32",
             "--proj_dim=16", "--batch_size=16", "--image_size=32", "--log_every=2", "--reff_samples=32",
@@ -130,7 +138,7 @@ def test_whitening_runs_and_its_statistics_are_checkpointed(pretrain, tiny_datas
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["band_containment"] == 1.0 and metrics[-1]["loss"] == metrics[-1]["loss"]
     assert SpectralSSL.from_pretrained(out).metadata["whitening"] == kind
-    assert list((out / "checkpoints" / "step_000002").glob("custom_checkpoint_1.pkl"))  # the whitening buffers
+    assert "running_cov" in custom_state(out / "checkpoints" / "step_000002")  # the whitening buffers
 
 
 def test_whitening_with_too_small_batch_is_refused_up_front(pretrain):
@@ -173,7 +181,33 @@ def test_greedy_with_a_resume_still_trains_every_sample_once_per_epoch(pretrain,
                        weights_only=False)
     assert len(saved["carried"][0]) == 48 and saved["drawn"] == [5]
     out = pretrain.main(args + ["--resume=true"])
-    selector = torch.load(out / "checkpoints" / "step_000006" / "custom_checkpoint_1.pkl", weights_only=False)
+    selector = custom_state(out / "checkpoints" / "step_000006")
     # 6 steps x 16 = 96 trainings and every one of the 96 rows has been trained: each exactly once
     assert selector["cache_step"].shape == (96,) and bool((selector["cache_step"] >= 0).all())
     assert sorted(selector["cache_step"].tolist()).count(5) == 16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["dcl", "moco", "sogclr", "isoloss", "byol", "simsiam"])
+def test_every_loss_trains_logs_monitors_and_checkpoints_its_state(pretrain, tiny_dataset, tmp_path, loss):
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / loss, "--max_steps=2", "--save_every=2", f"--loss={loss}",
+                                  "--queue_size=40", "--predictor_hidden_dim=16"))
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("loss", "cos_views", "ntxent", "reff_cov", "band_containment"):
+        assert last[key] == last[key], key  # logged, not NaN
+    assert -1 <= last["cos_views"] <= 1 and last["band_containment"] == 1.0
+    state = custom_state(out / "checkpoints" / "step_000002")
+    expected = {"moco": "queue", "sogclr": "u", "isoloss": "corr", "byol": "predictor.0.weight",
+                "simsiam": "predictor.0.weight"}.get(loss)
+    if expected:
+        assert expected in state, sorted(state)
+    if loss == "moco":
+        assert "reff_queue" in last and int(state["queue_ptr"]) == 2 * 2 * 16 % 40  # 2 steps x 2 views x 16 keys
+    if loss == "sogclr":
+        assert int((state["u"] > 0).sum()) == 32  # the 32 images of two steps have a moving average
+    assert SpectralSSL.from_pretrained(out).metadata["loss"] == loss
+
+
+def test_bad_method_value_exits_with_the_constructor_message(pretrain, tiny_dataset, tmp_path):
+    with pytest.raises(SystemExit, match="queue_size must be a positive integer"):
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "bad", "--loss=moco", "--queue_size=0"))
