@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -31,10 +30,10 @@ from tqdm.auto import tqdm
 
 import spectral_ssl  # noqa: F401  (torchvision shim before accelerate imports timm)
 from spectral_ssl import data, effective_rank
-from spectral_ssl.band import gradient_band, infonce_band
 from spectral_ssl.batching import SELECTIONS, SOURCES, BatchSelector, CandidatePool, resolve_target
-from spectral_ssl.dist import gather, gather_objects
-from spectral_ssl.losses import LOSSES, InfoNCELoss
+from spectral_ssl.diagnostics import batch_diagnostics
+from spectral_ssl.dist import gather_objects
+from spectral_ssl.losses import LOSSES
 from spectral_ssl.model import SpectralSSL
 from spectral_ssl.momentum import cosine_momentum, update_momentum
 from spectral_ssl.probe import extract_features, knn_probe
@@ -221,29 +220,6 @@ class TrainState:
         self.__dict__.update(state)
 
 
-@torch.no_grad()
-def spectral_metrics(z1: torch.Tensor, z2: torch.Tensor, cfg: Config, method: torch.nn.Module,
-                     targets: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
-    """R_eff, the gradient band and method-independent monitors on the gathered, L2-normalised projections.
-
-    The band uses the method's own negatives: the queue for MoCo (queries against their keys, §6), the rest of the
-    batch otherwise (at ``temperature``; for non-contrastive losses it describes InfoNCE at that τ). ``cos_views``
-    and ``ntxent`` (NT-Xent at ``monitor_temperature``) are comparable across losses; the losses' values are not.
-    """
-    z1, z2 = F.normalize(gather(z1.detach().float()), dim=1), F.normalize(gather(z2.detach().float()), dim=1)
-    z = torch.cat([z1, z2])
-    if hasattr(method, "negatives") and targets is not None:
-        keys = F.normalize(gather(targets[1].detach().float()), dim=1)
-        band = gradient_band(z1, keys, method.negatives().float(), cfg.temperature).summary()
-        queue = {"reff_queue": float(effective_rank(method.negatives().float(), "cov"))}
-    else:
-        band, queue = infonce_band(z1, z2, cfg.temperature).summary(), {}
-    return {"reff_cov": float(effective_rank(z, "cov")), "reff_rankme": float(effective_rank(z, "rankme")),
-            **queue, **{f"band_{k}": v for k, v in band.items()},
-            "cos_views": float((z1 * z2).sum(1).mean()),
-            "ntxent": float(InfoNCELoss(cfg.monitor_temperature)(z1, z2))}
-
-
 def build_loss(cfg: Config, world: int, rows: int | None) -> torch.nn.Module:
     """The ``loss=`` module with its method keys; a bad value exits with the constructor's message."""
     gathered = world > 1
@@ -415,7 +391,10 @@ def main(argv: list[str] | None = None) -> Path:
                 elapsed = time.perf_counter() - tick
                 metrics = {"step": state.step, "epoch": state.epoch, "lr": lr, "img_per_s": seen / elapsed,
                            "loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm),
-                           **spectral_metrics(z1, z2, cfg, method, targets), "step_ms": step_ms,
+                           **batch_diagnostics(z1, z2, cfg.temperature, monitor_temperature=cfg.monitor_temperature,
+                                               negatives=method.negatives() if hasattr(method, "negatives") else None,
+                                               keys=None if targets is None else targets[1]),
+                           "step_ms": step_ms,
                            **{f"sel_{k}": v for k, v in selector.stats.items()},
                            "sel_share": selector.stats["select_ms"] / step_ms}
                 if cfg.probe_every and state.step % cfg.probe_every == 0:

@@ -3,9 +3,9 @@
     python scripts/bench_diagnostics.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32] [--repeats 5]
 
 Times (a) one SimCLR training step (two views, forward + backward + AdamW) of the timm backbone and (b) what the
-recipe computes every ``log_every`` steps: R_eff (cov + RankMe) of the gathered projections and the InfoNCE band of
-all 2B anchors. Prints milliseconds, the ratio (b)/(a) and the overhead at log_every = 1, 10, 20. Uses the public
-API only. Device: CUDA if available, else CPU.
+recipe computes every ``log_every`` steps (``spectral_ssl.diagnostics.batch_diagnostics``): R_eff (cov + RankMe),
+the NT-Xent and cosine monitors and the InfoNCE band of all 2B anchors. Prints milliseconds, the ratio (b)/(a) and
+the overhead at log_every = 1, 10, 20. Device: CUDA if available, else CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timing import simclr_step, timed
 
 import spectral_ssl as ssl
-from spectral_ssl.band import infonce_band
+from spectral_ssl.diagnostics import batch_diagnostics
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -39,10 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
         z1, z2 = F.normalize(model(x1), dim=1), F.normalize(model(x2), dim=1)
 
     def diagnostics():
-        z = torch.cat([z1, z2])
-        ssl.effective_rank(z, "cov")
-        ssl.effective_rank(z, "rankme")
-        infonce_band(z1, z2, 0.2).summary()
+        batch_diagnostics(z1, z2, 0.2)
 
     step_ms = timed(step, args.repeats, device)
     diag_ms = timed(diagnostics, args.repeats, device)

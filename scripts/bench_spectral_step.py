@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timing import timed
 
 import spectral_ssl as ssl
-from spectral_ssl.band import infonce_band
+from spectral_ssl.diagnostics import batch_diagnostics
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -80,13 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
             z1 = F.normalize(model(images[:b].to(device)).float(), dim=1)
             z2 = F.normalize(model(images[:b].flip(-1).to(device)).float(), dim=1)
 
-        def run() -> None:
-            z = torch.cat([z1, z2])
-            ssl.effective_rank(z, "cov")
-            ssl.effective_rank(z, "rankme")
-            infonce_band(z1, z2, 0.2).summary()
-
-        return timed(run, args.repeats, device)
+        return timed(lambda: batch_diagnostics(z1, z2, 0.2), args.repeats, device)
 
     results = {}
     for name, (selection, whitening, source, pool) in {

@@ -202,7 +202,7 @@ def test_every_loss_trains_logs_monitors_and_checkpoints_its_state(pretrain, tin
     if expected:
         assert expected in state, sorted(state)
     if loss == "moco":
-        assert "reff_queue" in last and int(state["queue_ptr"]) == 2 * 2 * 16 % 40  # 2 steps x 2 views x 16 keys
+        assert "reff_negatives" in last and int(state["queue_ptr"]) == 2 * 2 * 16 % 40  # 2 steps x 2 views x 16 keys
     if loss == "sogclr":
         assert int((state["u"] > 0).sum()) == 32  # the 32 images of two steps have a moving average
     assert SpectralSSL.from_pretrained(out).metadata["loss"] == loss
@@ -211,3 +211,13 @@ def test_every_loss_trains_logs_monitors_and_checkpoints_its_state(pretrain, tin
 def test_bad_method_value_exits_with_the_constructor_message(pretrain, tiny_dataset, tmp_path):
     with pytest.raises(SystemExit, match="queue_size must be a positive integer"):
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "bad", "--loss=moco", "--queue_size=0"))
+
+
+def test_every_shipped_config_parses(pretrain):
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs").glob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        cfg = pretrain.parse_config(["--config", str(path)])
+        assert cfg.output_dir.endswith(path.stem), path.name
