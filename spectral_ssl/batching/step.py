@@ -169,10 +169,18 @@ class BatchSelector(nn.Module):
     # ---- embeddings ----
     @torch.no_grad()
     def _embed_online(self, model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """L2-normalised projections of ``images`` from a no-grad pass in chunks of ~batch_size."""
+        """L2-normalised projections of ``images`` from a no-grad pass in chunks of ~batch_size, with batch
+        statistics as in training; a handful of images (fewer than B/4, e.g. a few cache misses) would give
+        meaningless batch statistics (or none, for one image), so they use the norm layers' running statistics."""
         chunks = torch.tensor_split(images, max(1, round(len(images) / self.batch_size)))
-        with frozen_norm_statistics(model):
-            out = [model(chunk.to(device, non_blocking=True)).float() for chunk in chunks]
+        few = len(images) < max(2, self.batch_size // 4)
+        was_training = model.training
+        try:
+            model.train(was_training and not few)
+            with frozen_norm_statistics(model):
+                out = [model(chunk.to(device, non_blocking=True)).float() for chunk in chunks]
+        finally:
+            model.train(was_training)
         return F.normalize(torch.cat(out), dim=1)
 
     def _check_idx(self, idx: torch.Tensor) -> None:

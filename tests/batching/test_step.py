@@ -169,3 +169,13 @@ def test_candidates_embedded_online_are_cached_so_carried_ones_are_not_embedded_
     assert selector.stats["cache_hit"] == 0.0 and int((selector.cache_step == 0).sum()) == 3 * B
     selector.select(model, pool, step=1)  # 2B carried (cached at step 0) + B new
     assert selector.stats["cache_hit"] == pytest.approx(2 / 3) and selector.stats["staleness"] == 1.0
+
+
+def test_a_single_cache_miss_is_embedded_with_running_statistics():
+    model = tiny_model()
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=2, source="cache")
+    run_epoch(selector, model, batches())
+    selector.cache_step[5] = -1  # one sample without a cached embedding
+    pool = CandidatePool(batches(), selector.pool_size)
+    selector.select(model, pool, step=10)  # a batch of 1 in train mode would fail in BatchNorm
+    assert selector.stats["cache_hit"] == pytest.approx(15 / 16) and model.training
