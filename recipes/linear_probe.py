@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import spectral_ssl  # noqa: F401  (torchvision shim first)
 from spectral_ssl import data, effective_rank, hub
 from spectral_ssl.model import SpectralSSL
 from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
+
+MODEL_REPO = "<the --model repo>"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", default=None, help="JSON file for the results (default: MODEL/linear_probe.json)")
     p.add_argument("--no_record", action="store_true", help="do not write the result into the export's metadata")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--push", nargs="?", const=MODEL_REPO, default="", metavar="ORG/NAME",
+                   help="update the card's metrics on the Hub after the probe (default repo: --model's repo)")
     return p.parse_args(argv)
 
 
@@ -124,10 +130,33 @@ def main(argv: list[str] | None = None) -> dict:
     if out_path:
         out_path.write_text(json.dumps(results, indent=2))
         print(f"results written to {out_path}")
+    record = {k: pre[k] for k in ("top1", "top5", "dataset", "split", "train_split", "n_train", "n_test")}
     if local.is_dir() and not args.no_record:
-        hub.update_metadata(local, linear_probe={k: pre[k] for k in ("top1", "top5", "dataset", "split",
-                                                                      "train_split", "n_train", "n_test")})
+        hub.update_metadata(local, linear_probe=record)
+    if args.push:
+        results["pushed"] = push_probe(args, local, record)
+        print(f"model card metrics updated on the Hub: {results['pushed']}")
     return results
+
+
+def push_probe(args: argparse.Namespace, local: Path, record: dict) -> str:
+    """Push the export with the probe recorded in its metadata and card (a copy: the HF cache stays read-only)."""
+    repo = args.push
+    if repo == MODEL_REPO:
+        repo = str(args.model).removeprefix("hf-hub:")
+        if local.is_dir():
+            raise SystemExit("error: --push needs a repo id (--push=org/name) when --model is a local folder")
+    source = local if local.is_dir() else hub.resolve_export(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in source.iterdir():
+            if path.name in hub.PUSH_FILES or path.suffix == ".png":
+                shutil.copyfile(path, Path(tmp) / path.name)
+        hub.update_metadata(tmp, linear_probe=record)
+        try:
+            return hub.push_export(tmp, repo, commit_message=f"Linear probe: top-1 {record['top1']:.2f} % on "
+                                                             f"{record['dataset']} {record['split']}")
+        except (ValueError, RuntimeError) as e:
+            raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 import spectral_ssl  # noqa: F401  (torchvision shim before accelerate imports timm)
-from spectral_ssl import data, effective_rank
+from spectral_ssl import data, effective_rank, hub
 from spectral_ssl.batching import SELECTIONS, SOURCES, BatchSelector, CandidatePool, resolve_target
 from spectral_ssl.diagnostics import batch_diagnostics
 from spectral_ssl.dist import gather_objects
@@ -433,8 +433,8 @@ def main(argv: list[str] | None = None) -> Path:
         }
         final.save_pretrained(out)
         accelerator.print(f"export written to {out} (R_eff {final.metadata['effective_rank']['value']:.2f})")
-        if cfg.push_to_hub:
-            final.push_to_hub(cfg.push_to_hub)
+        if cfg.push_to_hub:  # the export just written, never the checkpoints or metrics
+            accelerator.print(f"pushed to {hub.push_export(out, cfg.push_to_hub)}")
     accelerator.end_training()
     if torch.distributed.is_initialized():  # leave together and tear the group down: a process group (and DDP's
         accelerator.wait_for_everyone()  # reducer) left to interpreter exit can hang in gloo's destructor

@@ -159,19 +159,37 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
 
     The YAML header comes from ``huggingface_hub.ModelCardData``, never from string concatenation.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     meta = config.get("spectral_ssl", {})
     loss, selection = meta.get("loss", "unknown"), meta.get("selection", "random")
     tags = ["spectral-ssl", "self-supervised", "image-feature-extraction", "timm", str(loss), f"selection-{selection}"]
     reff = meta.get("effective_rank") or {}
     probe = meta.get("linear_probe") or {}
+    dataset = str(meta.get("dataset") or "unknown")
+    results = []
+    if probe.get("top1") is not None:
+        results.append(EvalResult(task_type="image-classification", task_name="linear probe (frozen features)",
+                                  dataset_type=str(probe.get("dataset") or dataset),
+                                  dataset_name=str(probe.get("dataset") or dataset),
+                                  dataset_split=str(probe.get("split") or "test"), metric_type="accuracy",
+                                  metric_name="linear-probe top-1", metric_value=round(float(probe["top1"]), 2)))
+    if reff.get("value") is not None:
+        results.append(EvalResult(task_type="image-feature-extraction", task_name="effective rank of the features",
+                                  dataset_type=dataset, dataset_name=dataset,
+                                  dataset_split=str(reff.get("split") or "test"), metric_type="effective_rank",
+                                  metric_name=f"R_eff ({reff.get('estimator', 'cov')}, n={reff.get('n_samples')}, "
+                                              f"dim={reff.get('dim')})",
+                                  metric_value=round(float(reff["value"]), 2)))
+    name = repo_id.split("/")[-1] if repo_id else f"{config['architecture']}-spectral-ssl"
     card_data = ModelCardData(
         library_name="timm",
         license=config.get("pretrained_cfg", {}).get("license", "apache-2.0"),
         pipeline_tag="image-feature-extraction",
         tags=tags,
-        model_name=repo_id.split("/")[-1] if repo_id else None,
+        datasets=[dataset] if "/" in dataset and not Path(dataset).exists() else None,
+        model_name=name,
+        eval_results=results or None,
     )
     template = Path(template_path) if template_path else TEMPLATE_PATH
     return ModelCard.from_template(
@@ -209,10 +227,73 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
         raise FileNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id like 'org/name' "
                                 "(use 'hf-hub:org/name' or 'local-dir:PATH' to be explicit).")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    return Path(snapshot_download(repo_id, revision=revision,
-                                  allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, *PICKLE_NAMES],
-                                  **hub_kwargs))
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[
+            CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, *PICKLE_NAMES], **hub_kwargs))
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"revision {revision!r} does not exist in the Hub repo {repo_id}; pass an existing "
+                                "branch, tag or commit.") from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(f"Hub repo {repo_id} not found (or private: log in with `hf auth login` or set "
+                                "HF_TOKEN); for a local folder, check the path.") from None
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(f"{repo_id} is not in the Hugging Face cache and the Hub cannot be reached (or "
+                                "HF_HUB_OFFLINE=1): download it once with a network, or pass a local folder.") from None
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"Hub repo {repo_id} has no {CONFIG_NAME}; it is not a timm/spectral_ssl export.")
+    return folder
+
+
+PUSH_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME)
+
+
+def push_export(directory: str | Path, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                commit_message: str | None = None, token: str | None = None) -> str:
+    """Upload an export folder to a Hub model repo in one commit; returns the commit URL.
+
+    Uploads exactly the export (``config.json``, ``model.safetensors``, ``projector.safetensors``, the card
+    re-rendered for ``repo_id``, and ``*.png`` plots next to them): never checkpoints, metrics or pickles. The local
+    folder is only read, so a failed push leaves it as it was and can simply be retried. The token comes from
+    ``token``, ``HF_TOKEN`` or the login cache and is never written anywhere.
+    """
+    import re
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    directory = Path(directory)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id or ""):
+        raise ValueError(f"repo id {repo_id!r} must look like 'org/name' (letters, digits, '-', '_', '.').")
+    config, _, _ = read_export(directory)  # refuses folders without safetensors weights, pickle-only ones
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name))
+                  for name in PUSH_FILES if name != CARD_NAME and (directory / name).is_file()]
+    operations += [CommitOperationAdd(path_in_repo=png.name, path_or_fileobj=str(png))
+                   for png in sorted(directory.glob("*.png"))]
+    card = render_card(config, repo_id=repo_id)
+    operations.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode()))
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(repo_id, operations, revision=revision,
+                                 commit_message=commit_message or f"Upload {config['architecture']} (spectral_ssl)")
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "?"
+        raise RuntimeError(f"pushing {directory} to {repo_id} failed (HTTP {status}: {str(e).splitlines()[0]}); "
+                           "the local export is unchanged, run the same push again to retry.") from None
+    except OSError as e:  # connection refused / reset / timeouts (httpx errors are not all OSErrors, see below)
+        raise RuntimeError(f"pushing {directory} to {repo_id} failed ({type(e).__name__}: {e}); the local export "
+                           "is unchanged, run the same push again to retry.") from None
+    except Exception as e:
+        if type(e).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):
+            raise RuntimeError(f"pushing {directory} to {repo_id} failed: the connection broke ({type(e).__name__}: "
+                               f"{e}); the local export is unchanged, run the same push again to retry.") from None
+        raise
+    logger.info("pushed %s to %s (%s)", directory, repo_id, info.commit_url)
+    return info.commit_url
 
 
 def update_metadata(directory: str | Path, **entries: Any) -> dict[str, Any]:

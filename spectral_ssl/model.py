@@ -128,13 +128,25 @@ class SpectralSSL(
         config = self.export_config()
         hub.save_export(save_directory, self.backbone, self.projector, config, card=hub.render_card(config))
 
+    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                    commit_message: str | None = None, token: str | None = None, **_: Any) -> str:
+        """Export to a temporary folder and upload it to the Hub model repo ``repo_id`` (see
+        ``spectral_ssl.hub.push_export``); returns the commit URL."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            return hub.push_export(tmp, repo_id, revision=revision, private=private, commit_message=commit_message,
+                                   token=token)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
                         strict: bool = True, **hub_kwargs: Any) -> SpectralSSL:
-        """Load an export from a local folder (or, with ``spectral_ssl.hub``, a Hub repo).
+        """Load an export from a local folder or a Hub repo (through the HF cache; ``HF_HUB_OFFLINE=1`` works).
 
         Args:
-            pretrained_model_name_or_path: Folder written by ``save_pretrained`` (or ``local-dir:FOLDER``).
+            pretrained_model_name_or_path: Folder written by ``save_pretrained`` (or ``local-dir:FOLDER``), a Hub
+                repo id ``org/name`` or ``hf-hub:org/name``.
             revision: Hub revision (branch, tag or commit) when loading from the Hub.
             strict: Refuse missing/unexpected backbone keys (default). The projector is optional: a plain timm
                 export has none, and a fresh projector is built with a warning.

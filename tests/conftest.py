@@ -17,3 +17,27 @@ import spectral_ssl  # noqa: E402,F401
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture()
+def hub_server(monkeypatch, tmp_path):
+    """Point huggingface_hub (this process and subprocesses) at a fresh local Hub with an empty cache."""
+    from huggingface_hub import constants
+
+    from tests.fake_hub import serve
+
+    server, url, store = serve()
+    cache = tmp_path / "hf_home"
+    env = {"HF_ENDPOINT": url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0", "HF_HOME": str(cache),
+           "HF_TOKEN": "hf_fake_token_for_tests", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # huggingface_hub reads these at import time
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HOME", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache / "hub"))
+    yield store
+    server.shutdown()

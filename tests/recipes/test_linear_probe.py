@@ -16,3 +16,21 @@ def test_probe_recipe_records_result_in_export(pretrain, linear_probe_recipe, ti
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["spectral_ssl"]["linear_probe"]["top1"] == res["pretrained"]["top1"]
     assert json.loads((out / "linear_probe.json").read_text())["pretrained"]["top1"] == res["pretrained"]["top1"]
+
+
+@pytest.mark.slow
+def test_pretrain_pushes_and_the_probe_updates_the_card_on_the_hub(pretrain, linear_probe_recipe, tiny_dataset,
+                                                                   tmp_path, hub_server):
+    out = pretrain.main(["--dataset", str(tiny_dataset), f"--output_dir={tmp_path / 'run'}",
+                         "--backbone=test_resnet", "--proj_hidden_dim=32", "--proj_dim=16", "--batch_size=16",
+                         "--max_steps=2", "--reff_samples=32", "--shuffle_buffer=64", "--save_every=2",
+                         "--push_to_hub=org/run"])
+    first, files = hub_server.files("org/run", "main")
+    assert set(files) == {"config.json", "model.safetensors", "projector.safetensors", "README.md"}  # no state
+    res = linear_probe_recipe.main(["--model", "hf-hub:org/run", "--dataset", str(tiny_dataset), "--push"])
+    second, files = hub_server.files("org/run", "main")
+    assert second != first and res["pushed"].endswith(second)
+    config = json.loads(files["config.json"])
+    assert config["spectral_ssl"]["linear_probe"]["top1"] == res["pretrained"]["top1"]
+    assert f"{res['pretrained']['top1']:.2f}" in files["README.md"].decode()
+    assert "linear_probe" not in json.loads((out / "config.json").read_text())["spectral_ssl"]  # local untouched

@@ -1,0 +1,200 @@
+"""Publish to and load from a Hub: a real HTTP server on 127.0.0.1 (tests/fake_hub.py) stands in for huggingface.co."""
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spectral_ssl import SpectralSSL, hub
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIM = f"""import importlib.util, sys
+spec = importlib.util.spec_from_file_location("shim", {str(ROOT / "spectral_ssl" / "_compat.py")!r})
+shim = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(shim)
+shim.ensure_torchvision_importable()  # the torchvision shim alone: spectral_ssl itself is never imported
+"""
+
+
+@pytest.fixture()
+def export(tmp_path):
+    """A pretrain-like output_dir: the export at its root, plus training state that must never be uploaded."""
+    torch.manual_seed(0)
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8).eval()
+    model.data_config.update(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    model.metadata = {"loss": "infonce", "selection": "greedy", "whitening": "zca", "dataset": "data/fmnist",
+                      "split": "train", "steps": 7, "epochs": 0.5, "global_batch": 32,
+                      "effective_rank": {"value": 12.34, "estimator": "cov", "n_samples": 100, "dim": 96,
+                                         "centered": True, "eps": 1e-12, "split": "test"},
+                      "config": {"backbone": "test_resnet", "lr": 0.001}}
+    out = tmp_path / "run"
+    model.save_pretrained(out)
+    (out / "checkpoints" / "step_000007").mkdir(parents=True)
+    (out / "checkpoints" / "step_000007" / "model.safetensors").write_bytes(b"training state")
+    (out / "metrics.jsonl").write_text('{"step": 7}\n')
+    return model, out
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def images(n=2):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 3, 32, 32, generator=g)
+
+
+def test_push_uploads_only_the_export_and_loads_back_with_identical_features(hub_server, export):
+    model, out = export
+    before = snapshot(out)
+    url = hub.push_export(out, "org/tiny")
+    assert "org/tiny/commit/" in url
+    assert snapshot(out) == before  # the local export is only read
+    _, files = hub_server.files("org/tiny", "main")
+    assert set(files) == {"config.json", "model.safetensors", "projector.safetensors", "README.md"}
+    x = (images() - 0.5) / 0.25
+    for source in ("org/tiny", "hf-hub:org/tiny"):
+        loaded = SpectralSSL.from_pretrained(source)
+        torch.testing.assert_close(loaded.embed(x), model.embed(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+        assert loaded.metadata["selection"] == "greedy" and loaded.data_config["mean"] == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.slow
+def test_plain_timm_transformers_and_pipeline_load_the_pushed_repo_in_a_fresh_process(hub_server, export, tmp_path):
+    model, out = export
+    hub.push_export(out, "org/tiny")
+    x = images()
+    torch.save(x, tmp_path / "x.pt")
+    code = SHIM + f"""
+import json, torch, timm, PIL.Image
+x = torch.load({str(tmp_path / 'x.pt')!r})
+m = timm.create_model("hf-hub:org/tiny", pretrained=True).eval()
+cfg = timm.data.resolve_model_data_config(m)
+xn = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+from transformers import AutoModel, pipeline
+auto = AutoModel.from_pretrained("org/tiny").eval()
+with torch.no_grad():
+    out = {{"timm": m(xn), "auto": auto(pixel_values=xn).pooler_output}}
+pipe = pipeline("image-feature-extraction", model="org/tiny")
+feats = pipe(PIL.Image.new("RGB", (40, 40), (120, 30, 200)))
+torch.save({{**out, "cfg": cfg, "pipe_numel": torch.tensor(feats).numel()}}, {str(tmp_path / 'y.pt')!r})
+assert not any(name.startswith("spectral_ssl") for name in sys.modules)  # never imported spectral_ssl
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    y = torch.load(tmp_path / "y.pt", weights_only=False)
+    xn = (x - 0.5) / 0.25
+    expected = model.embed(xn)
+    torch.testing.assert_close(y["timm"], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y["auto"], expected, rtol=1e-5, atol=1e-5)
+    assert tuple(y["cfg"]["input_size"]) == (3, 32, 32) and tuple(y["cfg"]["mean"]) == (0.5, 0.5, 0.5)
+    assert y["pipe_numel"] == model.num_features  # one pooled feature vector for the PIL image
+
+
+def test_card_yaml_parses_with_model_index_and_validates(hub_server, export):
+    from huggingface_hub import ModelCard
+
+    _, out = export
+    hub.update_metadata(out, linear_probe={"top1": 81.5, "top5": 99.0, "dataset": "data/fmnist", "split": "test"})
+    hub.push_export(out, "org/tiny")
+    _, files = hub_server.files("org/tiny", "main")
+    text = files["README.md"].decode()
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-feature-extraction"
+    assert {"spectral-ssl", "self-supervised", "infonce", "selection-greedy"} <= set(meta["tags"])
+    results = {r["metrics"][0]["type"]: r for r in meta["model-index"][0]["results"]}
+    assert results["accuracy"]["metrics"][0]["value"] == 81.5
+    assert results["accuracy"]["task"]["type"] == "image-classification"
+    assert results["effective_rank"]["metrics"][0]["value"] == 12.34
+    card = ModelCard(text)
+    card.validate()  # POST /api/validate-yaml
+    assert [r.metric_value for r in card.data.eval_results] == [81.5, 12.34]
+    assert 'hf-hub:org/tiny' in text and 'from_pretrained("org/tiny")' in text
+
+
+def test_a_second_push_is_a_new_revision_and_old_revisions_stay_loadable(hub_server, export):
+    _, out = export
+    hub.push_export(out, "org/tiny")
+    first, _ = hub_server.files("org/tiny", "main")
+    hub.update_metadata(out, linear_probe={"top1": 80.0, "dataset": "data/fmnist", "split": "test"})
+    hub.push_export(out, "org/tiny", commit_message="probe")
+    second, _ = hub_server.files("org/tiny", "main")
+    assert first != second
+    assert SpectralSSL.from_pretrained("org/tiny").metadata["linear_probe"]["top1"] == 80.0
+    assert "linear_probe" not in SpectralSSL.from_pretrained("org/tiny", revision=first).metadata
+    hub.push_export(out, "org/tiny", revision="v1")  # a branch, created from main
+    assert SpectralSSL.from_pretrained("org/tiny", revision="v1").metadata["linear_probe"]["top1"] == 80.0
+
+
+@pytest.mark.parametrize("route,kind", [("commit", "500"), ("commit", "drop"), ("preupload", "500")])
+def test_a_failing_server_gives_a_clear_error_leaves_the_export_and_a_retry_succeeds(hub_server, export, route,
+                                                                                     kind):
+    _, out = export
+    before = snapshot(out)
+    hub_server.fail[route] = [kind] * 10  # also defeats client-side retries
+    with pytest.raises(RuntimeError, match="local export is unchanged, run the same push again"):
+        hub.push_export(out, "org/tiny")
+    assert snapshot(out) == before
+    hub_server.fail.clear()
+    hub.push_export(out, "org/tiny")
+    assert "model.safetensors" in hub_server.files("org/tiny", "main")[1]
+
+
+def test_download_once_then_load_offline(hub_server, export, monkeypatch):
+    from huggingface_hub import constants
+
+    model, out = export
+    hub.push_export(out, "org/tiny")
+    SpectralSSL.from_pretrained("org/tiny")  # fills the cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_server.fail["commit"] = []  # the server is not consulted any more:
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    x = images()
+    torch.testing.assert_close(SpectralSSL.from_pretrained("org/tiny").embed(x), model.embed(x), rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+        SpectralSSL.from_pretrained("org/other")
+
+
+def test_missing_repo_revision_and_bad_inputs_have_clear_errors(hub_server, export, tmp_path):
+    _, out = export
+    with pytest.raises(FileNotFoundError, match="Hub repo org/missing not found"):
+        SpectralSSL.from_pretrained("org/missing")
+    hub.push_export(out, "org/tiny")
+    with pytest.raises(FileNotFoundError, match="revision 'nope' does not exist"):
+        SpectralSSL.from_pretrained("org/tiny", revision="nope")
+    with pytest.raises(ValueError, match="must look like 'org/name'"):
+        hub.push_export(out, "not a repo")
+    (tmp_path / "pickle_only").mkdir()
+    (tmp_path / "pickle_only" / "config.json").write_text(json.dumps({"architecture": "test_resnet"}))
+    (tmp_path / "pickle_only" / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="safetensors only"):
+        hub.push_export(tmp_path / "pickle_only", "org/tiny")
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_push_script_and_model_push_to_hub(hub_server, export, capsys):
+    model, out = export
+    script = _load_script("push_to_hub")
+    url = script.main([str(out), "org/scripted", "--commit-message", "first release"])
+    assert "org/scripted" in url and "pushed" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: .*must look like 'org/name'"):
+        script.main([str(out), "bad id"])
+    with pytest.raises(SystemExit, match="error: .*no config.json"):
+        script.main([str(out / "checkpoints"), "org/scripted"])
+    model.push_to_hub("org/from-model")
+    assert set(hub_server.files("org/from-model", "main")[1]) >= {"config.json", "model.safetensors"}
+    assert not any("token" in r.lower() for r in hub_server.requests)  # never in a URL
