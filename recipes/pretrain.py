@@ -431,6 +431,7 @@ def main(argv: list[str] | None = None) -> Path:
             "steps": state.step, "global_batch": cfg.batch_size * world, "temperature": cfg.temperature,
             "effective_rank": export_reff(final, cfg, device), "config": dataclasses.asdict(cfg),
         }
+        hub.write_training_plot(out / "metrics.jsonl", out / hub.PLOT_NAME)  # R_eff + band, shown in the card
         final.save_pretrained(out)
         accelerator.print(f"export written to {out} (R_eff {final.metadata['effective_rank']['value']:.2f})")
         if cfg.push_to_hub:  # the export just written, never the checkpoints or metrics

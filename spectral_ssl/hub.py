@@ -31,6 +31,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PROJECTOR_NAME = "projector.safetensors"
 CARD_NAME = "README.md"
+PLOT_NAME = "spectral_diagnostics.png"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pth", "model.pt", "open_clip_pytorch_model.bin")
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 
@@ -154,10 +155,46 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
-def render_card(config: dict[str, Any], repo_id: str | None = None, template_path: str | Path | None = None) -> str:
+def write_training_plot(metrics_path: str | Path, png_path: str | Path) -> Path | None:
+    """Plot R_eff and the gradient band over training from a recipe's ``metrics.jsonl``; None without rows."""
+    rows = []
+    if Path(metrics_path).is_file():
+        for line in Path(metrics_path).read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "step" in row and "reff_cov" in row and "band_measured_mean" in row:
+                rows.append(row)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    left.plot(steps, [r["reff_cov"] for r in rows], label="R_eff (cov)")
+    if all("reff_rankme" in r for r in rows):
+        left.plot(steps, [r["reff_rankme"] for r in rows], label="RankMe")
+    left.set(xlabel="step", ylabel="effective rank of the projections", title="Batch spectrum")
+    left.legend()
+    lower, upper = [r["band_lower_mean"] for r in rows], [r["band_upper_mean"] for r in rows]
+    right.fill_between(steps, lower, upper, alpha=0.25, label="band (lower-upper, batch mean)")
+    right.plot(steps, [r["band_measured_mean"] for r in rows], label="measured ||g||^2 (batch mean)")
+    containment = sum(r.get("band_containment", 0.0) for r in rows) / len(rows)
+    right.set(xlabel="step", ylabel="squared gradient norm", yscale="log",
+              title=f"Gradient-norm band (containment {100 * containment:.1f} %)")
+    right.legend()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def render_card(config: dict[str, Any], repo_id: str | None = None, template_path: str | Path | None = None,
+                plot: str | None = None) -> str:
     """Render the model card (README.md) of an export from its ``config.json`` dict.
 
-    The YAML header comes from ``huggingface_hub.ModelCardData``, never from string concatenation.
+    The YAML header comes from ``huggingface_hub.ModelCardData``, never from string concatenation. ``plot`` is the
+    file name of the training-diagnostics PNG next to the card, if there is one.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -206,6 +243,7 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
         probe=probe,
         probe_top1=_fmt(probe.get("top1")),
         training_config=json.dumps(meta.get("config", {}), indent=2, sort_keys=True),
+        plot=plot,
     ).content
 
 
@@ -271,7 +309,7 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
                   for name in PUSH_FILES if name != CARD_NAME and (directory / name).is_file()]
     operations += [CommitOperationAdd(path_in_repo=png.name, path_or_fileobj=str(png))
                    for png in sorted(directory.glob("*.png"))]
-    card = render_card(config, repo_id=repo_id)
+    card = render_card(config, repo_id=repo_id, plot=PLOT_NAME if (directory / PLOT_NAME).is_file() else None)
     operations.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode()))
     api = HfApi(token=token)
     try:
@@ -308,5 +346,6 @@ def update_metadata(directory: str | Path, **entries: Any) -> dict[str, Any]:
     config = json.loads(config_path.read_text())
     config.setdefault("spectral_ssl", {}).update(_jsonable(entries))
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    (directory / CARD_NAME).write_text(render_card(config))
+    (directory / CARD_NAME).write_text(render_card(config, plot=PLOT_NAME if (directory / PLOT_NAME).is_file()
+                                                    else None))
     return config

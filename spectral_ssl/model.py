@@ -126,7 +126,9 @@ class SpectralSSL(
         # Called by PyTorchModelHubMixin.save_pretrained / push_to_hub: write the timm-native files ourselves (the
         # mixin's default would save prefixed keys that plain timm cannot load).
         config = self.export_config()
-        hub.save_export(save_directory, self.backbone, self.projector, config, card=hub.render_card(config))
+        plot = hub.PLOT_NAME if (Path(save_directory) / hub.PLOT_NAME).is_file() else None
+        hub.save_export(save_directory, self.backbone, self.projector, config,
+                        card=hub.render_card(config, plot=plot))
 
     def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
                     commit_message: str | None = None, token: str | None = None, **_: Any) -> str:

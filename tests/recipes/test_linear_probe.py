@@ -26,7 +26,8 @@ def test_pretrain_pushes_and_the_probe_updates_the_card_on_the_hub(pretrain, lin
                          "--max_steps=2", "--reff_samples=32", "--shuffle_buffer=64", "--save_every=2",
                          "--push_to_hub=org/run"])
     first, files = hub_server.files("org/run", "main")
-    assert set(files) == {"config.json", "model.safetensors", "projector.safetensors", "README.md"}  # no state
+    assert set(files) == {"config.json", "model.safetensors", "projector.safetensors", "README.md",
+                          "spectral_diagnostics.png"}  # the export and its plot, never the training state
     res = linear_probe_recipe.main(["--model", "hf-hub:org/run", "--dataset", str(tiny_dataset), "--push"])
     second, files = hub_server.files("org/run", "main")
     assert second != first and res["pushed"].endswith(second)

@@ -41,6 +41,7 @@ def test_end_to_end_writes_export_metrics_and_checkpoints(pretrain, tiny_dataset
     assert model.data_config["input_size"] == (3, 32, 32)
     card = (out / "README.md").read_text()
     assert str(tiny_dataset) in card and "| 4 |" in card
+    assert (out / "spectral_diagnostics.png").read_bytes()[:4] == b"\x89PNG" and "(spectral_diagnostics.png)" in card
 
 
 @pytest.mark.slow
