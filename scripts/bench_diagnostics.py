@@ -10,24 +10,18 @@ the overhead at log_every = 1, 10, 20. Device: CUDA if available, else CPU.
 
 from __future__ import annotations
 
-import argparse
 import platform
 
 import torch
 import torch.nn.functional as F
-from timing import simclr_step, timed
+from timing import model_arguments, simclr_step, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.diagnostics import batch_diagnostics
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--image", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=5)
+    p = model_arguments(__doc__, repeats=5)
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     step = simclr_step(args.backbone, args.batch, args.dim, device, args.image)

@@ -18,26 +18,20 @@ Prints milliseconds and the ratio of each to the random step.
 
 from __future__ import annotations
 
-import argparse
 import platform
 
 import torch
 import torch.nn.functional as F
-from timing import timed
+from timing import model_arguments, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.diagnostics import batch_diagnostics
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--image", type=int, default=32)
+    p = model_arguments(__doc__, repeats=3)
     p.add_argument("--pool_factor", type=int, default=4)
     p.add_argument("--greedy_m", type=int, default=0, help="0 = exact greedy")
-    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--log_every", type=int, default=20)
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -46,3 +47,14 @@ def simclr_step(backbone: str, batch: int, proj_dim: int, device: torch.device, 
         opt.step()
 
     return step
+
+
+def model_arguments(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The benchmarks' shared options: backbone, batch, projection dim, image size, repeats."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--image", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=repeats)
+    return p

@@ -30,3 +30,24 @@ def spawn_launcher(function: Callable, args: tuple = (), num_processes: int = 2)
     ):
         start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes,
                         start_method="spawn")
+
+
+def save_rank_result(result: object, out_dir: str) -> None:
+    """In a spawned worker: write this rank's result to ``out_dir/rank{r}.pt``, then leave together and tear gloo
+    down (a rank exiting with live gloo threads aborts; seen on CI)."""
+    import os
+
+    import torch
+
+    torch.save(result, os.path.join(out_dir, f"rank{torch.distributed.get_rank()}.pt"))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def load_rank_results(out_dir, num_processes: int = 2) -> list:
+    """The results the workers saved with ``save_rank_result``, in rank order."""
+    from pathlib import Path
+
+    import torch
+
+    return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(num_processes)]

@@ -1,13 +1,12 @@
 """2-process (gloo; accelerate's debug-launcher environment, spawned) vs 1-process equivalence of gathered InfoNCE."""
 
-import os
 
 import pytest
 import torch
 
 from spectral_ssl import dist
 from spectral_ssl.losses import InfoNCELoss
-from tests.launch import spawn_launcher
+from tests.launch import load_rank_results, save_rank_result, spawn_launcher
 
 B, D, TAU = 6, 5, 0.3
 
@@ -29,11 +28,8 @@ def _worker(out_dir):
     loss = InfoNCELoss(TAU, gather_distributed=True)(l1, l2)
     loss.backward()
     gathered = dist.gather(torch.full((2,), float(r)), differentiable=False)
-    torch.save({"loss": loss.detach(), "g1": l1.grad, "g2": l2.grad, "world": dist.world_size(),
-                "rank": dist.rank(), "gathered": gathered}, os.path.join(out_dir, f"rank{r}.pt"))
-    # leave together and tear gloo down before exit: a rank exiting with live gloo threads aborts (seen on CI)
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    save_rank_result({"loss": loss.detach(), "g1": l1.grad, "g2": l2.grad, "world": dist.world_size(),
+                      "rank": dist.rank(), "gathered": gathered}, out_dir)
 
 
 def test_helpers_without_process_group_are_identities():
@@ -47,7 +43,7 @@ def test_helpers_without_process_group_are_identities():
 @pytest.mark.slow
 def test_two_process_gathered_loss_and_gradients_equal_full_batch(tmp_path):
     spawn_launcher(_worker, args=(str(tmp_path),), num_processes=2)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = load_rank_results(tmp_path)
     z1, z2 = _full_batch()
     z1.requires_grad_(True)
     z2.requires_grad_(True)

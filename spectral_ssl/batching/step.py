@@ -265,7 +265,7 @@ class BatchSelector(nn.Module):
             local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step))
             local = local[: self.batch_size].sort().values  # pool order (= loader order when pool == batch)
         else:
-            head = _take(pool.samples, torch.arange(per_rank))
+            head = {"views": (pool.samples["views"][0][:per_rank],), "idx": pool.samples["idx"][:per_rank]}  # views
             local_z, fresh = self.embed(model, head["views"][0], head["idx"], step)
             z = dist.gather(local_z, differentiable=False)
             if self.cache.shape[0]:  # candidates embedded now wait in the pool: cache them, no second pass

@@ -1,6 +1,5 @@
 """Selection in training: pool bookkeeping (once per epoch), cache, decisions, and the 2-process decision."""
 
-import os
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from torch import nn
 
 from spectral_ssl import dist
 from spectral_ssl.batching import BatchSelector, CandidatePool, greedy_select
-from tests.launch import spawn_launcher
+from tests.launch import load_rank_results, save_rank_result, spawn_launcher
 
 B, D = 8, 6
 
@@ -140,15 +139,13 @@ def _two_process_worker(out_dir):
     z = dist.gather(embed_in_batches(model, pool.samples["views"][0]), differentiable=False)
     idx = dist.gather(pool.samples["idx"], differentiable=False)
     batch = selector.select(model, pool, step=7)
-    torch.save({"batch": batch["idx"], "pool_z": z, "pool_idx": idx}, os.path.join(out_dir, f"rank{r}.pt"))
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    save_rank_result({"batch": batch["idx"], "pool_z": z, "pool_idx": idx}, out_dir)
 
 
 @pytest.mark.slow
 def test_two_processes_make_one_decision_and_each_trains_on_its_own_share(tmp_path):
     spawn_launcher(_two_process_worker, args=(str(tmp_path),), num_processes=2)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = load_rank_results(tmp_path)
     assert torch.equal(ranks[0]["pool_z"], ranks[1]["pool_z"])
     z, idx = ranks[0]["pool_z"], ranks[0]["pool_idx"]
     # the same stochastic greedy on the gathered pool, each rank contributing exactly B (partition quota)

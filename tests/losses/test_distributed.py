@@ -1,12 +1,11 @@
 """2 processes (gloo, spawned) with gathered losses equal 1 process on the full batch: value, gradients, state."""
 
-import os
 
 import pytest
 import torch
 
 from spectral_ssl.losses import DCLLoss, IsoLoss, MoCoLoss, SogCLRLoss
-from tests.launch import spawn_launcher
+from tests.launch import load_rank_results, save_rank_result, spawn_launcher
 
 B, D = 4, 5
 
@@ -51,15 +50,13 @@ def _worker(out_dir):
     r = acc.process_index
     rows = slice(r * B, (r + 1) * B)
     results = {name: run(make(name).double(), rows) for name in NAMES}
-    torch.save(results, os.path.join(out_dir, f"rank{r}.pt"))
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    save_rank_result(results, out_dir)
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_full_batch(tmp_path):
     spawn_launcher(_worker, args=(str(tmp_path),), num_processes=2)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = load_rank_results(tmp_path)
     for name in NAMES:
         full, full_state = run(make(name).double(), slice(0, 2 * B))
         for step, (loss, g1, g2) in enumerate(full):
