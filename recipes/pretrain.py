@@ -85,6 +85,7 @@ class Config:
     num_classes: int = 0  # C for "rho*C" targets
     selection_source: str = "cache"  # greedy candidates' embeddings: cache (last visit) | online (no-grad pass)
     selection_eps: float = 1e-2  # ridge of the log-det objective
+    selection_space: str = "loss"  # score candidates as the loss sees them (whitened, with whitening on) | projections
     whitening: str = "none"  # none | zca | cholesky: in-batch whitening of each view's projections before the loss
     whitening_eps: float = 1e-4  # ridge relative to the mean eigenvalue
     # optimisation
@@ -180,6 +181,7 @@ def parse_config(argv: list[str] | None) -> Config:
               (min(cfg.pool_factor, cfg.pool_candidates) >= 1 and cfg.greedy_m >= 0,
                "pool_factor and pool_candidates must be >= 1 and greedy_m >= 0"),
               (cfg.whitening in WHITENINGS, f"whitening must be one of {WHITENINGS}"),
+              (cfg.selection_space in ("loss", "projections"), "selection_space must be loss or projections"),
               (cfg.whitening == "none" or cfg.batch_size > cfg.proj_dim,
                f"whitening needs batch_size > proj_dim (got {cfg.batch_size} <= {cfg.proj_dim}); raise --batch_size "
                "or lower --proj_dim"),
@@ -300,10 +302,13 @@ def main(argv: list[str] | None = None) -> Path:
               if cfg.whitening != "none" else torch.nn.Identity())
     reff_target = resolve_target(float(cfg.target_reff) if re.fullmatch(r"[0-9.eE+-]+", cfg.target_reff)
                             else cfg.target_reff or None, cfg.proj_dim, cfg.batch_size * world, cfg.num_classes or None)
+    # candidates are scored as the loss sees them: whitened with the running statistics when whitening is on
+    score_space = whiten.whiten_running if cfg.whitening != "none" and cfg.selection_space == "loss" else None
     selector = BatchSelector(cfg.selection, cfg.batch_size, cfg.proj_dim, data.num_rows(train),
                              pool_factor=cfg.pool_factor, pool_candidates=cfg.pool_candidates,
                              greedy_m=cfg.greedy_m or None, eps=cfg.selection_eps, target=reff_target,
-                             window=cfg.greedy_window or None, source=cfg.selection_source, seed=cfg.seed).to(device)
+                             window=cfg.greedy_window or None, source=cfg.selection_source, seed=cfg.seed,
+                             transform=score_space).to(device)
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     accelerator.register_for_checkpointing(selector)  # the embedding cache (empty for random selection)

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"
 
 
-def _load(path: Path):
+def load_script(path: Path):
+    """Import a recipe or script by path (recipes are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
@@ -27,9 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)  # extra --key=value overrides for the pretrain recipe
     import spectral_ssl  # noqa: F401  (torchvision shim)
 
-    prepare = _load(ROOT / "scripts" / "prepare_fashion_mnist.py")
-    pretrain = _load(ROOT / "recipes" / "pretrain.py")
-    probe = _load(ROOT / "recipes" / "linear_probe.py")
+    prepare = load_script(ROOT / "scripts" / "prepare_fashion_mnist.py")
+    pretrain = load_script(ROOT / "recipes" / "pretrain.py")
+    probe = load_script(ROOT / "recipes" / "linear_probe.py")
     times = {}
     t = time.perf_counter()
     prepare.main([])

@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.batch_size <= _proj_dim(model):
         raise SystemExit(f"error: whitening needs --batch_size > proj_dim ({_proj_dim(model)})")
     ds = data.load_images(args.dataset, "train")
-    loader = data.make_loader(ds, data.TwoViewTransform(args.image_size), batch_size=args.batch_size,
-                              seed=args.seed, max_samples=args.steps * args.batch_size)
+    transform = data.TwoViewTransform(args.image_size, mean=model.data_config["mean"], std=model.data_config["std"])
+    loader = data.make_loader(ds, transform, batch_size=args.batch_size, seed=args.seed,
+                              max_samples=args.steps * args.batch_size)
     batches = [batch["views"] for batch in loader][: args.steps]  # the same batches for both arms
     none = gradient_variance(model, batches, "none", args.temperature)
     white = gradient_variance(model, batches, args.kind, args.temperature)

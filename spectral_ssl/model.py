@@ -157,12 +157,17 @@ class SpectralSSL(
         config, backbone_state, projector_state = hub.read_export(directory)
         meta = config.get("spectral_ssl", {})
         proj = meta.get("projector", {})
-        model = cls(
-            backbone=config["architecture"],
-            proj_hidden_dim=int(proj.get("hidden_dim", 2048)),
-            proj_dim=int(proj.get("dim", 128)),
-            backbone_kwargs=config.get("model_args", {}),
-        )
+        try:
+            model = cls(
+                backbone=config["architecture"],
+                proj_hidden_dim=int(proj.get("hidden_dim", 2048)),
+                proj_dim=int(proj.get("dim", 128)),
+                backbone_kwargs=config.get("model_args", {}),
+            )
+        except ValueError as e:
+            raise ValueError(f"{directory / hub.CONFIG_NAME} describes a backbone this timm {timm.__version__} "
+                             f"cannot build: {e} If the export was made with a newer timm, upgrade timm "
+                             "(pip install -U timm).") from None
         model.backbone.load_state_dict(backbone_state, strict=strict)
         if projector_state is not None:
             model.projector.load_state_dict(projector_state, strict=strict)

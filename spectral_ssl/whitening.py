@@ -103,3 +103,13 @@ class BatchWhitening(nn.Module):
                 mean, cov = self.running_mean.to(dtype), self.running_cov.to(dtype)
                 centred = x - mean
             return (centred @ self._matrix(cov)).to(h.dtype)
+
+    @torch.no_grad()
+    def whiten_running(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, D) whitened with the running statistics, in float32, in any mode and without updating
+        them: maps embeddings that are not a training batch (selection candidates) into the space the loss sees."""
+        if h.ndim != 2 or h.shape[1] != self.dim:
+            raise ValueError(f"expected (N, {self.dim}) projections, got {tuple(h.shape)}.")
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            x = h.float()
+            return (x - self.running_mean.float()) @ self._matrix(self.running_cov.float())

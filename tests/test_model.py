@@ -132,6 +132,15 @@ def test_missing_weights_and_pickle_only_folders_give_clear_errors(trained_like,
         SpectralSSL.from_pretrained(str(tmp_path / "does-not-exist"))
 
 
+def test_config_naming_an_unknown_architecture_says_which_file_and_what_to_do(trained_like, tmp_path):
+    trained_like.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["architecture"] = "resnet_from_the_future"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json describes a backbone .*resnet_from_the_future.*upgrade timm"):
+        SpectralSSL.from_pretrained(tmp_path)
+
+
 def test_plain_timm_export_without_projector_loads_with_fresh_projector(trained_like, tmp_path, caplog):
     trained_like.save_pretrained(tmp_path)
     (tmp_path / "projector.safetensors").unlink()

@@ -57,6 +57,18 @@ def test_running_statistics_are_buffers_and_used_in_eval():
     assert layer(h[:2]).shape == (2, 4)  # eval accepts any batch size
 
 
+def test_whiten_running_is_eval_whitening_in_any_mode_and_leaves_the_statistics():
+    layer = BatchWhitening(4, momentum=0.5)
+    layer(anisotropic(n=256, d=4))
+    saved = {k: v.clone() for k, v in layer.state_dict().items()}
+    h = anisotropic(n=3, d=4)  # fewer rows than dims: fine with running statistics
+    out = layer.whiten_running(h)
+    assert layer.training and not out.requires_grad
+    for k, v in layer.state_dict().items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
+    torch.testing.assert_close(out, layer.eval()(h))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="kind"):
         BatchWhitening(4, kind="pca")

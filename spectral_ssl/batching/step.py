@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -124,12 +124,16 @@ class BatchSelector(nn.Module):
         source: ``"cache"`` or ``"online"`` (always online for Pool-P, as in the paper's cost reading, A10).
         seed: Decisions are a deterministic function of ``(seed, step)``, so a resumed run repeats them.
         cache_dtype: Storage type of the cache (float16 halves its memory; selection maths runs in float64).
+        transform: Maps (N, D) projections into the space the selection scores, before L2 normalisation; with
+            in-batch whitening pass ``BatchWhitening.whiten_running`` so candidates are scored as the loss sees
+            them (the raw projections of a whitened model can be close to rank one). ``None`` = raw projections.
     """
 
     def __init__(self, selection: str, batch_size: int, dim: int, dataset_size: int | None = None, *,
                  pool_factor: int = 4, pool_candidates: int = 3, greedy_m: int | None = None, eps: float = 1e-2,
                  target: float | None = None, window: float | None = None, source: str = "cache", seed: int = 0,
-                 cache_dtype: torch.dtype = torch.float16) -> None:
+                 cache_dtype: torch.dtype = torch.float16,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
@@ -150,6 +154,7 @@ class BatchSelector(nn.Module):
         self.pool_factor, self.pool_candidates, self.greedy_m = pool_factor, pool_candidates, greedy_m
         self.eps, self.target, self.window, self.seed = eps, target, window, seed
         self.dataset_size = dataset_size
+        self.transform = transform
         uses_cache = source == "cache" and selection != "random"
         rows = dataset_size if uses_cache else 0
         self.register_buffer("cache", torch.zeros(rows, dim, dtype=cache_dtype))
@@ -181,7 +186,12 @@ class BatchSelector(nn.Module):
                 out = [model(chunk.to(device, non_blocking=True)).float() for chunk in chunks]
         finally:
             model.train(was_training)
-        return F.normalize(torch.cat(out), dim=1)
+        return self._unit(torch.cat(out))
+
+    def _unit(self, projections: torch.Tensor) -> torch.Tensor:
+        """Projections -> unit vectors in the selection space (after ``transform``), float32."""
+        z = projections.float()
+        return F.normalize(self.transform(z).float() if self.transform is not None else z, dim=1)
 
     def _check_idx(self, idx: torch.Tensor) -> None:
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.cache.shape[0]):
@@ -222,7 +232,7 @@ class BatchSelector(nn.Module):
         if not self.cache.shape[0]:
             return
         idx = dist.gather(idx.to(projections.device), differentiable=False)
-        self._store(idx, F.normalize(dist.gather(projections.detach().float(), differentiable=False), dim=1), step)
+        self._store(idx, self._unit(dist.gather(projections.detach().float(), differentiable=False)), step)
 
     # ---- the decision ----
     def _decide(self, z: torch.Tensor, per_rank: int, world: int, step: int) -> torch.Tensor:

@@ -176,3 +176,26 @@ def test_a_single_cache_miss_is_embedded_with_running_statistics():
     pool = CandidatePool(batches(), selector.pool_size)
     selector.select(model, pool, step=10)  # a batch of 1 in train mode would fail in BatchNorm
     assert selector.stats["cache_hit"] == pytest.approx(15 / 16) and model.training
+
+
+@pytest.mark.parametrize("source", ["online", "cache"])
+def test_a_transform_puts_candidates_in_the_space_the_loss_sees(source):
+    """With whitening, candidates are scored after ``transform`` (e.g. whitened with running statistics): the online
+    pass and the cache both hold normalize(transform(projections)), and greedy decides on exactly those."""
+    model = tiny_model()
+    mix = torch.randn(D, D, generator=torch.Generator().manual_seed(3))
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=4, source=source,
+                             transform=lambda p: p @ mix)  # any linear map: scores must follow it
+    pool = CandidatePool(batches(), selector.pool_size)
+    pool.fill()
+    with torch.no_grad():
+        raw = torch.cat([model(c) for c in pool.samples["views"][0].split(B)])
+    expected = F.normalize(raw @ mix, dim=1)
+    z, _ = selector.embed(model, pool.samples["views"][0], pool.samples["idx"], step=5)
+    torch.testing.assert_close(z, expected, atol=1e-6, rtol=0)
+    if source == "online":  # (the cache path embeds in another order: exact ties, e.g. the first pick, may differ)
+        batch = selector.select(model, pool, step=5)
+        assert sorted(batch["idx"].tolist()) == sorted(greedy_select(expected, B).tolist())
+    else:
+        selector.observe(torch.arange(8), raw[:8], step=5)
+        torch.testing.assert_close(selector.cache[:8].float(), expected[:8], atol=2e-3, rtol=0)
