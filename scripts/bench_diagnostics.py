@@ -10,11 +10,9 @@ the overhead at log_every = 1, 10, 20. Device: CUDA if available, else CPU.
 
 from __future__ import annotations
 
-import platform
-
 import torch
 import torch.nn.functional as F
-from timing import model_arguments, simclr_step, timed
+from timing import device_name, model_arguments, simclr_step, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.diagnostics import batch_diagnostics
@@ -37,8 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     step_ms = timed(step, args.repeats, device)
     diag_ms = timed(diagnostics, args.repeats, device)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'}, " \
-                                                                       f"{torch.get_num_threads()} threads)"
+    name = device_name(device)
     ratio = diag_ms / step_ms
     print(f"device: {name}; torch {torch.__version__}")
     print(f"training step ({args.backbone}, 2 x {args.batch} images at {args.image} px): {step_ms:.1f} ms")

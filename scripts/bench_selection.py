@@ -16,7 +16,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from timing import simclr_step, timed
+from timing import device_name, simclr_step, timed
 
 from spectral_ssl.batching import greedy_select, log_det_objective
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     f_ours, f_naive = log_det_objective(x[ours], args.eps).item(), log_det_objective(x[naive], args.eps).item()
 
     step_ms = timed(simclr_step("resnet18", args.k, args.dim, device), args.repeats, device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    name = device_name(device)
     print(f"device: {name}; torch {torch.__version__}; k={args.k}, M={args.pool}, D={args.dim}, eps={args.eps}, fp64")
     print(f"(a) greedy_select (Sherman-Morrison gains): {ours_ms:.1f} ms   objective {f_ours:.4f}")
     print(f"(b) DPP-MAP greedy (M x M kernel + incremental Cholesky): {naive_ms:.1f} ms   objective {f_naive:.4f}")

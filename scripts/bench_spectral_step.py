@@ -18,11 +18,9 @@ Prints milliseconds and the ratio of each to the random step.
 
 from __future__ import annotations
 
-import platform
-
 import torch
 import torch.nn.functional as F
-from timing import model_arguments, timed
+from timing import device_name, model_arguments, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.diagnostics import batch_diagnostics
@@ -87,8 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = timed(step, args.repeats, device)
     diag = diagnostics_ms() / args.log_every
     base = results["random"]
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'}, " \
-                                                                       f"{torch.get_num_threads()} threads)"
+    name = device_name(device)
     print(f"device: {name}; torch {torch.__version__}; {args.backbone}, B={b}, D={args.dim}, {args.image} px, "
           f"pool_factor={args.pool_factor}, greedy_m={args.greedy_m or 'exact'}; diagnostics every {args.log_every} "
           f"steps add {diag:.2f} ms per step")

@@ -8,7 +8,9 @@ augmentations) go through both arms, without and with in-batch whitening, and no
 For each arm: V = (1/(T-1)) Σ_t ||G_t - mean G||² (trace of the sample covariance of the flattened parameter
 gradient G_t = ∇θ L(b_t)), for all trainable parameters and for the backbone only, and the same trace for the
 per-anchor gradients g_i = ∂L/∂z_i w.r.t. the normalised embeddings. Prints V_none / V_whiten beside the
-predicted factors D·p_max and D/R_eff of the unwhitened projections (§5.3; the paper reports 1.37x).
+predicted factors D·p_max and D/R_eff of the unwhitened projections (§5.3; the paper reports 1.37x). Whitening
+changes the loss and so the gradients' size: the scale-free ratio of V / mean ||G_t||² (the noise share of the
+gradient) is printed beside the raw one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class _Moments:
     def trace_cov(self) -> float:
         return (self.square - float(self.total.pow(2).sum()) / self.n) / (self.n - 1)
 
+    def relative(self) -> float:
+        """Trace of the covariance over the mean squared norm: the noise share of the gradient, free of its scale
+        (whitening changes the loss, so the raw variances of the two arms differ by the gradients' size too)."""
+        return self.trace_cov() / (self.square / self.n)
+
 
 def gradient_variance(model: ssl.SpectralSSL, batches: list[tuple[torch.Tensor, torch.Tensor]], whitening: str,
                       temperature: float = 0.2, eps: float = 1e-4) -> dict[str, float]:
@@ -64,7 +71,8 @@ def gradient_variance(model: ssl.SpectralSSL, batches: list[tuple[torch.Tensor, 
             full.add(flat[None])
             back.add(torch.cat([g.reshape(-1) for p, g in zip(params, grads) if id(p) in backbone])[None])
             anchor.add(torch.cat(grads[len(params):]) * 2 * len(x1))  # per-anchor ∂L_i/∂z_i (loss is a mean)
-    return {"all": full.trace_cov(), "backbone": back.trace_cov(), "anchor": anchor.trace_cov()}
+    moments = {"all": full, "backbone": back, "anchor": anchor}
+    return {**{k: m.trace_cov() for k, m in moments.items()}, **{f"{k}_rel": m.relative() for k, m in moments.items()}}
 
 
 @torch.no_grad()
@@ -112,12 +120,14 @@ def main(argv: list[str] | None = None) -> dict:
     factors = predicted_factors(model, batches)
     result = {"steps": len(batches), "batch_size": args.batch_size, "kind": args.kind,
               **{f"ratio_{k}": none[k] / white[k] for k in none}, **factors,
+              **{f"none_{k}": v for k, v in none.items()}, **{f"{args.kind}_{k}": v for k, v in white.items()},
               "model": args.model or f"{args.backbone} (random init, seed {args.seed})"}
     print(f"{result['model']}, {len(batches)} batches of {args.batch_size}, D={_proj_dim(model)}, "
           f"{args.kind} whitening")
     for key in ("all", "backbone", "anchor"):
         print(f"  V_none / V_{args.kind} ({key:8s}): {none[key] / white[key]:.3f}   "
-              f"(V_none {none[key]:.4g}, V_{args.kind} {white[key]:.4g})")
+              f"(V_none {none[key]:.4g}, V_{args.kind} {white[key]:.4g});  relative (V / mean ||G||^2): "
+              f"{none[key + '_rel'] / white[key + '_rel']:.3f} ({none[key + '_rel']:.3f} vs {white[key + '_rel']:.3f})")
     print(f"  predicted (unwhitened projections): D*p_max = {factors['D_pmax']:.2f}, "
           f"D/R_eff = {factors['D_over_reff']:.2f} (R_eff {factors['reff']:.1f}); paper: 1.37x")
     print(json.dumps(result))

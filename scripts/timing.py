@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -10,6 +11,13 @@ from collections.abc import Callable
 import torch
 
 import spectral_ssl as ssl
+
+
+def device_name(device: torch.device) -> str:
+    """The device as benchmark results name it: the GPU model, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

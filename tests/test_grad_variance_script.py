@@ -20,6 +20,11 @@ def test_moments_trace_equals_sample_covariance_trace():
     for row in x:
         m.add(row[None])
     assert m.trace_cov() == pytest.approx(torch.cov(x.T).trace().item(), rel=1e-10)
+    assert m.relative() == pytest.approx(m.trace_cov() / x.pow(2).sum(1).mean().item(), rel=1e-10)
+    same = grad_variance._Moments()
+    for _ in range(3):
+        same.add(3 * x[:1])
+    assert same.relative() == pytest.approx(0.0, abs=1e-12)  # no noise, whatever the scale
 
 
 @pytest.fixture(scope="module")

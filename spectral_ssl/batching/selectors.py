@@ -99,13 +99,15 @@ def greedy_select(
             sampled = torch.zeros_like(available)
             sampled[keys.topk(max(m, step), largest=False).indices] = True
             score = torch.where(sampled, score, neg_inf)
-        chosen = score.topk(step).indices  # log(1 + q) is monotone in q: rank by q
-        for idx in chosen.unbind(0) if step > 1 else (chosen[0],):
-            w = a_inv @ x[idx]
-            denom = 1.0 + x[idx] @ w
-            proj = x @ w
-            quad = quad - proj * proj / denom
-            a_inv = a_inv - torch.outer(w, w) / denom
+        # log(1 + q) is monotone in q: rank by q (argmax for one pick is cheaper than topk)
+        chosen = score.topk(step).indices if step > 1 else score.argmax().reshape(1)
+        for idx in chosen.unbind(0):
+            xi = x[idx]
+            w = torch.mv(a_inv, xi)
+            denom = 1.0 + torch.dot(xi, w)  # stays a device tensor: no host sync
+            proj = torch.mv(x, w)
+            quad.sub_(proj.mul_(proj).div_(denom))  # in place: no new (M,) / (D, D) tensors per pick
+            a_inv.sub_(torch.outer(w, w.div(denom)))
         picks[count:count + step] = chosen
         available[chosen] = False
         if groups is not None:  # a group with its full quota leaves the race (no host sync)
