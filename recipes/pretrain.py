@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import importlib.util
 import json
 import math
@@ -442,11 +443,26 @@ def main(argv: list[str] | None = None) -> Path:
         if cfg.push_to_hub:  # the export just written, never the checkpoints or metrics
             accelerator.print(f"pushed to {hub.push_export(out, cfg.push_to_hub)}")
     accelerator.end_training()
-    if torch.distributed.is_initialized():  # leave together and tear the group down: a process group (and DDP's
-        accelerator.wait_for_everyone()  # reducer) left to interpreter exit can hang in gloo's destructor
-        del model, optimizer
-        torch.distributed.destroy_process_group()
+    if torch.distributed.is_initialized():
+        del model, loss_fn, optimizer  # the DDP wrappers: their reducers must go before the group
+        shut_down_process_group(accelerator)
     return out
+
+
+def shut_down_process_group(accelerator: Accelerator) -> None:
+    """Free DDP's reducer and tear the process group down while gloo's worker threads are idle.
+
+    Gloo's worker threads destroy finished work items, which releases tensors and needs the GIL; the reducer's and
+    the group's destructors join those threads while holding the GIL. If the last reference to the DDP model goes
+    when ``main`` returns, that join can wait forever on a worker waiting for the GIL (seen: rank 0 hung after its
+    export in the 2-process test). So: drop accelerate's references and collect the reducer now (the group is still
+    registered, nothing is joined), synchronise, let the workers finish outside the GIL, then destroy the group.
+    """
+    accelerator.free_memory()  # accelerate's lists held the DDP-wrapped model, loss and optimizer
+    gc.collect()
+    torch.distributed.barrier()
+    time.sleep(0.2)  # releases the GIL: workers finish destroying the barrier's work items
+    torch.distributed.destroy_process_group()
 
 
 def save_checkpoint(accelerator: Accelerator, state: TrainState, pool: CandidatePool | None, skipped: int,
