@@ -82,8 +82,7 @@ class BatchWhitening(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, D) whitened, in the input's dtype (float32 inside)."""
-        if h.ndim != 2 or h.shape[1] != self.dim:
-            raise ValueError(f"expected (B, {self.dim}) projections, got {tuple(h.shape)}.")
+        self._check_shape(h, "B")
         batch = h.shape[0]
         if self.training and batch <= self.dim:
             raise ValueError(f"batch whitening needs more samples than dimensions: batch size {batch} <= dim "
@@ -99,17 +98,21 @@ class BatchWhitening(nn.Module):
                 with torch.no_grad():
                     self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
                     self.running_cov.lerp_(cov.detach().to(self.running_cov.dtype), self.momentum)
-            else:
-                mean, cov = self.running_mean.to(dtype), self.running_cov.to(dtype)
-                centred = x - mean
-            return (centred @ self._matrix(cov)).to(h.dtype)
+                return (centred @ self._matrix(cov)).to(h.dtype)
+            return self._with_running_statistics(x).to(h.dtype)
+
+    def _check_shape(self, h: torch.Tensor, rows: str) -> None:
+        if h.ndim != 2 or h.shape[1] != self.dim:
+            raise ValueError(f"expected ({rows}, {self.dim}) projections, got {tuple(h.shape)}.")
+
+    def _with_running_statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """Whiten ``x`` (float32 or wider, autocast off) with the running mean and covariance."""
+        return (x - self.running_mean.to(x.dtype)) @ self._matrix(self.running_cov.to(x.dtype))
 
     @torch.no_grad()
     def whiten_running(self, h: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, D) whitened with the running statistics, in float32, in any mode and without updating
         them: maps embeddings that are not a training batch (selection candidates) into the space the loss sees."""
-        if h.ndim != 2 or h.shape[1] != self.dim:
-            raise ValueError(f"expected (N, {self.dim}) projections, got {tuple(h.shape)}.")
+        self._check_shape(h, "N")
         with torch.autocast(device_type=h.device.type, enabled=False):
-            x = h.float()
-            return (x - self.running_mean.float()) @ self._matrix(self.running_cov.float())
+            return self._with_running_statistics(h.float())

@@ -275,12 +275,13 @@ class BatchSelector(nn.Module):
             local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step))
             local = local[: self.batch_size].sort().values  # pool order (= loader order when pool == batch)
         else:
-            head = {"views": (pool.samples["views"][0][:per_rank],), "idx": pool.samples["idx"][:per_rank]}  # views
-            local_z, fresh = self.embed(model, head["views"][0], head["idx"], step)
+            # the first per_rank candidates, scored on their first view
+            head_images, head_idx = pool.samples["views"][0][:per_rank], pool.samples["idx"][:per_rank]
+            local_z, fresh = self.embed(model, head_images, head_idx, step)
             z = dist.gather(local_z, differentiable=False)
             if self.cache.shape[0]:  # candidates embedded now wait in the pool: cache them, no second pass
                 fresh = dist.gather(fresh.to(torch.uint8), differentiable=False).bool()
-                self._store(dist.gather(head["idx"].to(device), differentiable=False)[fresh], z[fresh], step)
+                self._store(dist.gather(head_idx.to(device), differentiable=False)[fresh], z[fresh], step)
             picks = self._decide(z, per_rank, world, step) if rank == 0 else \
                 torch.empty(world * self.batch_size, dtype=torch.long, device=device)
             picks = dist.broadcast(picks.contiguous(), src=0).sort().values  # rank blocks in rank order
