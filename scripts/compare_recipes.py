@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         raise SystemExit(f"error: unknown run(s) {unknown}; valid: {', '.join(RUNS)}")
-    import spectral_ssl  # noqa: F401  (torchvision shim)
 
     load_script(ROOT / "scripts" / "prepare_fashion_mnist.py").main([])
     pretrain = load_script(ROOT / "recipes" / "pretrain.py")

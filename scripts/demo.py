@@ -26,7 +26,6 @@ def load_script(path: Path):
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)  # extra --key=value overrides for the pretrain recipe
-    import spectral_ssl  # noqa: F401  (torchvision shim)
 
     prepare = load_script(ROOT / "scripts" / "prepare_fashion_mnist.py")
     pretrain = load_script(ROOT / "recipes" / "pretrain.py")

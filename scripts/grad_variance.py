@@ -1,4 +1,4 @@
-"""The 50-step gradient-variance protocol of reference/paper-spectral.md §5.4: whitening's effect on gradient noise.
+"""The 50-step gradient-variance protocol (docs/method.md, §Whitening): whitening's effect on gradient noise.
 
     python scripts/grad_variance.py [--model OUTPUT_DIR | --backbone resnet18] [--steps 50] [--batch_size 256]
                                     [--kind zca|cholesky] [--dataset data/fashion_mnist]
@@ -8,9 +8,9 @@ augmentations) go through both arms, without and with in-batch whitening, and no
 For each arm: V = (1/(T-1)) Σ_t ||G_t - mean G||² (trace of the sample covariance of the flattened parameter
 gradient G_t = ∇θ L(b_t)), for all trainable parameters and for the backbone only, and the same trace for the
 per-anchor gradients g_i = ∂L/∂z_i w.r.t. the normalised embeddings. Prints V_none / V_whiten beside the
-predicted factors D·p_max and D/R_eff of the unwhitened projections (§5.3; the paper reports 1.37x). Whitening
-changes the loss and so the gradients' size: the scale-free ratio of V / mean ||G_t||² (the noise share of the
-gradient) is printed beside the raw one.
+predicted factors D·p_max and D/R_eff of the unwhitened projections (docs/method.md, §Whitening; the paper:
+1.37x). Whitening changes the loss and so the gradients' size: the scale-free ratio of V / mean ||G_t||² (the
+noise share of the gradient) is printed beside the raw one.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def gradient_variance(model: ssl.SpectralSSL, batches: list[tuple[torch.Tensor, 
 
 @torch.no_grad()
 def predicted_factors(model: ssl.SpectralSSL, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    """D·p_max and D/R_eff of the unwhitened, normalised projections (mean over batches), §5.3."""
+    """D·p_max and D/R_eff of the unwhitened, normalised projections (mean over batches; docs/method.md, §Whitening)."""
     pmax, reff = [], []
     with ssl.batching.frozen_norm_statistics(model):
         for x1, _ in batches:

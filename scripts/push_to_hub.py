@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-import spectral_ssl  # noqa: F401  (torchvision shim)
 from spectral_ssl import hub
 
 

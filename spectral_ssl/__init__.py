@@ -1,19 +1,15 @@
 """spectral_ssl: self-supervised pretraining of timm backbones with spectrum-aware batches.
 
-Public API (see DESIGN.md): spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
+Public API (README.md; the method: docs/method.md): spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
 (``spectral_ssl.losses``), the model (``SpectralSSL``) and evaluation (``linear_probe``, ``knn_probe``).
 """
 
-from spectral_ssl._compat import ensure_torchvision_importable
-
-ensure_torchvision_importable()  # before anything imports torchvision / timm
-
-from spectral_ssl import batching, dist, losses  # noqa: E402
-from spectral_ssl.band import BandResult, gradient_band  # noqa: E402
-from spectral_ssl.model import SpectralSSL  # noqa: E402
-from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe  # noqa: E402
-from spectral_ssl.spectral import effective_rank, spectrum_stats  # noqa: E402
-from spectral_ssl.whitening import BatchWhitening  # noqa: E402
+from spectral_ssl import batching, dist, losses
+from spectral_ssl.band import BandResult, gradient_band
+from spectral_ssl.model import SpectralSSL
+from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
+from spectral_ssl.spectral import effective_rank, spectrum_stats
+from spectral_ssl.whitening import BatchWhitening
 
 __version__ = "0.1.0"
 

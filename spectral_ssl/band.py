@@ -4,8 +4,8 @@ For anchor ``u`` (unit vector), positive ``v`` and negatives ``n_1..n_K`` (unit 
 
 - exact identity: ``‖∂L/∂u‖² = ((1 − p)²/τ²) · ‖v − m‖²``, where ``p`` is the softmax probability of the positive,
   ``q_k = p_k / (1 − p)`` the conditional weights of the negatives and ``m = Σ_k q_k n_k``;
-- reference band (reference/paper-spectral.md §2.3, ambiguity A1: *the project's deterministic reference band,
-  not the paper's constants*): with ``a = (1 − p)²/τ²``, ``μ`` and ``Σ̂`` the mean and (1/K) covariance of the
+- reference band (docs/method.md, §Band and ambiguity A1: *the project's deterministic reference band, not the
+  paper's constants*): with ``a = (1 − p)²/τ²``, ``μ`` and ``Σ̂`` the mean and (1/K) covariance of the
   negatives, ``λ1 = λ_max(Σ̂)``, ``K_eff = 1/‖q‖²`` and ``r = sqrt(λ1 · K / K_eff)``::
 
       a · max{(1 − v·m)₊², (1 − ‖μ‖ − r)₊²}  ≤  ‖∂L/∂u‖²  ≤  a · min{4, (‖v − μ‖ + r)²}
@@ -104,7 +104,8 @@ def _moments(second: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, to
 @torch.no_grad()
 def gradient_band(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                   temperature: float) -> BandResult:
-    """Per-anchor squared InfoNCE gradient w.r.t. the normalised anchor, and its reference bounds.
+    """Per-anchor squared InfoNCE gradient w.r.t. the normalised anchor (the row's own loss, docs/method.md,
+    ambiguity A6), and its deterministic reference bounds (ambiguity A7).
 
     Args:
         anchors: (B, D) unit vectors u_i.

@@ -1,11 +1,14 @@
 """Images in through HF ``datasets`` (streaming first), with a stable integer ``idx`` and two-view augmentations.
 
-- ``load_images``: a Hub id or a local folder (parquet files named by split, or an image folder) -> a dataset with
-  canonical columns ``image`` (undecoded: bytes/path), optional ``label`` and ``idx``.
-- ``make_loader``: per-rank, per-epoch deterministic stream -> decode with PIL (corrupt rows skipped or reported by
-  idx) -> transform -> batches. The loader is *not* meant for ``accelerator.prepare``: each rank already reads its
-  own share (preparing it would shard it twice and silently drop half the data).
-- ``TwoViewTransform`` (SimCLR augmentations, torchvision v2), ``EvalTransform``, ``synthetic_dataset`` for tests.
+- ``load_images``: a Hub id or a local folder (parquet files named by split, a ``save_to_disk`` folder, or an image
+  folder) -> ``ImageData``: a dataset with canonical columns ``image`` (undecoded: bytes/path), optional ``label`` and
+  ``idx``, plus what is known about it (row count, idx origin), carried explicitly beside the dataset.
+- ``make_loader``: per-rank, per-epoch deterministic stream -> decode with PIL (corrupt rows skipped and counted, or
+  reported by idx) -> transform -> batches. ``transform="uint8"`` decodes to fixed-size uint8 tensors and collates
+  one uint8 batch (augmentations then run batched on the training device, ``spectral_ssl.transforms``). The loader
+  is *not* meant for ``accelerator.prepare``: each rank already reads its own share (preparing it would shard it
+  twice and silently drop half the data).
+- Augmentations live in ``spectral_ssl.transforms``; ``synthetic_dataset`` makes small labelled data for tests.
 
 Stable ``idx``: a dataset that carries an ``idx`` column keeps it (``scripts/prepare_fashion_mnist.py`` writes one),
 and then ``datasets``' own shard+buffer shuffle and ``split_dataset_by_node`` are used. Without one, map-style data
@@ -19,6 +22,7 @@ import io
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +33,45 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from spectral_ssl._compat import ensure_torchvision_importable
-
-ensure_torchvision_importable()
-from torchvision.transforms import v2  # noqa: E402
+from spectral_ssl.transforms import (  # noqa: F401  (re-exported: the loader's transforms)
+    EVAL_INTERPOLATION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EvalTransform,
+    TwoViewTransform,
+)
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-EVAL_INTERPOLATION = "bilinear"  # what EvalTransform resizes with; exported in pretrained_cfg
-_NATIVE_ORDER = "_spectral_ssl_native_order"  # marks streaming data whose idx is the stream position
-_NUM_ROWS = "_spectral_ssl_num_rows"  # row count of a streamed local folder (no split metadata there)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """An opened split: the HF dataset and what is known about it, carried beside it (a dataset's own attributes are
+    lost when a caller maps or filters it).
+
+    Attributes:
+        ds: ``datasets.Dataset`` or ``IterableDataset`` with columns ``image`` (undecoded), ``idx`` and optionally
+            ``label``.
+        name, split: Where it came from (for messages).
+        num_rows: Rows in the split, or None when unknown (a stream without metadata).
+        native_order: ``idx`` is the row's position in the unshuffled stream (no idx column in the data), so the
+            stream must never be reordered by shards.
+    """
+
+    ds: datasets.Dataset | datasets.IterableDataset
+    name: str = ""
+    split: str = ""
+    num_rows: int | None = None
+    native_order: bool = False
+
+
+def _as_image_data(data: ImageData | datasets.Dataset | datasets.IterableDataset) -> ImageData:
+    if isinstance(data, ImageData):
+        return data
+    return ImageData(data, num_rows=num_rows(data))
 
 
 def _columns(ds: datasets.Dataset | datasets.IterableDataset) -> list[str]:
@@ -69,10 +100,20 @@ def load_images(
         label_column: Column holding integer labels, or None for unlabelled use.
         idx_column: Column holding a stable integer sample index, created if absent (see module docstring).
     """
-    if Path(dataset).exists() and not Path(dataset).is_dir():
+    folder = Path(dataset)
+    if folder.exists() and not folder.is_dir():
         raise ValueError(f"dataset {dataset!r} is a file; pass the folder that holds the split files.")
+    if folder.is_dir() and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | DATA_SUFFIXES
+                                   for p in folder.rglob("*")):
+        raise FileNotFoundError(f"no images or data files found under {dataset!r}; point --dataset at a folder of "
+                                "images (class sub-folders optional), parquet/arrow files or a save_to_disk folder.")
     try:
-        ds = datasets.load_dataset(dataset, split=split, streaming=streaming)
+        if _is_saved_to_disk(folder):
+            ds = _load_from_disk(folder, split, streaming)
+        else:
+            ds = datasets.load_dataset(dataset, split=split, streaming=streaming)
+    except KeyError as e:
+        raise ValueError(f"split {split!r} not found in {dataset!r} ({e}); pass an existing split.") from e
     except ValueError as e:
         if "split" in str(e).lower():
             raise ValueError(f"split {split!r} not found in {dataset!r} ({e}); pass an existing split.") from e
@@ -97,16 +138,39 @@ def load_images(
         ds = ds.rename_columns(renames)
     if isinstance(ds.features.get("image") if ds.features else None, datasets.Image):
         ds = ds.cast_column("image", datasets.Image(decode=False))  # decode ourselves: corrupt rows are per-row errors
-    if isinstance(ds, datasets.IterableDataset) and Path(dataset).is_dir():
-        setattr(ds, _NUM_ROWS, _local_rows(dataset, split))
+    rows = num_rows(ds)
+    if rows is None and folder.is_dir():
+        rows = _local_rows(dataset, split)
+    native = False
     if not has_idx:
         if isinstance(ds, datasets.Dataset):
             ds = ds.add_column("idx", np.arange(len(ds), dtype=np.int64))
         else:
             ds = ds.map(lambda example, i: {"idx": i}, with_indices=True)
-            setattr(ds, _NATIVE_ORDER, True)  # this stream's idx is only stable in its natural order
-            setattr(ds, _NUM_ROWS, _local_rows(dataset, split) if Path(dataset).is_dir() else None)
-    return ds
+            native = True  # this stream's idx is only stable in its natural order
+    return ImageData(ds, name=dataset, split=split, num_rows=rows, native_order=native)
+
+
+def _is_saved_to_disk(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file())
+
+
+def _load_from_disk(folder: Path, split: str, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
+    """A ``save_to_disk`` folder (one Dataset, or a DatasetDict whose keys are splits); streamed from its arrow
+    files when ``streaming`` (its length stays known: ``num_rows`` reads it before converting)."""
+    loaded = datasets.load_from_disk(str(folder))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise KeyError(f"available splits: {sorted(loaded)}")
+        loaded = loaded[split]
+    elif split not in ("train", str(loaded.split or "train")):
+        raise KeyError("a single saved Dataset is read as split 'train'")
+    if not streaming:
+        return loaded
+    stream = loaded.to_iterable_dataset(num_shards=max(1, min(64, len(loaded) // 1000)))
+    stream.info.splits = datasets.SplitDict({split: datasets.SplitInfo(split, num_examples=len(loaded))})
+    stream._split = datasets.NamedSplit(split)
+    return stream
 
 
 def _local_rows(folder: str, split: str) -> int | None:
@@ -119,17 +183,16 @@ def _local_rows(folder: str, split: str) -> int | None:
         import pyarrow.parquet as pq
 
         return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    images = [f for f in files if Path(str(f)).suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp",
-                                                                  ".tif", ".tiff"}]
+    images = [f for f in files if Path(str(f)).suffix.lower() in IMAGE_SUFFIXES]
     return len(images) or None
 
 
-def num_rows(ds: datasets.Dataset | datasets.IterableDataset) -> int | None:
+def num_rows(ds: ImageData | datasets.Dataset | datasets.IterableDataset) -> int | None:
     """Number of rows (from split metadata when streaming), or None if unknown."""
+    if isinstance(ds, ImageData):
+        return ds.num_rows
     if isinstance(ds, datasets.Dataset):
         return len(ds)
-    if getattr(ds, _NUM_ROWS, None):
-        return getattr(ds, _NUM_ROWS)
     splits = ds.info.splits or {}
     split = splits.get(str(ds.split)) if ds.split is not None else None
     if split is not None and split.num_examples:
@@ -148,6 +211,8 @@ def decode_image(value: Any) -> Image.Image:
             data, path = value, None
         image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
         image.load()
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _to_8_bit(image)
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "P", "PA"):  # composite transparency on white, like a viewer
             rgba = image.convert("RGBA")
@@ -157,79 +222,75 @@ def decode_image(value: Any) -> Image.Image:
     return image
 
 
-class TwoViewTransform:
-    """SimCLR augmentations (Chen et al. 2020), two independent views of one image.
-
-    RandomResizedCrop(scale) -> horizontal flip -> colour jitter (p=jitter_p) -> grayscale (p=grayscale_p) ->
-    Gaussian blur (p=0.5, only above 64 px unless ``blur`` says otherwise) -> float, normalise. The ops run on the
-    PIL image and convert to a tensor last (measured at 32 px: 670 µs per pair vs 1170 µs with uint8-tensor ops).
-
-    Returns:
-        Two (3, image_size, image_size) float32 tensors.
-    """
-
-    def __init__(self, image_size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=(0.2, 1.0),
-                 jitter=(0.4, 0.4, 0.4, 0.1), jitter_p: float = 0.8, grayscale_p: float = 0.2,
-                 blur: bool | None = None) -> None:
-        if not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
-        blur = image_size > 64 if blur is None else blur
-        ops = [
-            v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
-            v2.RandomGrayscale(p=grayscale_p),
-        ]
-        if blur:
-            kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)
-            ops.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
-        ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        self.transform = v2.Compose(ops)
-
-    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(image), self.transform(image)
-
-
-class EvalTransform:
-    """Deterministic evaluation preprocessing: resize the short side, centre crop, normalise (crop_pct = 1)."""
-
-    def __init__(self, image_size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 interpolation: str = EVAL_INTERPOLATION) -> None:
-        mode = v2.InterpolationMode(interpolation)
-        self.transform = v2.Compose([
-            v2.ToImage(), v2.Resize(image_size, interpolation=mode, antialias=True), v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
-        ])
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.transform(image)
-
-
 def collate_views(samples: list[dict]) -> dict[str, Any]:
     """Batch of two-view samples: ``views`` (x1, x2) each (B, 3, S, S), ``idx`` (B,), ``label`` (B,) or None."""
     return {
         "views": (torch.stack([s["view1"] for s in samples]), torch.stack([s["view2"] for s in samples])),
         "idx": torch.tensor([s["idx"] for s in samples], dtype=torch.long),
         "label": torch.tensor([s["label"] for s in samples]) if "label" in samples[0] else None,
+        "skipped": sum(s.get("skipped", 0) for s in samples),
     }
 
 
 def collate_eval(samples: list[dict]) -> dict[str, Any]:
-    """Batch of evaluation samples: ``image`` (B, 3, S, S), ``idx`` (B,), ``label`` (B,) or None."""
+    """Batch of single images: ``image`` (B, 3, S, S) (float, or uint8 from ``Uint8Transform``), ``idx`` (B,),
+    ``label`` (B,) or None, ``skipped`` (undecodable rows skipped before these samples)."""
     return {
         "image": torch.stack([s["image"] for s in samples]),
         "idx": torch.tensor([s["idx"] for s in samples], dtype=torch.long),
         "label": torch.tensor([s["label"] for s in samples]) if "label" in samples[0] else None,
+        "skipped": sum(s.get("skipped", 0) for s in samples),
     }
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer/float images as 8-bit grayscale, scaled by their type's range: 16-bit integers
+    (and 32-bit integers whose values fit 16 bits) by 65535, floats in [0, 1] by 1, floats in [0, 255] as they are.
+    Anything else has no known range and is refused (converting it would clip or wash it out silently)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if image.mode == "F":
+        scale = 1.0 if low >= 0 and high <= 1 else 255.0 if low >= 0 and high <= 255 else None
+    else:
+        scale = 255.0 if image.mode == "I" and low >= 0 and high <= 255 else 65535.0 if low >= 0 and high <= 65535 \
+            else None
+    if scale is None:
+        raise ValueError(f"a {image.mode}-mode image with values in [{low:g}, {high:g}] has no known 8-bit scale; "
+                         "convert the images to 8-bit (or to floats in [0, 1]) first")
+    return Image.fromarray(np.round(pixels * (255.0 / scale)).clip(0, 255).astype(np.uint8), "L")
+
+
+def to_uint8(image: Image.Image, size: int) -> torch.Tensor:
+    """(3, size, size) uint8 tensor: the short side resized to ``size`` (bilinear, antialiased), centre-cropped.
+    What ``make_loader(transform="uint8")`` yields for augmentations on the training device."""
+    width, height = image.size
+    scale = size / min(width, height)
+    if (width, height) != (size, size):
+        image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                             Image.Resampling.BILINEAR)
+        left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class Uint8Transform:
+    """Decode-only transform: ``to_uint8`` at ``image_size`` (collated into one uint8 batch)."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return to_uint8(image, self.image_size)
 
 
 class _Stream(IterableDataset):
     """This rank's deterministic stream of transformed samples for one epoch (see ``make_loader``)."""
 
-    def __init__(self, ds, transform: Callable, *, kind: str, seed: int, epoch: int, rank: int, world_size: int,
+    def __init__(self, data: ImageData, transform: Callable, *, kind: str, seed: int, epoch: int, rank: int,
+                 world_size: int,
                  shuffle: bool, shuffle_buffer: int, skip: int, limit: int | None, skip_corrupt: bool,
                  keep_idx: frozenset[int] | None = None) -> None:
-        self.ds, self.transform, self.kind, self.keep_idx = ds, transform, kind, keep_idx
+        self.data, self.ds, self.transform, self.kind, self.keep_idx = data, data.ds, transform, kind, keep_idx
         self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world_size
         self.shuffle, self.buffer, self.skip, self.limit, self.skip_corrupt = (shuffle, shuffle_buffer, skip, limit,
                                                                                skip_corrupt)
@@ -244,8 +305,7 @@ class _Stream(IterableDataset):
             for i in order[self.rank::self.world].tolist():
                 yield ds[i]
             return
-        native = getattr(ds, _NATIVE_ORDER, False)
-        if not native:
+        if not self.data.native_order:
             if self.shuffle:  # shard order + buffer; one input shard at a time: datasets 5.2's multi-shard
                 # interleaving stalls 5 s at the end of every epoch (seen here)
                 ds = ds.shuffle(seed=self.seed, buffer_size=self.buffer, max_buffer_input_shards=1)
@@ -275,6 +335,7 @@ class _Stream(IterableDataset):
         skip, limit = self.skip, self.limit
         if presharded:
             skip, limit = skip // workers, None if limit is None else limit // workers
+        skipped = 0  # undecodable rows since the last yielded sample (summed per batch by the collate functions)
         for position, row in enumerate(self._rank_rows()):
             if limit is not None and position >= limit:
                 return
@@ -289,10 +350,12 @@ class _Stream(IterableDataset):
                     raise ValueError(f"image at idx {row['idx']} cannot be decoded ({type(e).__name__}: {e}); fix "
                                      "or drop that row, or pass --skip_corrupt=true to skip undecodable images.") from e
                 self.corrupt.append(int(row["idx"]))
+                skipped += 1
                 logger.warning("skipping undecodable image at idx %s (%d skipped so far)", row["idx"],
                                len(self.corrupt))
                 continue
-            sample = {"idx": int(row["idx"])}
+            sample = {"idx": int(row["idx"]), "skipped": skipped}
+            skipped = 0
             if "label" in row:
                 sample["label"] = int(row["label"])
             if self.kind == "views":
@@ -309,8 +372,10 @@ class _Batches:
     worker count; here only the epoch's last partial batch is dropped (``drop_last``).
     """
 
-    def __init__(self, loader: DataLoader, batch_size: int, collate: Callable, drop_last: bool) -> None:
-        self.loader, self.batch_size, self.collate, self.drop_last = loader, batch_size, collate, drop_last
+    def __init__(self, loader: DataLoader, batch_size: int, collate: Callable, drop_last: bool,
+                 pin_memory: bool = False) -> None:
+        self.loader, self.batch_size, self.drop_last = loader, batch_size, drop_last
+        self.collate = (lambda samples: _pinned(collate(samples))) if pin_memory else collate
         self.dataset = loader.dataset
 
     def __iter__(self) -> Iterator[dict]:
@@ -324,8 +389,13 @@ class _Batches:
             yield self.collate(samples)
 
 
+def _pinned(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.pin_memory() if isinstance(v, torch.Tensor) else
+            tuple(t.pin_memory() for t in v) if isinstance(v, tuple) else v for k, v in batch.items()}
+
+
 def make_loader(
-    ds: datasets.Dataset | datasets.IterableDataset,
+    ds: ImageData | datasets.Dataset | datasets.IterableDataset,
     transform: Callable,
     *,
     batch_size: int,
@@ -342,6 +412,7 @@ def make_loader(
     skip_batches: int = 0,
     max_samples: int | None = None,
     keep_idx: Iterable[int] | None = None,
+    pin_memory: bool = False,
 ) -> Iterable[dict]:
     """Batches of this rank's share of one epoch, deterministic given (seed, epoch, rank, world_size).
 
@@ -349,8 +420,9 @@ def make_loader(
     ``accelerator.prepare``.
 
     Args:
-        ds: Dataset from ``load_images``.
-        transform: ``TwoViewTransform`` (``collate="views"``) or ``EvalTransform`` (``collate="eval"``).
+        ds: ``ImageData`` from ``load_images`` (or a bare HF dataset with ``image`` and ``idx`` columns).
+        transform: ``TwoViewTransform`` (``collate="views"``), or ``EvalTransform`` / ``Uint8Transform``
+            (``collate="eval"``: one image per sample, batched under ``image``).
         batch_size: Per-process batch size.
         seed, epoch: Shuffle seed; the order changes with the epoch.
         rank, world_size: This process's share.
@@ -365,17 +437,19 @@ def make_loader(
         max_samples: Stop this epoch after this many rows in total across ranks (``None`` = all).
         keep_idx: Decode and yield only the rows with these ``idx`` values (the rest of the stream is read but not
             decoded): recovers the samples a selection pool held when a checkpoint was written.
+        pin_memory: Collate into pinned memory (for ``non_blocking`` copies to a GPU).
     """
+    data = _as_image_data(ds)
     if collate not in ("views", "eval"):
         raise ValueError(f"collate must be 'views' or 'eval', got {collate!r}.")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}.")
     limit = None if max_samples is None else max_samples // world_size
-    stream = _Stream(ds, transform, kind=collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+    stream = _Stream(data, transform, kind=collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
                      shuffle=shuffle, shuffle_buffer=shuffle_buffer, skip=skip_batches * batch_size, limit=limit,
                      skip_corrupt=skip_corrupt, keep_idx=None if keep_idx is None else frozenset(keep_idx))
     collate_fn = collate_views if collate == "views" else collate_eval
-    if num_workers and getattr(ds, _NATIVE_ORDER, False):
+    if num_workers and data.native_order:
         logger.warning("this stream has no idx column, so its idx is the stream position, which DataLoader workers "
                        "would renumber; decoding in the main process (add an idx column to use num_workers).")
         num_workers = 0
@@ -384,10 +458,10 @@ def make_loader(
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if num_workers == 0:
         return DataLoader(stream, batch_size=batch_size, drop_last=drop_last, collate_fn=collate_fn,
-                          generator=generator)
+                          generator=generator, pin_memory=pin_memory)
     samples = DataLoader(stream, batch_size=None, num_workers=num_workers, generator=generator,
                          prefetch_factor=4 * batch_size // num_workers + 2)
-    return _Batches(samples, batch_size, collate_fn, drop_last)
+    return _Batches(samples, batch_size, collate_fn, drop_last, pin_memory)
 
 
 def synthetic_dataset(num_rows: int = 256, image_size: int = 32, num_classes: int = 4, seed: int = 0,
@@ -413,3 +487,41 @@ def synthetic_dataset(num_rows: int = 256, image_size: int = 32, num_classes: in
                                   "idx": datasets.Value("int64")})
     return datasets.Dataset.from_dict({"image": images, "label": labels, "idx": list(range(num_rows))},
                                       features=features)
+
+
+@dataclass
+class EpochLoader:
+    """Opens this rank's loader for any epoch, with the run's fixed settings (``make_loader``'s arguments).
+
+    ``loader(epoch, skip_batches)`` is the epoch's stream from a position; ``reread(epoch, read_batches, keep_idx)``
+    re-reads, from the first ``read_batches`` batches of every rank, the rows with the given idx as one batch (the
+    samples a selection pool held at a checkpoint). Used by ``batching.CandidatePool``.
+    """
+
+    data: ImageData
+    transform: Callable
+    batch_size: int
+    collate: str = "views"
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    shuffle_buffer: int = 10_000
+    num_workers: int = 0
+    skip_corrupt: bool = False
+    max_samples: int | None = None
+    pin_memory: bool = False
+
+    def _common(self) -> dict[str, Any]:
+        return dict(seed=self.seed, rank=self.rank, world_size=self.world_size, shuffle_buffer=self.shuffle_buffer,
+                    skip_corrupt=self.skip_corrupt, collate=self.collate, pin_memory=self.pin_memory)
+
+    def __call__(self, epoch: int, skip_batches: int = 0) -> Iterable[dict]:
+        return make_loader(self.data, self.transform, batch_size=self.batch_size, epoch=epoch,
+                           num_workers=self.num_workers, skip_batches=skip_batches, max_samples=self.max_samples,
+                           **self._common())
+
+    def reread(self, epoch: int, read_batches: int, keep_idx: list[int]) -> dict | None:
+        read = read_batches * self.batch_size * self.world_size
+        loader = make_loader(self.data, self.transform, batch_size=len(keep_idx), epoch=epoch, drop_last=False,
+                             max_samples=min(read, self.max_samples or read), keep_idx=keep_idx, **self._common())
+        return next(iter(loader), None)

@@ -2,7 +2,7 @@
 
 R_eff (covariance and RankMe) of the gathered, L2-normalised projections, the gradient-norm band with the method's
 own negatives, and method-independent monitors (cosine between views, NT-Xent at a fixed τ) that can be compared
-across losses, unlike the losses' own values (reference/losses.md §7).
+across losses, unlike the losses' own values (docs/method.md, §Band and §Losses).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ def batch_diagnostics(z1: torch.Tensor, z2: torch.Tensor, temperature: float, *,
         z1, z2: (B, D) projections of the two views on this process (any scale; normalised here).
         temperature: τ of the band. For non-contrastive losses the band describes InfoNCE at this τ.
         monitor_temperature: τ of the NT-Xent monitor.
-        negatives: (K, D) shared negatives (MoCo's queue, reference/paper-spectral.md §6); with ``keys`` (B, D),
+        negatives: (K, D) shared negatives (MoCo's queue, docs/method.md, §MoCo); with ``keys`` (B, D),
             the band is that of the queries ``z1`` against their keys and these negatives. Default: the batch
             (every anchor's negatives are the other 2B − 2 views, as in SimCLR).
 
     Returns:
-        ``reff_cov``, ``reff_rankme``, ``band_*`` (``BandResult.summary``), ``cos_views``, ``ntxent`` and, with
-        ``negatives``, ``reff_negatives``.
+        ``reff_cov`` and ``reff_rankme`` (``effective_rank`` of the 2B projections with each estimator's default eps:
+        1e-12 for "cov", RankMe's 1e-7 for "rankme"), ``band_*`` (``BandResult.summary``), ``cos_views``, ``ntxent``
+        and, with ``negatives``, ``reff_negatives`` ("cov" of the negatives).
     """
     z1, z2 = (F.normalize(gather(z.detach().float()), dim=1) for z in (z1, z2))
     z = torch.cat([z1, z2])

@@ -120,6 +120,9 @@ def save_export(
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     if card is not None:
         (directory / CARD_NAME).write_text(card)
+    for name in (WEIGHTS_NAME, PROJECTOR_NAME, CONFIG_NAME, CARD_NAME):
+        if (directory / name).is_file():
+            (directory / name).chmod(0o644)  # readable by others (tools may write 0600 temporary files)
     return directory
 
 
@@ -151,18 +154,47 @@ def read_export(directory: str | Path) -> tuple[dict[str, Any], StateDict, State
     return config, load_file(weights_path), projector
 
 
+def effective_rank_record(features: torch.Tensor, split: str) -> dict[str, Any]:
+    """What an export records about its backbone's spectrum: R_eff ("cov") of (N, F) features of ``split``."""
+    from spectral_ssl.spectral import effective_rank
+
+    return {"value": float(effective_rank(features, "cov")), "estimator": "cov", "n_samples": int(features.shape[0]),
+            "dim": int(features.shape[1]), "centered": True, "eps": 1e-12, "features": "backbone", "split": split}
+
+
+def selection_reff_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean R_eff of the chosen and of random batches from the same pools over a run's logged steps (None when the
+    run logged no selection measurement, e.g. random selection)."""
+    rows = [m for m in metrics if "sel_reff_chosen" in m and "sel_reff_random" in m]
+    if not rows:
+        return None
+    return {"chosen": sum(m["sel_reff_chosen"] for m in rows) / len(rows),
+            "random": sum(m["sel_reff_random"] for m in rows) / len(rows), "logged_steps": len(rows),
+            "space": "selection embeddings (unit projections, whitened when scored as the loss sees them)"}
+
+
+def require_token() -> str:
+    """The Hub token that a push will use, or a ValueError saying how to provide one (checked before training)."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise ValueError("--push_to_hub needs a Hub token and none was found; run `hf auth login` or set HF_TOKEN "
+                         "(or drop --push_to_hub and push later with scripts/push_to_hub.py)")
+    return token
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
-def write_training_plot(metrics_path: str | Path, png_path: str | Path) -> Path | None:
-    """Plot R_eff and the gradient band over training from a recipe's ``metrics.jsonl``; None without rows."""
-    rows = []
-    if Path(metrics_path).is_file():
-        for line in Path(metrics_path).read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if "step" in row and "reff_cov" in row and "band_measured_mean" in row:
-                rows.append(row)
+def write_training_plot(metrics: str | Path | list[dict[str, Any]], png_path: str | Path) -> Path | None:
+    """Plot R_eff (with the chosen vs random batches' R_eff when selection logged them) and the gradient band over
+    training, from a recipe's ``metrics.jsonl`` or its rows; None without rows."""
+    if isinstance(metrics, (str, Path)):
+        lines = Path(metrics).read_text().splitlines() if Path(metrics).is_file() else []
+        metrics = [json.loads(line) for line in lines if line.strip()]
+    rows = [row for row in metrics if "step" in row and "reff_cov" in row and "band_measured_mean" in row]
     if not rows:
         return None
     import matplotlib
@@ -175,6 +207,10 @@ def write_training_plot(metrics_path: str | Path, png_path: str | Path) -> Path 
     left.plot(steps, [r["reff_cov"] for r in rows], label="R_eff (cov)")
     if all("reff_rankme" in r for r in rows):
         left.plot(steps, [r["reff_rankme"] for r in rows], label="RankMe")
+    chosen = [r for r in rows if "sel_reff_chosen" in r]
+    if chosen:
+        left.plot([r["step"] for r in chosen], [r["sel_reff_chosen"] for r in chosen], "--", label="chosen batch")
+        left.plot([r["step"] for r in chosen], [r["sel_reff_random"] for r in chosen], ":", label="random batch")
     left.set(xlabel="step", ylabel="effective rank of the projections", title="Batch spectrum")
     left.legend()
     lower, upper = [r["band_lower_mean"] for r in rows], [r["band_upper_mean"] for r in rows]

@@ -112,6 +112,15 @@ class SpectralSSL(
         """Projections: (B, C, H, W) images -> (B, proj_dim)."""
         return self.projector(self.backbone(x))
 
+    def parameter_groups(self, weight_decay: float, extra: nn.Module | None = None) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: weight matrices and kernels decay, biases and norm weights (ndim <= 1) do not.
+
+        ``extra``: another module trained with the model (a BYOL/SimSiam predictor inside the loss), grouped alike.
+        """
+        params = list(self.parameters()) + (list(extra.parameters()) if extra is not None else [])
+        return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
     # ---- Hub format -------------------------------------------------------------------------------------------
     def export_config(self) -> dict[str, Any]:
         """The ``config.json`` dict of this model's export."""

@@ -190,3 +190,74 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
     if not feats:
         raise ValueError("the loader yielded no batches; check the split and max_samples.")
     return torch.cat(feats), torch.cat(labels)
+
+
+def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpolation: str = "bilinear",
+                image_column: str = "image", label_column: str | None = "label", batch_size: int = 256,
+                max_samples: int | None = None, skip_corrupt: bool = False, seed: int = 0,
+                shuffle: bool = False) -> Iterable[dict]:
+    """Evaluation batches of a split with an export's preprocessing (resize, centre crop, normalise): the loader the
+    recipes' probes, the exported effective rank and the random-init baseline's BatchNorm calibration share."""
+    from spectral_ssl import data
+
+    images = data.load_images(dataset, split, streaming=True, image_column=image_column, label_column=label_column)
+    transform = data.EvalTransform(image_size, mean=mean, std=std, interpolation=interpolation)
+    return data.make_loader(images, transform, batch_size=batch_size, shuffle=shuffle, drop_last=False,
+                            collate="eval", skip_corrupt=skip_corrupt, max_samples=max_samples, seed=seed)
+
+
+def fair_random_init(model: nn.Module) -> nn.Module:
+    """The same architecture as ``model`` (a ``SpectralSSL``) at a fair random initialisation: timm's standard init
+    but without zero-initialised last norms in residual branches (``zero_init_last=False`` where the architecture
+    has it), which would otherwise make every residual block an identity map and the "random" features far weaker
+    than a standard random network's. Recalibrate its BatchNorm statistics (``recalibrate_batchnorm``) before
+    probing."""
+    from spectral_ssl.model import SpectralSSL
+
+    kwargs = dict(model.backbone_kwargs)
+    try:
+        baseline = SpectralSSL(model.backbone_name, backbone_kwargs={**kwargs, "zero_init_last": False})
+    except ValueError:  # an architecture without residual zero-init (e.g. a ViT)
+        baseline = SpectralSSL(model.backbone_name, backbone_kwargs=kwargs)
+    baseline.backbone_kwargs = kwargs  # the architecture, not the init flag
+    baseline.data_config = dict(model.data_config)
+    return baseline
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor], device: str | torch.device | None = None
+                          ) -> int:
+    """Set every BatchNorm's running statistics to the cumulative average over ``images`` batches (weights
+    untouched): an untrained network in eval mode otherwise normalises with the 0/1 statistics it was built with.
+    Returns the number of BatchNorm layers recalibrated (0: nothing to do or no batch)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    embed = model.embed if hasattr(model, "embed") else model
+    was_training, seen = model.training, 0
+    model.train()
+    try:
+        for x in images:
+            embed(x.to(device))
+            seen += 1
+    finally:
+        model.train(was_training)
+    return len(norms) if seen else 0
+
+
+@torch.no_grad()
+def raw_pixel_features(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C·H·W) flattened, normalised pixels and (N,) labels of every batch: the raw-pixel baseline's features
+    (``linear_probe`` standardises them per pixel, i.e. logistic regression on standardised pixels)."""
+    feats, labels = [], []
+    for batch in loader:
+        images, y = (batch["image"], batch["label"]) if isinstance(batch, dict) else batch
+        feats.append(images.float().flatten(1).cpu())
+        labels.append(torch.as_tensor(y).long().cpu() if y is not None else torch.full((images.shape[0],), -1))
+    if not feats:
+        raise ValueError("the loader yielded no batches; check the split and max_samples.")
+    return torch.cat(feats), torch.cat(labels)

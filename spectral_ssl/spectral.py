@@ -1,7 +1,8 @@
 """Spectra of embedding batches: effective rank and eigenvalue statistics.
 
 Pure tensor functions on ``(N, D)`` embeddings; no gathering (callers gather first, see ``spectral_ssl.dist``). All
-maths runs in float64 (float32 on devices without float64, e.g. MPS), whatever the input dtype.
+maths runs in float64 (float32 on devices without float64, e.g. MPS), whatever the input dtype. Definitions and the
+choice of estimator: docs/method.md, §Effective rank (ambiguity A2).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 
 ESTIMATORS = ("cov", "rankme", "pr")
+COV_EPS = 1e-12  # "cov": normalised eigenvalues at or below this are numerical zeros (dropped before the log)
+RANKME_EPS = 1e-7  # "rankme": the RankMe paper's smoothing constant, added to every normalised singular value
 
 
 def _spectral_dtype(device: torch.device) -> torch.dtype:
@@ -53,17 +56,17 @@ def covariance_eigenvalues(z: torch.Tensor, centered: bool = True) -> torch.Tens
     return small_eigvalsh(gram / n).flip(0).clamp_min(0)
 
 
-def _entropy_rank(weights: torch.Tensor) -> torch.Tensor:
+def _entropy_rank(weights: torch.Tensor, eps: float = COV_EPS) -> torch.Tensor:
     total = weights.sum()
     if total <= 0:
         return torch.zeros((), dtype=weights.dtype, device=weights.device)
     p = weights / total
-    p = p[p > 0]
+    p = p[p > eps]
     return torch.exp(-(p * p.log()).sum())
 
 
-def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float = 1e-12) -> torch.Tensor:
-    """Effective rank of a batch of embeddings.
+def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float | None = None) -> torch.Tensor:
+    """Effective rank of a batch of embeddings (docs/method.md, §Effective rank).
 
     Args:
         z: (N, D) embeddings (any float dtype; computed in float64).
@@ -71,17 +74,21 @@ def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float = 1e-12) 
             sum (Roy & Vetterli 2007 on the covariance spectrum; ranges 1..min(N-1, D)). ``"rankme"``: ``exp(H(p))``
             with ``p_k = σ_k / Σσ + eps``, σ the singular values of the *uncentred* z (Garrido et al. 2023,
             RankMe). ``"pr"``: participation ratio ``(Σλ)² / Σλ²`` of the centred covariance.
-        eps: RankMe's smoothing constant (only used by ``"rankme"``).
+        eps: ``None`` = the estimator's default. ``"rankme"``: the smoothing constant added to every ``p_k``
+            (default 1e-7, as in the RankMe paper). ``"cov"``: normalised eigenvalues ``p_i <= eps`` are numerical
+            zeros and are dropped before the log (default 1e-12). Unused by ``"pr"``.
 
     Returns:
         0-dim tensor in the spectral dtype on z's device. A zero spectrum (all-equal rows for the centred
         estimators, all-zero rows for RankMe) has effective rank 0.
 
     Raises:
-        ValueError: on non-finite input, a wrong shape, too few rows, or an unknown estimator.
+        ValueError: on non-finite input, a wrong shape, too few rows, an unknown estimator or a negative eps.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}.")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0):
+        raise ValueError(f"eps must be a number >= 0 or None (the estimator's default), got {eps!r}.")
     if estimator == "rankme":
         zz = _check(z)
         gram = zz.T @ zz if zz.shape[0] >= zz.shape[1] else zz @ zz.T
@@ -89,11 +96,12 @@ def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float = 1e-12) 
         total = sigma.sum()
         if total <= 0:
             return torch.zeros((), dtype=sigma.dtype, device=sigma.device)
-        p = sigma / total + eps
+        p = sigma / total + (RANKME_EPS if eps is None else eps)
+        p = p[p > 0]  # only with eps=0: 0·log 0 = 0
         return torch.exp(-(p * p.log()).sum())
     lam = covariance_eigenvalues(z, centered=True)
     if estimator == "cov":
-        return _entropy_rank(lam)
+        return _entropy_rank(lam, COV_EPS if eps is None else eps)
     total, squares = lam.sum(), (lam**2).sum()
     return total**2 / squares if squares > 0 else torch.zeros((), dtype=lam.dtype, device=lam.device)
 
@@ -101,8 +109,8 @@ def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float = 1e-12) 
 def spectrum_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:
     """Statistics of the centred covariance spectrum of z (N, D) used by logging and the band.
 
-    Returns 0-dim tensors: ``trace``, ``lambda_max``, ``p_max`` (= λ1 / trace), ``reff_cov``, ``reff_pr`` and
-    ``mean_norm2`` (‖μ‖², which equals 1 - trace for unit-norm rows).
+    Returns 0-dim tensors: ``trace``, ``lambda_max``, ``p_max`` (= λ1 / trace), ``reff_cov`` (= ``effective_rank(z)``),
+    ``reff_pr`` and ``mean_norm2`` (‖μ‖², which equals 1 - trace for unit-norm rows).
     """
     zz = _check(z)
     lam = covariance_eigenvalues(zz, centered=True)

@@ -1,4 +1,4 @@
-"""In-batch whitening of projections (reference/paper-spectral.md §5.2, ambiguity A8).
+"""In-batch whitening of projections (docs/method.md, §Whitening and ambiguity A8).
 
 Sits between the projector and L2 normalisation: ``z = normalize(BatchWhitening(h))``. Each call whitens the batch
 it is given with that batch's own statistics (call it once per view), gradients flow through the mean and the

@@ -1,4 +1,4 @@
-"""Shared fixtures. Importing spectral_ssl first runs the torchvision shim before timm/transformers load."""
+"""Shared fixtures."""
 
 from __future__ import annotations
 

@@ -6,6 +6,11 @@ paths-info, tree, validate-yaml and HEAD/GET ``resolve`` downloads (ETag, X-Repo
 huggingface_hub, timm (``hf-hub:``) and transformers call. Additions for our tests: every commit is kept, so a
 revision can be a branch name or an old commit sha, and ``fail`` injects failures (an HTTP 500 or a dropped
 connection) into chosen routes.
+
+Dataset repos (``repo_type="dataset"``) use the same routes under ``/api/datasets/...``, ``/datasets/<id>/resolve``
+and ``/datasets/<id>.git/info/lfs``; what ``datasets.load_dataset(id, streaming=True)`` reads through
+``HfFileSystem`` also needs recursive tree listings with directory entries, paths-info for folders and ``Range``
+GETs (206 / 416). ``Store.put`` places files in a repo without going through the upload API.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".png", ".npy")
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".png", ".npy", ".parquet", ".arrow")
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}  # URL segment -> repo_type
 
 
 def git_oid(data: bytes) -> str:
@@ -26,7 +32,10 @@ def git_oid(data: bytes) -> str:
 
 
 class Store:
-    """Repos with their full commit history: {repo_id: {"commits": [(sha, files)], "branches": {name: sha}}}."""
+    """Repos with their full commit history: {(repo_type, repo_id): {"commits": [(sha, files)], "branches": {..}}}.
+
+    ``repo_type`` is "model" (the default everywhere), "dataset" or "space"; a model and a dataset may share an id.
+    """
 
     def __init__(self) -> None:
         self.repos: dict[str, dict] = {}
@@ -35,26 +44,30 @@ class Store:
         self.fail: dict[str, list[str]] = {}  # route name -> queue of "500" | "drop"
         self.requests: list[str] = []
 
-    def create(self, repo_id: str) -> bool:
+    def create(self, repo_id: str, repo_type: str = "model") -> bool:
         with self.lock:
-            if repo_id in self.repos:
+            if (repo_type, repo_id) in self.repos:
                 return False
-            sha = hashlib.sha1(f"{repo_id}/init".encode()).hexdigest()
-            self.repos[repo_id] = {"commits": [(sha, {})], "branches": {"main": sha}}
+            sha = hashlib.sha1(f"{repo_type}/{repo_id}/init".encode()).hexdigest()
+            self.repos[(repo_type, repo_id)] = {"commits": [(sha, {})], "branches": {"main": sha}}
             return True
 
-    def files(self, repo_id: str, revision: str | None) -> tuple[str, dict] | None:
-        repo = self.repos[repo_id]
+    def get(self, repo_id: str, repo_type: str = "model") -> dict | None:
+        return self.repos.get((repo_type, repo_id))
+
+    def files(self, repo_id: str, revision: str | None, repo_type: str = "model") -> tuple[str, dict] | None:
+        repo = self.repos[(repo_type, repo_id)]
         sha = repo["branches"].get(revision or "main", revision)
         for commit_sha, files in repo["commits"]:
             if commit_sha == sha:
                 return commit_sha, files
         return None
 
-    def commit(self, repo_id: str, branch: str, adds: dict, deletes: list, summary: str) -> str:
+    def commit(self, repo_id: str, branch: str, adds: dict, deletes: list, summary: str,
+               repo_type: str = "model") -> str:
         with self.lock:
-            repo = self.repos[repo_id]
-            _, files = self.files(repo_id, branch) or self.files(repo_id, "main")
+            repo = self.repos[(repo_type, repo_id)]
+            _, files = self.files(repo_id, branch, repo_type) or self.files(repo_id, "main", repo_type)
             files = dict(files)
             for path in deletes:
                 files = {k: v for k, v in files.items() if k != path and not k.startswith(path.rstrip("/") + "/")}
@@ -64,13 +77,19 @@ class Store:
             repo["branches"][branch] = sha
             return sha
 
+    def put(self, repo_id: str, files: dict[str, bytes], repo_type: str = "dataset", summary: str = "put") -> str:
+        """Create the repo if needed and commit ``files`` ({path: bytes}) to main directly; returns the commit sha."""
+        self.create(repo_id, repo_type)
+        return self.commit(repo_id, "main", dict(files), [], summary, repo_type)
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     store: Store
 
     def log_message(self, fmt, *args) -> None:
-        self.store.requests.append(f"{self.command} {self.path}")
+        ranged = getattr(self, "headers", None) and self.headers.get("Range")
+        self.store.requests.append(f"{self.command} {self.path}" + (f" Range={ranged}" if ranged else ""))
 
     def _send(self, code, body=b"", ctype="application/json", headers=None, head=False) -> None:
         if isinstance(body, (dict, list)):
@@ -139,7 +158,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         path, method = unquote(url.path), self.command
         store = self.store
-        if re.match(r"^/([^/]+/[^/]+)\.git/info/lfs/objects/batch$", path) and method == "POST":
+        lfs_batch = re.match(r"^/(?:(?:datasets|spaces)/)?([^/]+/[^/]+)\.git/info/lfs/objects/batch$", path)
+        if lfs_batch and method == "POST":
             objects = []
             for o in json.loads(self._body())["objects"]:
                 entry = {"oid": o["oid"], "size": o["size"], "authenticated": True}
@@ -156,34 +176,37 @@ class Handler(BaseHTTPRequestHandler):
             if self._injected("create"):
                 return None
             body = json.loads(self._body() or b"{}")
+            repo_type = body.get("type") or "model"
             repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
             if "/" not in repo_id:
                 repo_id = "testuser/" + repo_id
-            if not store.create(repo_id):  # the real Hub's 409 carries the url too (create_repo(exist_ok) reads it)
-                return self._send(409, {"error": "You already created this repo",
-                                        "url": f"http://{self.headers['Host']}/{repo_id}"},
+            prefix = "" if repo_type == "model" else repo_type + "s/"
+            repo_url = f"http://{self.headers['Host']}/{prefix}{repo_id}"
+            if not store.create(repo_id, repo_type):  # the real Hub's 409 carries the url too (exist_ok reads it)
+                return self._send(409, {"error": "You already created this repo", "url": repo_url},
                                   headers={"X-Error-Code": "RepoExists", "X-Error-Message": "repo exists"})
-            return self._send(200, {"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id, "id": repo_id})
-        match = re.match(r"^/api/models/([^/]+/[^/]+)(?:/(revision|preupload|commit|paths-info|tree|refs|branch)"
-                         r"(?:/([^/]+))?(/.*)?)?$", path)
+            return self._send(200, {"url": repo_url, "name": repo_id, "id": repo_id})
+        match = re.match(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)"
+                         r"(?:/(revision|preupload|commit|paths-info|tree|refs|branch)(?:/([^/]+))?(/.*)?)?$", path)
         if match:
-            repo_id, verb, rev, rest = match.groups()
-            if repo_id not in store.repos:
+            segment, repo_id, verb, rev, rest = match.groups()
+            repo_type = REPO_TYPES[segment]
+            if store.get(repo_id, repo_type) is None:
                 return self._err(404, "RepoNotFound", "Repository not found", head=head)
             if verb == "branch" and method == "POST":
-                branches = store.repos[repo_id]["branches"]
+                branches = store.get(repo_id, repo_type)["branches"]
                 if rev in branches:
                     return self._err(409, "RefAlreadyExists", "Reference already exists")
                 branches[rev] = branches["main"]
                 return self._send(200, {})
-            found = store.files(repo_id, rev)
+            found = store.files(repo_id, rev, repo_type)
             if found is None and verb not in ("preupload", "commit"):
                 return self._err(404, "RevisionNotFound", f"Invalid rev id: {rev}", head=head)
             if verb in (None, "revision"):
                 return self._send(200, self._info(repo_id, *found), head=head)
             if verb == "refs":
                 branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": s}
-                            for b, s in store.repos[repo_id]["branches"].items()]
+                            for b, s in store.get(repo_id, repo_type)["branches"].items()]
                 return self._send(200, {"branches": branches, "tags": [], "converts": []})
             if verb == "preupload":
                 if self._injected("preupload"):
@@ -212,37 +235,84 @@ class Handler(BaseHTTPRequestHandler):
                         if value["oid"] not in store.blobs:
                             return self._err(400, "BadRequest", f"fake hub: LFS object {value['oid']} not uploaded")
                         adds[value["path"]] = store.blobs[value["oid"]]
-                sha = store.commit(repo_id, rev or "main", adds, deletes, summary)
-                return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{sha}",
+                sha = store.commit(repo_id, rev or "main", adds, deletes, summary, repo_type)
+                prefix = "" if repo_type == "model" else segment + "/"
+                return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{prefix}{repo_id}/commit/{sha}",
                                         "commitOid": sha, "pullRequestUrl": None})
             sha, files = found
             if verb == "paths-info":
                 body = self._body().decode()
                 ctype = self.headers.get("Content-Type", "")
                 paths = json.loads(body)["paths"] if "json" in ctype else parse_qs(body).get("paths", [])
-                return self._send(200, [{"type": "file", "path": p, "size": len(files[p]), "oid": git_oid(files[p])}
-                                        for p in paths if p in files])
+                out = []
+                for p in paths:
+                    p = p.strip("/")
+                    if p in files:
+                        out.append(_file_entry(p, files[p]))
+                    elif not p or any(f.startswith(p + "/") for f in files):
+                        out.append({"type": "directory", "path": p, "oid": git_oid(p.encode()), "size": 0})
+                return self._send(200, out)
             if verb == "tree":
                 prefix = (rest or "").strip("/")
                 if prefix and not any(f.startswith(prefix + "/") for f in files):
                     return self._err(404, "EntryNotFound", f"{prefix} does not exist", head=head)
-                return self._send(200, [{"type": "file", "path": p, "size": len(d), "oid": git_oid(d)}
-                                        for p, d in sorted(files.items()) if not prefix or p.startswith(prefix + "/")])
-        match = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+                recursive = parse_qs(url.query).get("recursive", ["false"])[0].lower() in ("1", "true")
+                return self._send(200, _tree(files, prefix, recursive), head=head)
+        match = re.match(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
         if match and method in ("GET", "HEAD"):
-            repo_id, rev, file_path = match.groups()
-            if repo_id not in store.repos:
+            segment, repo_id, rev, file_path = match.groups()
+            repo_type = REPO_TYPES[segment or "models"]
+            if store.get(repo_id, repo_type) is None:
                 return self._err(404, "RepoNotFound", "Repository not found", head=head)
-            found = store.files(repo_id, rev)
+            found = store.files(repo_id, rev, repo_type)
             if found is None:
                 return self._err(404, "RevisionNotFound", f"Invalid rev id: {rev}", head=head)
             sha, files = found
             if file_path not in files:
                 return self._err(404, "EntryNotFound", "Entry not found", head=head)
             data = files[file_path]
-            return self._send(200, data, ctype="application/octet-stream", head=head,
-                              headers={"X-Repo-Commit": sha, "ETag": f'"{git_oid(data)}"'})
+            headers = {"X-Repo-Commit": sha, "ETag": f'"{git_oid(data)}"', "Accept-Ranges": "bytes"}
+            span = _byte_range(self.headers.get("Range"), len(data))
+            if span is None:  # no (usable) Range header: the whole file
+                return self._send(200, data, ctype="application/octet-stream", head=head, headers=headers)
+            start, stop = span
+            if start >= stop:  # e.g. "bytes=N-" at the end of the file (HfFileSystem reads past the end this way)
+                return self._err(416, "RangeNotSatisfiable", "Range Not Satisfiable", head=head)
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+            return self._send(206, data[start:stop], ctype="application/octet-stream", head=head, headers=headers)
         return self._err(404, "NotFound", f"fake hub: no route for {method} {path}", head=head)
+
+
+def _file_entry(path: str, data: bytes) -> dict:
+    return {"type": "file", "path": path, "size": len(data), "oid": git_oid(data)}
+
+
+def _tree(files: dict[str, bytes], prefix: str, recursive: bool) -> list[dict]:
+    """The Hub's tree listing under ``prefix``: direct children (files and folders), or everything if recursive."""
+    out, folders = [], set()
+    for path, data in sorted(files.items()):
+        if prefix and not path.startswith(prefix + "/"):
+            continue
+        parts = (path[len(prefix) + 1:] if prefix else path).split("/")
+        for depth in range(1, len(parts) if recursive else min(2, len(parts))):
+            folder = "/".join(([prefix] if prefix else []) + parts[:depth])
+            if folder not in folders:
+                folders.add(folder)
+                out.append({"type": "directory", "path": folder, "oid": git_oid(folder.encode()), "size": 0})
+        if recursive or len(parts) == 1:
+            out.append(_file_entry(path, data))
+    return out
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, stop) of a single ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` Range header, or None for none/other."""
+    match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header or "")
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:  # suffix: the last n bytes
+        return max(0, size - int(last)), size
+    return int(first), min(size, int(last) + 1) if last else size
 
 
 def serve() -> tuple[ThreadingHTTPServer, str, Store]:

@@ -1,6 +1,7 @@
 import io
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -27,7 +28,7 @@ def epoch_idx(ds, **kw):
 def test_local_parquet_folder_loads_with_canonical_columns(parquet_folder, streaming):
     ds = data.load_images(str(parquet_folder), "train", streaming=streaming)
     assert data.num_rows(ds) == 40
-    row = next(iter(ds))
+    row = next(iter(ds.ds))
     assert set(row) == {"image", "label", "idx"} and isinstance(row["image"], dict)  # undecoded
 
 
@@ -142,3 +143,47 @@ def test_workers_decode_every_sample_once(tmp_path, streaming):
     seen = [i for b in batches for i in b["idx"].tolist()]
     assert all(len(b["idx"]) == 4 for b in batches) and len(batches) == 30 // 4  # only the epoch's tail dropped
     assert len(set(seen)) == len(seen) and set(seen) <= set(range(30))
+
+
+@pytest.mark.parametrize("mode,pixels,expected", [
+    ("I;16", np.array([[0, 32768, 65535]], dtype=np.uint16), [0, 128, 255]),
+    ("I", np.array([[0, 1000, 65535]], dtype=np.int32), [0, 4, 255]),
+    ("I", np.array([[0, 100, 255]], dtype=np.int32), [0, 100, 255]),
+    ("F", np.array([[0.0, 0.5, 1.0]], dtype=np.float32), [0, 128, 255]),
+])
+def test_16_and_32_bit_images_are_scaled_to_8_bits(mode, pixels, expected):
+    image = Image.fromarray(pixels, mode) if mode != "I;16" else Image.frombytes("I;16", (3, 1), pixels.tobytes())
+    decoded = np.asarray(data.decode_image(image))
+    assert decoded.shape == (1, 3, 3) and decoded[0, :, 0].tolist() == expected
+    assert (decoded[..., 0] == decoded[..., 2]).all()
+
+
+def test_images_without_a_known_scale_are_refused():
+    with pytest.raises(ValueError, match="no known 8-bit scale"):
+        data.decode_image(Image.fromarray(np.array([[-5.0, 300.0]], dtype=np.float32), "F"))
+
+
+def test_save_to_disk_folder_knows_its_length_when_streamed(tmp_path):
+    import datasets as hf
+
+    hf.DatasetDict({"train": data.synthetic_dataset(num_rows=20, image_size=16),
+                    "test": data.synthetic_dataset(num_rows=8, image_size=16, seed=1)}).save_to_disk(str(tmp_path))
+    for streaming in (True, False):
+        train = data.load_images(str(tmp_path), "train", streaming=streaming)
+        assert data.num_rows(train) == 20 and sorted(epoch_idx(train)) == list(range(20))
+    assert data.num_rows(data.load_images(str(tmp_path), "test")) == 8
+    with pytest.raises(ValueError, match="split 'validation' not found"):
+        data.load_images(str(tmp_path), "validation")
+
+
+def test_a_folder_without_images_says_so(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "readme.txt").write_text("nothing")
+    with pytest.raises(FileNotFoundError, match="no images or data files found under"):
+        data.load_images(str(tmp_path), "train")
+
+
+def test_uint8_decoding_gives_fixed_size_batches(parquet_folder):
+    ds = data.load_images(str(parquet_folder), "train")
+    batch = next(iter(data.make_loader(ds, data.Uint8Transform(12), batch_size=8, collate="eval")))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (8, 3, 12, 12) and batch["skipped"] == 0

@@ -15,6 +15,7 @@ def test_monitors_equal_their_definitions_and_ignore_scale():
     assert d["cos_views"] == pytest.approx(float((n1 * n2).sum(1).mean()), abs=1e-6)
     assert d["ntxent"] == pytest.approx(float(InfoNCELoss(0.5)(z1, z2)), rel=1e-6)
     assert d["reff_cov"] == pytest.approx(float(effective_rank(torch.cat([n1, n2]))), rel=1e-6)
+    assert d["reff_rankme"] == pytest.approx(float(effective_rank(torch.cat([n1, n2]), "rankme", eps=1e-7)), rel=1e-6)
     assert d["band_containment"] == 1.0
     assert batch_diagnostics(3 * z1, 3 * z2, 0.2, monitor_temperature=0.5) == pytest.approx(d)
 

@@ -14,12 +14,6 @@ import yaml
 from spectral_ssl import SpectralSSL, hub
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIM = f"""import importlib.util, sys
-spec = importlib.util.spec_from_file_location("shim", {str(ROOT / "spectral_ssl" / "_compat.py")!r})
-shim = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(shim)
-shim.ensure_torchvision_importable()  # the torchvision shim alone: spectral_ssl itself is never imported
-"""
 
 
 @pytest.fixture()
@@ -73,8 +67,9 @@ def test_plain_timm_transformers_and_pipeline_load_the_pushed_repo_in_a_fresh_pr
     hub.push_export(out, "org/tiny")
     x = images()
     torch.save(x, tmp_path / "x.pt")
-    code = SHIM + f"""
-import json, torch, timm, PIL.Image
+    # a fresh process: timm/transformers alone, spectral_ssl never imported
+    code = f"""
+import json, sys, torch, timm, PIL.Image
 x = torch.load({str(tmp_path / 'x.pt')!r})
 m = timm.create_model("hf-hub:org/tiny", pretrained=True).eval()
 cfg = timm.data.resolve_model_data_config(m)

@@ -68,6 +68,39 @@ def test_rankme_matches_numpy_reference():
     assert effective_rank(z, "rankme", eps=1e-7).item() == pytest.approx(expected, rel=1e-10)
 
 
+def test_rankme_default_eps_is_the_papers_1e7():
+    # known singular values: two large, thirty at 1e-5. Their shares p ~ 6e-6 are close enough to eps that the
+    # default matters: RankMe's 1e-7 and the old 1e-12 differ by ~2e-5 relative, far above the rounding (~1e-12).
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(64, 32, dtype=torch.float64, generator=g)).Q
+    v = torch.linalg.qr(torch.randn(32, 32, dtype=torch.float64, generator=g)).Q
+    sigma = torch.cat([torch.tensor([1.0, 0.7], dtype=torch.float64), torch.full((30,), 1e-5, dtype=torch.float64)])
+    z = u @ torch.diag(sigma) @ v.T
+
+    def reference(eps):
+        p = sigma / sigma.sum() + eps
+        return torch.exp(-(p * p.log()).sum()).item()
+
+    assert abs(reference(1e-7) / reference(1e-12) - 1) > 1e-5  # the two defaults are distinguishable here
+    assert effective_rank(z, "rankme").item() == pytest.approx(reference(1e-7), rel=1e-9)
+    assert effective_rank(z, "rankme", eps=1e-12).item() == pytest.approx(reference(1e-12), rel=1e-9)
+
+
+def test_cov_default_eps_drops_only_numerical_zeros():
+    z = torch.randn(50, 3, dtype=torch.float64) @ torch.randn(3, 20, dtype=torch.float64)  # rank 3 in 20 dims
+    lam = torch.linalg.eigvalsh(torch.cov(z.T, correction=0)).clamp_min(0)
+    p = lam / lam.sum()
+    p = p[p > 1e-9]  # the three real eigenvalues
+    expected = torch.exp(-(p * p.log()).sum()).item()
+    assert effective_rank(z, "cov").item() == pytest.approx(expected, rel=1e-9)
+    assert effective_rank(z, "cov").item() == effective_rank(z, "cov", eps=1e-12).item()
+    # a threshold above the smallest real eigenvalue's share drops it: the estimate falls
+    assert effective_rank(z, "cov", eps=float(p.min()) * 1.01).item() < effective_rank(z, "cov").item() - 1e-3
+    assert effective_rank(z, "pr", eps=0.5).item() == effective_rank(z, "pr").item()  # unused by "pr"
+    with pytest.raises(ValueError, match="eps must be"):
+        effective_rank(z, "rankme", eps=-1e-7)
+
+
 def test_gram_path_equals_covariance_path():
     z = torch.randn(10, 40, dtype=torch.float64)  # N < D: Gram route
     lam = covariance_eigenvalues(z)

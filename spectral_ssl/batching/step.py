@@ -3,7 +3,8 @@
 A streaming ``IterableDataset`` takes no sampler, so selection is a step over a pool of already-loaded samples:
 
 1. ``CandidatePool.fill`` draws loader batches until this process holds ``pool_size`` candidates (unchosen samples
-   from earlier steps stay in the pool, so every sample is still trained on exactly once per epoch, A11);
+   from earlier steps stay in the pool, so every sample is still trained on exactly once per epoch: docs/method.md,
+   §Candidate pool and ambiguity A11);
 2. ``BatchSelector.select`` embeds the candidates (``source="cache"``: the detached, L2-normalised projections from
    each sample's last visit, keyed by ``idx``, misses embedded by a no-grad pass; ``source="online"``: a no-grad
    pass over all of them), gathers them from every process, decides once on rank 0 (random, Pool-P or Greedy-m on
@@ -11,7 +12,8 @@ A streaming ``IterableDataset`` takes no sampler, so selection is a step over a 
    returns this process's share;
 3. after the training forward, ``BatchSelector.observe`` writes the trained samples' projections into the cache.
 
-References: reference/paper-spectral.md §3.2 (Pool-P), §4.2 (Greedy-m), ambiguities A4, A5, A10-A12.
+References: docs/method.md, §Selectors (Pool-P, Greedy-m, candidate pool, embedding source) and ambiguities A4, A5,
+A10-A12.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -40,8 +42,9 @@ Batch = dict[str, Any]
 
 def _take(batch: Batch, positions: torch.Tensor) -> Batch:
     """Rows ``positions`` of a collated two-view batch (``views``, ``idx``, optional ``label``)."""
-    return {"views": tuple(v[positions] for v in batch["views"]), "idx": batch["idx"][positions],
-            "label": None if batch.get("label") is None else batch["label"][positions]}
+    idx_positions = positions.to(batch["idx"].device)
+    return {"views": tuple(v[positions.to(v.device)] for v in batch["views"]), "idx": batch["idx"][idx_positions],
+            "label": None if batch.get("label") is None else batch["label"][idx_positions]}
 
 
 def _concat(a: Batch, b: Batch) -> Batch:
@@ -51,45 +54,100 @@ def _concat(a: Batch, b: Batch) -> Batch:
 
 
 class CandidatePool:
-    """This process's candidates: samples drawn from the loader and not trained on yet.
+    """This process's candidates (samples drawn from the loader and not trained on yet) and its place in the epoch.
+
+    Owns the "every sample once per epoch" invariant: candidates not chosen at a step wait for the next one, the
+    epoch ends when its stream cannot fill another batch, and ``state_dict`` records (for every process) the epoch,
+    the loader batches consumed and the idx of the waiting candidates, so a resumed run skips exactly what was read
+    and re-reads exactly what was waiting. Register it for checkpointing; its ``state_dict`` is a collective call
+    (every process must call it, as ``accelerator.save_state`` does).
 
     Args:
-        batches: The epoch's loader (collated two-view batches with an ``idx`` tensor).
-        size: Candidates to hold before each decision (``pool_factor × batch_size``).
-        carried: Candidates left over from before a resume (see ``carried_idx``), put first in the pool.
+        loaders: ``data.EpochLoader`` (or anything with ``__call__(epoch, skip_batches)`` and
+            ``reread(epoch, read_batches, keep_idx)``) yielding collated batches with an ``idx`` tensor.
+        size: Candidates to hold before each decision (``BatchSelector.pool_size``).
+        prepare: Applied to every batch as it enters the pool (e.g. batched augmentation of a uint8 batch on the
+            training device into ``views``); ``None`` = as loaded.
     """
 
-    def __init__(self, batches: Iterable[Batch], size: int, carried: Batch | None = None) -> None:
-        self._batches: Iterator[Batch] = iter(batches)
-        self.size = size
-        self.samples: Batch | None = carried if carried is not None and len(carried["idx"]) else None
-        self.drawn = 0  # loader batches consumed this epoch (for resuming)
+    def __init__(self, loaders: Any, size: int, prepare: Callable[[Batch], Batch] | None = None) -> None:
+        self.loaders, self.size, self.prepare = loaders, size, prepare
+        self.epoch = 0
+        self.drawn = 0  # loader batches consumed this epoch
+        self.chosen = 0  # batches trained on this epoch
+        self.skipped = 0  # undecodable rows skipped (whole run)
+        self.samples: Batch | None = None
+        self._batches: Iterator[Batch] | None = None
+        self._carried: list[list[int]] | None = None  # from a checkpoint: every rank's waiting idx
+        self._drawn_at_start: list[int] | None = None
 
     def __len__(self) -> int:
         return 0 if self.samples is None else len(self.samples["idx"])
 
+    def _open(self) -> None:
+        """Open the epoch's stream at the saved position and re-read the candidates that were waiting."""
+        rank = dist.rank()
+        skip = self._drawn_at_start[rank] if self._drawn_at_start else 0
+        keep = self._carried[rank] if self._carried else []
+        self.drawn, self.samples = skip, None
+        if keep:
+            batch = self.loaders.reread(self.epoch, skip, keep)
+            if batch is None or len(batch["idx"]) != len(keep):
+                raise RuntimeError(f"resume could not re-read the {len(keep)} samples waiting in the selection pool; "
+                                   "the dataset changed since the checkpoint. Start a new output_dir.")
+            batch["skipped"] = 0  # counted when they were first read
+            self.samples = self._prepared(batch)
+        self._carried = self._drawn_at_start = None
+        self._batches = iter(self.loaders(self.epoch, skip))
+
+    def _prepared(self, batch: Batch) -> Batch:
+        self.skipped += int(batch.pop("skipped", 0) or 0)
+        return self.prepare(batch) if self.prepare is not None else batch
+
     def fill(self) -> int:
         """Draw loader batches until the pool holds ``size`` candidates or the epoch's stream ends; pool size."""
+        if self._batches is None:
+            self._open()
         while len(self) < self.size:
             batch = next(self._batches, None)
             if batch is None:
                 break
             self.drawn += 1
+            batch = self._prepared(batch)
             self.samples = batch if self.samples is None else _concat(self.samples, batch)
         return len(self)
 
     def take(self, positions: torch.Tensor) -> Batch:
         """Remove and return the candidates at ``positions`` (the rest stay for the next step)."""
-        positions = positions.cpu()
-        keep = torch.ones(len(self), dtype=torch.bool)
+        positions = positions.to(self.samples["idx"].device)
+        keep = torch.ones(len(self), dtype=torch.bool, device=positions.device)
         keep[positions] = False
         chosen = _take(self.samples, positions)
         self.samples = _take(self.samples, keep.nonzero().squeeze(1))
+        self.chosen += 1
         return chosen
+
+    def next_epoch(self) -> None:
+        """Start the next epoch (the last one's leftover candidates, fewer than a batch, are dropped)."""
+        self.epoch, self.drawn, self.chosen, self.samples, self._batches = self.epoch + 1, 0, 0, None, None
 
     def carried_idx(self) -> list[int]:
         """Dataset indices of the candidates waiting in the pool (saved with checkpoints, so none is lost)."""
         return [] if self.samples is None else self.samples["idx"].tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Collective: every process's position, gathered (rank 0 writes it)."""
+        ranks = dist.gather_objects((self.drawn, self.carried_idx()))
+        return {"epoch": self.epoch, "chosen": self.chosen, "skipped": self.skipped,
+                "drawn": [d for d, _ in ranks], "carried": [c for _, c in ranks]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.chosen, self.skipped = state["epoch"], state["chosen"], state["skipped"]
+        if len(state["drawn"]) != dist.world_size():
+            raise ValueError(f"the checkpoint was written by {len(state['drawn'])} processes, this run has "
+                             f"{dist.world_size()}; resume with the same number of processes.")
+        self._drawn_at_start, self._carried = state["drawn"], state["carried"]
+        self.samples, self._batches = None, None
 
 
 @contextlib.contextmanager
@@ -121,7 +179,8 @@ class BatchSelector(nn.Module):
         eps: Ridge of the log-det objective.
         target: Pool-P target effective rank (already resolved to a number), ``None`` = argmax.
         window: Greedy stops at this R_eff and fills the rest at random (``None`` = off).
-        source: ``"cache"`` or ``"online"`` (always online for Pool-P, as in the paper's cost reading, A10).
+        source: ``"cache"`` or ``"online"`` (always online for Pool-P, as in the paper's cost reading; docs/method.md,
+            ambiguity A10).
         seed: Decisions are a deterministic function of ``(seed, step)``, so a resumed run repeats them.
         cache_dtype: Storage type of the cache (float16 halves its memory; selection maths runs in float64).
         transform: Maps (N, D) projections into the space the selection scores, before L2 normalisation; with

@@ -19,9 +19,20 @@ def check_unit_interval(name: str, value: object, hint: str = "") -> float:
     return float(value)
 
 
-def check_dim(name: str, value: object) -> int:
+def check_dim(name: str, value: object, hint: str = "the projection dimension") -> int:
+    """``value`` if it is a positive integer, else a ValueError naming the fix."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer (the projection dimension), got {value!r}.")
+        raise ValueError(f"{name} must be a positive integer ({hint}), got {value!r}.")
+    return value
+
+
+def check_gather(value: object) -> bool:
+    """``gather_distributed`` as a bool, refused where this torch build has no ``torch.distributed``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"gather_distributed must be True or False, got {value!r}.")
+    if value and not torch.distributed.is_available():
+        raise ValueError("gather_distributed=True needs torch.distributed, which this torch build lacks; "
+                         "pass gather_distributed=False.")
     return value
 
 

@@ -1,6 +1,6 @@
 """BYOL: predict the EMA target network's projection of the other view.
 
-Reference: Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020; solo-learn's CIFAR config; reference/losses.md §4.
+Reference: Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020; solo-learn's CIFAR config; docs/method.md, §Losses.
 """
 
 from __future__ import annotations
@@ -31,19 +31,27 @@ class BYOLLoss(nn.Module):
     predictor's parameters with the model (add ``loss.parameters()`` to the optimiser). Without ``targets`` the
     detached online projections are used (SimSiam-style stop-gradient).
 
+    Scale convention: this is the BYOL paper's sum of ``2 − 2·cos`` over both orderings, in [0, 8]. lightly's BYOL
+    example trains on ``0.5·(NegativeCosineSimilarity(p0, z1) + NegativeCosineSimilarity(p1, z0))`` = −mean cos, in
+    [−1, 1]; this loss is ``4 + 4 ×`` that one, so its gradients are 4× larger: at the same SGD learning rate it
+    takes 4× the step (use lr/4 to reproduce a lightly recipe; Adam-type optimisers are nearly scale-free).
+
+    ``default_momentum``: the target EMA runs cosine from 0.99 to 1 (solo-learn's CIFAR config; the BYOL paper uses
+    0.996 → 1 on ImageNet).
+
     Args:
-        dim: Projection dimension D (256 in BYOL).
+        dim: Projection dimension D (the model's ``proj_dim``; 256 in BYOL).
         hidden_dim: Predictor hidden width (4096 in BYOL).
     """
 
     uses_target = True
-    needs_index = False
     default_momentum = (0.99, 1.0)  # solo-learn CIFAR; the BYOL paper uses 0.996 on ImageNet
 
     def __init__(self, dim: int, hidden_dim: int = 4096) -> None:
         super().__init__()
         self.dim = check_dim("dim", dim)
-        self.predictor = make_predictor(dim, check_dim("hidden_dim", hidden_dim))
+        self.predictor = make_predictor(dim, check_dim("hidden_dim", hidden_dim, "the predictor's hidden width; "
+                                                                              "BYOL uses 4096"))
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None,
                 targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

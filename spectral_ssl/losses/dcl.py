@@ -1,6 +1,6 @@
 """Decoupled contrastive loss (DCL / DCLW).
 
-Reference: Yeh et al., "Decoupled Contrastive Learning", ECCV 2022 (arXiv 2110.06848); reference/losses.md §6.
+Reference: Yeh et al., "Decoupled Contrastive Learning", ECCV 2022 (arXiv 2110.06848); docs/method.md, §Losses.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
-from spectral_ssl.losses._validation import check_pair, check_positive, fp32, full_precision
+from spectral_ssl.losses._validation import check_gather, check_pair, check_positive, fp32, full_precision
 
 
 class DCLLoss(nn.Module):
@@ -19,8 +19,9 @@ class DCLLoss(nn.Module):
     For each of the 2B anchors a (both views act as anchors), with cosine similarities s and the other view a⁺:
     ``L_a = −w_a·s(a, a⁺)/τ + log Σ_{k ∉ {a, a⁺}} exp(s(a, k)/τ)``; the loss is the mean over anchors. The
     negatives are both views of every other image (gathered from all processes with ``gather_distributed``).
-    Note: lightly's ``DCLLoss`` adds two separate log-sum-exps (same-view and cross-view negatives); this is the
-    paper's equation with one log over all negatives, the form SogCLR reduces to at γ = 1.
+    This is the paper's equation with one log-sum-exp over all 2B − 2 negatives of an anchor, as in lightly's
+    ``DCLLoss`` (which concatenates the same-view and cross-view similarities before its single ``logsumexp``), and
+    the form SogCLR reduces to at γ = 1.
 
     Args:
         temperature: τ > 0 (the DCL paper uses 0.1).
@@ -30,7 +31,6 @@ class DCLLoss(nn.Module):
     """
 
     uses_target = False
-    needs_index = False
 
     def __init__(self, temperature: float = 0.1, gather_distributed: bool = False,
                  weight_sigma: float | None = None) -> None:
@@ -38,7 +38,7 @@ class DCLLoss(nn.Module):
         self.temperature = check_positive("temperature", temperature, "DCL uses 0.1")
         self.weight_sigma = None if weight_sigma is None else check_positive("weight_sigma", weight_sigma,
                                                                               "DCLW uses 0.5; None gives DCL")
-        self.gather_distributed = gather_distributed
+        self.gather_distributed = check_gather(gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, weight_sigma={self.weight_sigma}"

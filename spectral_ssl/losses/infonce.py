@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
-from spectral_ssl.losses._validation import full_precision
+from spectral_ssl.losses._validation import check_gather, check_positive, full_precision
 
 
 class InfoNCELoss(nn.Module):
@@ -21,23 +21,19 @@ class InfoNCELoss(nn.Module):
     from every process with a differentiable all-gather, so N processes with batch B train exactly like one
     process with batch N·B (each rank scores its own anchors against all N·2B candidates).
 
+    Same maths as lightly's ``NTXentLoss`` (docs/method.md, §Losses).
+
     Args:
         temperature: Softmax temperature τ > 0 (SimCLR uses 0.1-0.5; 0.2 is a good default for small batches).
         gather_distributed: Gather candidates across processes. Works (as a no-op) without a process group.
     """
 
     uses_target = False
-    needs_index = False
 
     def __init__(self, temperature: float = 0.2, gather_distributed: bool = False) -> None:
         super().__init__()
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}; SimCLR uses 0.1-0.5.")
-        if gather_distributed and not torch.distributed.is_available():
-            raise ValueError("gather_distributed=True needs torch.distributed, which this torch build lacks; "
-                             "pass gather_distributed=False.")
-        self.temperature = float(temperature)
-        self.gather_distributed = gather_distributed
+        self.temperature = check_positive("temperature", temperature, "SimCLR uses 0.1-0.5")
+        self.gather_distributed = check_gather(gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}"

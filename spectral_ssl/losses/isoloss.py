@@ -2,7 +2,7 @@
 
 Reference: Halvagal, Laborieux and Zenke, "Implicit variance regularization in non-contrastive SSL", NeurIPS 2023;
 official code fmi-basel/implicit-var-reg (``solo/methods/directpred.py``, ``solo/losses/isoloss.py``);
-reference/losses.md §2.
+docs/method.md, §Losses.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import nn
 from spectral_ssl import dist
 from spectral_ssl.losses._validation import (
     check_dim,
+    check_gather,
     check_pair,
     check_targets,
     check_unit_interval,
@@ -21,7 +22,7 @@ from spectral_ssl.losses._validation import (
 )
 
 METRICS = ("cos", "euc")
-_TINY = 1e-8  # guards ‖p‖ (W_P has eigenvalues down to 0) and λ_max (pitfalls 7 and 8 of losses.md §2.7)
+_TINY = 1e-8  # guards ‖p‖ (W_P has eigenvalues down to 0) and λ_max (0 for an all-zero C; the official code lacks it)
 
 
 class IsoLoss(nn.Module):
@@ -46,11 +47,12 @@ class IsoLoss(nn.Module):
         corr_momentum: ρ of the correlation EMA; ``None`` = the official default, 0.998 with an EMA target, 0.5
             without.
         metric: ``"cos"`` or ``"euc"``.
-        ema: Whether the method runs with an EMA target network (sets ``uses_target`` for the recipe).
+        ema: Whether the method runs with an EMA target network (sets ``uses_target`` for the recipe; the EMA then
+            follows ``default_momentum``, cosine from 0.99 to 1 as in the official configs).
         gather_distributed: Update C from the projections of all processes.
     """
 
-    needs_index = False
+    uses_target = False  # per instance: ``ema``
     default_momentum = (0.99, 1.0)
 
     def __init__(self, dim: int, alpha: float = 0.5, eps: float = 0.0, corr_momentum: float | None = None,
@@ -63,11 +65,13 @@ class IsoLoss(nn.Module):
             raise ValueError(f"eps must be >= 0, got {eps!r}; IsoLoss uses 0, DirectCopy 0.25.")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
+        if not isinstance(ema, bool):
+            raise ValueError(f"ema must be True or False, got {ema!r}.")
         self.alpha, self.eps, self.metric = float(alpha), float(eps), metric
         self.corr_momentum = check_unit_interval("corr_momentum", corr_momentum if corr_momentum is not None
                                                  else (0.998 if ema else 0.5), "0.998 with EMA, 0.5 without")
-        self.uses_target = bool(ema)
-        self.gather_distributed = gather_distributed
+        self.uses_target = ema
+        self.gather_distributed = check_gather(gather_distributed)
         self.register_buffer("corr", torch.zeros(dim, dim))
         self.register_buffer("eigenvalues", torch.zeros(dim))  # λ̂ of the last predictor, for logging
 

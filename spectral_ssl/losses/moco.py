@@ -1,8 +1,8 @@
 """MoCo-v2: InfoNCE of queries against their momentum-encoder key and a queue of past keys.
 
 Reference: He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020; Chen et al.,
-"Improved Baselines with Momentum Contrastive Learning" (MoCo v2), 2020; reference/losses.md §3 and
-reference/paper-spectral.md §6 (band and R_eff on the queue negatives).
+"Improved Baselines with Momentum Contrastive Learning" (MoCo v2), 2020; docs/method.md, §MoCo (the queue, the band
+and R_eff on the queue negatives) and §Losses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
-from spectral_ssl.losses._validation import check_dim, check_pair, check_positive, check_targets, fp32, full_precision
+from spectral_ssl.losses._validation import (
+    check_dim,
+    check_gather,
+    check_pair,
+    check_positive,
+    check_targets,
+    fp32,
+    full_precision,
+)
 
 
 class MoCoLoss(nn.Module):
@@ -20,22 +28,29 @@ class MoCoLoss(nn.Module):
 
     For each view's queries q (online projections) the key k⁺ is the *other* view's momentum-encoder projection
     (``targets``; the detached online projection when ``targets`` is None), and the negatives are the K queued keys:
-    ``logits = [q·k⁺, q·queue] / τ`` with target 0; the loss is the mean of the two directions. After each
-    training-mode forward the keys of both views (gathered from every process, no gradient) are enqueued, the
-    oldest overwritten (ring buffer: any queue size works, no divisibility requirement).
+    ``logits = [q·k⁺, q·queue] / τ`` with target 0; the loss is the mean of the two directions.
+
+    Queue convention (differs from the official MoCo and lightly's one-directional example): the loss is
+    symmetrised, so after each training-mode forward the keys of *both* views, 2B per step for a global batch of B
+    (gathered from every process, no gradient), are enqueued into a ring buffer that overwrites the oldest keys; any
+    queue size works (no divisibility requirement). The queue therefore turns over twice as fast as with B keys per
+    step: K queued keys span the last K/(2B) steps, so ``queue_size`` = 2K matches the official K in key age.
+    Eval-mode forwards leave the queue alone.
 
     With spectrum-aware selection the queue holds keys of the *selected* batches, so diversity reaches the
-    negatives with a lag of K / (2·global batch) steps (ambiguity A9).
+    negatives with a lag of up to K / (2·global batch) steps (docs/method.md, ambiguity A9).
+
+    ``default_momentum`` is the key encoder's EMA schedule, cosine from base to final (``cosine_momentum``):
+    (0.99, 0.999) as solo-learn's MoCo v2+; the official MoCo v2 keeps 0.999 throughout.
 
     Args:
-        dim: Projection dimension D.
+        dim: Projection dimension D (the model's ``proj_dim``; 128 in MoCo v2).
         queue_size: Number K of queued keys (65536 in MoCo v2 on ImageNet; 4096-32768 for small data).
         temperature: τ > 0 (0.2 in MoCo v2).
         gather_distributed: Enqueue the keys of every process (a no-op without a process group).
     """
 
     uses_target = True
-    needs_index = False
     default_momentum = (0.99, 0.999)  # key-encoder EMA, cosine from base to final (solo-learn's MoCo v2+)
 
     def __init__(self, dim: int, queue_size: int = 65536, temperature: float = 0.2,
@@ -46,7 +61,7 @@ class MoCoLoss(nn.Module):
             raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}; MoCo v2 uses 65536, small "
                              "datasets 4096-32768.")
         self.temperature = check_positive("temperature", temperature, "MoCo v2 uses 0.2")
-        self.gather_distributed = gather_distributed
+        self.gather_distributed = check_gather(gather_distributed)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 

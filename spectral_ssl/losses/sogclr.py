@@ -1,7 +1,7 @@
 """SogCLR: the global contrastive loss optimised with per-sample moving averages (small batches).
 
 Reference: Yuan et al., "Provable Stochastic Optimization for Global Contrastive Learning: Small Batch Does Not Harm
-Performance", ICML 2022; official code Optimization-AI/SogCLR and LibAUC ``GCLoss_v1``; reference/losses.md §1.
+Performance", ICML 2022; official code Optimization-AI/SogCLR and LibAUC ``GCLoss_v1``; docs/method.md, §Losses.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
-from spectral_ssl.losses._validation import check_pair, check_positive, check_unit_interval, fp32, full_precision
+from spectral_ssl.losses._validation import (
+    check_gather,
+    check_pair,
+    check_positive,
+    check_unit_interval,
+    fp32,
+    full_precision,
+)
 
 
 class SogCLRLoss(nn.Module):
@@ -20,7 +27,7 @@ class SogCLRLoss(nn.Module):
     For anchor a of image i (both views act as anchors) with positive a⁺ and the 2(N−1) views of the other images of
     the global batch as negatives (N images across processes), the batch estimate is
     ``ĝ_a = mean_neg exp((s − 1)/τ)`` and ``u_a = (1 − γ)·u[i] + γ·ĝ_a`` (γ weights the new estimate; ``u[i] = 0``
-    marks a first visit, which uses γ = 1 per sample). The surrogate whose gradient is SogCLR's estimator is
+    marks a first visit, which uses γ = 1 for that sample). The surrogate whose gradient is SogCLR's estimator is
 
         ℓ_a = −s(a, a⁺) + mean_neg SG(exp((s − 1)/τ) / u_a) · s
 
@@ -33,6 +40,12 @@ class SogCLRLoss(nn.Module):
     decoupled InfoNCE (``DCLLoss``). The official code sums the two directions; this mean over anchors is half of
     it (a factor 2 in the learning rate).
 
+    First-visit convention: the γ = 1 initialisation is decided *per sample* (``u[i] == 0``), whereas LibAUC's
+    ``GCLoss_v1`` and the official PyTorch code use γ = 1 only when ``u`` is zero for the *whole batch*. The two agree
+    when a batch is all new or all seen (epoch 0 of random batches); when new and seen samples share a batch
+    (spectrum-aware selection defers samples; ``drop_last`` leaves some out of epoch 0), LibAUC starts a new sample
+    at ``γ·ĝ`` (biased low by 1 − γ for one visit) where this starts it at ``ĝ``.
+
     Args:
         dataset_size: Number of rows N_data; ``index`` values must lie in ``[0, dataset_size)``.
         temperature: τ > 0 (0.1 in the official code).
@@ -41,7 +54,6 @@ class SogCLRLoss(nn.Module):
     """
 
     uses_target = False
-    needs_index = True
 
     def __init__(self, dataset_size: int, temperature: float = 0.1, gamma: float = 0.9,
                  gather_distributed: bool = False) -> None:
@@ -53,7 +65,7 @@ class SogCLRLoss(nn.Module):
         self.gamma = check_unit_interval("gamma", gamma, "SogCLR uses 0.9")
         if self.gamma == 0:
             raise ValueError("gamma must be > 0 (gamma = 0 never updates u); SogCLR uses 0.9.")
-        self.gather_distributed = gather_distributed
+        self.gather_distributed = check_gather(gather_distributed)
         self.register_buffer("u", torch.zeros(dataset_size, dtype=torch.float64))
 
     def extra_repr(self) -> str:

@@ -28,7 +28,11 @@ INDEX = torch.arange(B) * 3
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_contract_attributes_and_a_finite_scalar(name):
     loss_fn = build(name)
-    assert isinstance(loss_fn.uses_target, bool) and isinstance(loss_fn.needs_index, bool)
+    assert isinstance(loss_fn.uses_target, bool) and isinstance(LOSSES[name].uses_target, bool)
+    assert not hasattr(loss_fn, "needs_index")  # dropped: the recipe always passes index=batch["idx"]
+    if loss_fn.uses_target:  # the EMA schedule of the target network: (base, final), cosine from one to the other
+        base, final = loss_fn.default_momentum
+        assert 0 < base <= final <= 1
     z1, z2 = batch()
     targets = batch(seed=1) if loss_fn.uses_target else None
     value = loss_fn(z1, z2, index=INDEX, targets=targets)
@@ -99,7 +103,15 @@ def test_mismatched_views_are_rejected(name):
     ("isoloss", {"dim": 8, "metric": "l1"}, "metric must be one of"),
     ("isoloss", {"dim": 8, "alpha": 0}, "IsoLoss uses 0.5"),
     ("byol", {"dim": 8, "hidden_dim": -3}, "hidden_dim must be a positive integer"),
+    ("simsiam", {"dim": 8, "hidden_dim": 0}, "SimSiam uses 512"),
     ("simsiam", {}, "missing 1 required positional argument: 'dim'"),
+    ("infonce", {"temperature": -0.1}, "SimCLR uses 0.1-0.5"),
+    ("infonce", {"gather_distributed": "yes"}, "gather_distributed must be True or False"),
+    ("dcl", {"gather_distributed": 1}, "gather_distributed must be True or False"),
+    ("moco", {"dim": 8, "gather_distributed": None}, "gather_distributed must be True or False"),
+    ("sogclr", {"dataset_size": 10, "gather_distributed": "no"}, "gather_distributed must be True or False"),
+    ("isoloss", {"dim": 8, "ema": "true"}, "ema must be True or False"),
+    ("isoloss", {"dim": 8, "gather_distributed": 0}, "gather_distributed must be True or False"),
 ])
 def test_bad_constructor_arguments_name_the_fix(cls, kwargs, fragment):
     with pytest.raises((ValueError, TypeError), match=fragment):
@@ -109,3 +121,22 @@ def test_bad_constructor_arguments_name_the_fix(cls, kwargs, fragment):
 def test_wrong_projection_dim_names_proj_dim():
     with pytest.raises(ValueError, match="pass dim=6"):
         build("moco")(torch.randn(4, 6), torch.randn(4, 6))
+
+
+def test_each_class_owns_its_official_defaults():
+    # only the projection width (the model's) and the dataset size (the data's) have to be passed
+    assert build_default("byol").predictor[0].out_features == 4096
+    assert build_default("simsiam").predictor[0].out_features == 512
+    moco = build_default("moco")
+    assert moco.queue.shape[0] == 65536 and moco.temperature == 0.2 and moco.default_momentum == (0.99, 0.999)
+    assert build_default("infonce").temperature == 0.2 and build_default("dcl").temperature == 0.1
+    sogclr = LOSSES["sogclr"](dataset_size=N)
+    assert (sogclr.temperature, sogclr.gamma) == (0.1, 0.9)
+    iso = build_default("isoloss")
+    assert (iso.alpha, iso.eps, iso.corr_momentum, iso.metric, iso.uses_target) == (0.5, 0.0, 0.5, "cos", False)
+    assert LOSSES["isoloss"](dim=D, ema=True).corr_momentum == 0.998
+
+
+def build_default(name):
+    cls = LOSSES[name]
+    return cls(dim=D) if name in ("byol", "simsiam", "moco", "isoloss") else cls()

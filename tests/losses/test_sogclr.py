@@ -41,6 +41,23 @@ def test_matches_reference_and_updates_u_over_two_visits():
     assert int((loss_fn.u > 0).sum()) == 5
 
 
+def test_first_visit_is_decided_per_sample_not_per_batch():
+    # batch 2 mixes seen samples (2, 3) and new ones (4, 5): the new ones start at their batch estimate (γ = 1 for
+    # them), where LibAUC's batch-level rule (γ = 1 only for an all-new batch) would store γ·ĝ
+    torch.manual_seed(0)
+    loss_fn = SogCLRLoss(dataset_size=8, temperature=0.2, gamma=0.7)
+    u = torch.zeros(8, dtype=torch.float64)
+    for index in (torch.tensor([0, 1, 2, 3]), torch.tensor([2, 3, 4, 5])):
+        z1, z2 = torch.randn(4, 6), torch.randn(4, 6)
+        ref, u = reference_sogclr(z1, z2, index, u, 0.2, 0.7)
+        torch.testing.assert_close(loss_fn(z1, z2, index=index), ref.float())
+        torch.testing.assert_close(loss_fn.u, u)
+    fresh = SogCLRLoss(dataset_size=8, temperature=0.2, gamma=1.0)  # γ = 1: u = ĝ for every sample
+    fresh(z1, z2, index=index)
+    torch.testing.assert_close(loss_fn.u[4:6], fresh.u[4:6])  # new samples: ĝ, not 0.7·ĝ
+    assert not torch.allclose(loss_fn.u[2:4], fresh.u[2:4])  # seen samples: the moving average
+
+
 @pytest.mark.parametrize("tau", [0.1, 0.5])
 def test_at_gamma_one_the_gradient_is_tau_times_decoupled_infonce(tau):
     z1, z2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)

@@ -1,0 +1,366 @@
+"""Typed recipe configuration: dataclasses filled from a YAML file and ``--key=value`` overrides.
+
+``parse_config(PretrainConfig, argv)`` is the one mechanism both recipes use (as TRL's ``TrlParser``): transformers'
+``HfArgumentParser`` builds the command line from the dataclass (``--help`` lists every key with its meaning,
+choices and default), ``--config X.yaml`` supplies values first, ``--key=value`` overrides them. Each value is checked
+against its annotation (``int | None``, ``Literal[...]``, ...) once, here; values that only a constructor can judge
+(``loss_kwargs``, a backbone name) are checked by that constructor before any data is read. Every user mistake becomes
+a ``ConfigError`` whose message is one line naming the key and the fix; recipes exit with it, no traceback.
+
+The argument list is always passed in: the library never reads ``sys.argv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; ``str(e)`` is one line that names the key and the fix."""
+
+
+def arg(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002  (argparse's word)
+    """A config field with its help text (mutable defaults are copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+# ---- checking a value against its annotation ----
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        return origin.__name__
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` or a ValueError; strings from the command line are read as YAML scalars."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in options:
+                return None
+        for option in sorted((o for o in options if o is not type(None)), key=lambda o: o is str):
+            try:
+                return _convert(value, option)
+            except ValueError:
+                continue
+        raise ValueError
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ValueError
+    if isinstance(value, str) and tp is not str:
+        value = yaml.safe_load(value) if value.strip() else None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError
+    if origin is list or tp is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError
+        return [v if item is Any else _convert(v, item) for v in value]
+    if origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ValueError
+    return value
+
+
+def check_fields(config: Any) -> None:
+    """Convert every field of dataclass instance ``config`` to its annotated type, or a ConfigError naming it."""
+    hints = typing.get_type_hints(type(config), include_extras=False)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        try:
+            setattr(config, f.name, _convert(value, hints[f.name]))
+        except ValueError:
+            raise ConfigError(f"--{f.name} expects {_describe(hints[f.name])}, got {value!r}") from None
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    """A one-line ConfigError about ``--key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"--{key} {message}")
+
+
+def positive(config: Any, *keys: str, allow_zero: bool = False) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        if value is not None:
+            bad = not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)
+            require(not bad, key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+# ---- the parser ----
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(message.replace("\n", " "))
+
+
+def _parser(config_cls: type, description: str | None) -> argparse.ArgumentParser:
+    from transformers import HfArgumentParser  # heavy import, only when parsing
+
+    class Parser(_OneLineParser, HfArgumentParser):
+        pass
+
+    # every value arrives as a string and is converted by check_fields (one place for types and messages)
+    parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(config_cls)
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (command-line keys win)")
+    for f in dataclasses.fields(config_cls):
+        tp = hints[f.name]
+        choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} "
+                                      f"[{_describe(tp)}; default: {default!r}]")
+        if choices:
+            kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
+        if tp is bool:
+            kwargs.update(nargs="?", const="true")
+        elif "const" in f.metadata:  # "--key" alone means this value
+            kwargs.update(nargs="?", const=f.metadata["const"])
+        parser.add_argument(*names, **kwargs)
+    # HfArgumentParser's own dataclass handling is bypassed on purpose (it cannot type dicts, float|str unions or
+    # "--mean=[...]"); what it gives here is the transformers-standard parser class and --help layout.
+    return parser
+
+
+def parse_config(config_cls: type, argv: list[str], description: str | None = None) -> Any:
+    """``config_cls`` (a dataclass) from ``--config FILE.yaml`` and ``--key=value`` / ``--key value`` overrides.
+
+    Raises ConfigError (one line) for an unknown key, a malformed YAML file (named), a value of the wrong type or
+    outside its choices; ``--help`` prints every key and exits.
+    """
+    parser = _parser(config_cls, description)
+    namespace, rest = parser.parse_known_args(argv)
+    if rest:
+        unknown = next((a for a in rest if a.startswith("--")), rest[0])
+        key = unknown.split("=", 1)[0].lstrip("-").replace("-", "_")
+        valid = ", ".join(f.name for f in dataclasses.fields(config_cls))
+        if unknown.startswith("--"):
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
+        raise ConfigError(f"unexpected argument {unknown!r}; use --config FILE and --key=value overrides")
+    values = vars(namespace)
+    loaded: dict[str, Any] = {}
+    path = values.pop("config", None)
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"config file {path}{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the "
+                              "file") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of config keys")
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    for key in loaded:
+        if key not in names:
+            raise ConfigError(f"unknown config key {key!r} in {path}; valid keys: {', '.join(names)}")
+    return config_cls(**{**loaded, **values})
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """The configuration as plain JSON-able data (for train_config.json, trackers and the model card)."""
+    return dataclasses.asdict(config)
+
+
+# ---- the recipes' configurations ----
+SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_limit", "push_to_hub", "num_workers",
+                            "resume", "overwrite_output_dir", "probe_every", "probe_samples", "target_accuracy")
+
+
+@dataclass
+class PretrainConfig:
+    """Every key of ``recipes/pretrain.py`` (``--help`` prints them with their defaults)."""
+
+    # data
+    dataset: str = arg("data/fashion_mnist", "HF datasets id (org/name) or a local folder: parquet/arrow files named "
+                       "by split, a save_to_disk folder, or an image folder (class sub-folders optional)")
+    split: str = arg("train", "split to pretrain on")
+    eval_split: str = arg("test", "split for the exported R_eff and the online probe (--eval_split=train when the "
+                          "data has no test split)")
+    image_column: str = arg("image", "column holding the images")
+    label_column: str | None = arg("label", "column holding integer labels (online probe only; null = none)")
+    streaming: bool = arg(True, "stream the data (IterableDataset) instead of loading it map-style")
+    shuffle_buffer: int = arg(10_000, "rows in the streaming shuffle buffer")
+    num_workers: int = arg(0, "DataLoader workers decoding images (exact mid-epoch resume needs 0)")
+    max_train_samples: int | None = arg(None, "cap on the rows read per epoch (quick runs); null = the whole split")
+    skip_corrupt: bool = arg(False, "skip undecodable images (counted in metrics and the card) instead of stopping")
+    image_size: int = arg(32, "training and export resolution (pixels, square)")
+    mean: list[float] = arg([0.485, 0.456, 0.406], "per-channel normalisation mean (3 values)")
+    std: list[float] = arg([0.229, 0.224, 0.225], "per-channel normalisation std (3 values)")
+    augment: Literal["simclr", "byol", "grayscale", "none"] = arg(
+        "simclr", "augmentation preset (spectral_ssl.transforms.PRESETS); grayscale suits digits and scans")
+    augment_kwargs: dict = arg({}, "per-transform overrides of the preset for both views, e.g. "
+                               "{crop_scale: [0.5, 1.0], grayscale_p: 0}")
+    augment_on: Literal["auto", "loader", "device"] = arg(
+        "auto", "where augmentations run: loader (PIL, per sample, in DataLoader workers) or device (batched on the "
+        "training device); auto = device")
+    # model
+    backbone: str = arg("resnet18", "any timm model name (created with num_classes=0)")
+    backbone_kwargs: dict = arg({}, "extra timm.create_model arguments, e.g. {in_chans: 1}")
+    proj_hidden_dim: int = arg(2048, "projector hidden width")
+    proj_dim: int = arg(128, "projection dimension D")
+    # objective
+    loss: str = arg("infonce", "objective: infonce (simclr), dcl, moco, sogclr, isoloss, byol, simsiam")
+    loss_kwargs: dict = arg({}, "the loss's own arguments (create_loss), e.g. {queue_size: 4096} for moco, "
+                            "{gamma: 0.9} for sogclr, {ema: true} for isoloss; each loss owns its defaults")
+    temperature: float = arg(0.2, "temperature of the contrastive losses and of the gradient band")
+    monitor_temperature: float = arg(0.2, "temperature of the NT-Xent monitor logged for every loss")
+    ema_momentum: float | None = arg(None, "target-network EMA momentum at step 0; null = the loss's default")
+    ema_momentum_final: float | None = arg(None, "EMA momentum at the end (cosine); null = the loss's default")
+    # spectrum control
+    selection: Literal["random", "pool", "greedy"] = arg(
+        "random", "batch selection: random, pool (Pool-P: best of P batches by R_eff) or greedy (Greedy-m log-det)")
+    pool_factor: int = arg(4, "greedy: candidates per process = pool_factor x batch_size")
+    pool_candidates: int = arg(3, "pool: P candidate batches per step (Pool-P3)")
+    greedy_m: int | None = arg(None, "greedy: candidates scored per pick (64 = Greedy-64); null = exact greedy")
+    greedy_window: float | None = arg(None, "greedy: stop at this R_eff and fill the rest at random; null = off")
+    target_reff: float | str | None = arg(None, "pool: target R_eff, a number, a fraction of proj_dim (0 < t < 1) "
+                                          "or 'RHO*C' (needs num_classes); null = the largest R_eff")
+    num_classes: int | None = arg(None, "C for 'RHO*C' targets")
+    selection_source: Literal["cache", "online"] = arg(
+        "cache", "greedy candidates' embeddings: cache (last visit) or online (a no-grad pass)")
+    selection_eps: float = arg(1e-2, "ridge of the log-det objective")
+    selection_space: Literal["loss", "projections"] = arg(
+        "loss", "score candidates as the loss sees them (whitened when whitening is on) or as raw projections")
+    whitening: Literal["none", "zca", "cholesky"] = arg("none", "in-batch whitening of each view's projections")
+    whitening_eps: float = arg(1e-4, "whitening ridge, relative to the mean eigenvalue")
+    # optimisation
+    batch_size: int = arg(256, "batch size per process")
+    epochs: int = arg(1, "passes over the split (ignored when max_steps is set)")
+    max_steps: int | None = arg(None, "total optimisation steps; null = epochs x steps per epoch")
+    optimizer: Literal["adamw", "sgd"] = arg("adamw", "optimiser (sgd: momentum 0.9)")
+    lr: float = arg(1e-3, "peak learning rate (linear warm-up, cosine decay to 0)")
+    weight_decay: float = arg(1e-4, "weight decay of weight matrices (biases and norms: none)")
+    warmup_steps: int = arg(0, "linear warm-up steps")
+    grad_clip: float | None = arg(None, "clip the gradient norm to this value; null = no clipping")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = arg("auto", "auto: bf16 on a GPU, none on CPU")
+    seed: int = arg(0, "seed of the data order, augmentations, initialisation and selection")
+    # bookkeeping
+    output_dir: str = arg("outputs/run", "run folder: export at its root, checkpoints/, metrics.jsonl")
+    overwrite_output_dir: bool = arg(False, "clear an output_dir that holds another run first")
+    resume: bool = arg(False, "continue the run in output_dir from its newest complete checkpoint")
+    save_every: int | None = arg(500, "steps between checkpoints (the final state is always saved); null = end only")
+    save_total_limit: int | None = arg(2, "checkpoints kept (oldest deleted); null = all")
+    log_every: int = arg(10, "steps between metrics lines")
+    probe_every: int | None = arg(None, "steps between online kNN probes; null = off")
+    probe_samples: int = arg(2000, "images of each split used by the online probe")
+    target_accuracy: float | None = arg(None, "online-probe top-1 (percent) whose first crossing is recorded as "
+                                        "time-to-accuracy; needs probe_every")
+    reff_samples: int = arg(2000, "eval images used for the exported effective rank")
+    push_to_hub: str | None = arg(None, "Hub repo id to push the export to at the end; null = no push")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.loss == "simclr":
+            self.loss = "infonce"
+        positive(self, "lr", "temperature", "monitor_temperature", "selection_eps", "whitening_eps", "grad_clip")
+        positive(self, "weight_decay", allow_zero=True)
+        for key in ("image_size", "proj_dim", "proj_hidden_dim", "batch_size", "log_every", "probe_samples",
+                    "pool_factor", "pool_candidates", "shuffle_buffer"):
+            require(getattr(self, key) >= 1, key, f"must be a positive integer, got {getattr(self, key)!r}")
+        for key in ("max_steps", "max_train_samples", "save_every", "save_total_limit", "probe_every", "greedy_m",
+                    "num_classes"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
+        for key in ("epochs", "warmup_steps", "num_workers"):
+            require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)!r}")
+        require(self.epochs >= 1 or self.max_steps, "epochs", "must be >= 1 (or set --max_steps)")
+        require(self.image_size >= 8, "image_size", f"must be >= 8 pixels, got {self.image_size}")
+        require(self.batch_size >= 2, "batch_size", "must be >= 2 (a contrastive batch needs negatives)")
+        require(self.reff_samples >= 2, "reff_samples", f"must be >= 2 (an effective rank needs 2 samples), got "
+                f"{self.reff_samples}")
+        for key in ("mean", "std"):
+            require(len(getattr(self, key)) == 3, key, f"needs 3 values (R, G, B), got {getattr(self, key)}")
+        require(all(s > 0 for s in self.std), "std", f"values must be > 0, got {self.std}")
+        require(self.whitening == "none" or self.batch_size > self.proj_dim, "whitening",
+                f"needs batch_size > proj_dim (got {self.batch_size} <= {self.proj_dim}); raise --batch_size or "
+                "lower --proj_dim")
+        require(self.target_accuracy is None or (self.probe_every and self.label_column), "target_accuracy",
+                "needs --probe_every (the online probe measures it) and a --label_column")
+        require(self.target_accuracy is None or 0 < self.target_accuracy <= 100, "target_accuracy",
+                f"is a top-1 in percent (0, 100], got {self.target_accuracy}")
+        require(not (self.resume and self.overwrite_output_dir), "resume",
+                "and --overwrite_output_dir=true contradict each other; choose one")
+        for key in ("ema_momentum", "ema_momentum_final"):
+            value = getattr(self, key)
+            require(value is None or 0 <= value <= 1, key, f"must be in [0, 1], got {value}")
+        if isinstance(self.target_reff, str):
+            try:
+                self.target_reff = float(self.target_reff)
+            except ValueError:
+                pass  # 'RHO*C': resolved by batching.resolve_target, which names the fix
+
+
+@dataclass
+class ProbeConfig:
+    """Every key of ``recipes/linear_probe.py``."""
+
+    model: str = arg("", "export folder, hf-hub:org/name or org/name (required)")
+    dataset: str | None = arg(None, "dataset to probe on; null = the one the model was trained on")
+    train_split: str = arg("train", "split the probe is fitted on")
+    test_split: str = arg("test", "split the probe is scored on")
+    image_column: str = arg("image", "column holding the images")
+    label_column: str = arg("label", "column holding integer labels")
+    max_train_samples: int | None = arg(None, "cap on train rows; null = whole split")
+    max_test_samples: int | None = arg(None, "cap on test rows; null = whole split")
+    batch_size: int = arg(512, "feature-extraction batch size")
+    knn: bool = arg(False, "also run a weighted kNN probe")
+    compare_random_init: bool = arg(False, "also probe the same architecture fairly initialised at random "
+                                    "(standard init, no zero-initialised residual branches, BatchNorm statistics "
+                                    "recalibrated on training images)")
+    compare_raw_pixels: bool = arg(False, "also probe the normalised raw pixels (logistic regression)")
+    bn_batches: int = arg(20, "training batches that set the random-init baseline's BatchNorm statistics")
+    output: str | None = arg(None, "JSON file for the results; null = MODEL/linear_probe.json")
+    record: bool = arg(True, "write the result into the export's metadata and card")
+    seed: int = arg(0, "seed of the probe and the random-init baseline")
+    push: str | None = arg(None, "Hub repo id whose card metrics to update after the probe; --push alone = --model's "
+                           "Hub repo", const="model")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(bool(self.model), "model", "is required: an export folder, hf-hub:org/name or org/name")
+        require(self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
+        require(self.bn_batches >= 0, "bn_batches", f"must be >= 0, got {self.bn_batches}")
+        for key in ("max_train_samples", "max_test_samples"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")

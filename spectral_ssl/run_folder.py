@@ -1,0 +1,239 @@
+"""A training run's folder: one run per folder, atomic verified checkpoints, metrics without repeats.
+
+Nothing in it may be lost or mixed with another run:
+
+- ``open`` takes a lock (a second run into the same folder stops with a message) and refuses a folder that holds
+  another run's export, checkpoints or metrics unless told what to do: ``resume`` continues it only if the saved
+  ``train_config.json`` matches (keys in ``SAFE_TO_CHANGE_ON_RESUME`` may differ), ``overwrite`` clears it first
+  (as transformers' ``Trainer`` does with ``overwrite_output_dir``).
+- ``save_checkpoint`` writes ``checkpoints/.tmp-step_N`` with ``accelerator.save_state``, adds ``manifest.json``
+  (size and SHA-256 of every file) and renames it to ``step_N`` when complete; it keeps the newest
+  ``save_total_limit``. ``resume_into`` loads the newest checkpoint whose manifest verifies (a torn or truncated one
+  is skipped with a warning, never half-loaded).
+- ``log_metrics`` appends to ``metrics.jsonl``; on resume, lines after the checkpoint's step are dropped first.
+
+Takes the ``accelerate.Accelerator`` as an argument (``save_state``/``load_state``/``wait_for_everyone``); the
+library never imports accelerate.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from spectral_ssl.config import SAFE_TO_CHANGE_ON_RESUME
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+TRAIN_CONFIG = "train_config.json"
+LOCK = ".lock"
+_RUN_FILES = ("config.json", "model.safetensors", METRICS, TRAIN_CONFIG)
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used as asked; the message is one line naming the way out."""
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.json``: size and SHA-256 of every other file below ``folder`` (files fsynced first)."""
+    entries = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+        entries[str(path.relative_to(folder))] = {"size": path.stat().st_size, "sha256": _digest(path)}
+    target = folder / MANIFEST
+    target.write_text(json.dumps(entries, indent=1))
+    with target.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def verify_manifest(folder: Path) -> str | None:
+    """None if every file of the manifest is present with its size and digest, else what is wrong."""
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "no readable manifest (an interrupted write)"
+    for name, entry in entries.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["size"] or _digest(path) != entry["sha256"]:
+            return f"{name} is truncated or corrupted"
+    return None
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Complete checkpoints (``step_N``, renamed after their manifest was written), oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
+
+
+class RunFolder:
+    """The ``output_dir`` of one run (see the module docstring).
+
+    Args:
+        path: The folder.
+        config: This run's configuration (plain data), saved as ``train_config.json`` and compared on resume.
+        main_process: Only the main process writes, locks and renames; every process calls every method (some wait
+            for each other through the accelerator).
+    """
+
+    def __init__(self, path: str | Path, config: dict[str, Any], main_process: bool = True) -> None:
+        self.path, self.config, self.main = Path(path), config, main_process
+        self.checkpoints = self.path / CHECKPOINTS
+        self._lock_file = None
+        self._metrics = None
+
+    # ---- opening ----
+    def open(self, *, resume: bool, overwrite: bool) -> None:
+        """Lock the folder and check it may hold this run; clear it with ``overwrite``."""
+        if self.main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        holds = [name for name in _RUN_FILES if (self.path / name).exists()] + \
+            ([CHECKPOINTS + "/"] if checkpoint_dirs(self.checkpoints) else [])
+        if holds and not resume and not overwrite:
+            raise RunFolderError(f"output_dir {self.path} already holds a run ({', '.join(holds)}); pass "
+                                 "--resume=true to continue it, --overwrite_output_dir=true to replace it, or choose "
+                                 "another --output_dir")
+        if holds and overwrite and self.main:
+            for child in self.path.iterdir():
+                if child.name != LOCK:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if resume and (self.path / TRAIN_CONFIG).is_file():
+            self._check_same_run(json.loads((self.path / TRAIN_CONFIG).read_text()))
+        elif resume and holds:
+            raise RunFolderError(f"output_dir {self.path} has no {TRAIN_CONFIG}, so it cannot be checked that it holds "
+                                 "this run; use --overwrite_output_dir=true or another --output_dir")
+
+    def _lock(self) -> None:
+        self._lock_file = (self.path / LOCK).open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            owner = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            self._lock_file = None
+            raise RunFolderError(f"output_dir {self.path} is in use by another run ({owner}); wait for it to finish "
+                                 "or choose another --output_dir") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(f"pid {os.getpid()}")
+        self._lock_file.flush()
+
+    def _check_same_run(self, saved: dict[str, Any]) -> None:
+        changed = sorted(k for k in set(saved) | set(self.config)
+                         if k not in SAFE_TO_CHANGE_ON_RESUME and saved.get(k) != self.config.get(k))
+        if changed:
+            detail = "; ".join(f"{k}: {saved.get(k)!r} -> {self.config.get(k)!r}" for k in changed[:6])
+            raise RunFolderError(f"--resume=true: {', '.join(changed)} differ from the saved run in {self.path} "
+                                 f"({detail}); resume with the saved values, or start a new --output_dir "
+                                 f"(safe to change: {', '.join(SAFE_TO_CHANGE_ON_RESUME)})")
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ---- checkpoints ----
+    def save_checkpoint(self, accelerator: Any, step: int, keep: int | None = None) -> Path:
+        """Save the training state as ``checkpoints/step_N`` atomically (every process calls this)."""
+        final = self.checkpoints / f"step_{step:06d}"
+        tmp = self.checkpoints / f".tmp-step_{step:06d}"
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if self.main:
+            write_manifest(tmp)
+            if final.exists():  # the same step saved again (e.g. a resumed run that ends where it resumed)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.checkpoints)
+            for old in checkpoint_dirs(self.checkpoints)[:-keep] if keep else []:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+        return final
+
+    def start(self, accelerator: Any, state: Any) -> int | None:
+        """Claim the folder for this run (``train_config.json``, written only once the run is built, so a run that
+        fails to start leaves the folder free) and load the newest verified checkpoint into the registered objects.
+        Returns the checkpoint's step, or None when starting from scratch."""
+        if self.main:
+            (self.path / TRAIN_CONFIG).write_text(json.dumps(self.config, indent=2))
+            for tmp in self.checkpoints.glob(".tmp-step_*") if self.checkpoints.is_dir() else []:
+                shutil.rmtree(tmp, ignore_errors=True)  # a save interrupted before its rename
+        for candidate in reversed(checkpoint_dirs(self.checkpoints)):
+            problem = verify_manifest(candidate)
+            if problem:
+                logger.warning("skipping checkpoint %s: %s", candidate, problem)
+                continue
+            try:
+                accelerator.load_state(str(candidate))
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise RunFolderError(f"checkpoint {candidate} does not match this model/config ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:200]}); resume with the saved config or start a new "
+                                     "--output_dir") from None
+            self._truncate_metrics(state.step)
+            accelerator.print(f"resumed from {candidate} (step {state.step})")
+            return state.step
+        if checkpoint_dirs(self.checkpoints) or (self.path / METRICS).exists():
+            if checkpoint_dirs(self.checkpoints):
+                raise RunFolderError(f"no checkpoint in {self.checkpoints} verifies (all interrupted or corrupted); "
+                                     "use --overwrite_output_dir=true to start again")
+            self._truncate_metrics(0)
+        return None
+
+    # ---- metrics ----
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.path / METRICS
+        if self.main and path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        if self._metrics is None:
+            self._metrics = (self.path / METRICS).open("a")
+        self._metrics.write(json.dumps(metrics) + "\n")
+        self._metrics.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,176 @@
+"""Nothing lost, nothing mixed: kill -9 at chosen moments, reused folders, bad data, one-line user errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.recipes.test_pretrain import tiny_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Runs the recipe in a fresh process and SIGKILLs it right before the N-th call of one function.
+KILLER = """
+import importlib.util, os, signal, sys
+sys.path.insert(0, {root!r})
+spec = importlib.util.spec_from_file_location("pretrain", {recipe!r})
+recipe = importlib.util.module_from_spec(spec); sys.modules["pretrain"] = recipe; spec.loader.exec_module(recipe)
+import torch, safetensors.torch
+from spectral_ssl import run_folder
+target, n = sys.argv[1], int(sys.argv[2])
+owner, name = {{"step": (recipe, "lr_at"), "torch_save": (torch, "save"), "manifest": (run_folder, "write_manifest"),
+                "rename": (os, "replace")}}[target]
+original, calls = getattr(owner, name), [0]
+def killer(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+setattr(owner, name, killer)
+recipe.main(sys.argv[3:])
+"""
+
+
+def run_killed(args, target, n):
+    code = KILLER.format(root=str(ROOT), recipe=str(ROOT / "recipes" / "pretrain.py"))
+    proc = subprocess.run([sys.executable, "-c", code, target, str(n), *args], capture_output=True, text=True,
+                          timeout=300)  # same thread count as this process: same float reductions
+    assert proc.returncode == -9, (target, n, proc.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_weights(pretrain, tiny_dataset, tmp_path):
+    # 96 rows / 16 = 6 steps per epoch, 8 steps: the run crosses an epoch; checkpoints every 2 steps, 2 kept
+    extra = ("--max_steps=8", "--save_every=2", "--save_total_limit=2")
+    straight = load_file(pretrain.main(tiny_args(tiny_dataset, tmp_path / "straight", *extra)) / "model.safetensors")
+    moments = [("step", 4),        # between checkpoints (step 4 not yet trained)
+               ("torch_save", 3),  # inside accelerate's save_state of the 2nd checkpoint: a torn .tmp folder
+               ("manifest", 2),    # 2nd checkpoint's files written, manifest not yet: never renamed
+               ("rename", 3)]      # 3rd checkpoint complete but not renamed into place
+    for target, n in moments:
+        out = tmp_path / f"{target}_{n}"
+        args = tiny_args(tiny_dataset, out, *extra)
+        run_killed(args, target, n)
+        assert not (out / "model.safetensors").exists()
+        resumed = load_file(pretrain.main(args + ["--resume=true"]) / "model.safetensors")
+        for key, value in straight.items():
+            assert bool((resumed[key] == value).all()), (target, n, key)  # bit-identical
+        steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)), (target, n, steps)  # no repeated step
+
+
+@pytest.mark.slow
+def test_reused_output_dir_and_changed_resume_are_refused_and_a_failed_export_can_be_retried(
+        pretrain, tiny_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=2"))
+    with pytest.raises(SystemExit, match=r"already holds a run .*--resume=true"):
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=2", "--lr=0.5"))
+    with pytest.raises(SystemExit, match=r"lr differ from the saved run"):
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=2", "--lr=0.5", "--resume=true"))
+    # an export that fails after training: the final state is saved, so a resume only exports
+    failing = tmp_path / "failing"
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pretrain, "export", broken_export)
+    with pytest.raises(RuntimeError, match="disk full"):
+        pretrain.main(tiny_args(tiny_dataset, failing, "--max_steps=3", "--save_every=2"))
+    monkeypatch.undo()
+    assert (failing / "checkpoints" / "step_000003").is_dir()
+    pretrain.main(tiny_args(tiny_dataset, failing, "--max_steps=3", "--save_every=2", "--resume=true"))
+    assert json.loads((failing / "config.json").read_text())["spectral_ssl"]["steps"] == 3
+
+
+def write_images(folder, images):
+    folder.mkdir(parents=True)
+    for i, image in enumerate(images):
+        image.save(folder / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_corrupt_rows_are_skipped_counted_and_the_epoch_ends_normally(pretrain, tmp_path):
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    write_images(data / "train", [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+                                  for _ in range(36)])
+    for i in (3, 17):
+        (data / "train" / f"{i}.png").write_bytes(b"not a png")
+    out = pretrain.main(tiny_args(data, tmp_path / "run", "--epochs=2", "--skip_corrupt=true", "--eval_split=train",
+                                  "--label_column=null", "--batch_size=8", "--image_size=16", "--log_every=1"))
+    meta = json.loads((out / "config.json").read_text())["spectral_ssl"]
+    assert meta["skipped_rows"] == 4 and meta["steps"] == 8  # 34 good rows -> 4 batches of 8, twice
+    assert "Undecodable rows skipped: 4" in (out / "README.md").read_text()
+
+
+def test_empty_split_stops_with_one_line(pretrain, tmp_path):
+    data = tmp_path / "data"
+    write_images(data / "train", [Image.new("RGB", (8, 8))] * 2)
+    with pytest.raises(SystemExit, match=r"2 training rows cannot fill one global batch of 16"):
+        pretrain.main(tiny_args(data, tmp_path / "run", "--eval_split=train", "--max_steps=3"))
+
+
+def test_folder_without_images_says_so(pretrain, tmp_path):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(SystemExit, match=r"no images or data files found under"):
+        pretrain.main(tiny_args(tmp_path / "empty", tmp_path / "run"))
+
+
+def test_missing_eval_split_is_reported_before_training(pretrain, tmp_path):
+    data = tmp_path / "data"
+    write_images(data / "train", [Image.new("RGB", (8, 8))] * 20)
+    with pytest.raises(SystemExit, match=r"split 'test' not found"):
+        pretrain.main(tiny_args(data, tmp_path / "run", "--max_steps=1"))
+    assert not (tmp_path / "run" / "train_config.json").exists()  # the folder stays free
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--backbone=resnet1"], "Unknown timm backbone 'resnet1'. Did you mean"),
+    (["--backbone_kwargs={bogus: 1}"], "rejected backbone_kwargs"),
+    (["--lr=nan"], "--lr expects float"),
+    (["--lr=-1"], "--lr must be > 0"),
+    (["--image_size=4"], "--image_size must be >= 8"),
+    (["--proj_dim=0"], "--proj_dim must be a positive integer"),
+    (["--log_every=0"], "--log_every must be a positive integer"),
+    (["--mean=[0.5, 0.5]"], "--mean needs 3 values"),
+    (["--max_steps=-2"], "--max_steps must be a positive integer or null"),
+    (["--epochs=-1"], "--epochs must be >= 0"),
+    (["--max_train_samples=-5"], "--max_train_samples must be a positive integer or null"),
+    (["--reff_samples=0"], "--reff_samples must be >= 2"),
+    (["--selection=best"], "--selection expects random | pool | greedy"),
+    (["--loss=nope"], "unknown loss 'nope'"),
+    (["--bogus_key=1"], "unknown config key 'bogus_key'; valid keys: dataset"),
+    (["--resume=true", "--overwrite_output_dir=true"], "contradict each other"),
+])
+def test_user_mistakes_exit_with_one_line(pretrain, tiny_dataset, tmp_path, args, fragment):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=1", *args))
+    message = str(e.value)
+    assert fragment in message and "\n" not in message and message.startswith("error: ")
+
+
+def test_yaml_syntax_error_names_the_file(pretrain, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\nbatch_size: [1,\n")
+    with pytest.raises(SystemExit, match=rf"config file {bad} line \d+ is not valid YAML"):
+        pretrain.main(["--config", str(bad)])
+
+
+def test_push_without_a_token_is_refused_before_training(pretrain, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
+    with pytest.raises(SystemExit, match=r"needs a Hub token and none was found"):
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=1", "--push_to_hub=org/x"))
+    assert not (tmp_path / "run" / "checkpoints").exists()

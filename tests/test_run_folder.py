@@ -1,0 +1,148 @@
+"""RunFolder: one run per folder, atomic verified checkpoints, metrics without repeats (unit level, no training)."""
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+import torch
+
+from spectral_ssl.run_folder import RunFolder, RunFolderError, checkpoint_dirs, verify_manifest, write_manifest
+
+
+class FakeAccelerator:
+    """What RunFolder uses of accelerate.Accelerator: save_state/load_state of registered objects, one process."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def wait_for_everyone(self):
+        pass
+
+    def print(self, *args):
+        pass
+
+    def save_state(self, path):
+        torch.save(self.state.state_dict(), Path(path) / "custom_checkpoint_0.pkl")
+        (Path(path) / "model.safetensors").write_bytes(b"weights" * 100)
+
+    def load_state(self, path):
+        self.state.load_state_dict(torch.load(Path(path) / "custom_checkpoint_0.pkl"))
+
+
+class Counter:
+    def __init__(self, step=0):
+        self.step = step
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = state["step"]
+
+
+def start_run(path, config, resume=False, overwrite=False, state=None):
+    folder = RunFolder(path, config)
+    folder.open(resume=resume, overwrite=overwrite)
+    state = state or Counter()
+    acc = FakeAccelerator(state)
+    folder.start(acc, state)
+    return folder, acc, state
+
+
+def test_reused_folder_is_refused_unless_resume_or_overwrite(tmp_path):
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0, "log_every": 5})
+    state.step = 2
+    folder.save_checkpoint(acc, 2)
+    folder.log_metrics({"step": 2})
+    folder.close()
+    with pytest.raises(RunFolderError, match=r"already holds a run .*--resume=true.*--overwrite_output_dir=true"):
+        RunFolder(tmp_path / "run", {"lr": 1.0}).open(resume=False, overwrite=False)
+    # resume: same config except safe keys
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0, "log_every": 50}, resume=True)
+    assert state.step == 2
+    folder.close()
+    with pytest.raises(RunFolderError, match=r"lr differ from the saved run .*1\.0 -> 2\.0"):
+        RunFolder(tmp_path / "run", {"lr": 2.0, "log_every": 5}).open(resume=True, overwrite=False)
+    # overwrite clears everything
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 2.0}, overwrite=True)
+    assert state.step == 0 and not checkpoint_dirs(tmp_path / "run" / "checkpoints")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    folder.close()
+
+
+def test_a_run_that_fails_to_start_leaves_the_folder_free(tmp_path):
+    folder = RunFolder(tmp_path / "run", {"lr": 1.0})
+    folder.open(resume=False, overwrite=False)
+    folder.close()  # e.g. the dataset was not found: start() never ran
+    RunFolder(tmp_path / "run", {"lr": 2.0}).open(resume=False, overwrite=False)
+
+
+def _hold_lock(path, ready, release):
+    folder = RunFolder(path, {})
+    folder.open(resume=False, overwrite=False)
+    ready.set()
+    release.wait(30)
+    folder.close()
+
+
+def test_a_second_concurrent_run_is_stopped_by_the_lock(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(tmp_path / "run", ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(RunFolderError, match=r"in use by another run \(pid \d+\)"):
+            RunFolder(tmp_path / "run", {}).open(resume=False, overwrite=False)
+    finally:
+        release.set()
+        holder.join(30)
+    RunFolder(tmp_path / "run", {}).open(resume=False, overwrite=False)  # free again
+
+
+def test_checkpoints_are_renamed_when_complete_pruned_and_verified(tmp_path):
+    folder, acc, state = start_run(tmp_path / "run", {})
+    for step in (2, 4, 6):
+        state.step = step
+        folder.save_checkpoint(acc, step, keep=2)
+    root = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in checkpoint_dirs(root)] == ["step_000004", "step_000006"]
+    assert not list(root.glob(".tmp-*")) and verify_manifest(root / "step_000006") is None
+    # a torn save (no rename) and a truncated newest checkpoint: resume takes the newest one that verifies
+    (root / ".tmp-step_000008").mkdir()
+    newest = root / "step_000006" / "custom_checkpoint_0.pkl"
+    newest.write_bytes(newest.read_bytes()[:10])
+    assert "truncated" in verify_manifest(root / "step_000006")
+    folder.close()
+    folder, acc, state = start_run(tmp_path / "run", {}, resume=True)
+    assert state.step == 4 and not (root / ".tmp-step_000008").exists()
+    folder.close()
+
+
+def test_metrics_after_a_resume_do_not_repeat_steps(tmp_path):
+    folder, acc, state = start_run(tmp_path / "run", {})
+    for step in (1, 2, 3, 4):
+        folder.log_metrics({"step": step})
+        if step == 2:
+            state.step = 2
+            folder.save_checkpoint(acc, 2)
+    folder.close()
+    folder, acc, state = start_run(tmp_path / "run", {}, resume=True)  # back at step 2: steps 3, 4 are redone
+    for step in (3, 4):
+        folder.log_metrics({"step": step})
+    assert [m["step"] for m in folder.read_metrics()] == [1, 2, 3, 4]
+    folder.close()
+
+
+def test_manifest_detects_missing_and_changed_files(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.bin").write_bytes(b"def")
+    write_manifest(tmp_path)
+    assert verify_manifest(tmp_path) is None
+    assert set(json.loads((tmp_path / "manifest.json").read_text())) == {"a.bin", "sub/b.bin"}
+    (tmp_path / "a.bin").write_bytes(b"abd")
+    assert "a.bin is truncated or corrupted" in verify_manifest(tmp_path)
+    (tmp_path / "sub" / "b.bin").unlink()
+    assert verify_manifest(tmp_path) in ("a.bin is truncated or corrupted", "sub/b.bin is missing")
