@@ -1,24 +1,32 @@
 """Greedy log-det batch selection against its baselines, side by side in one run.
 
     python scripts/bench_selection.py [--k 512] [--pool 2048] [--dim 128] [--repeats 3] [--device cpu|cuda]
+                                      [--no-step]
 
-(a) ``spectral_ssl.batching.greedy_select`` (exact greedy, Sherman–Morrison gains, O(k·(M·D + D²)));
-(b) the usual DPP-MAP greedy (Chen et al. 2018, "Fast greedy MAP inference for DPP"): an M×M kernel
-    L = I + X Xᵀ/ε and an incremental Cholesky, O(M²·D + M·k²). Same objective, since
+On float32 unit vectors (random, and clustered near a low-rank subspace), in milliseconds:
+(a) ``spectral_ssl.batching.greedy_select`` (exact greedy, Sherman–Morrison gains, O(k·(M·D + D²))), scored in
+    float32 (the default for float32 embeddings) and in float64 (``dtype=torch.float64``); on CUDA also the torch
+    loop against the fused Triton kernel;
+(b) the usual DPP-MAP greedy (Chen et al. 2018, "Fast greedy MAP inference for DPP") in the input's float32: an
+    M×M kernel L = I + X Xᵀ/ε and an incremental Cholesky, O(M²·D + M·k²). Same objective, since
     log det(εI + X_SᵀX_S) = D·log ε + log det(L_S);
-(c) one SimCLR training step of timm resnet18 with batch k (two views at 32 px) on the same device.
-Prints milliseconds, the ratios (b)/(a) and (a)/(c), and the objective reached by (a) and (b).
+(c) block picks (top-``block`` gains per step, gains updated within the block): time, objective against exact
+    greedy, share of the exact picks;
+(d) one SimCLR training step of timm resnet18 with batch k (two views at 32 px) on the same device.
+Objectives are F = log det(εI + X_SᵀX_S) in float64; relative gaps are taken on F − D·log ε (F over the empty set),
+since F itself can be near zero or negative.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 import torch.nn.functional as F
 from timing import device_name, simclr_step, timed
 
-from spectral_ssl.batching import greedy_select, log_det_objective
+from spectral_ssl.batching import greedy_select, greedy_triton, log_det_objective
 
 
 def dpp_map_greedy(x: torch.Tensor, k: int, eps: float) -> torch.Tensor:
@@ -39,6 +47,18 @@ def dpp_map_greedy(x: torch.Tensor, k: int, eps: float) -> torch.Tensor:
     return picks
 
 
+def pools(n: int, d: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """(n, d) float32 unit vectors: i.i.d. random, and 20 unequal clusters inside a 16-dimensional subspace."""
+    g = torch.Generator().manual_seed(0)
+    rand = F.normalize(torch.randn(n, d, generator=g), dim=1)
+    basis = torch.randn(16, d, generator=g)
+    centres = torch.randn(20, 16, generator=g) @ basis
+    labels = torch.multinomial(torch.tensor([0.5] + [0.5 / 19] * 19), n, replacement=True, generator=g)
+    clustered = F.normalize(centres[labels] + 0.3 * torch.randn(n, 16, generator=g) @ basis
+                            + 0.05 * torch.randn(n, d, generator=g), dim=1)
+    return {"random": rand.to(device), "low-rank clustered": clustered.to(device)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, default=512)
@@ -47,26 +67,63 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eps", type=float, default=1e-2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-step", action="store_true", help="skip (d), the SimCLR training step")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    g = torch.Generator().manual_seed(0)
-    x = F.normalize(torch.randn(args.pool, args.dim, generator=g, dtype=torch.float64), dim=1).to(device)
-
-    ours_ms = timed(lambda: greedy_select(x, args.k, eps=args.eps), args.repeats, device)
-    naive_ms = timed(lambda: dpp_map_greedy(x, args.k, args.eps), args.repeats, device)
-    ours = greedy_select(x, args.k, eps=args.eps)
-    naive = dpp_map_greedy(x, args.k, args.eps)
-    f_ours, f_naive = log_det_objective(x[ours], args.eps).item(), log_det_objective(x[naive], args.eps).item()
-
-    step_ms = timed(simclr_step("resnet18", args.k, args.dim, device), args.repeats, device)
+    k, eps = args.k, args.eps
     name = device_name(device)
-    print(f"device: {name}; torch {torch.__version__}; k={args.k}, M={args.pool}, D={args.dim}, eps={args.eps}, fp64")
-    print(f"(a) greedy_select (Sherman-Morrison gains): {ours_ms:.1f} ms   objective {f_ours:.4f}")
-    print(f"(b) DPP-MAP greedy (M x M kernel + incremental Cholesky): {naive_ms:.1f} ms   objective {f_naive:.4f}")
-    print(f"(c) resnet18 SimCLR training step, batch {args.k} x 2 views @ 32 px: {step_ms:.1f} ms")
-    print(f"speed-up (b)/(a): {naive_ms / ours_ms:.2f}x   selection share of a step (a)/(c): "
-          f"{100 * ours_ms / step_ms:.1f} %   same picks: {bool(torch.equal(ours.sort().values, naive.sort().values))}")
-    return {"device": name, "greedy_ms": ours_ms, "naive_ms": naive_ms, "step_ms": step_ms}
+    print(f"device: {name}; torch {torch.__version__}; k={k}, M={args.pool}, D={args.dim}, eps={eps}, "
+          f"float32 inputs, median of {args.repeats}")
+    results: dict = {"device": name}
+
+    def objective(x: torch.Tensor, picks: torch.Tensor) -> float:
+        return log_det_objective(x[picks].double(), eps).item()
+
+    def gap(f: float, ref: float) -> float:  # relative to the objective's gain over the empty set
+        return (f - ref) / (ref - args.dim * math.log(eps))
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> float:
+        return len(set(a.tolist()) & set(b.tolist())) / k
+
+    for label, x in pools(args.pool, args.dim, device).items():
+        torch_fp32 = timed(lambda x=x: greedy_select(x, k, eps=eps, backend="torch"), args.repeats, device)
+        torch_fp64 = timed(lambda x=x: greedy_select(x, k, eps=eps, dtype=torch.float64, backend="torch"),
+                           args.repeats, device)
+        dpp_ms = timed(lambda x=x: dpp_map_greedy(x, k, eps), args.repeats, device)
+        ours32 = greedy_select(x, k, eps=eps, backend="torch")
+        ours64 = greedy_select(x, k, eps=eps, dtype=torch.float64, backend="torch")
+        dpp = dpp_map_greedy(x, k, eps)
+        f32, f64, fdpp = objective(x, ours32), objective(x, ours64), objective(x, dpp)
+        print(f"[{label}]")
+        print(f"  (a) greedy_select fp32: {torch_fp32:7.1f} ms   objective {f32:.4f}")
+        print(f"      greedy_select fp64: {torch_fp64:7.1f} ms   objective {f64:.4f}   "
+              f"fp32 vs fp64: gap {gap(f32, f64):+.1e}, picks shared {same(ours32, ours64):.3f}, "
+              f"same order {bool(torch.equal(ours32, ours64))}")
+        row = {"torch_fp32_ms": torch_fp32, "torch_fp64_ms": torch_fp64, "dpp_map_fp32_ms": dpp_ms,
+               "objective_fp32": f32, "objective_fp64": f64, "objective_dpp_map": fdpp}
+        if device.type == "cuda" and greedy_triton.usable(device):
+            triton_ms = timed(lambda x=x: greedy_select(x, k, eps=eps, backend="triton"), args.repeats, device)
+            fused = greedy_select(x, k, eps=eps, backend="triton")
+            print(f"      Triton kernel fp32: {triton_ms:7.2f} ms   objective {objective(x, fused):.4f}   "
+                  f"picks shared with the torch loop {same(fused, ours32):.3f}")
+            row["triton_fp32_ms"] = triton_ms
+        print(f"  (b) DPP-MAP greedy fp32: {dpp_ms:6.1f} ms   objective {fdpp:.4f}   picks shared with (a) fp32 "
+              f"{same(dpp, ours32):.3f}   DPP-MAP / ours fp32: {dpp_ms / torch_fp32:.2f}x")
+        for block in (1, 4, 16):
+            ms = timed(lambda x=x, b=block: greedy_select(x, k, eps=eps, block=b), args.repeats, device)
+            picks = greedy_select(x, k, eps=eps, block=block)
+            fb = objective(x, picks)
+            print(f"  (c) block={block:<2}: {ms:7.1f} ms   objective {fb:.4f} (gap to exact {gap(fb, f32):+.1e})   "
+                  f"picks shared with exact {same(picks, ours32):.3f}")
+            row[f"block{block}_ms"] = ms
+        results[label] = row
+    if not args.no_step:
+        step_ms = timed(simclr_step("resnet18", k, args.dim, device), args.repeats, device)
+        share = 100 * results["random"]["torch_fp32_ms"] / step_ms
+        print(f"(d) resnet18 SimCLR training step, batch {k} x 2 views @ 32 px: {step_ms:.1f} ms; "
+              f"selection (a) fp32 is {share:.1f} % of it")
+        results["step_ms"] = step_ms
+    return results
 
 
 if __name__ == "__main__":

@@ -1,10 +1,28 @@
 """spectral_ssl: self-supervised pretraining of timm backbones with spectrum-aware batches.
 
-Public API (README.md; the method: docs/method.md): spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
+Public API (README.md; the method: docs/method.md):
+spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
 (``spectral_ssl.losses``), the model (``SpectralSSL``) and evaluation (``linear_probe``, ``knn_probe``).
 """
 
-from spectral_ssl import batching, dist, losses
+# every submodule, so ``import spectral_ssl`` reaches each one as ``spectral_ssl.<name>``
+from spectral_ssl import (
+    band,
+    batching,
+    config,
+    data,
+    diagnostics,
+    dist,
+    hub,
+    losses,
+    model,
+    momentum,
+    probe,
+    run_folder,
+    spectral,
+    transforms,
+    whitening,
+)
 from spectral_ssl.band import BandResult, gradient_band
 from spectral_ssl.model import SpectralSSL
 from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
@@ -16,10 +34,22 @@ __version__ = "0.1.0"
 __all__ = [
     "BandResult",
     "BatchWhitening",
-    "batching",
     "ProbeResult",
     "SpectralSSL",
+    "band",
+    "batching",
+    "config",
+    "data",
+    "diagnostics",
     "dist",
+    "hub",
+    "model",
+    "momentum",
+    "probe",
+    "run_folder",
+    "spectral",
+    "transforms",
+    "whitening",
     "effective_rank",
     "extract_features",
     "gradient_band",

@@ -45,7 +45,7 @@ def test_conversion_round_trips_through_load_images(prepare, fake_source, tmp_pa
     assert prepare.is_complete(out)
     train = data.load_images(str(out), "train", streaming=True)
     assert data.num_rows(train) == 8
-    rows = list(train)
+    rows = list(train.ds)
     assert [r["idx"] for r in rows] == list(range(8)) and [r["label"] for r in rows] == list(range(8))
     pixels = np.asarray(data.decode_image(rows[3]["image"]).convert("L"))
     np.testing.assert_array_equal(pixels, prepare.read_idx(fake_source / prepare.FILES["train"][0])[3])

@@ -19,9 +19,11 @@ A10-A12.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -48,9 +50,28 @@ def _take(batch: Batch, positions: torch.Tensor) -> Batch:
 
 
 def _concat(a: Batch, b: Batch) -> Batch:
+    """Rows of ``a`` then rows of ``b``."""
     return {"views": tuple(torch.cat([u, v]) for u, v in zip(a["views"], b["views"])),
             "idx": torch.cat([a["idx"], b["idx"]]),
             "label": None if a.get("label") is None or b.get("label") is None else torch.cat([a["label"], b["label"]])}
+
+
+class _FixedBatches:
+    """A plain iterable of batches as an epoch loader (the same batches every epoch): tests and benchmarks."""
+
+    def __init__(self, batches: Iterable[Batch]) -> None:
+        self.batches = batches
+
+    def __call__(self, epoch: int, skip_batches: int = 0) -> Iterator[Batch]:
+        return itertools.islice(iter(self.batches), skip_batches, None)
+
+    def reread(self, epoch: int, read_batches: int, keep_idx: list[int]) -> Batch | None:
+        read = list(itertools.islice(iter(self.batches), read_batches))
+        if not read:
+            return None
+        merged = functools.reduce(_concat, read)
+        wanted = set(keep_idx)
+        return _take(merged, torch.tensor([i for i, v in enumerate(merged["idx"].tolist()) if v in wanted]))
 
 
 class CandidatePool:
@@ -64,14 +85,16 @@ class CandidatePool:
 
     Args:
         loaders: ``data.EpochLoader`` (or anything with ``__call__(epoch, skip_batches)`` and
-            ``reread(epoch, read_batches, keep_idx)``) yielding collated batches with an ``idx`` tensor.
+            ``reread(epoch, read_batches, keep_idx)``) yielding collated batches with an ``idx`` tensor; a plain
+            iterable of batches serves as the same batches every epoch.
         size: Candidates to hold before each decision (``BatchSelector.pool_size``).
         prepare: Applied to every batch as it enters the pool (e.g. batched augmentation of a uint8 batch on the
             training device into ``views``); ``None`` = as loaded.
     """
 
     def __init__(self, loaders: Any, size: int, prepare: Callable[[Batch], Batch] | None = None) -> None:
-        self.loaders, self.size, self.prepare = loaders, size, prepare
+        self.loaders = loaders if hasattr(loaders, "reread") else _FixedBatches(loaders)
+        self.size, self.prepare = size, prepare
         self.epoch = 0
         self.drawn = 0  # loader batches consumed this epoch
         self.chosen = 0  # batches trained on this epoch

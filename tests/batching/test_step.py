@@ -36,8 +36,8 @@ def tiny_model(seed=0):
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, D)).train()
 
 
-def run_epoch(selector, model, loader, step=0, carried=None, observe=True):
-    pool, trained = CandidatePool(loader, selector.pool_size, carried), []
+def run_epoch(selector, model, loader, step=0, observe=True):
+    pool, trained = CandidatePool(loader, selector.pool_size), []
     while (batch := selector.select(model, pool, step, measure=True)) is not None:
         trained.append(batch["idx"])
         if observe:
@@ -106,13 +106,30 @@ def test_online_pass_leaves_norm_statistics_and_mode_alone():
         assert torch.equal(value, before[key]), key
 
 
-def test_pool_carried_samples_come_first_and_are_reported():
+def test_pool_position_round_trips_through_its_state_dict():
     loader = batches(rows=32)
-    pool = CandidatePool(loader[1:], size=16, carried=loader[0])
-    assert pool.fill() == 16 and pool.drawn == 1
+    pool = CandidatePool(loader, size=16)
+    assert pool.fill() == 16 and pool.drawn == 2
     taken = pool.take(torch.tensor([0, 15]))
-    assert taken["idx"].tolist() == [0, 15] and len(pool) == 14
-    assert pool.carried_idx() == list(range(1, 15))
+    assert taken["idx"].tolist() == [0, 15] and len(pool) == 14 and pool.carried_idx() == list(range(1, 15))
+    state = pool.state_dict()
+    assert state["drawn"] == [2] and state["carried"] == [list(range(1, 15))] and state["chosen"] == 1
+    resumed = CandidatePool(loader, size=16)
+    resumed.load_state_dict(state)
+    assert resumed.fill() == 22 and resumed.drawn == 3  # the 14 waiting candidates re-read, then one new batch
+    assert resumed.carried_idx() == list(range(1, 15)) + list(range(16, 24))
+    for view, original in zip(resumed.samples["views"], pool.samples["views"]):
+        assert torch.equal(view[:14], original)
+
+
+def test_pool_ends_the_epoch_and_counts_skipped_rows():
+    loader = [dict(b, skipped=1) for b in batches(rows=24)]
+    pool = CandidatePool(loader, size=8)
+    while pool.fill() >= 8:
+        pool.take(torch.arange(8))
+    assert pool.chosen == 3 and pool.skipped == 3 and pool.epoch == 0
+    pool.next_epoch()
+    assert pool.epoch == 1 and pool.chosen == 0 and pool.fill() == 8  # the next epoch starts from the top
 
 
 def test_bad_arguments_name_the_fix():

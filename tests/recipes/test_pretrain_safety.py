@@ -1,7 +1,6 @@
 """Nothing lost, nothing mixed: kill -9 at chosen moments, reused folders, bad data, one-line user errors."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

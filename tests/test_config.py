@@ -1,0 +1,77 @@
+"""Typed recipe configuration: YAML then --key=value, types from the annotations, one-line errors, --help."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from spectral_ssl.config import ConfigError, PretrainConfig, ProbeConfig, parse_config
+from spectral_ssl.losses import create_loss
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
+
+
+def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("batch_size: 32\nlr: 1\nbackbone_kwargs: {drop_rate: 0.1}\ngreedy_m: 64\n")
+    cfg = parse_config(PretrainConfig, ["--config", str(cfg_file), "--batch_size=8", "--mean=[0.5, 0.5, 0.5]",
+                                        "--greedy_m", "null", "--target_reff=0.96*C", "--resume"])
+    assert cfg.batch_size == 8 and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.backbone_kwargs == {"drop_rate": 0.1} and cfg.mean == [0.5, 0.5, 0.5]
+    assert cfg.greedy_m is None and cfg.target_reff == "0.96*C" and cfg.resume is True
+    assert parse_config(PretrainConfig, ["--target_reff=0.5"]).target_reff == 0.5
+    assert parse_config(PretrainConfig, ["--loss=simclr"]).loss == "infonce"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch_size=abc"], "--batch_size expects int, got 'abc'"),
+    (["--streaming=maybe"], "--streaming expects bool"),
+    (["--selection=best"], "--selection expects random | pool | greedy, got 'best'"),
+    (["--greedy_m=0"], "--greedy_m must be a positive integer or null"),
+    (["--whitening=zca", "--batch_size=64", "--proj_dim=128"], "needs batch_size > proj_dim"),
+    (["--target_accuracy=80"], "--target_accuracy needs --probe_every"),
+    (["--config", "does/not/exist.yaml"], "config file does/not/exist.yaml not found"),
+    (["--nope=1"], "unknown config key 'nope'; valid keys: dataset, split"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_mistakes_are_one_line_config_errors(args, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(PretrainConfig, args)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_file_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\nbatch_size: [1,\n")
+    with pytest.raises(ConfigError, match=rf"config file {bad} line 3 is not valid YAML"):
+        parse_config(PretrainConfig, ["--config", str(bad)])
+    bad.write_text("batch_size: [1]\n")
+    with pytest.raises(ConfigError, match=r"--batch_size expects int, got \[1\]"):
+        parse_config(PretrainConfig, ["--config", str(bad)])
+    bad.write_text("queue_size: 10\n")
+    with pytest.raises(ConfigError, match=rf"unknown config key 'queue_size' in {bad}"):
+        parse_config(PretrainConfig, ["--config", str(bad)])
+
+
+def test_help_lists_every_key_with_its_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(PretrainConfig, ["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(PretrainConfig):
+        assert f"--{f.name}" in text, f.name
+    assert "default: 256" in text and "{random,pool,greedy}" in text
+
+
+def test_probe_config_requires_a_model_and_push_alone_means_the_models_repo():
+    with pytest.raises(ConfigError, match="--model is required"):
+        parse_config(ProbeConfig, [])
+    assert parse_config(ProbeConfig, ["--model=x", "--push"]).push == "model"
+    assert parse_config(ProbeConfig, ["--model=x", "--push=org/y"]).push == "org/y"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_parses_and_builds_its_loss(path):
+    cfg = parse_config(PretrainConfig, ["--config", str(path)])
+    assert cfg.output_dir.endswith(path.stem)
+    create_loss(cfg.loss, dim=cfg.proj_dim, dataset_size=60_000, temperature=cfg.temperature, **cfg.loss_kwargs)
