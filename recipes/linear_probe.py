@@ -104,12 +104,13 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
     data_cfg = model.data_config
     preprocessing = dict(image_size=data_cfg["input_size"][-1], mean=data_cfg["mean"], std=data_cfg["std"],
                          interpolation=data_cfg["interpolation"], image_column=cfg.image_column)
-    loaders = {}
-    for split, limit in ((cfg.train_split, cfg.max_train_samples), (cfg.test_split, cfg.max_test_samples)):
-        loaders[split] = (lambda split=split, limit=limit: eval_loader(
+    loaders = {}  # by role: train and test may be the same split with different caps
+    for role, split, limit in (("train", cfg.train_split, cfg.max_train_samples),
+                               ("test", cfg.test_split, cfg.max_test_samples)):
+        loaders[role] = (lambda split=split, limit=limit: eval_loader(
             dataset, split, **preprocessing, label_column=cfg.label_column, batch_size=cfg.batch_size,
             max_samples=limit))
-        loaders[split]()  # opens the split: a missing split or label column fails here
+        loaders[role]()  # opens the split: a missing split or label column fails here
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 
 
@@ -117,11 +118,11 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
     """Features of both splits (the model's, or raw pixels with ``model=None``), then the linear (and kNN) probe."""
     t0 = time.perf_counter()
     feats = {}
-    for split in (cfg.train_split, cfg.test_split):
-        batches = tqdm(probe_data["loaders"][split](), desc=f"{name}: {split} features", unit="batch", leave=False)
-        feats[split] = (raw_pixel_features(batches) if model is None
-                        else extract_features(model, batches, device=device))
-    (train_f, train_y), (test_f, test_y) = feats[cfg.train_split], feats[cfg.test_split]
+    for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
+        batches = tqdm(probe_data["loaders"][role](), desc=f"{name}: {split} features", unit="batch", leave=False)
+        feats[role] = (raw_pixel_features(batches) if model is None
+                       else extract_features(model, batches, device=device))
+    (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
     t_feat = time.perf_counter() - t0
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)
     result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed)

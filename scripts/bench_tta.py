@@ -18,8 +18,8 @@ against steps: per arm the mean over seeds and a min-max band; on the wall-clock
 mean ``train_seconds`` at that step), ``tta.md`` (the table, also printed) and ``tta.json`` (settings, target, every
 run's logged curve, linear probe and time-to-target). Run one after another in this process, the timed runs follow a
 short throw-away run (``--untimed_warmup`` steps), so that no arm pays the process's one-time set-up in its
-seconds; with ``--parallel`` every run is a fresh process and pays its own. Runs go to ``--runs_dir/ARM/seedS`` (``--reuse`` keeps a
-finished one instead of training it again).
+seconds; with ``--parallel`` every run is a fresh process and pays its own. Runs go to ``--runs_dir/ARM/seedS``
+(``--reuse`` keeps a finished one instead of training it again).
 
 Any other ``--key=value`` (or ``--key value``) goes to every pretrain run, e.g. ``--backbone``, ``--image_size``,
 ``--batch_size``, ``--dataset``, ``--augment``, ``--max_train_samples``, ``--lr``, ``--warmup_steps``. The arms'
