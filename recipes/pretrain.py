@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from spectral_ssl import data, hub, run_folder, transforms
 from spectral_ssl.batching import BatchSelector, CandidatePool, resolve_target
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config
-from spectral_ssl.diagnostics import batch_diagnostics
+from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot
 from spectral_ssl.losses import create_loss
 from spectral_ssl.model import SpectralSSL
 from spectral_ssl.momentum import cosine_momentum, update_momentum
@@ -265,7 +265,7 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
             "time_to_accuracy": run.state.time_to_accuracy, "train_seconds": round(run.state.train_seconds, 2),
             "config": config_dict(cfg),
         }
-        hub.write_training_plot(metrics, out / hub.PLOT_NAME)  # R_eff (chosen vs random) + band, shown in the card
+        write_training_plot(metrics, out / hub.PLOT_NAME)  # R_eff (chosen vs random) + band, shown in the card
         final.save_pretrained(out)
         accelerator.print(f"export written to {out} (R_eff of the backbone's features on {cfg.eval_split}: "
                           f"{final.metadata['effective_rank']['value']:.2f} / {features.shape[1]})")

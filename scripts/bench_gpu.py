@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from demo import load_script
 from timing import device_name, simclr_step, timed
 
 from spectral_ssl.batching import greedy_select
@@ -62,11 +61,7 @@ TARGETS = {"model_ratio": 0.8, "greedy_zca_ratio": 0.9, "kernel_ms": 1.0}
 
 def load_recipe(name: str):
     """``recipes/<name>.py`` as a module (the recipes are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "recipes" / f"{name}.py")
 
 
 def synthetic_folder(folder: Path, rows: int, distinct: int = 4096, shards: int = 8) -> Path:

@@ -15,15 +15,14 @@ batched augmentations on the training device.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from demo import load_script
 from timing import device_name
 
 from spectral_ssl import data, transforms
@@ -51,10 +50,7 @@ def loader_img_per_s(dataset: str, on: str, batches: int, batch_size: int = 256)
 
 
 def recipe_img_per_s(on: str, steps: int, dataset: str) -> float:
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", ROOT / "recipes" / "pretrain.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe
-    spec.loader.exec_module(recipe)
+    recipe = load_script(ROOT / "recipes" / "pretrain.py")
     with tempfile.TemporaryDirectory() as tmp:
         out = recipe.main(["--config", str(CONFIG), f"--dataset={dataset}", f"--output_dir={tmp}/run",
                            f"--max_steps={steps}", "--log_every=4", "--save_every=null", "--reff_samples=256",

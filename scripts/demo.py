@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"
+PROBE_TRAIN, PROBE_TEST = 10_000, 2_000  # probe subset (the same images for the model and both baselines)
 
 
 def load_script(path: Path):
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     out = pretrain.main(["--config", str(CONFIG), "--overwrite_output_dir=true", *argv])
     times["pretrain"] = time.perf_counter() - t
     t = time.perf_counter()
-    res = probe.main(["--model", str(out), "--compare_random_init", "--compare_raw_pixels"])
+    res = probe.main(["--model", str(out), "--compare_random_init", "--compare_raw_pixels",
+                      f"--max_train_samples={PROBE_TRAIN}", f"--max_test_samples={PROBE_TEST}"])
     times["linear probes"] = time.perf_counter() - t
 
     from spectral_ssl import SpectralSSL
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + "=" * 78)
     print(f"Fashion-MNIST, {meta['config']['backbone']}, {meta['loss']}, {meta['steps']} steps "
           f"(batch {meta['global_batch']}, {meta['epochs']} epochs)")
+    print(f"  linear probe on {PROBE_TRAIN} train / {PROBE_TEST} test images, top-1")
     print(f"  linear-probe top-1  pretrained: {pre['top1']:.2f} %   fair random init: {rnd['top1']:.2f} %   "
           f"raw pixels: {raw['top1']:.2f} %")
     print(f"  gain over the best baseline: {pre['top1'] - max(rnd['top1'], raw['top1']):+.2f} points")

@@ -7,6 +7,10 @@ across losses, unlike the losses' own values (docs/method.md, §Band and §Losse
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -49,3 +53,40 @@ def batch_diagnostics(z1: torch.Tensor, z2: torch.Tensor, temperature: float, *,
             **{f"band_{k}": v for k, v in band.summary().items()},
             "cos_views": float((z1 * z2).sum(1).mean()),
             "ntxent": float(InfoNCELoss(monitor_temperature)(z1, z2))}
+
+
+def write_training_plot(metrics: str | Path | list[dict[str, Any]], png_path: str | Path) -> Path | None:
+    """Plot R_eff (with the chosen vs random batches' R_eff when selection logged them) and the gradient band over
+    training, from a recipe's ``metrics.jsonl`` or its rows; None without rows."""
+    if isinstance(metrics, (str, Path)):
+        lines = Path(metrics).read_text().splitlines() if Path(metrics).is_file() else []
+        metrics = [json.loads(line) for line in lines if line.strip()]
+    rows = [row for row in metrics if "step" in row and "reff_cov" in row and "band_measured_mean" in row]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    left.plot(steps, [r["reff_cov"] for r in rows], label="R_eff (cov)")
+    if all("reff_rankme" in r for r in rows):
+        left.plot(steps, [r["reff_rankme"] for r in rows], label="RankMe")
+    chosen = [r for r in rows if "sel_reff_chosen" in r]
+    if chosen:
+        left.plot([r["step"] for r in chosen], [r["sel_reff_chosen"] for r in chosen], "--", label="chosen batch")
+        left.plot([r["step"] for r in chosen], [r["sel_reff_random"] for r in chosen], ":", label="random batch")
+    left.set(xlabel="step", ylabel="effective rank of the projections", title="Batch spectrum")
+    left.legend()
+    lower, upper = [r["band_lower_mean"] for r in rows], [r["band_upper_mean"] for r in rows]
+    right.fill_between(steps, lower, upper, alpha=0.25, label="band (lower-upper, batch mean)")
+    right.plot(steps, [r["band_measured_mean"] for r in rows], label="measured ||g||^2 (batch mean)")
+    containment = sum(r.get("band_containment", 0.0) for r in rows) / len(rows)
+    right.set(xlabel="step", ylabel="squared gradient norm", yscale="log",
+              title=f"Gradient-norm band (containment {100 * containment:.1f} %)")
+    right.legend()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return Path(png_path)

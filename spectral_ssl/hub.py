@@ -150,8 +150,17 @@ def read_export(directory: str | Path) -> tuple[dict[str, Any], StateDict, State
     if "architecture" not in config:
         raise ValueError(f"{config_path} has no 'architecture' key; it is not a timm-format config.")
     projector_path = directory / PROJECTOR_NAME
-    projector = load_file(projector_path) if projector_path.is_file() else None
-    return config, load_file(weights_path), projector
+    projector = _load_weights(projector_path) if projector_path.is_file() else None
+    return config, _load_weights(weights_path), projector
+
+
+def _load_weights(path: Path) -> StateDict:
+    """A safetensors file, or a ValueError naming it when it is truncated or corrupted."""
+    try:
+        return load_file(path)
+    except Exception as e:  # noqa: BLE001  (safetensors raises its own SafetensorError for a bad header or body)
+        raise ValueError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); download or export it again"
+                         ) from None
 
 
 def effective_rank_record(features: torch.Tensor, split: str) -> dict[str, Any]:
@@ -186,43 +195,6 @@ def require_token() -> str:
 
 def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
-
-
-def write_training_plot(metrics: str | Path | list[dict[str, Any]], png_path: str | Path) -> Path | None:
-    """Plot R_eff (with the chosen vs random batches' R_eff when selection logged them) and the gradient band over
-    training, from a recipe's ``metrics.jsonl`` or its rows; None without rows."""
-    if isinstance(metrics, (str, Path)):
-        lines = Path(metrics).read_text().splitlines() if Path(metrics).is_file() else []
-        metrics = [json.loads(line) for line in lines if line.strip()]
-    rows = [row for row in metrics if "step" in row and "reff_cov" in row and "band_measured_mean" in row]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    left.plot(steps, [r["reff_cov"] for r in rows], label="R_eff (cov)")
-    if all("reff_rankme" in r for r in rows):
-        left.plot(steps, [r["reff_rankme"] for r in rows], label="RankMe")
-    chosen = [r for r in rows if "sel_reff_chosen" in r]
-    if chosen:
-        left.plot([r["step"] for r in chosen], [r["sel_reff_chosen"] for r in chosen], "--", label="chosen batch")
-        left.plot([r["step"] for r in chosen], [r["sel_reff_random"] for r in chosen], ":", label="random batch")
-    left.set(xlabel="step", ylabel="effective rank of the projections", title="Batch spectrum")
-    left.legend()
-    lower, upper = [r["band_lower_mean"] for r in rows], [r["band_upper_mean"] for r in rows]
-    right.fill_between(steps, lower, upper, alpha=0.25, label="band (lower-upper, batch mean)")
-    right.plot(steps, [r["band_measured_mean"] for r in rows], label="measured ||g||^2 (batch mean)")
-    containment = sum(r.get("band_containment", 0.0) for r in rows) / len(rows)
-    right.set(xlabel="step", ylabel="squared gradient norm", yscale="log",
-              title=f"Gradient-norm band (containment {100 * containment:.1f} %)")
-    right.legend()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return Path(png_path)
 
 
 def render_card(config: dict[str, Any], repo_id: str | None = None, template_path: str | Path | None = None,

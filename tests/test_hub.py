@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from spectral_ssl import SpectralSSL, hub
+from spectral_ssl import SpectralSSL, diagnostics, hub
 
 
 @pytest.fixture()
@@ -68,8 +68,21 @@ def test_training_plot_from_metrics_and_none_without_rows(tmp_path):
     rows = [{"step": s, "reff_cov": 10.0 + s, "reff_rankme": 20.0, "band_measured_mean": 2.0, "band_lower_mean": 1.0,
              "band_upper_mean": 5.0, "band_containment": 1.0} for s in (10, 20, 30)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    png = hub.write_training_plot(tmp_path / "metrics.jsonl", tmp_path / "plot.png")
+    png = diagnostics.write_training_plot(tmp_path / "metrics.jsonl", tmp_path / "plot.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
     (tmp_path / "empty.jsonl").write_text('{"step": 1}\n')
-    assert hub.write_training_plot(tmp_path / "empty.jsonl", tmp_path / "none.png") is None
-    assert hub.write_training_plot(tmp_path / "missing.jsonl", tmp_path / "none.png") is None
+    assert diagnostics.write_training_plot(tmp_path / "empty.jsonl", tmp_path / "none.png") is None
+    assert diagnostics.write_training_plot(tmp_path / "missing.jsonl", tmp_path / "none.png") is None
+
+
+def test_truncated_weights_are_named_in_one_line(tmp_path):
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.save_pretrained(tmp_path)
+    for name in ("projector.safetensors", "model.safetensors"):
+        path = tmp_path / name
+        good = path.read_bytes()
+        path.write_bytes(good[:100])
+        with pytest.raises(ValueError, match=rf"{name} is truncated or corrupted"):
+            SpectralSSL.from_pretrained(tmp_path)
+        path.write_bytes(good)
+    assert all(oct((tmp_path / n).stat().st_mode)[-3:] == "644" for n in ("model.safetensors", "config.json"))
