@@ -118,7 +118,7 @@ def load_images(
         if "split" in str(e).lower():
             raise ValueError(f"split {split!r} not found in {dataset!r} ({e}); pass an existing split.") from e
         raise
-    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as e:
+    except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise FileNotFoundError(f"dataset {dataset!r} not found: neither a local folder nor a reachable Hub dataset "
                                 f"({type(e).__name__}: {e}).") from e
     columns = _columns(ds)
