@@ -93,7 +93,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                      label_column=cfg.label_column if cfg.probe_every else None)
     rows = train_data.num_rows if cfg.max_train_samples is None else min(train_data.num_rows or cfg.max_train_samples,
                                                                          cfg.max_train_samples)
-    steps_per_epoch = rows // (cfg.batch_size * world) if rows else None
+    steps_per_epoch = rows // (cfg.batch_size * world) if rows is not None else None
     if steps_per_epoch == 0:
         raise ValueError(f"{rows} training rows cannot fill one global batch of {cfg.batch_size * world}; lower "
                          "--batch_size")
