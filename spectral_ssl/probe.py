@@ -192,7 +192,7 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
     return torch.cat(feats), torch.cat(labels)
 
 
-def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpolation: str = "bilinear",
+def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpolation: str | None = None,
                 image_column: str = "image", label_column: str | None = "label", batch_size: int = 256,
                 max_samples: int | None = None, skip_corrupt: bool = False, seed: int = 0,
                 shuffle: bool = False) -> Iterable[dict]:
@@ -201,7 +201,8 @@ def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpo
     from spectral_ssl import data
 
     images = data.load_images(dataset, split, streaming=True, image_column=image_column, label_column=label_column)
-    transform = data.EvalTransform(image_size, mean=mean, std=std, interpolation=interpolation)
+    transform = data.EvalTransform(image_size, mean=mean, std=std,
+                                   interpolation=interpolation or data.EVAL_INTERPOLATION)
     return data.make_loader(images, transform, batch_size=batch_size, shuffle=shuffle, drop_last=False,
                             collate="eval", skip_corrupt=skip_corrupt, max_samples=max_samples, seed=seed)
 
