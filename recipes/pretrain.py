@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from spectral_ssl import data, hub, run_folder, transforms
+from spectral_ssl import data, decoded_split, hub, run_folder, transforms
 from spectral_ssl.batching import BatchSelector, CandidatePool, resolve_target
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot
@@ -128,11 +128,20 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + pool.epoch * 7_919 + int(batch["idx"].sum()))
         return {"views": augment(batch.pop("image").to(device, non_blocking=True), generator), **batch}
 
-    loaders = data.EpochLoader(train_data, transform, cfg.batch_size, collate="eval" if on_device else "views",
-                               seed=cfg.seed, rank=accelerator.process_index, world_size=world,
-                               shuffle_buffer=cfg.shuffle_buffer, num_workers=cfg.num_workers,
-                               skip_corrupt=cfg.skip_corrupt, max_samples=cfg.max_train_samples,
-                               pin_memory=device.type == "cuda")
+    cache_on = decoded_split.cache_device(cfg.cache_decoded, augment_on_device=on_device, rows=rows,
+                                          image_size=cfg.image_size, device=device)
+    if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor
+        cached = decoded_split.DecodedSplit.decode(train_data, cfg.image_size, device=cache_on,
+                                                   num_workers=cfg.num_workers, skip_corrupt=cfg.skip_corrupt,
+                                                   max_rows=cfg.max_train_samples)
+        loaders = decoded_split.DecodedEpochLoader(cached, cfg.batch_size, seed=cfg.seed,
+                                                   rank=accelerator.process_index, world_size=world)
+    else:
+        loaders = data.EpochLoader(train_data, transform, cfg.batch_size, collate="eval" if on_device else "views",
+                                   seed=cfg.seed, rank=accelerator.process_index, world_size=world,
+                                   shuffle_buffer=cfg.shuffle_buffer, num_workers=cfg.num_workers,
+                                   skip_corrupt=cfg.skip_corrupt, max_samples=cfg.max_train_samples,
+                                   pin_memory=device.type == "cuda")
     pool = CandidatePool(loaders, selector.pool_size, prepare=prepare if on_device else None)
 
     optimizer_groups = model.parameter_groups(cfg.weight_decay, extra=loss_fn)  # + BYOL/SimSiam predictor
@@ -147,12 +156,17 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
         if obj is not None:  # counters, pool position, selection cache, loss state (queue, u, ...), EMA, whitening
             accelerator.register_for_checkpointing(obj)
     folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint when resuming
+    cache_note = ""
+    if cache_on is not None:  # the decode pass is training time
+        state.train_seconds += cached.seconds
+        cache_note = (f", decoded once into {cache_on.type} memory ({len(cached)} rows, "
+                      f"{cached.images.numel() / 2**20:.0f} MB, {cached.seconds:.0f} s)")
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     accelerator.print(f"pretrain: {cfg.dataset} [{cfg.split}] {rows or 'unknown'} rows, "
                       f"{steps_per_epoch or '?'} steps/epoch, {total} steps, global batch {cfg.batch_size * world} "
                       f"({world} process{'es' * (world > 1)}), {cfg.backbone} on {device.type} "
                       f"({accelerator.mixed_precision}), loss {cfg.loss}, selection {cfg.selection}, augment "
-                      f"{cfg.augment} on {'device' if on_device else 'loader'} -> {cfg.output_dir}")
+                      f"{cfg.augment} on {'device' if on_device else 'loader'}{cache_note} -> {cfg.output_dir}")
     return SimpleNamespace(model=model, loss_fn=loss_fn, method=method, target=target, whiten=whiten,
                            selector=selector, pool=pool, optimizer=optimizer, state=state, folder=folder,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,

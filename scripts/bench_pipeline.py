@@ -1,14 +1,16 @@
-"""The input pipeline before and after, side by side in one run: loader-side PIL augmentations vs uint8 decoding +
-batched augmentations on the training device.
+"""The input pipeline before and after, side by side in one run: loader-side PIL augmentations, uint8 decoding +
+batched augmentations on the training device, and the decoded split cached once (no decoding after the first pass).
 
     python scripts/bench_pipeline.py [--dataset data/fashion_mnist] [--repeats 5] [--steps 12] [--batches 8]
 
-(a) loader img/s: this rank's stream of Fashion-MNIST train, ``--batches`` batches of 256, either
-    ``TwoViewTransform`` per sample in the loader (``augment_on=loader``, what every run used before) or
-    ``Uint8Transform`` in the loader then ``DeviceAugment`` on the batch (``augment_on=device``), both with
-    ``num_workers=0`` (the demo's setting; a worker pool only moves the same work to other cores);
-(b) the recipe end to end (``recipes/pretrain.py`` with the demo config, ``--max_steps`` steps, img/s from
-    metrics.jsonl, the first logged interval dropped as warm-up) with ``--augment_on=loader`` and ``=device``,
+(a) loader img/s: this rank's stream of Fashion-MNIST train, ``--batches`` batches of 256, three ways:
+    ``loader``: ``TwoViewTransform`` per sample in the loader (``augment_on=loader``, what every run used before);
+    ``device``: ``Uint8Transform`` in the loader, then ``DeviceAugment`` on the batch (``cache_decoded=off``);
+    ``cached``: batches gathered from a ``DecodedSplit`` (decoded once, before timing; the one-off decode time is
+    reported beside it), then ``DeviceAugment`` (``cache_decoded=ram``, the CPU default);
+    all with ``num_workers=0`` (the demo's setting; a worker pool only moves the same work to other cores);
+(b) the recipe end to end (``recipes/pretrain.py`` with the demo config, i.e. ``make demo``'s pretrain, ``--steps``
+    steps, img/s from metrics.jsonl, the first logged interval dropped as warm-up) the same three ways,
     alternating, ``--repeats`` times each. Prints medians, the spread and the ratios; writes ``--output`` JSON.
 """
 
@@ -25,28 +27,41 @@ import torch
 from demo import load_script
 from timing import device_name
 
-from spectral_ssl import data, transforms
+from spectral_ssl import data, decoded_split, transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"
 MEAN, STD = (0.286,) * 3, (0.353,) * 3
 
 
-def loader_img_per_s(dataset: str, on: str, batches: int, batch_size: int = 256) -> float:
+ARMS = {  # name -> recipe arguments
+    "loader": ["--augment_on=loader", "--cache_decoded=off"],
+    "device": ["--augment_on=device", "--cache_decoded=off"],
+    "cached": ["--augment_on=device", "--cache_decoded=ram"],
+}
+
+
+def loader_img_per_s(dataset: str, on: str, batches: int, batch_size: int = 256) -> tuple[float, float]:
+    """Images per second of ``batches`` batches the ``on`` way, and the one-off decode seconds (cached only)."""
     images = data.load_images(dataset, "train", streaming=True, label_column=None)
-    if on == "loader":
-        transform, collate = transforms.TwoViewTransform(32, mean=MEAN, std=STD), "views"
-    else:
-        transform, collate = data.Uint8Transform(32), "eval"
     augment = transforms.DeviceAugment(32, mean=MEAN, std=STD)
-    loader = iter(data.make_loader(images, transform, batch_size=batch_size, collate=collate, seed=0))
+    decode_s = 0.0
+    if on == "cached":
+        split = decoded_split.DecodedSplit.decode(images, 32)
+        decode_s = split.seconds
+        loader = iter(decoded_split.DecodedEpochLoader(split, batch_size, seed=0)(0))
+    elif on == "loader":
+        loader = iter(data.make_loader(images, transforms.TwoViewTransform(32, mean=MEAN, std=STD),
+                                       batch_size=batch_size, collate="views", seed=0))
+    else:
+        loader = iter(data.make_loader(images, data.Uint8Transform(32), batch_size=batch_size, collate="eval", seed=0))
     next(loader)  # opening the stream is not part of the rate
     start = time.perf_counter()
     for i in range(batches):
         batch = next(loader)
-        if on == "device":
+        if on != "loader":
             augment(batch["image"], torch.Generator().manual_seed(i))
-    return batches * batch_size / (time.perf_counter() - start)
+    return batches * batch_size / (time.perf_counter() - start), decode_s
 
 
 def recipe_img_per_s(on: str, steps: int, dataset: str) -> float:
@@ -54,7 +69,7 @@ def recipe_img_per_s(on: str, steps: int, dataset: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = recipe.main(["--config", str(CONFIG), f"--dataset={dataset}", f"--output_dir={tmp}/run",
                            f"--max_steps={steps}", "--log_every=4", "--save_every=null", "--reff_samples=256",
-                           f"--augment_on={on}"])
+                           *ARMS[on]])
         rates = [json.loads(line)["img_per_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     return statistics.median(rates[1:] or rates)
 
@@ -73,21 +88,29 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output", default="bench_pipeline.json")
     args = p.parse_args(argv)
     results: dict = {"device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
-                     "loader": {"loader": [], "device": []}, "recipe": {"loader": [], "device": []}}
+                     "loader": {on: [] for on in ARMS}, "recipe": {on: [] for on in ARMS}, "decode_s": []}
     for _ in range(args.repeats):
-        for on in ("loader", "device"):
-            results["loader"][on].append(loader_img_per_s(args.dataset, on, args.batches))
+        for on in ARMS:
+            rate, decode_s = loader_img_per_s(args.dataset, on, args.batches)
+            results["loader"][on].append(rate)
+            if on == "cached":
+                results["decode_s"].append(decode_s)
     if not args.skip_recipe:
         for _ in range(args.repeats):
-            for on in ("loader", "device"):
+            for on in ARMS:
                 results["recipe"][on].append(recipe_img_per_s(on, args.steps, args.dataset))
     print(f"device: {results['device']}; torch {torch.__version__}, {results['threads']} threads")
-    for part, label in (("loader", "(a) input pipeline"), ("recipe", "(b) recipe end to end (resnet18, batch 256)")):
+    labels = {"loader": "augment_on=loader (before)", "device": "augment_on=device, not cached",
+              "cached": "augment_on=device, cached (after)"}
+    for part, label in (("loader", "(a) input pipeline"), ("recipe", "(b) recipe end to end (make demo's pretrain)")):
         if not results[part]["loader"]:
             continue
-        before, after = results[part]["loader"], results[part]["device"]
-        print(f"{label}\n  augment_on=loader (before): {summary(before)}\n  augment_on=device (after):  "
-              f"{summary(after)}\n  after / before: {statistics.median(after) / statistics.median(before):.2f}x")
+        before = statistics.median(results[part]["loader"])
+        print(label)
+        for on in ARMS:
+            print(f"  {labels[on]:32s} {summary(results[part][on])}  "
+                  f"{statistics.median(results[part][on]) / before:.2f}x before")
+    print(f"one-off decode of the split into the cache: {statistics.median(results['decode_s']):.1f} s (median)")
     Path(args.output).write_text(json.dumps(results, indent=2))
     return results
 

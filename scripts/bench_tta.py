@@ -73,7 +73,7 @@ RESERVED = {"selection", "whitening", "seed", "output_dir", "resume", "overwrite
 PRETRAIN_DEFAULTS = {"dataset": "data/fashion_mnist", "backbone": "resnet18", "image_size": "32",
                      "batch_size": "256", "max_train_samples": "6000", "save_every": "null", "reff_samples": "1000"}
 CURVE_KEYS = ("step", "epoch", "train_seconds", "img_per_s", "loss", "reff_cov", "knn_top1", "sel_reff_chosen",
-              "sel_reff_random")
+              "sel_reff_random", "band_measured_mean", "band_lower_mean", "band_upper_mean", "band_containment")
 
 
 def parse_passthrough(tokens: list[str]) -> dict[str, str]:
@@ -340,6 +340,43 @@ def plot(runs: dict[str, list[dict]], summary: dict, out_dir: Path) -> list[Path
     return paths
 
 
+def band_plot(runs: dict[str, list[dict]], out_dir: Path) -> Path | None:
+    """The gradient-norm band's tightness along training: per arm (mean over seeds) the batch-mean measured squared
+    gradient norm over the upper bound and the lower bound over the measured one (1 = the bound is exact)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (upper, lower) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    drawn = False
+    for arm, rs in runs.items():
+        curves = [[p for p in r["curve"] if "band_measured_mean" in p] for r in rs]
+        n = min((len(c) for c in curves), default=0)
+        if n == 0:
+            continue
+        steps = [curves[0][i]["step"] for i in range(n)]
+        for ax, ratio in ((upper, lambda p: p["band_measured_mean"] / p["band_upper_mean"]),
+                          (lower, lambda p: p["band_lower_mean"] / p["band_measured_mean"])):
+            ax.plot(steps, [statistics.fmean(ratio(c[i]) for c in curves) for i in range(n)], marker="o", ms=3,
+                    label=ARMS[arm][0])
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    upper.set(xlabel="step", ylabel="measured / upper bound", title="Upper bound: how much it over-estimates",
+              yscale="log")
+    lower.set(xlabel="step", ylabel="lower bound / measured", title="Lower bound: how much it under-estimates",
+              yscale="log")
+    for ax in (upper, lower):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = out_dir / "tta_band.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, passthrough = parse_args(argv)
     start = time.perf_counter()
@@ -354,6 +391,8 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot(runs, summary, out_dir)
+    band = band_plot(runs, out_dir)
+    plots += [band] if band is not None else []
     (out_dir / "tta.md").write_text(md + "\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
     result = {"settings": {**vars(args), "pretrain": passthrough, "pretrain_defaults": PRETRAIN_DEFAULTS,
                            "device": device, "wall_seconds": round(time.perf_counter() - start, 1)},

@@ -222,7 +222,9 @@ class PretrainConfig:
     streaming: bool = arg(True, "stream the data (IterableDataset) instead of loading it map-style")
     shuffle_buffer: int = arg(10_000, "rows in the streaming shuffle buffer")
     num_workers: int = arg(0, "DataLoader workers decoding images (exact mid-epoch resume needs 0)")
-    max_train_samples: int | None = arg(None, "cap on the rows read per epoch (quick runs); null = the whole split")
+    max_train_samples: int | None = arg(None, "cap on the rows per epoch (quick runs): with the decoded cache the "
+                                        "split's first N rows every epoch, streamed the first N of each epoch's "
+                                        "shuffled stream; null = the whole split")
     skip_corrupt: bool = arg(False, "skip undecodable images (counted in metrics and the card) instead of stopping")
     image_size: int = arg(32, "training and export resolution (pixels, square)")
     mean: list[float] = arg([0.485, 0.456, 0.406], "per-channel normalisation mean (3 values)")
@@ -234,6 +236,10 @@ class PretrainConfig:
     augment_on: Literal["auto", "loader", "device"] = arg(
         "auto", "where augmentations run: loader (PIL, per sample, in DataLoader workers) or device (batched on the "
         "training device); auto = device")
+    cache_decoded: Literal["auto", "off", "ram", "device"] = arg(
+        "auto", "keep the decoded split as one uint8 tensor reused every epoch (needs augment_on=device): ram, "
+        "device (the training device's memory) or off; auto = device on a GPU, ram on the CPU, when the split's "
+        "length is known and it fits in 4 GiB (spectral_ssl.decoded_split)")
     # model
     backbone: str = arg("resnet18", "any timm model name (created with num_classes=0)")
     backbone_kwargs: dict = arg({}, "extra timm.create_model arguments, e.g. {in_chans: 1}")
@@ -315,6 +321,9 @@ class PretrainConfig:
         require(self.whitening == "none" or self.batch_size > self.proj_dim, "whitening",
                 f"needs batch_size > proj_dim (got {self.batch_size} <= {self.proj_dim}); raise --batch_size or "
                 "lower --proj_dim")
+        require(self.cache_decoded in ("auto", "off") or self.augment_on != "loader", "cache_decoded",
+                f"set to {self.cache_decoded!r} needs --augment_on=device (the cache holds unaugmented uint8 images); "
+                "pass --cache_decoded=off with --augment_on=loader")
         require(self.target_accuracy is None or (self.probe_every and self.label_column), "target_accuracy",
                 "needs --probe_every (the online probe measures it) and a --label_column")
         require(self.target_accuracy is None or 0 < self.target_accuracy <= 100, "target_accuracy",

@@ -296,15 +296,13 @@ class _Stream(IterableDataset):
                                                                                skip_corrupt)
         self.corrupt: list[int] = []
 
-    def _rank_rows(self) -> Iterator[dict]:
-        """Undecoded rows of this rank, in this epoch's order."""
+    def _rank_stream(self) -> Iterable[dict]:
+        """Undecoded rows of this rank, in this epoch's order (a datasets stream, or a generator)."""
         ds = self.ds
         if isinstance(ds, datasets.Dataset):
             order = (torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
                      if self.shuffle else torch.arange(len(ds)))
-            for i in order[self.rank::self.world].tolist():
-                yield ds[i]
-            return
+            return (ds[i] for i in order[self.rank::self.world].tolist())
         if not self.data.native_order:
             if self.shuffle:  # shard order + buffer; one input shard at a time: datasets 5.2's multi-shard
                 # interleaving stalls 5 s at the end of every epoch (seen here)
@@ -312,8 +310,10 @@ class _Stream(IterableDataset):
             if self.world > 1:
                 ds = split_dataset_by_node(ds, rank=self.rank, world_size=self.world)
             ds.set_epoch(self.epoch)
-            yield from ds
-            return
+            return ds
+        return self._native_rows(ds)
+
+    def _native_rows(self, ds: datasets.IterableDataset) -> Iterator[dict]:
         rows = (row for i, row in enumerate(ds) if i % self.world == self.rank)  # idx = stream position: keep order
         if not self.shuffle:
             yield from rows
@@ -329,14 +329,19 @@ class _Stream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        # Inside DataLoader workers, a datasets IterableDataset already hands each worker its own shards; only
-        # map-style rows need splitting here. Positions, skip and limit are then per worker (approximate resume).
-        presharded = workers > 1 and isinstance(self.ds, datasets.IterableDataset)
+        rows = self._rank_stream()
+        # Inside DataLoader workers a datasets stream hands each worker its own shards, and leaves the workers
+        # with id >= num_shards idle: with fewer shards than workers every worker reads the whole (cheap,
+        # undecoded) stream instead and decodes every workers-th row. Shard-split positions (skip, limit) are per
+        # worker (approximate resume; exact resume needs num_workers=0).
+        presharded = (workers > 1 and isinstance(rows, datasets.IterableDataset) and rows.num_shards >= workers)
+        if workers > 1 and isinstance(rows, datasets.IterableDataset) and not presharded:
+            rows = _unsplit(rows)
         skip, limit = self.skip, self.limit
         if presharded:
             skip, limit = skip // workers, None if limit is None else limit // workers
         skipped = 0  # undecodable rows since the last yielded sample (summed per batch by the collate functions)
-        for position, row in enumerate(self._rank_rows()):
+        for position, row in enumerate(rows):
             if limit is not None and position >= limit:
                 return
             if position < skip or (not presharded and position % workers != worker):
@@ -363,6 +368,14 @@ class _Stream(IterableDataset):
             else:
                 sample["image"] = self.transform(image)
             yield sample
+
+
+def _unsplit(ds: datasets.IterableDataset, chunk: int = 256) -> Iterator[dict]:
+    """Every row of ``ds``, even inside a DataLoader worker (``IterableDataset.iter`` does not split by worker)."""
+    for batch in ds.iter(batch_size=chunk):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns)):
+            yield dict(zip(columns, values))
 
 
 class _Batches:

@@ -102,7 +102,7 @@ def test_two_arms_two_seeds_end_to_end(bench, tmp_path, capsys):
             "--backbone=test_resnet", "--proj_hidden_dim=32", "--proj_dim=16", "--batch_size=16", "--reff_samples=32",
             "--shuffle_buffer=64", "--lr=0.01"]
     result = bench.main(argv)
-    for name in ("tta_wallclock.png", "tta_steps.png"):
+    for name in ("tta_wallclock.png", "tta_steps.png", "tta_band.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     md = (out / "tta.md").read_text()
     assert md.split("![")[0].strip() in capsys.readouterr().out
@@ -119,6 +119,7 @@ def test_two_arms_two_seeds_end_to_end(bench, tmp_path, capsys):
             probes = [p for p in run["curve"] if "knn_top1" in p]
             assert [p["step"] for p in probes] == [2, 4]
             assert probes[0]["train_seconds"] < probes[1]["train_seconds"]
+            assert all(p["band_lower_mean"] <= p["band_measured_mean"] <= p["band_upper_mean"] for p in probes)
             assert 0 <= run["linear_top1"] <= 100
             hit = next((p for p in probes if p["knn_top1"] >= saved["summary"]["target"]), None)
             assert run["time_to_target"] == (None if hit is None else {"step": hit["step"],

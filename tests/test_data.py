@@ -145,6 +145,32 @@ def test_workers_decode_every_sample_once(tmp_path, streaming):
     assert len(set(seen)) == len(seen) and set(seen) <= set(range(30))
 
 
+class _WorkerId:
+    """Decode-side transform that records which DataLoader worker decoded the sample."""
+
+    def __call__(self, image):
+        info = torch.utils.data.get_worker_info()
+        return torch.tensor([info.id if info else -1])
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_every_worker_decodes_when_the_stream_has_fewer_shards_than_workers(tmp_path, world_size):
+    # datasets leaves workers with id >= num_shards idle; the loader splits by example instead
+    ds_full = data.synthetic_dataset(num_rows=48, image_size=8, seed=3)
+    for k, rows in enumerate(([0, 24], [24, 48])):  # 2 shards, 3 workers
+        ds_full.select(range(*rows)).to_parquet(str(tmp_path / f"train-{k:05d}-of-00002.parquet"))
+    ds = data.load_images(str(tmp_path), "train", streaming=True)
+    seen, workers = [], []
+    for rank in range(world_size):
+        loader = data.make_loader(ds, _WorkerId(), batch_size=4, collate="eval", num_workers=3, drop_last=False,
+                                  seed=5, rank=rank, world_size=world_size)
+        batches = list(loader)
+        seen += [i for b in batches for i in b["idx"].tolist()]
+        workers.append({w for b in batches for w in b["image"].flatten().tolist()})
+    assert sorted(seen) == list(range(48))  # every row once, across ranks and workers
+    assert all(w == {0, 1, 2} for w in workers)  # no idle worker on any rank
+
+
 @pytest.mark.parametrize("mode,pixels,expected", [
     ("I;16", np.array([[0, 32768, 65535]], dtype=np.uint16), [0, 128, 255]),
     ("I", np.array([[0, 1000, 65535]], dtype=np.int32), [0, 4, 255]),

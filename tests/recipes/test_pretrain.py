@@ -1,3 +1,4 @@
+import functools
 import json
 
 import pytest
@@ -15,10 +16,10 @@ def custom_state(checkpoint):
     return merged
 
 
-def tiny_args(data, out, *extra):
+def tiny_args(data, out, *extra, cache="auto"):
     return ["--dataset", str(data), f"--output_dir={out}", "--backbone=test_resnet", "--proj_hidden_dim=32",
             "--proj_dim=16", "--batch_size=16", "--image_size=32", "--log_every=2", "--reff_samples=32",
-            "--shuffle_buffer=64", "--lr=0.01", *extra]
+            "--shuffle_buffer=64", "--lr=0.01", f"--cache_decoded={cache}", *extra]
 
 
 @pytest.mark.slow
@@ -45,9 +46,11 @@ def test_end_to_end_writes_export_metrics_and_checkpoints(pretrain, tiny_dataset
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cache", ["ram", "off"])  # epochs from the decoded cache, or decoded from the stream
+def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_dataset, tmp_path, monkeypatch, cache):
     # 96 rows / batch 16 = 6 steps per epoch: the crash after step 4 is mid-epoch, the run ends in epoch 2.
-    straight = pretrain.main(tiny_args(tiny_dataset, tmp_path / "straight", "--max_steps=8"))
+    run_args = functools.partial(tiny_args, cache=cache)
+    straight = pretrain.main(run_args(tiny_dataset, tmp_path / "straight", "--max_steps=8"))
     stopped = tmp_path / "stopped"
     real_lr_at = pretrain.lr_at
 
@@ -58,15 +61,19 @@ def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_da
 
     monkeypatch.setattr(pretrain, "lr_at", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        pretrain.main(tiny_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4"))
+        pretrain.main(run_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4"))
     monkeypatch.setattr(pretrain, "lr_at", real_lr_at)
     assert not (stopped / "model.safetensors").exists()
-    resumed = pretrain.main(tiny_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4", "--resume=true"))
+    resumed = pretrain.main(run_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4", "--resume=true"))
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 8]
+    # the two input paths draw different orders: the comparison above is not vacuous
+    other = pretrain.main(tiny_args(tiny_dataset, tmp_path / "other", "--max_steps=8",
+                                    cache="off" if cache == "ram" else "ram"))
+    assert any(not torch.equal(a[key], value) for key, value in load_file(other / "model.safetensors").items())
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero(pretrain):

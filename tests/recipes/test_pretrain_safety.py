@@ -148,6 +148,8 @@ def test_missing_eval_split_is_reported_before_training(pretrain, tmp_path):
     (["--loss=nope"], "unknown loss 'nope'"),
     (["--bogus_key=1"], "unknown config key 'bogus_key'; valid keys: dataset"),
     (["--resume=true", "--overwrite_output_dir=true"], "contradict each other"),
+    (["--augment_on=loader", "--cache_decoded=ram"], "--cache_decoded set to 'ram' needs --augment_on=device"),
+    (["--cache_decoded=disk"], "--cache_decoded expects auto | off | ram | device"),
 ])
 def test_user_mistakes_exit_with_one_line(pretrain, tiny_dataset, tmp_path, args, fragment):
     with pytest.raises(SystemExit) as e:
