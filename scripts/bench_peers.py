@@ -10,8 +10,8 @@ Three arms, each one full SimCLR training step: two views of ``--batch`` random 
 backward + AdamW (lr 1e-3); bf16 autocast on CUDA, fp32 on the CPU. All three use the same backbone
 (``timm.create_model(backbone, num_classes=0, **backbone_kwargs)``), the same projection head (Linear-BN-ReLU-Linear,
 hidden 2048 -> ``--dim``), the same temperature 0.2, the same seed and the same input tensors:
-(1) "spectral_ssl": ``spectral_ssl.SpectralSSL`` + ``spectral_ssl.losses.InfoNCELoss(0.2)`` (``timing.simclr_step``
-    with ``backbone_kwargs``);
+(1) "spectral_ssl": ``spectral_ssl.SpectralSSL`` + ``spectral_ssl.losses.InfoNCELoss(0.2)`` (``timing.train_step``,
+    the step of every benchmark here);
 (2) "plain timm + torch": a timm backbone + an ``nn.Sequential`` head + the textbook NT-Xent of ``nt_xent`` below,
     what a user writes without any SSL library;
 (3) "lightly NTXentLoss": the model of (2) with ``lightly.loss.NTXentLoss(temperature=0.2)``. lightly is optional:
@@ -48,7 +48,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
-from timing import device_name, model_arguments, synchronizer
+from timing import device_name, model_arguments, step_seconds, train_step
 from torch import nn
 
 import spectral_ssl as ssl
@@ -88,23 +88,6 @@ def plain_model(backbone: str, backbone_kwargs: dict, dim: int) -> nn.Module:
     return nn.Sequential(net, head)
 
 
-def train_step(model: nn.Module, loss_fn: Callable, x1: torch.Tensor, x2: torch.Tensor,
-               device: torch.device) -> Callable[[], None]:
-    """One SimCLR step on the views x1, x2 (forward + backward + AdamW lr 1e-3; bf16 autocast on CUDA), as a closure;
-    the body of ``timing.simclr_step``."""
-    model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(model(x1), model(x2))
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def loss_check(lightly_fn: nn.Module | None, batch: int, dim: int, device: torch.device) -> dict:
     """The three losses on the same random (batch, dim) fp32 projections, and their absolute differences."""
     g = torch.Generator().manual_seed(1)
@@ -116,21 +99,6 @@ def loss_check(lightly_fn: nn.Module | None, batch: int, dim: int, device: torch
     ours = values["spectral_ssl"]
     return {"values": values, "abs_diff_textbook": abs(values["textbook"] - ours),
             "abs_diff_lightly": None if values["lightly"] is None else abs(values["lightly"] - ours)}
-
-
-def time_round(step: Callable[[], None], steps: int, device: torch.device) -> list[float]:
-    """Seconds of each of ``steps`` steps after ``WARMUP`` warm-up steps."""
-    sync = synchronizer(device)
-    for _ in range(WARMUP):
-        step()
-    sync()
-    samples = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def report(results: dict) -> str:
@@ -204,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     for r in range(args.repeats):
         for name in measured[r % len(measured):] + measured[:r % len(measured)]:  # rotate the order every round
-            samples[name].append(time_round(steps[name], args.steps, device))
+            samples[name].append(step_seconds(steps[name], args.steps, device, warmup=WARMUP))
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(
             f"{name} {args.batch / statistics.median(samples[name][-1]):.1f} img/s" for name in measured)
               + f" ({time.perf_counter() - start:.0f} s)", flush=True)

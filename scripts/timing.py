@@ -25,10 +25,11 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median milliseconds of ``repeats`` calls after one warm-up call."""
+def step_seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` calls (GPU work included) after ``warmup`` untimed calls."""
     sync = synchronizer(device)
-    fn()
+    for _ in range(warmup):
+        fn()
     sync()
     samples = []
     for _ in range(repeats):
@@ -36,16 +37,28 @@ def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float
         fn()
         sync()
         samples.append(time.perf_counter() - start)
-    return 1000 * statistics.median(samples)
+    return samples
 
 
-def simclr_step(backbone: str, batch: int, proj_dim: int, device: torch.device, image: int = 32) -> Callable[[], None]:
-    """One SimCLR step (two views of ``batch`` images, forward + backward + AdamW; bf16 autocast on the GPU)."""
-    model = ssl.SpectralSSL(backbone, proj_hidden_dim=2048, proj_dim=proj_dim).to(device)
-    loss_fn = ssl.losses.InfoNCELoss(0.2)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median milliseconds of ``repeats`` calls after one warm-up call."""
+    return 1000 * statistics.median(step_seconds(fn, repeats, device))
+
+
+def simclr_step(backbone: str, batch: int, proj_dim: int, device: torch.device, image: int = 32,
+                backbone_kwargs: dict | None = None) -> Callable[[], None]:
+    """One SimCLR step of ``SpectralSSL`` + ``InfoNCELoss`` on two random views of ``batch`` images (``train_step``)."""
+    model = ssl.SpectralSSL(backbone, proj_hidden_dim=2048, proj_dim=proj_dim, backbone_kwargs=backbone_kwargs)
     x1 = torch.randn(batch, 3, image, image, device=device)
-    x2 = torch.randn_like(x1)
+    return train_step(model, ssl.losses.InfoNCELoss(0.2), x1, torch.randn_like(x1), device)
+
+
+def train_step(model: torch.nn.Module, loss_fn: Callable, x1: torch.Tensor, x2: torch.Tensor,
+               device: torch.device) -> Callable[[], None]:
+    """One SimCLR step on the views x1, x2 (forward + backward + AdamW lr 1e-3; bf16 autocast on the GPU), as a
+    closure."""
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

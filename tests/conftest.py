@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; hub tests point HF_ENDPOINT at a local server
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -11,6 +14,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import spectral_ssl  # noqa: E402,F401
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (registered in sys.modules, so its dataclasses resolve), imported with
+    scripts/ on sys.path: the scripts import their siblings (``timing``, ``demo``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(SCRIPTS))
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -1,27 +1,17 @@
 """scripts/bench_gpu.py end to end at a tiny CPU scale: every row measured, the JSON complete, targets pending."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).parents[1] / "scripts"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench_gpu():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling timing.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPTS / "bench_gpu.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("bench_gpu")
 
 
 def positive(value) -> bool:

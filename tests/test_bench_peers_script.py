@@ -4,28 +4,18 @@ import importlib.util
 import json
 import math
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from spectral_ssl.losses import InfoNCELoss
-
-SCRIPTS = Path(__file__).parents[1] / "scripts"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench_peers():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling timing.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_peers", SCRIPTS / "bench_peers.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("bench_peers")
 
 
 def positive(value) -> bool:

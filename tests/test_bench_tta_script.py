@@ -1,24 +1,15 @@
 """scripts/bench_tta.py: time-to-target arithmetic on hand-made curves, argument handling, and a tiny end-to-end run."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(SCRIPTS))  # the script imports its siblings (demo, timing)
-        spec = importlib.util.spec_from_file_location("bench_tta", SCRIPTS / "bench_tta.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
+    return load_script("bench_tta")
 
 
 def fake_run(points, *, logged_between=True, linear=None, sel=None):
@@ -60,6 +51,18 @@ def test_target_and_time_to_target_follow_the_logged_curves(bench):
     assert "63.00 %" in md and "90%" in md
 
 
+def test_a_crossing_lost_again_does_not_count_as_staying_above(bench):
+    dip = fake_run([(10, 1.0, 70.0), (20, 2.0, 50.0), (30, 3.0, 65.0), (40, 4.0, 66.0)])
+    assert bench.time_to_target(dip, 63.0)["step"] == 10
+    assert bench.time_to_stay(dip, 63.0) == {"step": 30, "seconds": 3.0, "epoch": None}
+    assert bench.time_to_stay(dip, 66.5) is None  # the last probe is below: never stays
+    runs = {"random": [dip], "zca": [fake_run([(10, 1.0, 68.0), (20, 2.0, 69.0), (30, 3.0, 70.0), (40, 4.0, 70.0)])]}
+    summary = bench.summarise(runs, 0.95)  # target 0.95 x 66 = 62.7
+    assert summary["arms"]["random"]["stay_seconds"] == [3.0] and summary["arms"]["zca"]["stay_seconds"] == [1.0]
+    zca = next(line for line in bench.table(summary, "tiny", 10).splitlines() if line.startswith("| ZCA |"))
+    assert "| 1.0 ± 0.0 | 10 ± 0 | 3.00× |" in zca  # stays above 3x sooner; first crossings are equal (1.00x)
+
+
 def test_an_arm_that_never_reaches_the_target_says_so(bench):
     runs = {"random": [fake_run([(5, 1.0, 50.0)])], "zca": [fake_run([(5, 1.0, 10.0)])]}
     summary = bench.summarise(runs, 0.95)
@@ -77,7 +80,7 @@ def test_arguments_pass_through_and_arms_differ_only_in_their_own_keys(bench, tm
     common = set(a) & set(b)
     assert set(a) - common == set(bench.ARMS["random"][1]) - set(bench.ARMS["greedy_zca"][1])
     assert "--backbone=resnet50" in common and "--max_steps=7" in common and "--seed=1" in common
-    assert "--backbone=resnet18" not in a and "--batch_size=256" in a  # pass-through replaces a default, once
+    assert "--backbone=resnet18" not in a and "--batch_size=128" in a  # pass-through replaces a default, once
     for bad, message in ((["--selection=pool"], "set by the benchmark"), (["--arms", "zca"], "include it"),
                          (["--log_every", "4", "--probe_every", "6"], "multiple"), (["--backbone"], "needs a value"),
                          (["--arms", "random,nope"], "unknown")):
@@ -100,7 +103,7 @@ def test_two_arms_two_seeds_end_to_end(bench, tmp_path, capsys):
             "--probe_samples", "16", "--output_dir", str(out), "--runs_dir", str(tmp_path / "runs"),
             "--linear_train_samples", "64", "--linear_test_samples", "32", f"--dataset={data}",
             "--backbone=test_resnet", "--proj_hidden_dim=32", "--proj_dim=16", "--batch_size=16", "--reff_samples=32",
-            "--shuffle_buffer=64", "--lr=0.01"]
+            "--shuffle_buffer=64", "--lr=0.01", "--backbone_kwargs={}", "--warmup_steps=0"]
     result = bench.main(argv)
     for name in ("tta_wallclock.png", "tta_steps.png", "tta_band.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"

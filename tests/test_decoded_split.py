@@ -42,14 +42,14 @@ def test_cache_holds_every_row_decoded_sorted_by_idx(folder, num_workers):
         assert torch.equal(split.rows_at(torch.tensor([position]))[0], expected[i])
 
 
-def test_gray_images_are_stored_once_and_served_as_three_channels(folder):
+def test_gray_images_are_stored_and_served_as_one_channel(folder):
     images = data.load_images(str(folder), "test", label_column=None)
     split = DecodedSplit.decode(images, 12)
-    assert split.images.shape == (10, 1, 12, 12)
+    assert split.images.shape == (10, 1, 12, 12)  # a third of the memory
     batch = split.rows_at(torch.arange(10))
     expected = reference(images, 12)
-    assert batch.shape == (10, 3, 12, 12)
-    assert all(torch.equal(batch[p], expected[i]) for p, i in enumerate(split.idx.tolist()))
+    assert batch.shape == (10, 1, 12, 12)  # DeviceAugment makes 3-channel views of it (tests/test_transforms.py)
+    assert all(torch.equal(batch[p].expand(3, -1, -1), expected[i]) for p, i in enumerate(split.idx.tolist()))
 
 
 def test_epochs_are_permutations_with_disjoint_equal_rank_shares(folder):
@@ -82,12 +82,13 @@ def test_skip_and_reread_match_the_uninterrupted_epoch(folder):
     assert torch.equal(again["image"], split.rows_at(torch.searchsorted(split.idx, again["idx"])))
 
 
-def test_a_pool_over_the_cache_resumes_where_it_stopped(folder):
+def test_a_pool_over_the_cache_resumes_where_it_stopped_with_the_same_views(folder):
     split = DecodedSplit.decode(data.load_images(str(folder), "train", label_column=None), 12)
 
-    def prepare(batch):
+    def prepare(batch):  # like the recipe's device augmentations: random views seeded by the whole batch
+        generator = torch.Generator().manual_seed(int(batch["idx"].sum()))
         image = batch.pop("image").float()
-        return {"views": (image, image), **batch}
+        return {"views": (image + torch.randn(image.shape, generator=generator), image), **batch}
 
     def run(pool, steps):
         out = []
@@ -95,16 +96,20 @@ def test_a_pool_over_the_cache_resumes_where_it_stopped(folder):
             if pool.fill() < 4:
                 pool.next_epoch()
             chosen = [0, 2, 3, 5] if pool.fill() >= 6 else [0, 1, 2, 3]  # leaves candidates waiting
-            out.append(pool.take(torch.tensor(chosen))["idx"].tolist())
+            batch = pool.take(torch.tensor(chosen))
+            out.append((batch["idx"].tolist(), batch["views"][0]))
         return out
 
     loader = DecodedEpochLoader(split, batch_size=4, seed=3)
     straight = run(CandidatePool(loader, 8, prepare), 14)  # crosses into the second epoch
     first = CandidatePool(loader, 8, prepare)
     head = run(first, 5)
+    assert len(first) == 4  # candidates wait in the pool at the "checkpoint"
     resumed = CandidatePool(loader, 8, prepare)
     resumed.load_state_dict(first.state_dict())
-    assert head + run(resumed, 9) == straight
+    both = head + run(resumed, 9)
+    assert [i for i, _ in both] == [i for i, _ in straight]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(both, straight))  # the waiting ones' views too
 
 
 def test_corrupt_rows_are_left_out_and_counted_once_per_epoch(tmp_path):

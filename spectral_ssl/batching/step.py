@@ -114,14 +114,31 @@ class CandidatePool:
         keep = self._carried[rank] if self._carried else []
         self.drawn, self.samples = skip, None
         if keep:
-            batch = self.loaders.reread(self.epoch, skip, keep)
+            batch = self._reread(skip, keep)
             if batch is None or len(batch["idx"]) != len(keep):
                 raise RuntimeError(f"resume could not re-read the {len(keep)} samples waiting in the selection pool; "
                                    "the dataset changed since the checkpoint. Start a new output_dir.")
-            batch["skipped"] = 0  # counted when they were first read
-            self.samples = self._prepared(batch)
+            self.samples = batch
         self._carried = self._drawn_at_start = None
         self._batches = iter(self.loaders(self.epoch, skip))
+
+    def _reread(self, skip: int, keep: list[int]) -> Batch | None:
+        """The waiting candidates, prepared. Where the loader can hand back the original batches cheaply
+        (``origin_batches``: a decoded cache), each is prepared again as a whole, so a per-batch ``prepare`` (seeded
+        device augmentations) gives the candidates exactly the views they had; else the rows are re-read as one
+        batch and prepared together (same images, other random views)."""
+        if self.prepare is None or not hasattr(self.loaders, "origin_batches"):
+            batch = self.loaders.reread(self.epoch, skip, keep)
+            if batch is not None:
+                batch["skipped"] = 0  # counted when they were first read
+                batch = self._prepared(batch)
+            return batch
+        wanted, parts = set(keep), []
+        for batch in self.loaders.origin_batches(self.epoch, skip, keep):
+            rows = torch.tensor([i for i, v in enumerate(batch["idx"].tolist()) if v in wanted])
+            batch["skipped"] = 0
+            parts.append(_take(self._prepared(batch), rows))
+        return functools.reduce(_concat, parts) if parts else None
 
     def _prepared(self, batch: Batch) -> Batch:
         self.skipped += int(batch.pop("skipped", 0) or 0)

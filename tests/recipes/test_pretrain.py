@@ -159,6 +159,10 @@ def test_greedy_with_a_resume_still_trains_every_sample_once_per_epoch(pretrain,
     # 6 steps x 16 = 96 trainings and every one of the 96 rows has been trained: each exactly once
     assert selector["cache_step"].shape == (96,) and bool((selector["cache_step"] >= 0).all())
     assert sorted(selector["cache_step"].tolist()).count(5) == 16
+    # the waiting candidates come back with the views they had (decoded cache + device augmentations): exact
+    straight = pretrain.main(tiny_args(tiny_dataset, tmp_path / "straight", "--max_steps=6", "--selection=greedy"))
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)
 
 
 @pytest.mark.slow
