@@ -10,7 +10,8 @@ All throughputs are IMAGES per second (batch / step time; each image is seen as 
     images, forward + backward + AdamW; bf16 autocast on CUDA, fp32 on the CPU; ``timing.simclr_step``), median of
     ``--repeats``;
 (2) the recipe end to end (``recipes/pretrain.py`` ``main([...])``, loaded by path, a fresh output_dir each):
-    random, Pool-P3 and Greedy-64, each without and with ZCA whitening, ``--augment_on=device``, diagnostics at
+    random, Pool-P3 and Greedy-64, each without and with ZCA whitening, ``--augment_on=device`` (the split decoded
+    once into GPU memory: ``cache_decoded=auto``; the decode pass is not in the img/s), diagnostics at
     every ``log_every``; reported: the median of the logged ``img_per_s`` after a warm-up (logs at steps <=
     max(log_every, steps // 5) are dropped), and the medians of ``step_ms``, ``sel_select_ms`` and ``sel_share``.
     ``--dataset`` must be a local folder; when it is missing a synthetic parquet dataset (``--rows`` rows, 28 px
