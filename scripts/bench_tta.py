@@ -227,23 +227,24 @@ def knn_points(run: dict) -> list[dict]:
     return [p for p in run["curve"] if "knn_top1" in p]
 
 
+def _when(point: dict) -> dict:
+    return {"step": point["step"], "seconds": point["train_seconds"], "epoch": point.get("epoch")}
+
+
 def time_to_target(run: dict, target: float) -> dict | None:
     """The first probe at or above ``target``: {step, seconds, epoch}, or None."""
-    for p in knn_points(run):
-        if p["knn_top1"] >= target:
-            return {"step": p["step"], "seconds": p["train_seconds"], "epoch": p.get("epoch")}
-    return None
+    return next((_when(p) for p in knn_points(run) if p["knn_top1"] >= target), None)
 
 
 def time_to_stay(run: dict, target: float) -> dict | None:
     """The first probe from which every later probe stays at or above ``target`` (an early crossing that is lost
     again, e.g. before a collapse, does not count): {step, seconds, epoch}, or None."""
-    points, hit = knn_points(run), None
-    for p in reversed(points):
+    hit = None
+    for p in reversed(knn_points(run)):
         if p["knn_top1"] < target:
             break
-        hit = {"step": p["step"], "seconds": p["train_seconds"], "epoch": p.get("epoch")}
-    return hit
+        hit = p
+    return None if hit is None else _when(hit)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -334,8 +334,9 @@ class _Stream(IterableDataset):
         # with id >= num_shards idle: with fewer shards than workers every worker reads the whole (cheap,
         # undecoded) stream instead and decodes every workers-th row. Shard-split positions (skip, limit) are per
         # worker (approximate resume; exact resume needs num_workers=0).
-        presharded = (workers > 1 and isinstance(rows, datasets.IterableDataset) and rows.num_shards >= workers)
-        if workers > 1 and isinstance(rows, datasets.IterableDataset) and not presharded:
+        split_by_datasets = workers > 1 and isinstance(rows, datasets.IterableDataset)
+        presharded = split_by_datasets and rows.num_shards >= workers
+        if split_by_datasets and not presharded:
             rows = _unsplit(rows)
         skip, limit = self.skip, self.limit
         if presharded:

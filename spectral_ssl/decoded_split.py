@@ -71,12 +71,11 @@ class DecodedSplit:
                              "cache; check --dataset/--split (or pass --cache_decoded=off)")
         all_gray = all(gray for _, gray in chunks)
         pixels = torch.cat([c if all_gray or not gray else c.expand(-1, 3, -1, -1) for c, gray in chunks])
-        idx = torch.cat(ids)
-        order = torch.argsort(idx)
-        if len(idx) > 1 and bool((idx[order][1:] == idx[order][:-1]).any()):
+        idx, order = torch.sort(torch.cat(ids))
+        if bool((idx[1:] == idx[:-1]).any()):
             raise ValueError(f"{images.name or 'the dataset'} has repeated idx values; the cache (and selection) need "
                              "a unique idx per row")
-        split = cls(pixels[order].contiguous().to(device), idx[order], skipped, time.perf_counter() - start)
+        split = cls(pixels[order].to(device), idx, skipped, time.perf_counter() - start)
         logger.info("decoded %d rows of %s [%s] once into %s: %.1f MB, %.1f s", len(split), images.name,
                     images.split, split.images.device, split.images.numel() / 2**20, split.seconds)
         return split
@@ -99,8 +98,8 @@ class DecodedEpochLoader:
     Epoch order: a permutation of the cached rows seeded by (seed, epoch), cut to ``max_samples`` rows in total;
     process ``rank`` takes every ``world_size``-th row of it, so the shares are disjoint and every rank gets the same
     number of rows (+/- 1). Batches: ``image`` (B, C, S, S) uint8 (``DecodedSplit.rows_at``), ``idx`` (B,),
-    ``label`` None, ``skipped`` (the
-    split's undecodable rows, on an epoch's first batch, as a loader that decodes every epoch reports them).
+    ``label`` None, ``skipped`` (the split's undecodable rows, on an epoch's first batch, as a loader that decodes
+    every epoch reports them).
     """
 
     split: DecodedSplit
@@ -128,23 +127,25 @@ class DecodedEpochLoader:
         for start in range(skip_batches * self.batch_size, stop, self.batch_size):
             yield self._batch(order[start:start + self.batch_size], first=start == 0)
 
+    def _kept(self, epoch: int, read_batches: int, keep_idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's first ``read_batches`` batches of ``epoch`` as cache positions, and which hold a kept idx."""
+        read = self.order(epoch)[: read_batches * self.batch_size]
+        wanted = torch.tensor(sorted(set(keep_idx)), dtype=self.split.idx.dtype)
+        return read, torch.isin(self.split.idx[read], wanted)
+
     def origin_batches(self, epoch: int, read_batches: int, keep_idx: list[int]) -> Iterator[dict[str, Any]]:
         """The batches, among this rank's first ``read_batches``, that hold a row with idx in ``keep_idx``, whole and
         as first served (``batching.CandidatePool`` prepares them again for an exact resume)."""
-        wanted = torch.tensor(sorted(set(keep_idx)), dtype=self.split.idx.dtype)
-        order = self.order(epoch)
-        for start in range(0, min(read_batches * self.batch_size, len(order)), self.batch_size):
-            positions = order[start:start + self.batch_size]
-            if bool(torch.isin(self.split.idx[positions], wanted).any()):
-                yield self._batch(positions, first=start == 0)
+        read, kept = self._kept(epoch, read_batches, keep_idx)
+        for start in range(0, len(read), self.batch_size):
+            if bool(kept[start:start + self.batch_size].any()):
+                yield self._batch(read[start:start + self.batch_size], first=start == 0)
 
     def reread(self, epoch: int, read_batches: int, keep_idx: list[int]) -> dict[str, Any] | None:
         """The rows with idx in ``keep_idx`` among this rank's first ``read_batches`` batches, as one batch, in
         epoch order (the candidates a selection pool held at a checkpoint)."""
-        read = self.order(epoch)[: read_batches * self.batch_size]
-        wanted = torch.tensor(sorted(set(keep_idx)), dtype=self.split.idx.dtype)
-        positions = read[torch.isin(self.split.idx[read], wanted)]
-        return self._batch(positions, first=False) if len(positions) else None
+        read, kept = self._kept(epoch, read_batches, keep_idx)
+        return self._batch(read[kept], first=False) if bool(kept.any()) else None
 
 
 def cache_device(setting: str, *, augment_on_device: bool, rows: int | None, image_size: int,

@@ -1,17 +1,13 @@
 """scripts/grad_variance.py: the §5.4 protocol's arithmetic and its control arm."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
 from spectral_ssl import SpectralSSL
+from tests.conftest import load_script
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "grad_variance.py"
-spec = importlib.util.spec_from_file_location("grad_variance", SCRIPT)
-grad_variance = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(grad_variance)
+grad_variance = load_script("grad_variance")
 
 
 def test_moments_trace_equals_sample_covariance_trace():

@@ -1,7 +1,6 @@
 """Publish to and load from a Hub: a real HTTP server on 127.0.0.1 (tests/fake_hub.py) stands in for huggingface.co."""
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,8 +11,7 @@ import torch
 import yaml
 
 from spectral_ssl import SpectralSSL, hub
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_script
 
 
 @pytest.fixture()
@@ -174,16 +172,9 @@ def test_missing_repo_revision_and_bad_inputs_have_clear_errors(hub_server, expo
         hub.push_export(tmp_path / "pickle_only", "org/tiny")
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_push_script_and_model_push_to_hub(hub_server, export, capsys):
     model, out = export
-    script = _load_script("push_to_hub")
+    script = load_script("push_to_hub")
     url = script.main([str(out), "org/scripted", "--commit-message", "first release"])
     assert "org/scripted" in url and "pushed" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: .*must look like 'org/name'"):

@@ -1,24 +1,17 @@
 import gzip
-import importlib.util
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spectral_ssl import data
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_fashion_mnist.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def prepare():
-    spec = importlib.util.spec_from_file_location("prepare_fashion_mnist", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prepare_fashion_mnist")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
