@@ -158,9 +158,23 @@ def pretrain_argv(args: argparse.Namespace, passthrough: dict[str, str], arm: st
             f"--seed={seed}", f"--output_dir={out}", "--overwrite_output_dir=true"]
 
 
-def probe_argv(args: argparse.Namespace, out: Path) -> list[str]:
+def probe_argv(args: argparse.Namespace, out: Path, baselines: bool = False) -> list[str]:
     return ["--model", str(out), f"--max_train_samples={args.linear_train_samples or 'null'}",
-            f"--max_test_samples={args.linear_test_samples or 'null'}"]
+            f"--max_test_samples={args.linear_test_samples or 'null'}",
+            *(["--compare_random_init", "--compare_raw_pixels"] if baselines else [])]
+
+
+def ensure_baselines(args: argparse.Namespace, out: Path) -> dict | None:
+    """The fair baselines of the linear probe (the same architecture fairly initialised at random, raw pixels), on
+    the same probe images, from ``out``'s probe (the reference arm's first seed), probing it again with them when its
+    probe has none; None without a linear probe."""
+    if args.no_linear_probe:
+        return None
+    path = out / "linear_probe.json"
+    if "raw_pixels" not in json.loads(path.read_text()):
+        load_script(ROOT / "recipes" / "linear_probe.py").main(probe_argv(args, out, baselines=True))
+    result = json.loads(path.read_text())
+    return {"random_init": result["random_init"]["top1"], "raw_pixels": result["raw_pixels"]["top1"]}
 
 
 def finished(out: Path, args: argparse.Namespace) -> bool:
@@ -336,6 +350,10 @@ def table(summary: dict, scale: str, probe_every: int) -> str:
                      f"{fmt(arm['steps'], '.0f')} | {speedup} | {stay} | {fmt(arm['stay_steps'], '.0f')} | "
                      f"{stay_speedup} | {fmt(arm['final_knn'], '.2f')} | "
                      f"{fmt(arm['linear_top1'], '.2f')} | {sel} | {fmt(arm['train_seconds'], '.0f')} |")
+    if summary.get("baselines"):
+        base = summary["baselines"]
+        lines += ["", f"Baselines, the same linear probe on the same images: the same architecture fairly initialised "
+                  f"at random {base['random_init']:.2f} %, raw pixels {base['raw_pixels']:.2f} %."]
     return "\n".join(lines) + "\n"
 
 
@@ -420,6 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
     for (arm, seed), out in folders.items():
         runs[arm].append({"seed": seed, **read_run(out)})
     summary = summarise(runs, args.target_fraction)
+    summary["baselines"] = ensure_baselines(args, folders[(REFERENCE, 0)])
     config = runs[REFERENCE][0]["config"]
     device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     md = table(summary, scale_text(config, args, device), config["probe_every"])

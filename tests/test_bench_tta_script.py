@@ -109,6 +109,10 @@ def test_two_arms_two_seeds_end_to_end(bench, tmp_path, capsys):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     md = (out / "tta.md").read_text()
     assert md.split("![")[0].strip() in capsys.readouterr().out
+    probe = json.loads((tmp_path / "runs" / "random" / "seed0" / "linear_probe.json").read_text())
+    base = result["summary"]["baselines"]  # the fair baselines, from the reference run's probe, in the table
+    assert base == {"random_init": probe["random_init"]["top1"], "raw_pixels": probe["raw_pixels"]["top1"]}
+    assert f"at random {base['random_init']:.2f} %, raw pixels {base['raw_pixels']:.2f} %" in md
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows == ["arm", "random", "Greedy-64"]
     assert "test_resnet at 32 px, batch 16" in md and "4 steps" in md
