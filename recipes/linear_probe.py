@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         baseline = fair_random_init(model).to(device)
         calibration = eval_loader(dataset, cfg.train_split, **probe_data["preprocessing"], label_column=None,
                                   batch_size=cfg.batch_size, max_samples=cfg.bn_batches * cfg.batch_size,
-                                  shuffle=True, seed=cfg.seed)
+                                  shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)
         layers = recalibrate_batchnorm(baseline, (b["image"] for b in calibration), device=device)
         results["random_init"] = rnd = probe(baseline, probe_data, cfg, device, "random init")
         rnd.update(bn_recalibrated_layers=layers, bn_batches=cfg.bn_batches, zero_init_last=False)
@@ -109,7 +109,7 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
                                ("test", cfg.test_split, cfg.max_test_samples)):
         loaders[role] = (lambda split=split, limit=limit: eval_loader(
             dataset, split, **preprocessing, label_column=cfg.label_column, batch_size=cfg.batch_size,
-            max_samples=limit))
+            max_samples=limit, num_workers=cfg.num_workers))
         loaders[role]()  # opens the split: a missing split or label column fails here
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 
@@ -125,12 +125,12 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
     (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
     t_feat = time.perf_counter() - t0
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)
-    result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed)
+    result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed, device=device)  # fitted on the GPU if any
     out = {**result.to_dict(), "dataset": probe_data["dataset"], "split": cfg.test_split,
            "train_split": cfg.train_split, "feature_seconds": round(t_feat, 2),
            "effective_rank": float(effective_rank(test_f, "cov"))}
     if cfg.knn:
-        out["knn"] = knn_probe(train_f, train_y, test_f, test_y).to_dict()
+        out["knn"] = knn_probe(train_f, train_y, test_f, test_y, device=device).to_dict()
     return out
 
 

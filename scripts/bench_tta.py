@@ -109,7 +109,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, st
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms: " + ", ".join(ARMS))
-    p.add_argument("--seeds", type=int, default=3, help="runs per arm (seeds 0..S-1)")
+    p.add_argument("--seeds", type=int, default=3, help="runs per arm (seeds F..F+S-1, F = --first_seed)")
+    p.add_argument("--first_seed", type=int, default=0, help="first seed (a later GPU run adds seeds to earlier ones)")
     p.add_argument("--max_steps", type=int, default=120, help="training budget in steps (ignored with --epochs)")
     p.add_argument("--epochs", type=int, default=None, help="training budget in epochs instead of --max_steps")
     p.add_argument("--log_every", type=int, default=20, help="steps between metrics lines")
@@ -184,7 +185,8 @@ def finished(out: Path, args: argparse.Namespace) -> bool:
 
 def run_all(args: argparse.Namespace, passthrough: dict[str, str]) -> dict[tuple[str, int], Path]:
     """Train (and linear-probe) every arm x seed; seeds outermost, so an interrupted benchmark stays balanced."""
-    jobs = [(arm, seed, Path(args.runs_dir) / arm / f"seed{seed}") for seed in range(args.seeds) for arm in args.arms]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(arm, seed, Path(args.runs_dir) / arm / f"seed{seed}") for seed in seeds for arm in args.arms]
     todo = [j for j in jobs if not (args.reuse and finished(j[2], args))]
     print(f"bench_tta: {len(jobs)} runs ({len(jobs) - len(todo)} reused), {args.parallel} at a time -> "
           f"{args.runs_dir}", flush=True)
@@ -438,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
     for (arm, seed), out in folders.items():
         runs[arm].append({"seed": seed, **read_run(out)})
     summary = summarise(runs, args.target_fraction)
-    summary["baselines"] = ensure_baselines(args, folders[(REFERENCE, 0)])
+    summary["baselines"] = ensure_baselines(args, folders[(REFERENCE, args.first_seed)])
     config = runs[REFERENCE][0]["config"]
     device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     md = table(summary, scale_text(config, args, device), config["probe_every"])

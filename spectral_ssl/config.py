@@ -353,6 +353,7 @@ class ProbeConfig:
     max_train_samples: int | None = arg(None, "cap on train rows; null = whole split")
     max_test_samples: int | None = arg(None, "cap on test rows; null = whole split")
     batch_size: int = arg(512, "feature-extraction batch size")
+    num_workers: int = arg(0, "DataLoader workers decoding the probe's images")
     knn: bool = arg(False, "also run a weighted kNN probe")
     compare_random_init: bool = arg(False, "also probe the same architecture fairly initialised at random "
                                     "(standard init, no zero-initialised residual branches, BatchNorm statistics "
@@ -370,6 +371,7 @@ class ProbeConfig:
         require(bool(self.model), "model", "is required: an export folder, hf-hub:org/name or org/name")
         require(self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
         require(self.bn_batches >= 0, "bn_batches", f"must be >= 0, got {self.bn_batches}")
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         for key in ("max_train_samples", "max_test_samples"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")

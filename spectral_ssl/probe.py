@@ -195,7 +195,7 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
 def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpolation: str | None = None,
                 image_column: str = "image", label_column: str | None = "label", batch_size: int = 256,
                 max_samples: int | None = None, skip_corrupt: bool = False, seed: int = 0,
-                shuffle: bool = False) -> Iterable[dict]:
+                shuffle: bool = False, num_workers: int = 0) -> Iterable[dict]:
     """Evaluation batches of a split with an export's preprocessing (resize, centre crop, normalise): the loader the
     recipes' probes, the exported effective rank and the random-init baseline's BatchNorm calibration share."""
     from spectral_ssl import data
@@ -204,7 +204,8 @@ def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpo
     transform = data.EvalTransform(image_size, mean=mean, std=std,
                                    interpolation=interpolation or data.EVAL_INTERPOLATION)
     return data.make_loader(images, transform, batch_size=batch_size, shuffle=shuffle, drop_last=False,
-                            collate="eval", skip_corrupt=skip_corrupt, max_samples=max_samples, seed=seed)
+                            collate="eval", skip_corrupt=skip_corrupt, max_samples=max_samples, seed=seed,
+                            num_workers=num_workers)
 
 
 def fair_random_init(model: nn.Module) -> nn.Module:

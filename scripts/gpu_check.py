@@ -1,0 +1,734 @@
+"""The one command for a GPU: prove the GPU path on the device, measure its speed and the Fashion-MNIST headline.
+
+    python scripts/gpu_check.py --output DIR --budget_s 480            (on a GPU; data/fashion_mnist prepared)
+    python scripts/gpu_check.py --output DIR --budget_s 240 --tiny     (CPU smoke run at tiny scale: the test)
+
+Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 480); the results are rewritten to
+``DIR/gpu_check.json`` and ``DIR/gpu_check.md`` after every check, so a run stopped by a timeout keeps what it measured:
+
+1. correctness (60 s): the Triton greedy kernel against the torch loop and a slow float64 reference (exact and m=64;
+   (k, M, D) with non-powers of two; the CUDA graph replayed twice in a row, then on new data); device augmentation on
+   CUDA against the CPU path for the same parameters and generator (max |difference| <= AUGMENT_ATOL on the
+   normalised output); the decoded split in GPU memory equal to the one in RAM (``cache_decoded=device``); a
+   checkpoint written on CUDA and resumed restores the step, the pool position and every registered state (loss,
+   EMA target, whitening, selector) exactly; 10 steps of every loss x {no whitening, ZCA} x {random, pool, greedy}
+   under bf16 autocast give finite losses (the recipe in ``--workers`` subprocesses, until the box ends).
+2. speed (150 s): images/s of the model-only SimCLR step against the recipe end to end (random; Greedy-64 + ZCA) for
+   the headline config; greedy_select k=512 of M=2048, D=128 (torch loop vs kernel); the spectral diagnostics' share
+   of a step. Targets: recipe >= 0.85x model-only; Greedy-64 + ZCA >= 0.9x random; kernel <= 1 ms.
+3. headline (240 s of training, then the probe): ``recipes/configs/fashion_mnist_gpu.yaml`` for as many steps as fit
+   in the box at the img/s the speed phase measured, then ``recipes/linear_probe.py`` on the full 60k/10k splits
+   beside the fair random init and raw pixels. Target: >= 91 % linear top-1.
+4. time-to-accuracy (whatever is left, if >= 150 s): one more seed of the five arms at once (``bench_tta.py
+   --parallel 5``) at the scale that fits, written to DIR/tta_seed.json for docs/tta/gpu_seeds.jsonl.
+
+The GPU machine has no network: what this needs beyond its image travels with the working tree (``data/`` and
+``.whl/``, see docs/benchmarks.md "Running the GPU check"); the preflight lists every import and stops with one line
+naming what is missing. ``--tiny`` runs every phase on the CPU at tiny scale (test_resnet, synthetic data unless
+data/fashion_mnist exists) and is what the test suite runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+REFERENCE_BUDGET_S = 480
+BOXES = {"correctness": 60, "speed": 150, "headline": 240}  # seconds at the reference budget
+PROBE_RESERVE_S = 75  # the headline's export and linear probes (pretrained, random init, raw pixels) on the GPU
+AUGMENT_ATOL = 1e-4  # CUDA vs CPU device augmentation, normalised output (1/255/std ~ 0.011 is one grey level)
+TARGETS = {"recipe_over_model": 0.85, "greedy_zca_over_random": 0.9, "kernel_ms": 1.0, "headline_top1": 91.0}
+GPU_CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_gpu.yaml"
+KERNEL_SHAPES = [(512, 2048, 128), (100, 777, 50), (37, 301, 96)]  # (k, M, D)
+IMPORTS = ["torch", "torchvision", "timm", "datasets", "accelerate", "transformers", "safetensors", "huggingface_hub",
+           "yaml", "matplotlib", "PIL", "tqdm", "spectral_ssl"]
+
+
+class Report:
+    """Every check's outcome, rewritten as JSON and markdown after each one."""
+
+    def __init__(self, folder: Path, budget_s: float) -> None:
+        self.folder, self.budget_s, self.start = folder, budget_s, time.perf_counter()
+        self.data: dict = {"checks": [], "figures": {}}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def remaining(self) -> float:
+        return self.budget_s - self.elapsed()
+
+    def check(self, phase: str, name: str, status: str, detail: str = "", **values) -> None:
+        """status: PASS, FAIL, ERROR, SKIP or INFO."""
+        row = {"phase": phase, "check": name, "status": status, "detail": detail, "at_s": round(self.elapsed(), 1),
+               **values}
+        self.data["checks"].append(row)
+        print(f"[{row['at_s']:6.1f} s] {phase:<11} {status:<5} {name}: {detail}", flush=True)
+        self.save()
+
+    def figure(self, key: str, value) -> None:
+        self.data["figures"][key] = value
+        self.save()
+
+    def save(self) -> None:
+        self.data["wall_s"] = round(self.elapsed(), 1)
+        (self.folder / "gpu_check.json").write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        (self.folder / "gpu_check.md").write_text(self.markdown())
+
+    def markdown(self) -> str:
+        env = self.data.get("environment", {})
+        lines = [f"# GPU check: {env.get('device', '?')}, {env.get('date', '')}", "",
+                 f"torch {env.get('torch', '?')}, triton {env.get('triton', '?')}, timm {env.get('timm', '?')}; "
+                 f"budget {self.budget_s:.0f} s, wall {self.data.get('wall_s', 0):.0f} s", "",
+                 "| phase | check | status | detail |", "|---|---|---|---|"]
+        for c in self.data["checks"]:
+            lines.append(f"| {c['phase']} | {c['check']} | {c['status']} | {c['detail'].replace('|', '/')} |")
+        return "\n".join(lines) + "\n"
+
+
+def guarded(report: Report, phase: str, name: str):
+    """Decorator-free guard: run ``fn`` and record an ERROR row (with the traceback's tail) if it raises."""
+    def run(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - one failing check must not cost the rest of the run
+            tail = traceback.format_exc().strip().splitlines()[-6:]
+            report.check(phase, name, "ERROR", f"{type(e).__name__}: {e}", traceback=tail)
+            return None
+    return run
+
+
+# ---------------------------------------------------------------- preflight
+def preflight(report: Report, device) -> bool:
+    missing = []
+    versions = {}
+    for name in IMPORTS:
+        try:
+            module = importlib.import_module(name)
+            versions[name] = getattr(module, "__version__", "?")
+        except Exception as e:  # noqa: BLE001 - listed, then the run stops in one line
+            missing.append(f"{name} ({type(e).__name__}: {e})")
+    try:
+        import triton
+        versions["triton"] = triton.__version__
+    except ImportError:
+        versions["triton"] = None
+    import torch
+    report.data["environment"] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), **versions,
+        "cuda": torch.version.cuda, "cpus": os.cpu_count()}
+    if missing:
+        report.check("preflight", "imports", "FAIL", "missing: " + "; ".join(missing))
+        return False
+    report.check("preflight", "imports", "PASS", ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    return True
+
+
+# ---------------------------------------------------------------- data
+def dataset_folder(args, work: Path) -> Path:
+    """data/fashion_mnist when prepared, else (tiny runs only) a synthetic parquet folder of the same layout."""
+    folder = Path(args.dataset)
+    if (folder / "test-00000-of-00001.parquet").is_file():
+        return folder
+    if not args.tiny:
+        raise SystemExit(f"error: {folder} is not prepared; run python scripts/prepare_fashion_mnist.py first")
+    from spectral_ssl.data import synthetic_dataset
+
+    out = work / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    synthetic_dataset(num_rows=512, image_size=28, num_classes=10, seed=0, mode="L").to_parquet(
+        str(out / "train-00000-of-00001.parquet"))
+    synthetic_dataset(num_rows=256, image_size=28, num_classes=10, seed=1, mode="L").to_parquet(
+        str(out / "test-00000-of-00001.parquet"))
+    return out
+
+
+def scale_args(args) -> dict:
+    """The sizes of every phase: full on a GPU, tiny on the CPU."""
+    if args.tiny:
+        return dict(backbone="test_resnet", backbone_kwargs="{}", image_size=16, batch=32, proj_dim=16, hidden=32,
+                    matrix_steps=2, matrix_rows=256, speed_steps=6, log_every=2, kernel_shapes=[(6, 40, 5)],
+                    augment_batch=8, cache_rows=64, headline_overrides=["--backbone=test_resnet",
+                                                                        "--backbone_kwargs={}", "--image_size=16",
+                                                                        "--batch_size=32", "--proj_dim=16",
+                                                                        "--proj_hidden_dim=32", "--num_workers=0",
+                                                                        "--reff_samples=64"],
+                    probe_limits=["--max_train_samples=256", "--max_test_samples=128"], headline_max_steps=6)
+    return dict(backbone="resnet18", backbone_kwargs="{channels: [32, 64, 128, 256]}", image_size=32, batch=128,
+                proj_dim=64, hidden=512, matrix_steps=10, matrix_rows=2048, speed_steps=200, log_every=20,
+                kernel_shapes=KERNEL_SHAPES, augment_batch=256, cache_rows=4096, headline_overrides=[],
+                probe_limits=["--num_workers=8"], headline_max_steps=None)
+
+
+def load_recipe(name: str):
+    from demo import load_script
+
+    return load_script(ROOT / "recipes" / f"{name}.py")
+
+
+def metrics_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- phase 1: correctness
+def reference_picks(x, k: int, eps: float, m: int | None = None, keys=None) -> list[int]:
+    """Greedy log-det by direct solves in float64 (slow, obviously correct): pick t maximises x_c^T A^-1 x_c with
+    A = eps I + sum of the chosen x x^T, among the remaining candidates (for t < min(k, M - m) only those whose key
+    is among the m smallest remaining keys); ties -> lowest index."""
+    import torch
+
+    x = x.double()
+    total, dim = x.shape
+    taken = torch.zeros(total, dtype=torch.bool, device=x.device)
+    sampled = 0 if m is None else max(0, min(k, total - m))
+    picks: list[int] = []
+    for t in range(k):
+        chosen = x[picks]
+        a = eps * torch.eye(dim, dtype=x.dtype, device=x.device) + chosen.T @ chosen
+        gains = (x * torch.linalg.solve(a, x.T).T).sum(1)
+        gains[taken] = float("-inf")
+        if t < sampled:
+            key = keys[t].double().masked_fill(taken, 2.0)
+            threshold = key.topk(m, largest=False).values.max()
+            gains = torch.where(key <= threshold, gains, torch.full_like(gains, float("-inf")))
+        best = int(torch.argmax(gains))
+        picks.append(best)
+        taken[best] = True
+    return picks
+
+
+def kernel_pool(total: int, dim: int, seed: int, device, dtype):
+    """Unit vectors with distinct norms (no exact ties in the greedy maxima)."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    norms = torch.linspace(0.5, 1.5, total, dtype=torch.float64)[torch.randperm(total, generator=g)]
+    x = F.normalize(torch.randn(total, dim, generator=g, dtype=torch.float64), dim=1) * norms[:, None]
+    return x.to(device=device, dtype=dtype)
+
+
+def check_kernel(report: Report, device, shapes) -> None:
+    import torch
+
+    from spectral_ssl.batching import greedy_select, greedy_triton, log_det_objective
+
+    if device.type != "cuda" or not greedy_triton.usable(device):
+        report.check("correctness", "greedy kernel", "SKIP", "no CUDA or no triton: the kernel runs on CUDA only "
+                     "(CPU correctness: tests/batching/test_greedy_triton.py under TRITON_INTERPRET=1)")
+        return
+    eps = 1e-2
+    for k, total, dim in shapes:
+        for m in (None, 64):
+            label = f"k={k} M={total} D={dim} {'exact' if m is None else f'm={m}'}"
+            seeds, mismatches, calls = (11, 11, 12), [], 0
+            kernel_gen = torch.Generator(device=device).manual_seed(5)
+            ref_gen = torch.Generator(device=device).manual_seed(5)
+            for call, seed in enumerate(seeds):  # first call: eager + capture; then two replays (same, new data)
+                x = kernel_pool(total, dim, seed, device, torch.float64)
+                picks = greedy_triton.greedy_triton(x, k, m=m, eps=eps, generator=kernel_gen).tolist()
+                sampled = 0 if m is None else max(0, min(k, total - m))
+                keys = (torch.rand(sampled, total, generator=ref_gen, device=device, dtype=torch.float64)
+                        if sampled else None)
+                expected = reference_picks(x, k, eps, m, keys)
+                if m is None:
+                    loop = greedy_select(x, k, eps=eps, backend="torch").tolist()
+                    if loop != expected:
+                        mismatches.append(f"call {call}: torch loop differs from the reference")
+                if picks != expected:
+                    first = next(i for i, (a, b) in enumerate(zip(picks, expected)) if a != b)
+                    mismatches.append(f"call {call}: first differing pick {first}")
+                calls += 1
+            agree = f"picks equal to the float64 reference in {calls} calls (eager + capture, replay, replay on new " \
+                "data)" + (" and to the torch loop" if m is None else "")
+            report.check("correctness", f"greedy kernel {label}", "FAIL" if mismatches else "PASS",
+                         "; ".join(mismatches) or agree)
+        x32 = kernel_pool(total, dim, 21, device, torch.float32)
+        kernel = greedy_triton.greedy_triton(x32, k, eps=eps)
+        loop = greedy_select(x32, k, eps=eps, backend="torch")
+        a, b = float(log_det_objective(x32[kernel], eps)), float(log_det_objective(x32[loop], eps))
+        rel = abs(a - b) / max(1.0, abs(b))
+        report.check("correctness", f"greedy kernel k={k} M={total} D={dim} float32 objective",
+                     "PASS" if rel <= 1e-4 else "FAIL", f"log-det kernel {a:.6f} vs torch loop {b:.6f} "
+                     f"(relative {rel:.1e}, tolerance 1e-4)", relative=rel)
+
+
+def check_augment(report: Report, device, batch: int) -> None:
+    import torch
+
+    from spectral_ssl.transforms import DeviceAugment, augment_preset
+
+    worst = 0.0
+    cases = []
+    for size, channels in ((32, 1), (32, 3), (96, 3)):  # 96 px: the simclr preset blurs above 64 px
+        images = torch.randint(0, 256, (batch, channels, 28, 28), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(size + channels))
+        aug = DeviceAugment(size, mean=(0.286,) * 3, std=(0.353,) * 3, views=augment_preset("simclr", size))
+        cpu = aug(images, torch.Generator().manual_seed(7))
+        gpu = aug.to(device)(images.to(device), torch.Generator().manual_seed(7))
+        diff = max(float((c - g.cpu()).abs().max()) for c, g in zip(cpu, gpu))
+        worst = max(worst, diff)
+        cases.append(f"{size} px x{channels}: {diff:.1e}")
+    status = ("PASS" if worst <= AUGMENT_ATOL else "FAIL") if device.type == "cuda" else "INFO"  # CPU: code path only
+    report.check("correctness", f"device augmentation {device.type.upper()} = CPU", status,
+                 f"max |CUDA - CPU| {worst:.2e} (tolerance {AUGMENT_ATOL:g}; one grey level is 1.1e-2): "
+                 + ", ".join(cases), max_abs_diff=worst)
+
+
+def check_cache(report: Report, device, dataset: Path, rows: int) -> None:
+    import torch
+
+    from spectral_ssl import data
+    from spectral_ssl.decoded_split import DecodedEpochLoader, DecodedSplit
+
+    images = data.load_images(str(dataset), "train", streaming=True, image_column="image", label_column=None)
+    ram = DecodedSplit.decode(images, 32, device="cpu", max_rows=rows)
+    gpu = DecodedSplit.decode(images, 32, device=device, max_rows=rows)
+    ok = gpu.images.device.type == device.type and torch.equal(ram.images, gpu.images.cpu()) and torch.equal(ram.idx,
+                                                                                                         gpu.idx)
+    loaders = [DecodedEpochLoader(s, 64, seed=3) for s in (ram, gpu)]
+    for a, b in zip(loaders[0](1), loaders[1](1)):
+        ok = ok and b["image"].device.type == device.type and torch.equal(a["image"], b["image"].cpu()) \
+            and torch.equal(a["idx"], b["idx"])
+    report.check("correctness", "cache_decoded=device", ("PASS" if ok else "FAIL") if device.type == "cuda" else
+                 ("INFO" if ok else "FAIL"),
+                 f"{len(gpu)} rows decoded into {gpu.images.device} ({gpu.images.numel() / 2**20:.1f} MB) equal to "
+                 "the RAM cache, and every batch of an epoch served from it equal" if ok else
+                 "the GPU cache or its batches differ from the RAM cache")
+
+
+def snapshot(obj) -> dict:
+    """A registered object's state as the checkpoint holds it; a CandidatePool right after loading keeps its
+    restored position in ``_drawn_at_start``/``_carried`` until it reads again."""
+    import torch
+
+    from spectral_ssl.batching import CandidatePool
+
+    if isinstance(obj, CandidatePool):
+        return {"epoch": obj.epoch, "chosen": obj.chosen, "skipped": obj.skipped,
+                "drawn": getattr(obj, "_drawn_at_start", None), "carried": getattr(obj, "_carried", None)}
+    state = obj.state_dict()
+    return {k: (v.detach().cpu().clone(), v.device.type) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+            for k, v in state.items()}
+
+
+def same(saved, restored) -> bool:
+    import torch
+
+    if isinstance(restored, tuple) and isinstance(restored[0], torch.Tensor):
+        return isinstance(saved, torch.Tensor) and torch.equal(saved.cpu(), restored[0])
+    if isinstance(saved, dict):
+        return isinstance(restored, dict) and saved.keys() == restored.keys() and all(
+            same(saved[k], restored[k]) for k in saved)
+    if isinstance(saved, torch.Tensor):
+        return isinstance(restored, torch.Tensor) and torch.equal(saved.cpu(), restored.cpu())
+    return saved == restored
+
+
+def check_resume(report: Report, device, dataset: Path, work: Path, sizes: dict) -> None:
+    import torch
+
+    pretrain = load_recipe("pretrain")
+    out = work / "resume"
+    argv = ["--dataset", str(dataset), f"--output_dir={out}", f"--backbone={sizes['backbone']}",
+            f"--backbone_kwargs={sizes['backbone_kwargs']}", f"--image_size={sizes['image_size']}",
+            f"--batch_size={sizes['batch']}", f"--proj_dim={sizes['proj_dim']}",
+            f"--proj_hidden_dim={sizes['hidden']}", f"--max_train_samples={sizes['matrix_rows']}", "--loss=moco",
+            "--selection=greedy", "--greedy_m=16", "--whitening=zca", "--log_every=1", "--reff_samples=64",
+            "--save_every=3"]
+    pretrain.main([*argv, "--max_steps=3"])
+    saved = {}
+    checkpoint = out / "checkpoints" / "step_000003"
+    for path in sorted(checkpoint.glob("custom_checkpoint_*.pkl")):
+        saved[int(path.stem.rsplit("_", 1)[1])] = torch.load(path, weights_only=False)
+    restored: dict = {}
+    real_train = pretrain.train
+
+    def spy(run, cfg, accelerator):  # the registered objects as build() left them: checkpoint loaded, nothing run
+        for i, obj in enumerate(accelerator._custom_objects):
+            restored[i] = (type(obj).__name__, snapshot(obj))
+        return real_train(run, cfg, accelerator)
+
+    pretrain.train = spy
+    try:
+        pretrain.main([*argv, "--max_steps=6", "--resume=true"])
+    finally:
+        pretrain.train = real_train
+    for i, (name, snap) in restored.items():  # a resumed run decodes again: its decode pass is training time too
+        if name == "TrainState" and i in saved and snap.get("train_seconds", 0) >= saved[i].get("train_seconds", 0):
+            snap["train_seconds"] = saved[i]["train_seconds"]
+    problems = [f"{restored[i][0]} (object {i})" for i in saved if i not in restored or not same(saved[i],
+                                                                                                  restored[i][1])]
+    devices = sorted({d for _, snap in restored.values() if isinstance(snap, dict)
+                      for v in snap.values() if isinstance(v, tuple) and isinstance(v[1], str) for d in [v[1]]})
+    steps = [m["step"] for m in metrics_of(out)]
+    if steps != list(range(1, 7)):
+        problems.append(f"metrics steps {steps} (expected 1..6 without repeats)")
+    names = ", ".join(name for name, _ in restored.values())
+    report.check("correctness", "checkpoint + resume on the device", "FAIL" if problems else "PASS",
+                 ("differ after resume: " + "; ".join(problems)) if problems else
+                 f"step 3 restored with every registered object equal to the checkpoint ({names}; state tensors on "
+                 f"{'/'.join(devices)}); resumed to step 6, metrics 1..6 without repeats")
+
+
+def matrix_jobs(dataset: Path, work: Path, sizes: dict) -> list[dict]:
+    from spectral_ssl.losses import LOSSES
+
+    jobs = []
+    losses = [name for name in LOSSES if name != "simclr"]  # simclr is infonce's alias
+    for loss in losses:
+        for whitening in ("none", "zca"):
+            for selection in ("random", "pool", "greedy"):
+                name = f"{loss}/{whitening}/{selection}"
+                out = work / "matrix" / name.replace("/", "_")
+                argv = ["--dataset", str(dataset), f"--output_dir={out}", f"--backbone={sizes['backbone']}",
+                        f"--backbone_kwargs={sizes['backbone_kwargs']}", f"--image_size={sizes['image_size']}",
+                        f"--batch_size={sizes['batch']}", f"--proj_dim={sizes['proj_dim']}",
+                        f"--proj_hidden_dim={sizes['hidden']}", f"--max_steps={sizes['matrix_steps']}",
+                        "--log_every=1", f"--max_train_samples={sizes['matrix_rows']}", "--reff_samples=64",
+                        "--save_every=null", f"--loss={loss}", f"--whitening={whitening}",
+                        f"--selection={selection}", "--greedy_m=16", "--mixed_precision=auto"]
+                jobs.append({"name": name, "argv": argv, "steps": sizes["matrix_steps"]})
+    return jobs
+
+
+def run_jobs(jobs_file: Path, results_file: Path) -> None:
+    """Worker: run each job's recipe, append its outcome to results_file (one JSON line each)."""
+    import torch
+
+    pretrain = load_recipe("pretrain")
+    for job in json.loads(jobs_file.read_text()):
+        start, row = time.perf_counter(), {"name": job["name"]}
+        try:
+            out = pretrain.main(job["argv"])
+            losses = [m["loss"] for m in metrics_of(out)]
+            finite = len(losses) == job["steps"] and all(math.isfinite(v) for v in losses)
+            row.update(ok=finite, losses=losses, precision=json.loads((out / "train_config.json").read_text()).get(
+                "mixed_precision"), cuda=torch.cuda.is_available())
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - recorded, the next job runs
+            row.update(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-1200:])
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        with results_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def start_matrix(work: Path, dataset: Path, sizes: dict, workers: int) -> tuple[list[dict], list, list[Path]]:
+    """Start the loss-matrix workers (they run beside the other correctness checks)."""
+    jobs = matrix_jobs(dataset, work, sizes)
+    shares = [jobs[i::workers] for i in range(workers)]
+    procs, results = [], []
+    for i, share in enumerate(shares):
+        jobs_file, results_file = work / f"jobs_{i}.json", work / f"results_{i}.jsonl"
+        jobs_file.write_text(json.dumps(share))
+        results.append(results_file)
+        procs.append(subprocess.Popen([sys.executable, __file__, "--worker_jobs", str(jobs_file), "--worker_results",
+                                       str(results_file)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+    return jobs, procs, results
+
+
+def finish_matrix(report: Report, started: tuple[list[dict], list, list[Path]], sizes: dict, workers: int,
+                  box_end: float) -> None:
+    """Wait for the workers until the box ends (then stop them), and report every run."""
+    jobs, procs, results = started
+    while any(p.poll() is None for p in procs) and report.elapsed() < box_end:
+        time.sleep(0.5)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    rows = [json.loads(line) for f in results if f.is_file() for line in f.read_text().splitlines() if line.strip()]
+    failed = [r for r in rows if not r["ok"]]
+    done = {r["name"] for r in rows}
+    missing = [j["name"] for j in jobs if j["name"] not in done]
+    status = "FAIL" if failed else ("PASS" if not missing else "INFO")
+    detail = (f"{len(rows) - len(failed)}/{len(jobs)} runs of {sizes['matrix_steps']} steps finite "
+              f"(precision {rows[0].get('precision') if rows else '?'}, {workers} workers)")
+    if failed:
+        detail += "; failed: " + "; ".join(f"{r['name']}: {r.get('error', 'non-finite loss')}"[:200] for r in failed)
+    if missing:
+        detail += f"; not run within the correctness box: {', '.join(missing)}"
+    report.check("correctness", "every loss x whitening x selection, bf16", status, detail, runs=rows)
+
+
+# ---------------------------------------------------------------- phase 2: speed
+def headline_argv(dataset: Path, out: Path, steps: int, sizes: dict, log_every: int) -> list[str]:
+    return ["--config", str(GPU_CONFIG), "--dataset", str(dataset), f"--output_dir={out}",
+            "--overwrite_output_dir=true", f"--max_steps={steps}", f"--log_every={log_every}",
+            *sizes["headline_overrides"]]
+
+
+def recipe_speed(pretrain, argv: list[str], steps: int, log_every: int) -> dict:
+    start = time.perf_counter()
+    out = pretrain.main(argv)
+    wall = time.perf_counter() - start
+    lines = metrics_of(out)
+    warm = max(log_every, steps // 5)
+    kept = [m for m in lines if m["step"] > warm] or lines[-1:]
+
+    def median(key):
+        values = [m[key] for m in kept if m.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    return {"img_per_s": median("img_per_s"), "step_ms": median("step_ms"), "select_ms": median("sel_select_ms"),
+            "select_share": median("sel_share"), "wall_s": round(wall, 1), "logs": len(kept)}
+
+
+def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) -> dict:
+    import torch
+    import torch.nn.functional as F
+    import yaml
+    from timing import simclr_step, timed
+
+    from spectral_ssl import SpectralSSL
+    from spectral_ssl.batching import greedy_select, greedy_triton
+    from spectral_ssl.diagnostics import batch_diagnostics
+
+    cfg = yaml.safe_load(GPU_CONFIG.read_text())
+    over = dict(a.lstrip("-").split("=", 1) for a in sizes["headline_overrides"])
+    backbone = over.get("backbone", cfg["backbone"])
+    kwargs = yaml.safe_load(over.get("backbone_kwargs", "null")) if "backbone_kwargs" in over else \
+        cfg.get("backbone_kwargs") or {}
+    batch = int(over.get("batch_size", cfg["batch_size"]))
+    image = int(over.get("image_size", cfg["image_size"]))
+    dim = int(over.get("proj_dim", cfg["proj_dim"]))
+    step = simclr_step(backbone, batch, dim, device, image=image, backbone_kwargs=kwargs)
+    step_ms = timed(step, 10 if device.type == "cuda" else 2, device)
+    del step
+    model_ips = batch / (step_ms / 1000)
+    report.figure("model_only", {"img_per_s": model_ips, "step_ms": step_ms, "backbone": backbone, "batch": batch,
+                                 "image_size": image})
+    report.check("speed", "model-only SimCLR step", "INFO", f"{model_ips:.0f} img/s ({step_ms:.2f} ms, {backbone} "
+                 f"batch {batch} at {image} px)")
+
+    z = F.normalize(SpectralSSL(backbone, proj_dim=dim, backbone_kwargs=kwargs).to(device).eval()(
+        torch.randn(2 * batch, 3, image, image, device=device)).detach().float(), dim=1)
+    diag_ms = timed(lambda: batch_diagnostics(z[:batch], z[batch:], 0.2), 5, device)
+    log_every = int(cfg.get("log_every", 10))
+    report.figure("diagnostics", {"ms": diag_ms, "share_of_step": diag_ms / step_ms,
+                                  "share_at_log_every": diag_ms / (log_every * step_ms), "log_every": log_every})
+    report.check("speed", "diagnostics' share of a step", "INFO", f"{diag_ms:.2f} ms = {100 * diag_ms / step_ms:.1f} "
+                 f"% of one step; {100 * diag_ms / (log_every * step_ms):.2f} % at log_every={log_every}")
+
+    k, total, d = (512, 2048, 128) if not sizes.get("kernel_small") else (64, 256, 32)
+    x = F.normalize(torch.randn(total, d, generator=torch.Generator().manual_seed(0)), dim=1).to(device)
+    rows = {}
+    for label, m in (("exact", None), ("m64", 64)):
+        g = torch.Generator(device=device).manual_seed(0)
+        rows[f"torch_{label}_ms"] = timed(lambda m=m, g=g: greedy_select(x, k, m=m, generator=g, backend="torch"),
+                                          5, device)
+        if device.type == "cuda" and greedy_triton.usable(device):
+            rows[f"kernel_{label}_ms"] = timed(lambda m=m, g=g: greedy_select(x, k, m=m, generator=g,
+                                                                              backend="triton"), 20, device)
+    report.figure("greedy_select", {"k": k, "M": total, "D": d, **rows})
+    for label in ("exact", "m64"):
+        kernel = rows.get(f"kernel_{label}_ms")
+        status = "SKIP" if kernel is None else ("PASS" if kernel <= TARGETS["kernel_ms"] else "FAIL")
+        report.check("speed", f"greedy kernel {label} k={k} M={total} D={d}", status,
+                     f"torch loop {rows[f'torch_{label}_ms']:.2f} ms, kernel "
+                     f"{'n/a (CUDA only)' if kernel is None else f'{kernel:.3f} ms'} (target <= 1 ms)")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    pretrain = load_recipe("pretrain")
+    steps = sizes["speed_steps"]
+    speeds = {}
+    for name, extra in (("random", []), ("Greedy-64 + ZCA", ["--selection=greedy", "--greedy_m=64",
+                                                             "--whitening=zca"])):
+        out = work / "speed" / name.replace(" + ", "_").replace("-", "").lower()
+        speeds[name] = recipe_speed(pretrain, [*headline_argv(dataset, out, steps, sizes, sizes["log_every"]),
+                                               "--save_every=null", "--reff_samples=64", *extra], steps,
+                                    sizes["log_every"])
+        report.figure(f"recipe {name}", speeds[name])
+    random_ips = speeds["random"]["img_per_s"]
+    ratio = random_ips / model_ips
+    gpu = device.type == "cuda"
+    report.check("speed", "recipe random / model-only", ("PASS" if ratio >= TARGETS["recipe_over_model"] else "FAIL")
+                 if gpu else "INFO", f"{random_ips:.0f} / {model_ips:.0f} img/s = {ratio:.3f} (target >= 0.85)",
+                 ratio=ratio)
+    greedy = speeds["Greedy-64 + ZCA"]
+    ratio = greedy["img_per_s"] / random_ips
+    report.check("speed", "recipe Greedy-64 + ZCA / random", ("PASS" if ratio >= TARGETS["greedy_zca_over_random"]
+                                                              else "FAIL") if gpu else "INFO",
+                 f"{greedy['img_per_s']:.0f} / {random_ips:.0f} img/s = {ratio:.3f} (target >= 0.9; selection "
+                 f"{greedy['select_ms'] or 0:.2f} ms, {100 * (greedy['select_share'] or 0):.1f} % of a step)",
+                 ratio=ratio)
+    return speeds
+
+
+# ---------------------------------------------------------------- phase 3: headline
+def phase_headline(report: Report, device, dataset: Path, work: Path, sizes: dict, train_s: float,
+                   measured_ips: float | None, output: Path) -> None:
+    import yaml
+
+    cfg = yaml.safe_load(GPU_CONFIG.read_text())
+    over = dict(a.lstrip("-").split("=", 1) for a in sizes["headline_overrides"])
+    batch = int(over.get("batch_size", cfg["batch_size"]))
+    decode_s = 15 if device.type == "cuda" else 5
+    ips = measured_ips or 1000.0
+    steps = max(2, int((train_s - decode_s) * ips / batch))
+    steps = min(steps, sizes["headline_max_steps"] or steps)
+    out = work / "headline"
+    report.check("headline", "plan", "INFO", f"{steps} steps of batch {batch} ({steps * batch / 60000:.1f} epochs of "
+                 f"60k) to fit {train_s:.0f} s at {ips:.0f} img/s{'' if measured_ips else ' (assumed)'}")
+    pretrain = load_recipe("pretrain")
+    pretrain.main([*headline_argv(dataset, out, steps, sizes, int(cfg.get("log_every", 50))), "--save_every=null",
+                   f"--warmup_steps={min(int(cfg.get('warmup_steps', 0)), steps // 10)}"])
+    meta = json.loads((out / "config.json").read_text())["spectral_ssl"]
+    report.figure("headline_train", {"steps": meta["steps"], "epochs": meta["epochs"],
+                                     "train_seconds": meta["train_seconds"],
+                                     "effective_rank": meta["effective_rank"]["value"]})
+    (output / "headline_metrics.jsonl").write_text((out / "metrics.jsonl").read_text())
+    probe = load_recipe("linear_probe")
+    result = probe.main(["--model", str(out), "--compare_random_init", "--compare_raw_pixels", "--knn",
+                         f"--output={output / 'headline_probe.json'}", *sizes["probe_limits"]])
+    pre, rnd, raw = result["pretrained"], result["random_init"], result["raw_pixels"]
+    report.figure("headline", {"linear_top1": pre["top1"], "knn_top1": pre.get("knn", {}).get("top1"),
+                               "random_init_top1": rnd["top1"], "raw_pixels_top1": raw["top1"],
+                               "raw_pixels_knn_top1": raw.get("knn", {}).get("top1"),
+                               "n_train": pre["n_train"], "n_test": pre["n_test"],
+                               "train_seconds": meta["train_seconds"], "steps": meta["steps"]})
+    ok = pre["top1"] >= TARGETS["headline_top1"] and meta["train_seconds"] <= 240
+    report.check("headline", "Fashion-MNIST linear top-1", ("PASS" if ok else "FAIL") if device.type == "cuda"
+                 else "INFO", f"{pre['top1']:.2f} % after {meta['train_seconds']:.0f} s of training ({meta['steps']} "
+                 f"steps, {meta['epochs']} epochs) on {pre['n_train']}/{pre['n_test']} images; fair random init "
+                 f"{rnd['top1']:.2f} %, raw pixels {raw['top1']:.2f} % (target >= 91 % within 240 s)")
+
+
+# ---------------------------------------------------------------- phase 4: time to accuracy
+def phase_tta(report: Report, device, dataset: Path, work: Path, sizes: dict, seconds: float, seed: int,
+              output: Path) -> None:
+    import bench_tta
+
+    runs = work / "tta_runs"
+    if sizes["headline_overrides"]:  # tiny: the reduced keys of the CPU smoke run
+        steps, extra = 4, [*sizes["headline_overrides"], "--log_every=2", "--probe_every=2", "--probe_samples=64",
+                           "--linear_train_samples=128", "--linear_test_samples=64", "--parallel=1",
+                           "--untimed_warmup=0", "--max_train_samples=256"]
+        extra = [a for a in extra if not a.startswith(("--reff", "--num_workers"))]
+    else:  # five arms share the GPU: their rate is about a fifth of one run's each
+        rate = 0.2 * (report.data["figures"].get("recipe random", {}).get("img_per_s") or 5000) / 256
+        steps = max(230, int(0.6 * seconds * rate) // 230 * 230)
+        extra = ["--probe_every=230", "--log_every=23", "--probe_samples=2000", "--max_train_samples=null",
+                 "--linear_train_samples=0", "--linear_test_samples=0", "--parallel=5", "--warmup_steps=230",
+                 "--backbone_kwargs={}", "--batch_size=256", "--proj_dim=128"]
+    argv = [f"--max_steps={steps}", "--seeds=1", f"--first_seed={seed}", f"--output_dir={work / 'tta'}",
+            f"--runs_dir={runs}", f"--dataset={dataset}", *extra]
+    report.check("tta", "plan", "INFO", f"seed {seed}, {steps} steps per arm: bench_tta {' '.join(argv)}")
+    bench_tta.main(argv)
+    result = json.loads((work / "tta" / "tta.json").read_text())
+    record = {"device": report.data["environment"]["device"], "date": report.data["environment"]["date"],
+              "seed": seed, "steps": steps, "tta": result}
+    (output / "tta_seed.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    arms = result["summary"]["arms"]
+    report.check("tta", "one more seed", "INFO", "final kNN top-1: " + ", ".join(
+        f"{a['name']} {a['final_knn'][0]:.1f} %" for a in arms.values() if a["final_knn"]) + " (tta_seed.json)")
+
+
+# ---------------------------------------------------------------- main
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default="outputs/gpu_check", help="folder of gpu_check.json/.md and the run's files")
+    p.add_argument("--budget_s", type=float, default=REFERENCE_BUDGET_S, help="seconds the whole check may take")
+    p.add_argument("--dataset", default=str(ROOT / "data" / "fashion_mnist"), help="prepared Fashion-MNIST folder")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke run at tiny scale (what the test runs)")
+    p.add_argument("--workers", type=int, default=None, help="subprocesses of the loss matrix (default 6 on CUDA)")
+    p.add_argument("--tta_seed", type=int, default=None, help="seed of the time-to-accuracy phase (default: the next "
+                   "after those in docs/tta/gpu_seeds.jsonl)")
+    p.add_argument("--phases", default="correctness,speed,headline,tta", help="comma-separated phases to run")
+    p.add_argument("--worker_jobs", help=argparse.SUPPRESS)
+    p.add_argument("--worker_results", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.budget_s <= 0:
+        raise SystemExit("error: --budget_s must be > 0")
+    return args
+
+
+def next_tta_seed() -> int:
+    path = ROOT / "docs" / "tta" / "gpu_seeds.jsonl"
+    seeds = [json.loads(line)["seed"] for line in path.read_text().splitlines() if line.strip()] if path.is_file() \
+        else []
+    return max(seeds, default=-1) + 1
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.worker_jobs:
+        run_jobs(Path(args.worker_jobs), Path(args.worker_results))
+        return {}
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    if args.tiny and torch.cuda.is_available():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the recipe trains on CUDA whenever it sees one
+    output = Path(args.output)
+    report = Report(output, args.budget_s)
+    if not preflight(report, device):
+        raise SystemExit(f"error: imports missing on this machine; see {output / 'gpu_check.md'}")
+    scale = args.budget_s / REFERENCE_BUDGET_S
+    sizes = scale_args(args)
+    sizes["kernel_small"] = args.tiny
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    workers = args.workers or (6 if device.type == "cuda" else 1)
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
+        work = Path(tmp)
+        dataset = dataset_folder(args, work)
+        if "correctness" in phases:
+            box_end = report.elapsed() + BOXES["correctness"] * scale
+            started = guarded(report, "correctness", "loss matrix")(start_matrix, work, dataset, sizes, workers)
+            guarded(report, "correctness", "greedy kernel")(check_kernel, report, device, sizes["kernel_shapes"])
+            guarded(report, "correctness", "device augmentation")(check_augment, report, device,
+                                                                  sizes["augment_batch"])
+            guarded(report, "correctness", "cache_decoded=device")(check_cache, report, device, dataset,
+                                                                   sizes["cache_rows"])
+            guarded(report, "correctness", "checkpoint + resume")(check_resume, report, device, dataset, work, sizes)
+            if started is not None:
+                guarded(report, "correctness", "loss matrix")(finish_matrix, report, started, sizes, workers,
+                                                              max(box_end, report.elapsed() + 10))
+        speeds = None
+        if "speed" in phases:
+            speeds = guarded(report, "speed", "speed")(phase_speed, report, device, dataset, work, sizes)
+        if "headline" in phases:
+            train_s = min(BOXES["headline"] * scale, report.remaining() - PROBE_RESERVE_S * scale)
+            if train_s < 20 * scale:
+                report.check("headline", "Fashion-MNIST linear top-1", "SKIP", f"only {report.remaining():.0f} s left")
+            else:
+                ips = speeds["random"]["img_per_s"] if speeds else (
+                    0.8 * report.data["figures"]["model_only"]["img_per_s"] if "model_only" in report.data["figures"]
+                    else None)
+                guarded(report, "headline", "headline")(phase_headline, report, device, dataset, work, sizes,
+                                                        train_s, ips, output)
+        if "tta" in phases:
+            left = report.remaining()
+            if left < 150 * scale:
+                report.check("tta", "one more seed", "SKIP", f"{left:.0f} s left (needs >= {150 * scale:.0f} s)")
+            else:
+                seed = args.tta_seed if args.tta_seed is not None else next_tta_seed()
+                guarded(report, "tta", "one more seed")(phase_tta, report, device, dataset, work, sizes, left, seed,
+                                                        output)
+    report.save()
+    bad = [c for c in report.data["checks"] if c["status"] in ("FAIL", "ERROR")]
+    print(f"gpu_check: {len(report.data['checks'])} rows, {len(bad)} failed, {report.elapsed():.0f} s; "
+          f"{output / 'gpu_check.md'}")
+    return report.data
+
+
+if __name__ == "__main__":
+    main()
