@@ -145,6 +145,8 @@ def preflight(report: Report, device) -> bool:
 def dataset_folder(args, work: Path) -> Path:
     """data/fashion_mnist when prepared, else (tiny runs only) a synthetic parquet folder of the same layout."""
     folder = Path(args.dataset)
+    if not folder.exists() and not folder.is_absolute() and (ROOT / folder).exists():
+        folder = ROOT / folder
     if (folder / "test-00000-of-00001.parquet").is_file():
         return folder
     if not args.tiny:
@@ -647,7 +649,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="outputs/gpu_check", help="folder of gpu_check.json/.md and the run's files")
     p.add_argument("--budget_s", type=float, default=REFERENCE_BUDGET_S, help="seconds the whole check may take")
-    p.add_argument("--dataset", default=str(ROOT / "data" / "fashion_mnist"), help="prepared Fashion-MNIST folder")
+    p.add_argument("--dataset", default="data/fashion_mnist", help="prepared Fashion-MNIST folder (relative: to the "
+                   "working directory, else to the repository root)")
     p.add_argument("--tiny", action="store_true", help="CPU smoke run at tiny scale (what the test runs)")
     p.add_argument("--workers", type=int, default=None, help="subprocesses of the loss matrix (default 6 on CUDA)")
     p.add_argument("--tta_seed", type=int, default=None, help="seed of the time-to-accuracy phase (default: the next "
