@@ -12,7 +12,6 @@ manifest on resume), metrics in ``metrics.jsonl``, ``train_config.json``; one ru
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import gc
 import logging
@@ -28,14 +27,12 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from spectral_ssl import data, decoded_split, hub, run_folder, transforms
-from spectral_ssl.batching import BatchSelector, CandidatePool, resolve_target
+from spectral_ssl.batching import CandidatePool, create_selector, resolve_target, step_seed
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot
-from spectral_ssl.losses import create_loss
 from spectral_ssl.model import SpectralSSL
-from spectral_ssl.momentum import cosine_momentum, update_momentum
+from spectral_ssl.objective import create_objective
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe
-from spectral_ssl.whitening import BatchWhitening
 
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, run_folder.RunFolderError)
 
@@ -84,7 +81,7 @@ def make_accelerator(cfg: PretrainConfig) -> Accelerator:
 
 
 def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunFolder) -> SimpleNamespace:
-    """Data, model, loss, selection and optimiser; everything the export needs is checked here, before training."""
+    """Data, model, objective, selection and optimiser; everything the export needs is checked here, before training."""
     world, device = accelerator.num_processes, accelerator.device
     train_data = data.load_images(cfg.dataset, cfg.split, streaming=cfg.streaming, image_column=cfg.image_column,
                                   label_column=None)
@@ -111,21 +108,23 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     model.data_config.update(input_size=(3, cfg.image_size, cfg.image_size), mean=tuple(cfg.mean),
                              std=tuple(cfg.std), crop_pct=1.0, crop_mode="center",
                              interpolation=transforms.EVAL_INTERPOLATION)
-    loss_fn = create_loss(cfg.loss, dim=cfg.proj_dim, dataset_size=train_data.num_rows, gather_distributed=world > 1,
-                          temperature=cfg.temperature, **cfg.loss_kwargs)
-    target = copy.deepcopy(model).requires_grad_(False).to(device) if loss_fn.uses_target else None
-    whiten = (BatchWhitening(cfg.proj_dim, kind=cfg.whitening, eps=cfg.whitening_eps).to(device)
-              if cfg.whitening != "none" else torch.nn.Identity())
-    score_space = whiten.whiten_running if cfg.whitening != "none" and cfg.selection_space == "loss" else None
-    selector = BatchSelector(
-        cfg.selection, cfg.batch_size, cfg.proj_dim, train_data.num_rows, pool_factor=cfg.pool_factor,
-        pool_candidates=cfg.pool_candidates, greedy_m=cfg.greedy_m, eps=cfg.selection_eps, window=cfg.greedy_window,
-        target=resolve_target(cfg.target_reff, cfg.proj_dim, cfg.batch_size * world, cfg.num_classes),
-        source=cfg.selection_source, seed=cfg.seed, transform=score_space).to(device)
+    # loss (+ predictor, state), whitening and EMA target: two views -> loss, one call per step
+    objective = create_objective(model, cfg.loss, dim=cfg.proj_dim, dataset_size=train_data.num_rows,
+                                 gather_distributed=world > 1, whitening=cfg.whitening,
+                                 whitening_eps=cfg.whitening_eps, ema_momentum=cfg.ema_momentum,
+                                 ema_momentum_final=cfg.ema_momentum_final, temperature=cfg.temperature,
+                                 **cfg.loss_kwargs).to(device)
+    selection_kwargs = cfg.selection_arguments()
+    if "target" in selection_kwargs:  # a fraction of D or 'RHO*C' -> a reachable number
+        selection_kwargs["target"] = resolve_target(selection_kwargs["target"], cfg.proj_dim, cfg.batch_size * world,
+                                                    cfg.num_classes)
+    selector = create_selector(cfg.selection, batch_size=cfg.batch_size, dim=cfg.proj_dim,
+                               dataset_size=train_data.num_rows, seed=cfg.seed, transform=objective.loss_space(),
+                               **selection_kwargs).to(device)
     augment = transforms.DeviceAugment(cfg.image_size, mean=cfg.mean, std=cfg.std, views=views).to(device)
 
     def prepare(batch: dict) -> dict:  # uint8 batch -> two augmented views on the device, seeded per sample set
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + pool.epoch * 7_919 + int(batch["idx"].sum()))
+        generator = torch.Generator().manual_seed(step_seed(cfg.seed, pool.epoch * 7_919 + int(batch["idx"].sum())))
         return {"views": augment(batch.pop("image").to(device, non_blocking=True), generator), **batch}
 
     cache_on = decoded_split.cache_device(cfg.cache_decoded, augment_on_device=on_device, rows=rows,
@@ -144,17 +143,15 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                    pin_memory=device.type == "cuda")
     pool = CandidatePool(loaders, selector.pool_size, prepare=prepare if on_device else None)
 
-    optimizer_groups = model.parameter_groups(cfg.weight_decay, extra=loss_fn)  # + BYOL/SimSiam predictor
+    optimizer_groups = model.parameter_groups(cfg.weight_decay, extra=objective.loss)  # + BYOL/SimSiam predictor
     optimizer = (torch.optim.AdamW(optimizer_groups, lr=cfg.lr) if cfg.optimizer == "adamw"
                  else torch.optim.SGD(optimizer_groups, lr=cfg.lr, momentum=0.9))
-    method = loss_fn  # the loss's attributes (uses_target, negatives, default_momentum) even after a DDP wrap
     model, optimizer = accelerator.prepare(model, optimizer)
-    # a learnable predictor is DDP-synchronised; DDP refuses modules without parameters
-    loss_fn = accelerator.prepare(loss_fn) if any(True for _ in loss_fn.parameters()) else loss_fn.to(device)
+    # a learnable predictor is DDP-synchronised (DDP refuses modules without parameters); objective.loss stays unwrapped
+    objective.attach(model, loss=accelerator.prepare(objective.loss) if objective.learnable_loss else None)
     state = TrainState()
-    for obj in (state, pool, selector, method, target, whiten if cfg.whitening != "none" else None):
-        if obj is not None:  # counters, pool position, selection cache, loss state (queue, u, ...), EMA, whitening
-            accelerator.register_for_checkpointing(obj)
+    for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
+        accelerator.register_for_checkpointing(obj)  # whitening statistics
     folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint when resuming
     cache_note = ""
     if cache_on is not None:  # the decode pass is training time
@@ -167,8 +164,8 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                       f"({world} process{'es' * (world > 1)}), {cfg.backbone} on {device.type} "
                       f"({accelerator.mixed_precision}), loss {cfg.loss}, selection {cfg.selection}, augment "
                       f"{cfg.augment} on {'device' if on_device else 'loader'}{cache_note} -> {cfg.output_dir}")
-    return SimpleNamespace(model=model, loss_fn=loss_fn, method=method, target=target, whiten=whiten,
-                           selector=selector, pool=pool, optimizer=optimizer, state=state, folder=folder,
+    return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
+                           state=state, folder=folder,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,
                            train_rows=rows, trainable=[p for g in optimizer.param_groups for p in g["params"]])
 
@@ -184,8 +181,8 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
         logging_step = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == run.total_steps
         step_start = time.perf_counter()
         with accelerator.autocast():  # candidates' no-grad pass (if any) at the training precision
-            batch = selector.select(accelerator.unwrap_model(model), pool, state.step,
-                                    measure=logging_step and cfg.selection != "random")
+            batch, selected = selector.select(accelerator.unwrap_model(model), pool, state.step,
+                                              measure=logging_step and cfg.selection != "random")
         if batch is None:  # the epoch's stream cannot fill another batch
             if pool.chosen == 0:
                 raise SystemExit(f"error: epoch {pool.epoch} of {cfg.dataset} split {cfg.split} yielded no batch of "
@@ -197,14 +194,9 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         with accelerator.autocast():
-            p1, p2 = model(x1), model(x2)
-            z1, z2 = run.whiten(p1), run.whiten(p2)  # per-view statistics, online branch only (docs/method.md, A9)
-            targets = None
-            if run.target is not None:
-                with torch.no_grad():
-                    targets = (run.target(x1), run.target(x2))
-            loss = run.loss_fn(z1, z2, index=batch["idx"].to(device), targets=targets)
-        selector.observe(batch["idx"], p1, state.step)  # cache for the next epochs' selection
+            out = run.objective(x1, x2, index=batch["idx"].to(device))
+        loss = out.loss
+        selector.observe(batch["idx"], out.p1, state.step)  # cache for the next epochs' selection
         if not torch.isfinite(loss):
             raise SystemExit(f"error: non-finite loss at step {state.step}; lower --lr or check the data")
         run.optimizer.zero_grad(set_to_none=True)
@@ -214,11 +206,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
             raise SystemExit(f"error: non-finite gradients at step {state.step} (weights not updated); resume from the "
                              "last checkpoint with a lower --lr, --grad_clip=1 or a larger --whitening_eps")
         run.optimizer.step()
-        if run.target is not None:
-            base, final = run.method.default_momentum
-            update_momentum(target=run.target, online=accelerator.unwrap_model(model), momentum=cosine_momentum(
-                state.step, run.total_steps, cfg.ema_momentum if cfg.ema_momentum is not None else base,
-                cfg.ema_momentum_final if cfg.ema_momentum_final is not None else final))
+        run.objective.update_target(state.step, run.total_steps)
         if logging_step and device.type == "cuda":
             torch.cuda.synchronize()
         step_ms = 1000 * (time.perf_counter() - step_start)
@@ -230,12 +218,11 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
             metrics = {"step": state.step, "epoch": pool.epoch, "lr": lr, "img_per_s": seen / elapsed,
                        "loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm),
                        "step_ms": step_ms, "train_seconds": state.train_seconds, "skipped_rows": pool.skipped,
-                       **batch_diagnostics(z1, z2, cfg.temperature, monitor_temperature=cfg.monitor_temperature,
-                                           negatives=run.method.negatives() if hasattr(run.method, "negatives")
-                                           else None, keys=None if targets is None else targets[1])}
+                       **batch_diagnostics(out.z1, out.z2, cfg.temperature,
+                                           monitor_temperature=cfg.monitor_temperature,
+                                           negatives=run.objective.negatives(), keys=out.keys)}
             if cfg.selection != "random":
-                metrics.update({f"sel_{k}": v for k, v in selector.stats.items()},
-                               sel_share=selector.stats["select_ms"] / step_ms)
+                metrics.update({f"sel_{k}": v for k, v in selected.items()}, sel_share=selected["select_ms"] / step_ms)
             if cfg.probe_every and state.step % cfg.probe_every == 0:
                 metrics["knn_top1"] = online_knn(accelerator.unwrap_model(model), cfg, device)
                 model.train()
@@ -331,7 +318,7 @@ def shut_down(accelerator: Accelerator, run: SimpleNamespace | None = None) -> N
     if not torch.distributed.is_initialized():
         return
     if run is not None:
-        run.model = run.loss_fn = run.optimizer = None
+        run.model = run.objective = run.optimizer = None
     accelerator.free_memory()
     gc.collect()
     torch.distributed.barrier()

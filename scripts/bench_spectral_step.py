@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         def step() -> None:
             candidates = ssl.batching.CandidatePool(loader, selector.pool_size)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                batch = selector.select(model, candidates, step=1)
+                batch, _ = selector.select(model, candidates, step=1)
                 x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
                 p1 = model(x1)
                 loss = loss_fn(whiten(p1), whiten(model(x2)))

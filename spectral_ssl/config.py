@@ -207,6 +207,12 @@ SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_
                             "resume", "overwrite_output_dir", "probe_every", "probe_samples", "target_accuracy")
 
 
+# the documented flat keys of the selectors and the argument of ``batching.create_selector`` each one fills
+SELECTION_KEYS = {"pool_factor": "pool_factor", "pool_candidates": "candidates", "greedy_m": "m",
+                  "greedy_window": "window", "target_reff": "target", "selection_eps": "eps",
+                  "selection_source": "source", "selection_space": "space"}
+
+
 @dataclass
 class PretrainConfig:
     """Every key of ``recipes/pretrain.py`` (``--help`` prints them with their defaults)."""
@@ -256,18 +262,25 @@ class PretrainConfig:
     # spectrum control
     selection: Literal["random", "pool", "greedy"] = arg(
         "random", "batch selection: random, pool (Pool-P: best of P batches by R_eff) or greedy (Greedy-m log-det)")
-    pool_factor: int = arg(4, "greedy: candidates per process = pool_factor x batch_size")
-    pool_candidates: int = arg(3, "pool: P candidate batches per step (Pool-P3)")
+    selection_kwargs: dict = arg({}, "the selector's own arguments (batching.create_selector), e.g. {m: 64, "
+                                 "window: 20} for greedy, {candidates: 3, target: 0.5} for pool; each selector owns "
+                                 "its defaults. The flat keys below fill the same arguments (a key given both ways is "
+                                 "an error)")
+    pool_factor: int | None = arg(None, "greedy: candidates per process = pool_factor x batch_size; null = the "
+                                  "selector's default (4)")
+    pool_candidates: int | None = arg(None, "pool: P candidate batches per step; null = the selector's default (3)")
     greedy_m: int | None = arg(None, "greedy: candidates scored per pick (64 = Greedy-64); null = exact greedy")
     greedy_window: float | None = arg(None, "greedy: stop at this R_eff and fill the rest at random; null = off")
     target_reff: float | str | None = arg(None, "pool: target R_eff, a number, a fraction of proj_dim (0 < t < 1) "
                                           "or 'RHO*C' (needs num_classes); null = the largest R_eff")
     num_classes: int | None = arg(None, "C for 'RHO*C' targets")
-    selection_source: Literal["cache", "online"] = arg(
-        "cache", "greedy candidates' embeddings: cache (last visit) or online (a no-grad pass)")
-    selection_eps: float = arg(1e-2, "ridge of the log-det objective")
-    selection_space: Literal["loss", "projections"] = arg(
-        "loss", "score candidates as the loss sees them (whitened when whitening is on) or as raw projections")
+    selection_source: Literal["cache", "online"] | None = arg(
+        None, "greedy candidates' embeddings: cache (last visit) or online (a no-grad pass); null = cache")
+    selection_eps: float | None = arg(None, "greedy: ridge of the log-det objective; null = the selector's default "
+                                      "(1e-2)")
+    selection_space: Literal["loss", "projections"] | None = arg(
+        None, "score candidates as the loss sees them (whitened when whitening is on) or as raw projections; "
+        "null = loss")
     whitening: Literal["none", "zca", "cholesky"] = arg("none", "in-batch whitening of each view's projections")
     whitening_eps: float = arg(1e-4, "whitening ridge, relative to the mean eigenvalue")
     # optimisation
@@ -302,10 +315,10 @@ class PretrainConfig:
         positive(self, "lr", "temperature", "monitor_temperature", "selection_eps", "whitening_eps", "grad_clip")
         positive(self, "weight_decay", allow_zero=True)
         for key in ("image_size", "proj_dim", "proj_hidden_dim", "batch_size", "log_every", "probe_samples",
-                    "pool_factor", "pool_candidates", "shuffle_buffer"):
+                    "shuffle_buffer"):
             require(getattr(self, key) >= 1, key, f"must be a positive integer, got {getattr(self, key)!r}")
         for key in ("max_steps", "max_train_samples", "save_every", "save_total_limit", "probe_every", "greedy_m",
-                    "num_classes"):
+                    "num_classes", "pool_factor", "pool_candidates"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
         for key in ("epochs", "warmup_steps", "num_workers"):
@@ -338,6 +351,26 @@ class PretrainConfig:
                 self.target_reff = float(self.target_reff)
             except ValueError:
                 pass  # 'RHO*C': resolved by batching.resolve_target, which names the fix
+        self.selection_arguments()  # unknown selection_kwargs, or a key given both ways
+
+    def selection_arguments(self) -> dict[str, Any]:
+        """The chosen selector's own arguments (``batching.create_selector``): ``selection_kwargs`` plus the flat
+        keys that apply to it (``SELECTION_KEYS``; a flat key of another selector is ignored, as documented)."""
+        from spectral_ssl.batching import selector_arguments  # torch: only when a config is checked
+
+        accepted = selector_arguments(self.selection)
+        unknown = sorted(set(self.selection_kwargs) - set(accepted))
+        require(not unknown, "selection_kwargs", f"has {', '.join(map(repr, unknown))}, which selection "
+                f"{self.selection!r} does not take; its arguments are {sorted(accepted)}")
+        kwargs = dict(self.selection_kwargs)
+        for key, name in SELECTION_KEYS.items():
+            value = getattr(self, key)
+            if value is None or name not in accepted:
+                continue
+            require(name not in kwargs, key, f"and --selection_kwargs {{{name}: ...}} both set the selector's "
+                    f"{name!r}; keep one")
+            kwargs[name] = value
+        return kwargs
 
 
 @dataclass

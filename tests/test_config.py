@@ -33,11 +33,25 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     (["--config", "does/not/exist.yaml"], "config file does/not/exist.yaml not found"),
     (["--nope=1"], "unknown config key 'nope'; valid keys: dataset, split"),
     (["stray"], "unexpected argument 'stray'"),
+    (["--selection=greedy", "--greedy_m=64", "--selection_kwargs={m: 32}"],
+     "--greedy_m and --selection_kwargs {m: ...} both set the selector's 'm'; keep one"),
+    (["--selection=pool", "--selection_kwargs={m: 32}"],
+     "--selection_kwargs has 'm', which selection 'pool' does not take; its arguments are ['candidates', 'space', "
+     "'target']"),
 ])
 def test_mistakes_are_one_line_config_errors(args, message):
     with pytest.raises(ConfigError) as e:
         parse_config(PretrainConfig, args)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_flat_selection_keys_fill_the_selectors_own_arguments():
+    cfg = parse_config(PretrainConfig, ["--selection=greedy", "--greedy_m=64", "--selection_source=online",
+                                        "--selection_kwargs={window: 12}", "--pool_candidates=5"])
+    assert cfg.selection_arguments() == {"m": 64, "source": "online", "window": 12}  # pool's key is not greedy's
+    cfg = parse_config(PretrainConfig, ["--selection=pool", "--pool_candidates=5", "--target_reff=0.5"])
+    assert cfg.selection_arguments() == {"candidates": 5, "target": 0.5}
+    assert parse_config(PretrainConfig, ["--selection=random", "--greedy_m=64"]).selection_arguments() == {}
 
 
 def test_yaml_file_errors_name_the_file_and_line(tmp_path):
