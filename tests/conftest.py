@@ -32,11 +32,6 @@ def load_module(path: Path, name: str | None = None):
     return module
 
 
-def load_script(name: str):
-    """``scripts/<name>.py`` as a module (``load_module``)."""
-    return load_module(SCRIPTS / f"{name}.py")
-
-
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from spectral_ssl.losses import InfoNCELoss
-from tests.conftest import load_script
+from tests.conftest import SCRIPTS, load_module
 
 
 @pytest.fixture(scope="module")
 def bench_peers():
-    return load_script("bench_peers")
+    return load_module(SCRIPTS / "bench_peers.py")
 
 
 def positive(value) -> bool:

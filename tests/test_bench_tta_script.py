@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from tests.conftest import load_script
+from tests.conftest import SCRIPTS, load_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_script("bench_tta")
+    return load_module(SCRIPTS / "bench_tta.py")
 
 
 def fake_run(points, *, logged_between=True, linear=None, sel=None):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from spectral_ssl import SpectralSSL
-from tests.conftest import load_script
+from tests.conftest import SCRIPTS, load_module
 
-grad_variance = load_script("grad_variance")
+grad_variance = load_module(SCRIPTS / "grad_variance.py")
 
 
 def test_moments_trace_equals_sample_covariance_trace():

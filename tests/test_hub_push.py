@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from spectral_ssl import SpectralSSL, hub
-from tests.conftest import load_script
+from tests.conftest import SCRIPTS, load_module
 
 
 @pytest.fixture()
@@ -174,7 +174,7 @@ def test_missing_repo_revision_and_bad_inputs_have_clear_errors(hub_server, expo
 
 def test_push_script_and_model_push_to_hub(hub_server, export, capsys):
     model, out = export
-    script = load_script("push_to_hub")
+    script = load_module(SCRIPTS / "push_to_hub.py")
     url = script.main([str(out), "org/scripted", "--commit-message", "first release"])
     assert "org/scripted" in url and "pushed" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: .*must look like 'org/name'"):
