@@ -101,13 +101,13 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
         hub.require_token()
     views = augment_views(cfg)
     on_device = cfg.augment_on in ("auto", "device")
-    transform = (data.Uint8Transform(cfg.image_size) if on_device
-                 else transforms.TwoViewTransform(cfg.image_size, mean=cfg.mean, std=cfg.std, views=views))
+    # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader
+    prep = transforms.Preprocessing(cfg.image_size, tuple(cfg.mean), tuple(cfg.std))
+    transform = (data.Uint8Transform(prep.image_size) if on_device
+                 else transforms.TwoViewTransform(prep.image_size, mean=prep.mean, std=prep.std, views=views))
 
     model = SpectralSSL(cfg.backbone, cfg.proj_hidden_dim, cfg.proj_dim, cfg.backbone_kwargs)
-    model.data_config.update(input_size=(3, cfg.image_size, cfg.image_size), mean=tuple(cfg.mean),
-                             std=tuple(cfg.std), crop_pct=1.0, crop_mode="center",
-                             interpolation=transforms.EVAL_INTERPOLATION)
+    model.data_config.update(prep.data_config())
     # loss (+ predictor, state), whitening and EMA target: two views -> loss, one call per step
     objective = create_objective(model, cfg.loss, dim=cfg.proj_dim, dataset_size=train_data.num_rows,
                                  gather_distributed=world > 1, whitening=cfg.whitening,
@@ -121,7 +121,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     selector = create_selector(cfg.selection, batch_size=cfg.batch_size, dim=cfg.proj_dim,
                                dataset_size=train_data.num_rows, seed=cfg.seed, transform=objective.loss_space(),
                                **selection_kwargs).to(device)
-    augment = transforms.DeviceAugment(cfg.image_size, mean=cfg.mean, std=cfg.std, views=views).to(device)
+    augment = transforms.DeviceAugment(prep.image_size, mean=prep.mean, std=prep.std, views=views).to(device)
 
     def prepare(batch: dict) -> dict:  # uint8 batch -> two augmented views on the device, seeded per sample set
         generator = torch.Generator().manual_seed(step_seed(cfg.seed, pool.epoch * 7_919 + int(batch["idx"].sum())))
@@ -251,7 +251,7 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(run.model)
-        loader = run_eval_loader(cfg, cfg.eval_split, cfg.reff_samples)
+        loader = run_eval_loader(final, cfg, cfg.eval_split, cfg.reff_samples)
         features, _ = extract_features(final, loader, device=run.device)
         metrics = run.folder.read_metrics()
         final.metadata = {
@@ -294,16 +294,19 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def run_eval_loader(cfg: PretrainConfig, split: str, limit: int):
-    return eval_loader(cfg.dataset, split, image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
+def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int):
+    """``split`` with the model's own preprocessing (its data_config), as a user of the export will read it."""
+    return eval_loader(cfg.dataset, split, transforms.Preprocessing.from_data_config(model.data_config),
                        image_column=cfg.image_column, label_column=cfg.label_column, max_samples=limit,
                        skip_corrupt=cfg.skip_corrupt)
 
 
 def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) -> float:
     """kNN top-1 with ``probe_samples`` images of each split: a cheap progress signal during training."""
-    train_f, train_y = extract_features(model, run_eval_loader(cfg, cfg.split, cfg.probe_samples), device=device)
-    test_f, test_y = extract_features(model, run_eval_loader(cfg, cfg.eval_split, cfg.probe_samples), device=device)
+    train_f, train_y = extract_features(model, run_eval_loader(model, cfg, cfg.split, cfg.probe_samples),
+                                        device=device)
+    test_f, test_y = extract_features(model, run_eval_loader(model, cfg, cfg.eval_split, cfg.probe_samples),
+                                      device=device)
     return knn_probe(train_f, train_y, test_f, test_y).top1
 
 

@@ -6,11 +6,14 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from spectral_ssl.transforms import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -192,17 +195,16 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
     return torch.cat(feats), torch.cat(labels)
 
 
-def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpolation: str | None = None,
-                image_column: str = "image", label_column: str | None = "label", batch_size: int = 256,
-                max_samples: int | None = None, skip_corrupt: bool = False, seed: int = 0,
-                shuffle: bool = False) -> Iterable[dict]:
-    """Evaluation batches of a split with an export's preprocessing (resize, centre crop, normalise): the loader the
-    recipes' probes, the exported effective rank and the random-init baseline's BatchNorm calibration share."""
+def eval_loader(dataset: str, split: str, preprocessing: Preprocessing, *, image_column: str = "image",
+                label_column: str | None = "label", batch_size: int = 256, max_samples: int | None = None,
+                skip_corrupt: bool = False, seed: int = 0, shuffle: bool = False) -> Iterable[dict]:
+    """Evaluation batches of a split with a model's preprocessing (``transforms.Preprocessing``, e.g.
+    ``Preprocessing.from_data_config(model.data_config)``: resize, centre crop, normalise): the loader the recipes'
+    probes, the exported effective rank and the random-init baseline's BatchNorm calibration share."""
     from spectral_ssl import data
 
     images = data.load_images(dataset, split, streaming=True, image_column=image_column, label_column=label_column)
-    transform = data.EvalTransform(image_size, mean=mean, std=std,
-                                   interpolation=interpolation or data.EVAL_INTERPOLATION)
+    transform = preprocessing.eval_transform()
     return data.make_loader(images, transform, batch_size=batch_size, shuffle=shuffle, drop_last=False,
                             collate="eval", skip_corrupt=skip_corrupt, max_samples=max_samples, seed=seed)
 
