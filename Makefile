@@ -34,7 +34,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 lint: setup
-	$(BIN)/ruff check spectral_ssl recipes scripts tests
+	$(BIN)/ruff check spectral_ssl recipes scripts benchmarks tests
 
 clean:
 	rm -rf $(VENV) outputs data/fashion_mnist .pytest_cache

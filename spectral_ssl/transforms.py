@@ -26,7 +26,7 @@ How ``DeviceAugment`` differs from the PIL path (by design, documented here once
   unchanged (each jitter op acts as its matrix's row sum, 1 for those two; grayscale is skipped), so it does a third
   of the work and gives the result of the replicated 3-channel batch up to float rounding.
 
-Why our own implementation rather than ``kornia.augmentation`` (0.9.0): ``scripts/bench_augment.py --threads 1``
+Why our own implementation rather than ``kornia.augmentation`` (0.9.0): ``benchmarks/bench_augment.py --threads 1``
 (batch 256, 28x28 uint8 gray inputs -> two 32 px views, methods timed round-robin, median of 9; 2-core x86_64 CPU
 shared with other jobs, load average 3-5, so absolute rates are pessimistic, ratios are the point) gave, in img/s
 (two views each), simclr / byol preset: PIL loop 259 / 151, DeviceAugment on the 1-channel batch 11787 / 9429, on

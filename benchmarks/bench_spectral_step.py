@@ -1,6 +1,6 @@
 """Overhead of the whole spectral step against a random-batch step, measured side by side in one run.
 
-    python scripts/bench_spectral_step.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32]
+    python benchmarks/bench_spectral_step.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32]
                                           [--pool_factor 4] [--greedy_m 0] [--repeats 3] [--log_every 20]
 
 Every variant runs the same training step (two views, forward + backward + AdamW, bf16 autocast on a GPU) through
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timing import device_name, model_arguments, timed
+from harness import device_name, model_arguments, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.diagnostics import batch_diagnostics
