@@ -91,7 +91,7 @@ class Objective(nn.Module):
         self.momentum = (base if ema_momentum is None else ema_momentum,
                          final if ema_momentum_final is None else ema_momentum_final)
         # held, not registered: the online model is not the objective's state; the loss call may be a DDP wrapper
-        self.__dict__["online"] = model
+        self.__dict__["online"] = self.__dict__["_unwrapped"] = model
         self.__dict__["_loss_call"] = loss
 
     @property
@@ -100,8 +100,9 @@ class Objective(nn.Module):
         return any(True for _ in self.loss.parameters())
 
     def attach(self, model: nn.Module, loss: Callable[..., torch.Tensor] | None = None) -> None:
-        """Use ``model`` (e.g. the DDP-wrapped online network) and, if given, ``loss`` (the wrapped loss) from now
-        on; ``self.loss`` stays the unwrapped module (attributes, state)."""
+        """Call ``model`` (a wrapper of the online network given at construction, e.g. DDP's: same parameters) and,
+        if given, ``loss`` (the wrapped loss) from now on; ``self.loss`` stays the unwrapped module (attributes,
+        state) and the EMA target keeps following the unwrapped online network."""
         self.__dict__["online"] = model
         self.__dict__["_loss_call"] = self.loss if loss is None else loss
 
@@ -131,9 +132,7 @@ class Objective(nn.Module):
         optimiser step (no-op without a target network)."""
         if self.target is None:
             return
-        online = self.__dict__["online"]
-        online = getattr(online, "module", online)  # a DDP wrapper's module
-        update_momentum(target=self.target, online=online,
+        update_momentum(target=self.target, online=self.__dict__["_unwrapped"],
                         momentum=cosine_momentum(step, total_steps, *self.momentum))
 
 
