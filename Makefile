@@ -1,4 +1,5 @@
-# `make test`: set up .venv (pip, exact pins from constraints.txt) and run the test suite.
+# `make test`: set up .venv (pip, exact pins from constraints.txt) and run the whole test suite (= .ci/run).
+# `make test-fast`: the edit-test loop, every test not marked slow (~1 min on 2 CPU cores).
 # `make demo`: same set-up, then prepare Fashion-MNIST, pretrain the default recipe, probe it against random init.
 # Both are idempotent and work on a fresh clone.
 PYTHON ?= python3
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test test-fast demo lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,11 +27,14 @@ setup: $(STAMP) | $(FMNIST_DEB)
 test: setup
 	$(BIN)/python -m pytest -q
 
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
 demo: setup
 	$(BIN)/python scripts/demo.py
 
 lint: setup
-	$(BIN)/ruff check spectral_ssl recipes scripts tests
+	$(BIN)/ruff check spectral_ssl recipes scripts benchmarks tests
 
 clean:
 	rm -rf $(VENV) outputs data/fashion_mnist .pytest_cache

@@ -37,6 +37,7 @@ from spectral_ssl.probe import (
     recalibrate_batchnorm,
 )
 from spectral_ssl.spectral import effective_rank
+from spectral_ssl.transforms import Preprocessing
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.compare_random_init:
         torch.manual_seed(cfg.seed)
         baseline = fair_random_init(model).to(device)
-        calibration = eval_loader(dataset, cfg.train_split, **probe_data["preprocessing"], label_column=None,
+        calibration = eval_loader(dataset, cfg.train_split, probe_data["preprocessing"],
+                                  image_column=cfg.image_column, label_column=None,
                                   batch_size=cfg.batch_size, max_samples=cfg.bn_batches * cfg.batch_size,
                                   shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)
         layers = recalibrate_batchnorm(baseline, (b["image"] for b in calibration), device=device)
@@ -101,15 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
 def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
     """Loader factories for the train and test splits with the export's preprocessing (each split opened once
     now, so a missing split or label column is reported before any feature is extracted)."""
-    data_cfg = model.data_config
-    preprocessing = dict(image_size=data_cfg["input_size"][-1], mean=data_cfg["mean"], std=data_cfg["std"],
-                         interpolation=data_cfg["interpolation"], image_column=cfg.image_column)
+    preprocessing = Preprocessing.from_data_config(model.data_config)
     loaders = {}  # by role: train and test may be the same split with different caps
     for role, split, limit in (("train", cfg.train_split, cfg.max_train_samples),
                                ("test", cfg.test_split, cfg.max_test_samples)):
         loaders[role] = (lambda split=split, limit=limit: eval_loader(
-            dataset, split, **preprocessing, label_column=cfg.label_column, batch_size=cfg.batch_size,
-            max_samples=limit, num_workers=cfg.num_workers))
+            dataset, split, preprocessing, image_column=cfg.image_column, label_column=cfg.label_column,
+            batch_size=cfg.batch_size, max_samples=limit, num_workers=cfg.num_workers))
         loaders[role]()  # opens the split: a missing split or label column fails here
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 

@@ -12,7 +12,6 @@ manifest on resume), metrics in ``metrics.jsonl``, ``train_config.json``; one ru
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import gc
 import logging
@@ -28,14 +27,12 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from spectral_ssl import data, decoded_split, hub, run_folder, transforms
-from spectral_ssl.batching import BatchSelector, CandidatePool, resolve_target
+from spectral_ssl.batching import CandidatePool, create_selector, resolve_target, step_seed
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot
-from spectral_ssl.losses import create_loss
 from spectral_ssl.model import SpectralSSL
-from spectral_ssl.momentum import cosine_momentum, update_momentum
+from spectral_ssl.objective import create_objective
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe
-from spectral_ssl.whitening import BatchWhitening
 
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, run_folder.RunFolderError)
 
@@ -45,8 +42,8 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         cfg = parse_config(PretrainConfig, sys.argv[1:] if argv is None else argv, description=__doc__)
         accelerator = make_accelerator(cfg)
-        folder = run_folder.RunFolder(cfg.output_dir, config_dict(cfg), main_process=accelerator.is_main_process)
-        folder.open(resume=cfg.resume, overwrite=cfg.overwrite_output_dir)  # lock, refuse another run's folder
+        folder = run_folder.RunFolder(cfg.run.output_dir, config_dict(cfg), main_process=accelerator.is_main_process)
+        folder.open(resume=cfg.run.resume, overwrite=cfg.run.overwrite_output_dir)  # lock, refuse another run's folder
         run = build(cfg, accelerator, folder)
     except USER_ERRORS as e:  # a user mistake: one line, no traceback
         if folder is not None:
@@ -74,101 +71,106 @@ class TrainState:
 
 
 def make_accelerator(cfg: PretrainConfig) -> Accelerator:
-    precision = cfg.mixed_precision
+    precision = cfg.optim.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
     # cpu=True without CUDA: under torchrun/accelerate launch that gives a gloo process group (MULTI_CPU)
-    accelerator = Accelerator(mixed_precision=precision, project_dir=cfg.output_dir, cpu=not torch.cuda.is_available())
-    set_seed(cfg.seed)
+    accelerator = Accelerator(mixed_precision=precision, project_dir=cfg.run.output_dir,
+                              cpu=not torch.cuda.is_available())
+    set_seed(cfg.optim.seed)
     return accelerator
 
 
 def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunFolder) -> SimpleNamespace:
-    """Data, model, loss, selection and optimiser; everything the export needs is checked here, before training."""
+    """Data, model, objective, selection and optimiser; everything the export needs is checked here, before training."""
     world, device = accelerator.num_processes, accelerator.device
-    train_data = data.load_images(cfg.dataset, cfg.split, streaming=cfg.streaming, image_column=cfg.image_column,
-                                  label_column=None)
+    train_data = data.load_images(cfg.data.dataset, cfg.data.split, streaming=cfg.data.streaming,
+                                  image_column=cfg.data.image_column, label_column=None)
     # the export's R_eff and the online probe read eval_split: open it now, not after hours of training
-    data.load_images(cfg.dataset, cfg.eval_split, streaming=True, image_column=cfg.image_column,
-                     label_column=cfg.label_column if cfg.probe_every else None)
-    rows = train_data.num_rows if cfg.max_train_samples is None else min(train_data.num_rows or cfg.max_train_samples,
-                                                                         cfg.max_train_samples)
-    steps_per_epoch = rows // (cfg.batch_size * world) if rows is not None else None
+    data.load_images(cfg.data.dataset, cfg.data.eval_split, streaming=True, image_column=cfg.data.image_column,
+                     label_column=cfg.data.label_column if cfg.run.probe_every else None)
+    cap = cfg.data.max_train_samples
+    rows = train_data.num_rows if cap is None else min(train_data.num_rows or cap, cap)
+    steps_per_epoch = rows // (cfg.optim.batch_size * world) if rows is not None else None
     if steps_per_epoch == 0:
-        raise ValueError(f"{rows} training rows cannot fill one global batch of {cfg.batch_size * world}; lower "
+        raise ValueError(f"{rows} training rows cannot fill one global batch of {cfg.optim.batch_size * world}; lower "
                          "--batch_size")
-    if steps_per_epoch is None and cfg.max_steps is None:
-        raise ValueError(f"the length of {cfg.dataset} split {cfg.split} is unknown (a stream without metadata); set "
-                         "--max_steps")
-    if cfg.push_to_hub:
+    if steps_per_epoch is None and cfg.optim.max_steps is None:
+        raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
+                         "metadata); set --max_steps")
+    if cfg.run.push_to_hub:
         hub.require_token()
     views = augment_views(cfg)
-    on_device = cfg.augment_on in ("auto", "device")
-    transform = (data.Uint8Transform(cfg.image_size) if on_device
-                 else transforms.TwoViewTransform(cfg.image_size, mean=cfg.mean, std=cfg.std, views=views))
+    on_device = cfg.data.augment_on in ("auto", "device")
+    # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader
+    prep = transforms.Preprocessing(cfg.data.image_size, tuple(cfg.data.mean), tuple(cfg.data.std))
+    transform = (data.Uint8Transform(prep.image_size) if on_device
+                 else transforms.TwoViewTransform(prep.image_size, mean=prep.mean, std=prep.std, views=views))
 
-    model = SpectralSSL(cfg.backbone, cfg.proj_hidden_dim, cfg.proj_dim, cfg.backbone_kwargs)
-    model.data_config.update(input_size=(3, cfg.image_size, cfg.image_size), mean=tuple(cfg.mean),
-                             std=tuple(cfg.std), crop_pct=1.0, crop_mode="center",
-                             interpolation=transforms.EVAL_INTERPOLATION)
-    loss_fn = create_loss(cfg.loss, dim=cfg.proj_dim, dataset_size=train_data.num_rows, gather_distributed=world > 1,
-                          temperature=cfg.temperature, **cfg.loss_kwargs)
-    target = copy.deepcopy(model).requires_grad_(False).to(device) if loss_fn.uses_target else None
-    whiten = (BatchWhitening(cfg.proj_dim, kind=cfg.whitening, eps=cfg.whitening_eps).to(device)
-              if cfg.whitening != "none" else torch.nn.Identity())
-    score_space = whiten.whiten_running if cfg.whitening != "none" and cfg.selection_space == "loss" else None
-    selector = BatchSelector(
-        cfg.selection, cfg.batch_size, cfg.proj_dim, train_data.num_rows, pool_factor=cfg.pool_factor,
-        pool_candidates=cfg.pool_candidates, greedy_m=cfg.greedy_m, eps=cfg.selection_eps, window=cfg.greedy_window,
-        target=resolve_target(cfg.target_reff, cfg.proj_dim, cfg.batch_size * world, cfg.num_classes),
-        source=cfg.selection_source, seed=cfg.seed, transform=score_space).to(device)
-    augment = transforms.DeviceAugment(cfg.image_size, mean=cfg.mean, std=cfg.std, views=views).to(device)
+    model = SpectralSSL(cfg.model.backbone, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.backbone_kwargs)
+    model.data_config.update(prep.data_config())
+    # loss (+ predictor, state), whitening and EMA target: two views -> loss, one call per step
+    objective = create_objective(model, cfg.objective.loss, dim=cfg.model.proj_dim, dataset_size=train_data.num_rows,
+                                 gather_distributed=world > 1, whitening=cfg.objective.whitening,
+                                 whitening_eps=cfg.objective.whitening_eps, ema_momentum=cfg.objective.ema_momentum,
+                                 ema_momentum_final=cfg.objective.ema_momentum_final,
+                                 temperature=cfg.objective.temperature,
+                                 **cfg.objective.loss_kwargs).to(device)
+    selection_kwargs = cfg.batching.selector_arguments()
+    if "target" in selection_kwargs:  # a fraction of D or 'RHO*C' -> a reachable number
+        selection_kwargs["target"] = resolve_target(selection_kwargs["target"], cfg.model.proj_dim,
+                                                    cfg.optim.batch_size * world, cfg.batching.num_classes)
+    selector = create_selector(cfg.batching.selection, batch_size=cfg.optim.batch_size, dim=cfg.model.proj_dim,
+                               dataset_size=train_data.num_rows, seed=cfg.optim.seed, transform=objective.loss_space(),
+                               **selection_kwargs).to(device)
+    augment = transforms.DeviceAugment(prep.image_size, mean=prep.mean, std=prep.std, views=views).to(device)
 
     def prepare(batch: dict) -> dict:  # uint8 batch -> two augmented views on the device, seeded per sample set
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + pool.epoch * 7_919 + int(batch["idx"].sum()))
+        seed = step_seed(cfg.optim.seed, pool.epoch * 7_919 + int(batch["idx"].sum()))
+        generator = torch.Generator().manual_seed(seed)
         return {"views": augment(batch.pop("image").to(device, non_blocking=True), generator), **batch}
 
-    cache_on = decoded_split.cache_device(cfg.cache_decoded, augment_on_device=on_device, rows=rows,
-                                          image_size=cfg.image_size, device=device)
+    cache_on = decoded_split.cache_device(cfg.data.cache_decoded, augment_on_device=on_device, rows=rows,
+                                          image_size=cfg.data.image_size, device=device)
     if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor
-        cached = decoded_split.DecodedSplit.decode(train_data, cfg.image_size, device=cache_on,
-                                                   num_workers=cfg.num_workers, skip_corrupt=cfg.skip_corrupt,
-                                                   max_rows=cfg.max_train_samples)
-        loaders = decoded_split.DecodedEpochLoader(cached, cfg.batch_size, seed=cfg.seed,
+        cached = decoded_split.DecodedSplit.decode(train_data, cfg.data.image_size, device=cache_on,
+                                                   num_workers=cfg.data.num_workers, skip_corrupt=cfg.data.skip_corrupt,
+                                                   max_rows=cfg.data.max_train_samples)
+        loaders = decoded_split.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
                                                    rank=accelerator.process_index, world_size=world)
     else:
-        loaders = data.EpochLoader(train_data, transform, cfg.batch_size, collate="eval" if on_device else "views",
-                                   seed=cfg.seed, rank=accelerator.process_index, world_size=world,
-                                   shuffle_buffer=cfg.shuffle_buffer, num_workers=cfg.num_workers,
-                                   skip_corrupt=cfg.skip_corrupt, max_samples=cfg.max_train_samples,
+        loaders = data.EpochLoader(train_data, transform, cfg.optim.batch_size,
+                                   collate="eval" if on_device else "views",
+                                   seed=cfg.optim.seed, rank=accelerator.process_index, world_size=world,
+                                   shuffle_buffer=cfg.data.shuffle_buffer, num_workers=cfg.data.num_workers,
+                                   skip_corrupt=cfg.data.skip_corrupt, max_samples=cfg.data.max_train_samples,
                                    pin_memory=device.type == "cuda")
     pool = CandidatePool(loaders, selector.pool_size, prepare=prepare if on_device else None)
 
-    optimizer_groups = model.parameter_groups(cfg.weight_decay, extra=loss_fn)  # + BYOL/SimSiam predictor
-    optimizer = (torch.optim.AdamW(optimizer_groups, lr=cfg.lr) if cfg.optimizer == "adamw"
-                 else torch.optim.SGD(optimizer_groups, lr=cfg.lr, momentum=0.9))
-    method = loss_fn  # the loss's attributes (uses_target, negatives, default_momentum) even after a DDP wrap
+    optimizer_groups = model.parameter_groups(cfg.optim.weight_decay, extra=objective.loss)  # + BYOL/SimSiam predictor
+    optimizer = (torch.optim.AdamW(optimizer_groups, lr=cfg.optim.lr) if cfg.optim.optimizer == "adamw"
+                 else torch.optim.SGD(optimizer_groups, lr=cfg.optim.lr, momentum=0.9))
     model, optimizer = accelerator.prepare(model, optimizer)
-    # a learnable predictor is DDP-synchronised; DDP refuses modules without parameters
-    loss_fn = accelerator.prepare(loss_fn) if any(True for _ in loss_fn.parameters()) else loss_fn.to(device)
+    # a learnable predictor is DDP-synchronised (DDP refuses modules without parameters); objective.loss stays unwrapped
+    objective.attach(model, loss=accelerator.prepare(objective.loss) if objective.learnable_loss else None)
     state = TrainState()
-    for obj in (state, pool, selector, method, target, whiten if cfg.whitening != "none" else None):
-        if obj is not None:  # counters, pool position, selection cache, loss state (queue, u, ...), EMA, whitening
-            accelerator.register_for_checkpointing(obj)
+    for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
+        accelerator.register_for_checkpointing(obj)  # whitening statistics
     folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint when resuming
     cache_note = ""
     if cache_on is not None:  # the decode pass is training time
         state.train_seconds += cached.seconds
         cache_note = (f", decoded once into {cache_on.type} memory ({len(cached)} rows, "
                       f"{cached.images.numel() / 2**20:.0f} MB, {cached.seconds:.0f} s)")
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    accelerator.print(f"pretrain: {cfg.dataset} [{cfg.split}] {rows or 'unknown'} rows, "
-                      f"{steps_per_epoch or '?'} steps/epoch, {total} steps, global batch {cfg.batch_size * world} "
-                      f"({world} process{'es' * (world > 1)}), {cfg.backbone} on {device.type} "
-                      f"({accelerator.mixed_precision}), loss {cfg.loss}, selection {cfg.selection}, augment "
-                      f"{cfg.augment} on {'device' if on_device else 'loader'}{cache_note} -> {cfg.output_dir}")
-    return SimpleNamespace(model=model, loss_fn=loss_fn, method=method, target=target, whiten=whiten,
-                           selector=selector, pool=pool, optimizer=optimizer, state=state, folder=folder,
+    total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    accelerator.print(f"pretrain: {cfg.data.dataset} [{cfg.data.split}] {rows or 'unknown'} rows, "
+                      f"{steps_per_epoch or '?'} steps/epoch, {total} steps, global batch "
+                      f"{cfg.optim.batch_size * world} ({world} process{'es' * (world > 1)}), {cfg.model.backbone} on "
+                      f"{device.type} ({accelerator.mixed_precision}), loss {cfg.objective.loss}, selection "
+                      f"{cfg.batching.selection}, augment {cfg.data.augment} on {'device' if on_device else 'loader'}"
+                      f"{cache_note} -> {cfg.run.output_dir}")
+    return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
+                           state=state, folder=folder,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,
                            train_rows=rows, trainable=[p for g in optimizer.param_groups for p in g["params"]])
 
@@ -181,67 +183,58 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
     model.train()
     tick, seen = time.perf_counter(), 0
     while state.step < run.total_steps:
-        logging_step = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == run.total_steps
+        logging_step = (state.step + 1) % cfg.run.log_every == 0 or state.step + 1 == run.total_steps
         step_start = time.perf_counter()
         with accelerator.autocast():  # candidates' no-grad pass (if any) at the training precision
-            batch = selector.select(accelerator.unwrap_model(model), pool, state.step,
-                                    measure=logging_step and cfg.selection != "random")
+            batch, selected = selector.select(accelerator.unwrap_model(model), pool, state.step,
+                                              measure=logging_step and cfg.batching.selection != "random")
         if batch is None:  # the epoch's stream cannot fill another batch
             if pool.chosen == 0:
-                raise SystemExit(f"error: epoch {pool.epoch} of {cfg.dataset} split {cfg.split} yielded no batch of "
-                                 f"{cfg.batch_size} (empty split, or every row undecodable); check --dataset/--split")
+                raise SystemExit(f"error: epoch {pool.epoch} of {cfg.data.dataset} split {cfg.data.split} yielded no "
+                                 f"batch of {cfg.optim.batch_size} (empty split, or every row undecodable); check "
+                                 "--dataset/--split")
             pool.next_epoch()
             continue
         x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
-        lr = lr_at(state.step, run.total_steps, cfg.warmup_steps, cfg.lr)
+        lr = lr_at(state.step, run.total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         with accelerator.autocast():
-            p1, p2 = model(x1), model(x2)
-            z1, z2 = run.whiten(p1), run.whiten(p2)  # per-view statistics, online branch only (docs/method.md, A9)
-            targets = None
-            if run.target is not None:
-                with torch.no_grad():
-                    targets = (run.target(x1), run.target(x2))
-            loss = run.loss_fn(z1, z2, index=batch["idx"].to(device), targets=targets)
-        selector.observe(batch["idx"], p1, state.step)  # cache for the next epochs' selection
+            out = run.objective(x1, x2, index=batch["idx"].to(device))
+        loss = out.loss
+        selector.observe(batch["idx"], out.p1, state.step)  # cache for the next epochs' selection
         if not torch.isfinite(loss):
             raise SystemExit(f"error: non-finite loss at step {state.step}; lower --lr or check the data")
         run.optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(run.trainable, cfg.grad_clip or float("inf"))
+        grad_norm = accelerator.clip_grad_norm_(run.trainable, cfg.optim.grad_clip or float("inf"))
         if not torch.isfinite(grad_norm):
             raise SystemExit(f"error: non-finite gradients at step {state.step} (weights not updated); resume from the "
                              "last checkpoint with a lower --lr, --grad_clip=1 or a larger --whitening_eps")
         run.optimizer.step()
-        if run.target is not None:
-            base, final = run.method.default_momentum
-            update_momentum(target=run.target, online=accelerator.unwrap_model(model), momentum=cosine_momentum(
-                state.step, run.total_steps, cfg.ema_momentum if cfg.ema_momentum is not None else base,
-                cfg.ema_momentum_final if cfg.ema_momentum_final is not None else final))
+        run.objective.update_target(state.step, run.total_steps)
         if logging_step and device.type == "cuda":
             torch.cuda.synchronize()
         step_ms = 1000 * (time.perf_counter() - step_start)
         state.step += 1
         state.train_seconds += step_ms / 1000
         seen += x1.shape[0] * accelerator.num_processes
-        if state.step % cfg.log_every == 0 or state.step == run.total_steps:
+        if state.step % cfg.run.log_every == 0 or state.step == run.total_steps:
             elapsed = time.perf_counter() - tick
             metrics = {"step": state.step, "epoch": pool.epoch, "lr": lr, "img_per_s": seen / elapsed,
                        "loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm),
                        "step_ms": step_ms, "train_seconds": state.train_seconds, "skipped_rows": pool.skipped,
-                       **batch_diagnostics(z1, z2, cfg.temperature, monitor_temperature=cfg.monitor_temperature,
-                                           negatives=run.method.negatives() if hasattr(run.method, "negatives")
-                                           else None, keys=None if targets is None else targets[1])}
-            if cfg.selection != "random":
-                metrics.update({f"sel_{k}": v for k, v in selector.stats.items()},
-                               sel_share=selector.stats["select_ms"] / step_ms)
-            if cfg.probe_every and state.step % cfg.probe_every == 0:
+                       **batch_diagnostics(out.z1, out.z2, cfg.objective.temperature,
+                                           monitor_temperature=cfg.objective.monitor_temperature,
+                                           negatives=run.objective.negatives(), keys=out.keys)}
+            if cfg.batching.selection != "random":
+                metrics.update({f"sel_{k}": v for k, v in selected.items()}, sel_share=selected["select_ms"] / step_ms)
+            if cfg.run.probe_every and state.step % cfg.run.probe_every == 0:
                 metrics["knn_top1"] = online_knn(accelerator.unwrap_model(model), cfg, device)
                 model.train()
-                reached = cfg.target_accuracy and metrics["knn_top1"] >= cfg.target_accuracy
+                reached = cfg.run.target_accuracy and metrics["knn_top1"] >= cfg.run.target_accuracy
                 if reached and state.time_to_accuracy is None:
-                    state.time_to_accuracy = {"target": cfg.target_accuracy, "step": state.step,
+                    state.time_to_accuracy = {"target": cfg.run.target_accuracy, "step": state.step,
                                               "seconds": round(state.train_seconds, 2), "epoch": pool.epoch}
             show = {"loss": f"{metrics['loss']:.3f}", "reff(batch proj)": f"{metrics['reff_cov']:.1f}"}
             if "sel_reff_chosen" in metrics:
@@ -252,39 +245,40 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
         elif state.step == 1:
             bar.set_postfix({"loss": f"{loss.item():.3f}"})
         bar.update(1)
-        if cfg.save_every and state.step % cfg.save_every == 0:
-            run.folder.save_checkpoint(accelerator, state.step, cfg.save_total_limit)
+        if cfg.run.save_every and state.step % cfg.run.save_every == 0:
+            run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)
     bar.close()
-    run.folder.save_checkpoint(accelerator, state.step, cfg.save_total_limit)  # a failed export can be retried
+    run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
 
 
 def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -> Path:
     """The Hub-format export at the root of output_dir (and the push, if asked)."""
-    out = Path(cfg.output_dir)
+    out = Path(cfg.run.output_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(run.model)
-        loader = run_eval_loader(cfg, cfg.eval_split, cfg.reff_samples)
+        loader = run_eval_loader(final, cfg, cfg.data.eval_split, cfg.run.reff_samples)
         features, _ = extract_features(final, loader, device=run.device)
         metrics = run.folder.read_metrics()
         final.metadata = {
-            "method": cfg.loss, "loss": cfg.loss, "selection": cfg.selection, "whitening": cfg.whitening,
-            "dataset": cfg.dataset, "split": cfg.split, "steps": run.state.step,
+            "method": cfg.objective.loss, "loss": cfg.objective.loss, "selection": cfg.batching.selection,
+            "whitening": cfg.objective.whitening,
+            "dataset": cfg.data.dataset, "split": cfg.data.split, "steps": run.state.step,
             "epochs": round(run.state.step / run.steps_per_epoch, 3) if run.steps_per_epoch else None,
-            "global_batch": cfg.batch_size * accelerator.num_processes, "temperature": cfg.temperature,
-            "augment": {"preset": cfg.augment, "on": "loader" if cfg.augment_on == "loader" else "device",
+            "global_batch": cfg.optim.batch_size * accelerator.num_processes, "temperature": cfg.objective.temperature,
+            "augment": {"preset": cfg.data.augment, "on": "loader" if cfg.data.augment_on == "loader" else "device",
                         "views": [dataclasses.asdict(v) for v in run.views]},
-            "effective_rank": hub.effective_rank_record(features, cfg.eval_split),
+            "effective_rank": hub.effective_rank_record(features, cfg.data.eval_split),
             "selection_reff": hub.selection_reff_record(metrics), "skipped_rows": run.pool.skipped,
             "time_to_accuracy": run.state.time_to_accuracy, "train_seconds": round(run.state.train_seconds, 2),
             "config": config_dict(cfg),
         }
         write_training_plot(metrics, out / hub.PLOT_NAME)  # R_eff (chosen vs random) + band, shown in the card
         final.save_pretrained(out)
-        accelerator.print(f"export written to {out} (R_eff of the backbone's features on {cfg.eval_split}: "
+        accelerator.print(f"export written to {out} (R_eff of the backbone's features on {cfg.data.eval_split}: "
                           f"{final.metadata['effective_rank']['value']:.2f} / {features.shape[1]})")
-        if cfg.push_to_hub:  # the export just written, never the checkpoints or metrics
-            accelerator.print(f"pushed to {hub.push_export(out, cfg.push_to_hub)}")
+        if cfg.run.push_to_hub:  # the export just written, never the checkpoints or metrics
+            accelerator.print(f"pushed to {hub.push_export(out, cfg.run.push_to_hub)}")
     accelerator.wait_for_everyone()
     return out
 
@@ -292,11 +286,11 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
 def augment_views(cfg: PretrainConfig) -> tuple[transforms.AugmentConfig, transforms.AugmentConfig]:
     """The preset's two views with ``augment_kwargs`` applied to both (each value checked by AugmentConfig)."""
     fields = [f.name for f in dataclasses.fields(transforms.AugmentConfig)]
-    unknown = sorted(set(cfg.augment_kwargs) - set(fields))
+    unknown = sorted(set(cfg.data.augment_kwargs) - set(fields))
     if unknown:
         raise ValueError(f"--augment_kwargs has unknown transform keys {unknown}; valid keys: {', '.join(fields)}")
-    return tuple(dataclasses.replace(v, **cfg.augment_kwargs)
-                 for v in transforms.augment_preset(cfg.augment, cfg.image_size))
+    return tuple(dataclasses.replace(v, **cfg.data.augment_kwargs)
+                 for v in transforms.augment_preset(cfg.data.augment, cfg.data.image_size))
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -307,16 +301,19 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def run_eval_loader(cfg: PretrainConfig, split: str, limit: int):
-    return eval_loader(cfg.dataset, split, image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
-                       image_column=cfg.image_column, label_column=cfg.label_column, max_samples=limit,
-                       skip_corrupt=cfg.skip_corrupt)
+def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int):
+    """``split`` with the model's own preprocessing (its data_config), as a user of the export will read it."""
+    return eval_loader(cfg.data.dataset, split, transforms.Preprocessing.from_data_config(model.data_config),
+                       image_column=cfg.data.image_column, label_column=cfg.data.label_column, max_samples=limit,
+                       skip_corrupt=cfg.data.skip_corrupt)
 
 
 def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) -> float:
     """kNN top-1 with ``probe_samples`` images of each split: a cheap progress signal during training."""
-    train_f, train_y = extract_features(model, run_eval_loader(cfg, cfg.split, cfg.probe_samples), device=device)
-    test_f, test_y = extract_features(model, run_eval_loader(cfg, cfg.eval_split, cfg.probe_samples), device=device)
+    train_f, train_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.split, cfg.run.probe_samples),
+                                        device=device)
+    test_f, test_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.eval_split, cfg.run.probe_samples),
+                                      device=device)
     return knn_probe(train_f, train_y, test_f, test_y).top1
 
 
@@ -331,7 +328,7 @@ def shut_down(accelerator: Accelerator, run: SimpleNamespace | None = None) -> N
     if not torch.distributed.is_initialized():
         return
     if run is not None:
-        run.model = run.loss_fn = run.optimizer = None
+        run.model = run.objective = run.optimizer = None
     accelerator.free_memory()
     gc.collect()
     torch.distributed.barrier()

@@ -1,81 +1,8 @@
-"""Shared pieces of the benchmark scripts: a median wall-clock timer and the SimCLR training step baseline."""
+"""Kept for ``scripts/bench_gpu.py`` only: the benchmarks' timing helpers now live in ``benchmarks/harness.py``."""
 
-from __future__ import annotations
+import sys
+from pathlib import Path
 
-import argparse
-import platform
-import statistics
-import time
-from collections.abc import Callable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import torch
-
-import spectral_ssl as ssl
-
-
-def device_name(device: torch.device) -> str:
-    """The device as benchmark results name it: the GPU model, or the CPU and its thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    """Waits for queued GPU work, so timings cover it; a no-op on the CPU."""
-    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-
-def step_seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> list[float]:
-    """Seconds of each of ``repeats`` calls (GPU work included) after ``warmup`` untimed calls."""
-    sync = synchronizer(device)
-    for _ in range(warmup):
-        fn()
-    sync()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median milliseconds of ``repeats`` calls after one warm-up call."""
-    return 1000 * statistics.median(step_seconds(fn, repeats, device))
-
-
-def simclr_step(backbone: str, batch: int, proj_dim: int, device: torch.device, image: int = 32,
-                backbone_kwargs: dict | None = None) -> Callable[[], None]:
-    """One SimCLR step of ``SpectralSSL`` + ``InfoNCELoss`` on two random views of ``batch`` images (``train_step``)."""
-    model = ssl.SpectralSSL(backbone, proj_hidden_dim=2048, proj_dim=proj_dim, backbone_kwargs=backbone_kwargs)
-    x1 = torch.randn(batch, 3, image, image, device=device)
-    return train_step(model, ssl.losses.InfoNCELoss(0.2), x1, torch.randn_like(x1), device)
-
-
-def train_step(model: torch.nn.Module, loss_fn: Callable, x1: torch.Tensor, x2: torch.Tensor,
-               device: torch.device) -> Callable[[], None]:
-    """One SimCLR step on the views x1, x2 (forward + backward + AdamW lr 1e-3; bf16 autocast on the GPU), as a
-    closure."""
-    model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(model(x1), model(x2))
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def model_arguments(description: str, repeats: int) -> argparse.ArgumentParser:
-    """The benchmarks' shared options: backbone, batch, projection dim, image size, repeats."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--image", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=repeats)
-    return p
+from harness import device_name, simclr_step, step_seconds, synchronizer, timed, train_step  # noqa: E402,F401

@@ -2,7 +2,8 @@
 
 Public API (README.md; the method: docs/method.md):
 spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
-(``spectral_ssl.losses``), the model (``SpectralSSL``) and evaluation (``linear_probe``, ``knn_probe``).
+(``spectral_ssl.losses``), two views -> loss (``Objective``: loss + whitening + EMA target), the model
+(``SpectralSSL``) and evaluation (``linear_probe``, ``knn_probe``).
 """
 
 # every submodule, so ``import spectral_ssl`` reaches each one as ``spectral_ssl.<name>``
@@ -18,6 +19,7 @@ from spectral_ssl import (
     losses,
     model,
     momentum,
+    objective,
     probe,
     run_folder,
     spectral,
@@ -26,6 +28,7 @@ from spectral_ssl import (
 )
 from spectral_ssl.band import BandResult, gradient_band
 from spectral_ssl.model import SpectralSSL
+from spectral_ssl.objective import Objective, create_objective
 from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
 from spectral_ssl.spectral import effective_rank, spectrum_stats
 from spectral_ssl.whitening import BatchWhitening
@@ -35,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BandResult",
     "BatchWhitening",
+    "Objective",
     "ProbeResult",
     "SpectralSSL",
     "band",
@@ -47,6 +51,7 @@ __all__ = [
     "hub",
     "model",
     "momentum",
+    "objective",
     "probe",
     "run_folder",
     "spectral",
@@ -57,6 +62,7 @@ __all__ = [
     "gradient_band",
     "knn_probe",
     "linear_probe",
+    "create_objective",
     "losses",
     "spectrum_stats",
     "__version__",

@@ -165,10 +165,10 @@ def _load_weights(path: Path) -> StateDict:
 
 def effective_rank_record(features: torch.Tensor, split: str) -> dict[str, Any]:
     """What an export records about its backbone's spectrum: R_eff ("cov") of (N, F) features of ``split``."""
-    from spectral_ssl.spectral import effective_rank
+    from spectral_ssl.spectral import COV_EPS, effective_rank
 
     return {"value": float(effective_rank(features, "cov")), "estimator": "cov", "n_samples": int(features.shape[0]),
-            "dim": int(features.shape[1]), "centered": True, "eps": 1e-12, "features": "backbone", "split": split}
+            "dim": int(features.shape[1]), "centered": True, "eps": COV_EPS, "features": "backbone", "split": split}
 
 
 def selection_reff_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from spectral_ssl.transforms import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -192,17 +196,32 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
     return torch.cat(feats), torch.cat(labels)
 
 
-def eval_loader(dataset: str, split: str, *, image_size: int, mean, std, interpolation: str | None = None,
-                image_column: str = "image", label_column: str | None = "label", batch_size: int = 256,
-                max_samples: int | None = None, skip_corrupt: bool = False, seed: int = 0,
-                shuffle: bool = False, num_workers: int = 0) -> Iterable[dict]:
-    """Evaluation batches of a split with an export's preprocessing (resize, centre crop, normalise): the loader the
-    recipes' probes, the exported effective rank and the random-init baseline's BatchNorm calibration share."""
-    from spectral_ssl import data
+def eval_loader(dataset: str, split: str, preprocessing: Preprocessing | None = None, *, image_column: str = "image",
+                label_column: str | None = "label", batch_size: int = 256, max_samples: int | None = None,
+                skip_corrupt: bool = False, seed: int = 0, shuffle: bool = False,
+                **deprecated: Any) -> Iterable[dict]:
+    """Evaluation batches of a split with a model's preprocessing (``transforms.Preprocessing``, e.g.
+    ``Preprocessing.from_data_config(model.data_config)``: resize, centre crop, normalise): the loader the recipes'
+    probes, the exported effective rank and the random-init baseline's BatchNorm calibration share.
 
+    The former keywords ``image_size``, ``mean``, ``std``, ``interpolation`` still work in place of
+    ``preprocessing`` (deprecated)."""
+    from spectral_ssl import data, transforms
+
+    if preprocessing is None:
+        unknown = sorted(set(deprecated) - {"image_size", "mean", "std", "interpolation"})
+        if unknown or "image_size" not in deprecated:
+            raise TypeError(f"eval_loader needs preprocessing (a transforms.Preprocessing); got {sorted(deprecated)}")
+        warnings.warn("eval_loader(image_size=, mean=, std=) is deprecated; pass "
+                      "preprocessing=transforms.Preprocessing(image_size, mean, std)", DeprecationWarning, stacklevel=2)
+        preprocessing = transforms.Preprocessing(
+            deprecated["image_size"], tuple(deprecated.get("mean", transforms.IMAGENET_MEAN)),
+            tuple(deprecated.get("std", transforms.IMAGENET_STD)),
+            deprecated.get("interpolation") or transforms.EVAL_INTERPOLATION)
+    elif deprecated:
+        raise TypeError(f"eval_loader got unexpected keyword arguments {sorted(deprecated)}")
     images = data.load_images(dataset, split, streaming=True, image_column=image_column, label_column=label_column)
-    transform = data.EvalTransform(image_size, mean=mean, std=std,
-                                   interpolation=interpolation or data.EVAL_INTERPOLATION)
+    transform = preprocessing.eval_transform()
     return data.make_loader(images, transform, batch_size=batch_size, shuffle=shuffle, drop_last=False,
                             collate="eval", skip_corrupt=skip_corrupt, max_samples=max_samples, seed=seed,
                             num_workers=num_workers)

@@ -26,7 +26,7 @@ How ``DeviceAugment`` differs from the PIL path (by design, documented here once
   unchanged (each jitter op acts as its matrix's row sum, 1 for those two; grayscale is skipped), so it does a third
   of the work and gives the result of the replicated 3-channel batch up to float rounding.
 
-Why our own implementation rather than ``kornia.augmentation`` (0.9.0): ``scripts/bench_augment.py --threads 1``
+Why our own implementation rather than ``kornia.augmentation`` (0.9.0): ``benchmarks/bench_augment.py --threads 1``
 (batch 256, 28x28 uint8 gray inputs -> two 32 px views, methods timed round-robin, median of 9; 2-core x86_64 CPU
 shared with other jobs, load average 3-5, so absolute rates are pessimistic, ratios are the point) gave, in img/s
 (two views each), simclr / byol preset: PIL loop 259 / 151, DeviceAugment on the 1-channel batch 11787 / 9429, on
@@ -254,6 +254,35 @@ class TwoViewTransform:
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transforms[0](image), self.transforms[1](image)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model's inputs are, in one place: the side in pixels, the per-channel normalisation and the resize
+    interpolation of evaluation. A recipe builds it once from its config and writes it into the model's timm
+    ``data_config`` (exported as ``pretrained_cfg``); everything downstream (eval loaders, probes, the linear-probe
+    recipe) reads it back from there with ``from_data_config``.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = EVAL_INTERPOLATION
+
+    def data_config(self) -> dict:
+        """timm's data-config keys for these inputs (crop_pct 1: resize the short side, centre crop)."""
+        return {"input_size": (3, self.image_size, self.image_size), "mean": tuple(self.mean),
+                "std": tuple(self.std), "crop_pct": 1.0, "crop_mode": "center", "interpolation": self.interpolation}
+
+    @classmethod
+    def from_data_config(cls, config: dict) -> Preprocessing:
+        """The preprocessing a timm data config (a model's ``data_config`` / ``pretrained_cfg``) describes."""
+        return cls(int(config["input_size"][-1]), tuple(config["mean"]), tuple(config["std"]),
+                   config.get("interpolation") or EVAL_INTERPOLATION)
+
+    def eval_transform(self) -> EvalTransform:
+        """The deterministic evaluation transform (resize, centre crop, normalise) of these inputs."""
+        return EvalTransform(self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation)
 
 
 class EvalTransform:

@@ -17,24 +17,21 @@ import spectral_ssl  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
+BENCHMARKS = ROOT / "benchmarks"
 
 
 def load_module(path: Path, name: str | None = None):
-    """A script or recipe imported by path (recipes and scripts are not a package), registered in sys.modules (its
-    dataclasses resolve annotations there), with scripts/ on sys.path while it imports: scripts import their
-    siblings (``timing``, ``demo``)."""
+    """A script, benchmark or recipe imported by path (they are not a package), registered in sys.modules (its
+    dataclasses resolve annotations there), with scripts/ and benchmarks/ on sys.path while it imports: they import
+    their siblings (``harness``, ``demo``)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(SCRIPTS))
+        mp.syspath_prepend(str(BENCHMARKS))
         spec = importlib.util.spec_from_file_location(name or path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
     return module
-
-
-def load_script(name: str):
-    """``scripts/<name>.py`` as a module (``load_module``)."""
-    return load_module(SCRIPTS / f"{name}.py")
 
 
 @pytest.fixture(autouse=True)

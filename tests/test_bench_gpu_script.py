@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from tests.conftest import load_script
+from tests.conftest import SCRIPTS, load_module
 
 
 @pytest.fixture(scope="module")
 def bench_gpu():
-    return load_script("bench_gpu")
+    return load_module(SCRIPTS / "bench_gpu.py")
 
 
 def positive(value) -> bool:

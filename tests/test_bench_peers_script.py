@@ -1,4 +1,4 @@
-"""scripts/bench_peers.py at a tiny CPU scale: three arms in the JSON, the textbook NT-Xent equals InfoNCELoss."""
+"""benchmarks/bench_peers.py at a tiny CPU scale: three arms in the JSON, the textbook NT-Xent equals InfoNCELoss."""
 
 import importlib.util
 import json
@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from spectral_ssl.losses import InfoNCELoss
-from tests.conftest import load_script
+from tests.conftest import BENCHMARKS, load_module
 
 
 @pytest.fixture(scope="module")
 def bench_peers():
-    return load_script("bench_peers")
+    return load_module(BENCHMARKS / "bench_peers.py")
 
 
 def positive(value) -> bool:

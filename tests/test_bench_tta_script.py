@@ -1,15 +1,15 @@
-"""scripts/bench_tta.py: time-to-target arithmetic on hand-made curves, argument handling, and a tiny end-to-end run."""
+"""benchmarks/bench_tta.py: time-to-target arithmetic on hand-made curves, argument handling, a tiny end-to-end run."""
 
 import json
 
 import pytest
 
-from tests.conftest import load_script
+from tests.conftest import BENCHMARKS, load_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_script("bench_tta")
+    return load_module(BENCHMARKS / "bench_tta.py")
 
 
 def fake_run(points, *, logged_between=True, linear=None, sel=None):

@@ -1,11 +1,10 @@
 """Typed recipe configuration: YAML then --key=value, types from the annotations, one-line errors, --help."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from spectral_ssl.config import ConfigError, PretrainConfig, ProbeConfig, parse_config
+from spectral_ssl.config import ConfigError, PretrainConfig, ProbeConfig, config_dict, config_keys, parse_config
 from spectral_ssl.losses import create_loss
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
@@ -33,11 +32,26 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     (["--config", "does/not/exist.yaml"], "config file does/not/exist.yaml not found"),
     (["--nope=1"], "unknown config key 'nope'; valid keys: dataset, split"),
     (["stray"], "unexpected argument 'stray'"),
+    (["--selection=greedy", "--greedy_m=64", "--selection_kwargs={m: 32}"],
+     "--greedy_m and --selection_kwargs {m: ...} both set the selector's 'm'; keep one"),
+    (["--selection=pool", "--selection_kwargs={m: 32}"],
+     "--selection_kwargs has 'm', which selection 'pool' does not take; its arguments are ['candidates', 'space', "
+     "'target']"),
 ])
 def test_mistakes_are_one_line_config_errors(args, message):
     with pytest.raises(ConfigError) as e:
         parse_config(PretrainConfig, args)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_flat_selection_keys_fill_the_selectors_own_arguments():
+    cfg = parse_config(PretrainConfig, ["--selection=greedy", "--greedy_m=64", "--selection_source=online",
+                                        "--selection_kwargs={window: 12}", "--pool_candidates=5"])
+    # pool_candidates is Pool-P's key, not Greedy's: ignored
+    assert cfg.batching.selector_arguments() == {"m": 64, "source": "online", "window": 12}
+    cfg = parse_config(PretrainConfig, ["--selection=pool", "--pool_candidates=5", "--target_reff=0.5"])
+    assert cfg.batching.selector_arguments() == {"candidates": 5, "target": 0.5}
+    assert parse_config(PretrainConfig, ["--selection=random", "--greedy_m=64"]).batching.selector_arguments() == {}
 
 
 def test_yaml_file_errors_name_the_file_and_line(tmp_path):
@@ -58,9 +72,23 @@ def test_help_lists_every_key_with_its_default(capsys):
         parse_config(PretrainConfig, ["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for f in dataclasses.fields(PretrainConfig):
+    for _, f, _ in config_keys(PretrainConfig):
         assert f"--{f.name}" in text, f.name
     assert "default: 256" in text and "{random,pool,greedy}" in text
+    for group in ("data", "model", "objective", "batching", "optim", "run"):
+        assert f"{group} keys:" in text, group
+
+
+def test_keys_are_grouped_and_stay_flat_on_the_command_line_and_in_the_saved_config():
+    cfg = parse_config(PretrainConfig, ["--lr=0.5", "--batch_size=8", "--selection=pool", "--whitening=zca",
+                                        "--proj_dim=4"])
+    assert cfg.optim.lr == 0.5 and cfg.lr == 0.5 and cfg.batching.selection == "pool" and cfg.selection == "pool"
+    assert cfg.objective.whitening == "zca" and cfg.data.dataset == cfg.dataset
+    flat = config_dict(cfg)
+    assert flat["lr"] == 0.5 and flat["selection"] == "pool" and "optim" not in flat
+    assert sorted(flat) == sorted(f.name for _, f, _ in config_keys(PretrainConfig))
+    with pytest.raises(AttributeError, match="no key 'nope'"):
+        _ = cfg.nope
 
 
 def test_probe_config_requires_a_model_and_push_alone_means_the_models_repo():

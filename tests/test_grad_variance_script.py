@@ -1,13 +1,13 @@
-"""scripts/grad_variance.py: the §5.4 protocol's arithmetic and its control arm."""
+"""benchmarks/grad_variance.py: the §5.4 protocol's arithmetic and its control arm."""
 
 
 import pytest
 import torch
 
 from spectral_ssl import SpectralSSL
-from tests.conftest import load_script
+from tests.conftest import BENCHMARKS, load_module
 
-grad_variance = load_script("grad_variance")
+grad_variance = load_module(BENCHMARKS / "grad_variance.py")
 
 
 def test_moments_trace_equals_sample_covariance_trace():

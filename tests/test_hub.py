@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from spectral_ssl import SpectralSSL, diagnostics, hub
+from spectral_ssl import SpectralSSL, hub
 
 
 @pytest.fixture()
@@ -62,17 +62,6 @@ def test_data_config_missing_keys_is_rejected():
     model = SpectralSSL("test_resnet", proj_hidden_dim=8, proj_dim=4)
     with pytest.raises(ValueError, match="data_config lacks"):
         hub.timm_config(model.backbone, "test_resnet", {}, {"input_size": (3, 32, 32)}, {})
-
-
-def test_training_plot_from_metrics_and_none_without_rows(tmp_path):
-    rows = [{"step": s, "reff_cov": 10.0 + s, "reff_rankme": 20.0, "band_measured_mean": 2.0, "band_lower_mean": 1.0,
-             "band_upper_mean": 5.0, "band_containment": 1.0} for s in (10, 20, 30)]
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    png = diagnostics.write_training_plot(tmp_path / "metrics.jsonl", tmp_path / "plot.png")
-    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
-    (tmp_path / "empty.jsonl").write_text('{"step": 1}\n')
-    assert diagnostics.write_training_plot(tmp_path / "empty.jsonl", tmp_path / "none.png") is None
-    assert diagnostics.write_training_plot(tmp_path / "missing.jsonl", tmp_path / "none.png") is None
 
 
 def test_truncated_weights_are_named_in_one_line(tmp_path):

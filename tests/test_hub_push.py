@@ -1,5 +1,6 @@
 """Publish to and load from a Hub: a real HTTP server on 127.0.0.1 (tests/fake_hub.py) stands in for huggingface.co."""
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -11,7 +12,7 @@ import torch
 import yaml
 
 from spectral_ssl import SpectralSSL, hub
-from tests.conftest import load_script
+from tests.conftest import SCRIPTS, load_module
 
 
 @pytest.fixture()
@@ -129,10 +130,18 @@ def test_a_second_push_is_a_new_revision_and_old_revisions_stay_loadable(hub_ser
 
 @pytest.mark.parametrize("route,kind", [("commit", "500"), ("commit", "drop"), ("preupload", "500")])
 def test_a_failing_server_gives_a_clear_error_leaves_the_export_and_a_retry_succeeds(hub_server, export, route,
-                                                                                     kind):
+                                                                                     kind, monkeypatch):
+    import huggingface_hub._commit_api
+    import huggingface_hub.hf_api
+    from huggingface_hub.utils import http_backoff
+
+    # the client retries a 5xx with exponential back-off (1 + 2 + 4 + 8 + 8 s); what is tested is our error, not
+    # its waiting: one try only
+    for module in (huggingface_hub._commit_api, huggingface_hub.hf_api):
+        monkeypatch.setattr(module, "http_backoff", functools.partial(http_backoff, max_retries=0))
     _, out = export
     before = snapshot(out)
-    hub_server.fail[route] = [kind] * 10  # also defeats client-side retries
+    hub_server.fail[route] = [kind] * 10  # also defeats any other client-side retries
     with pytest.raises(RuntimeError, match="local export is unchanged, run the same push again"):
         hub.push_export(out, "org/tiny")
     assert snapshot(out) == before
@@ -174,7 +183,7 @@ def test_missing_repo_revision_and_bad_inputs_have_clear_errors(hub_server, expo
 
 def test_push_script_and_model_push_to_hub(hub_server, export, capsys):
     model, out = export
-    script = load_script("push_to_hub")
+    script = load_module(SCRIPTS / "push_to_hub.py")
     url = script.main([str(out), "org/scripted", "--commit-message", "first release"])
     assert "org/scripted" in url and "pushed" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: .*must look like 'org/name'"):

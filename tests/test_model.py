@@ -78,6 +78,7 @@ def test_config_is_timm_schema_without_inherited_supervised_tags(trained_like, t
     assert set(keys) == set(trained_like.backbone.state_dict()) and not any(k.startswith("backbone.") for k in keys)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch + timm
 def test_plain_timm_local_dir_gives_identical_features_in_a_fresh_process(trained_like, tmp_path):
     """timm alone (no spectral_ssl model code imported) rebuilds the backbone from config.json."""
     trained_like.save_pretrained(tmp_path)

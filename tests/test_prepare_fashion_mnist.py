@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from spectral_ssl import data
-from tests.conftest import load_script
+from tests.conftest import SCRIPTS, load_module
 
 
 @pytest.fixture(scope="module")
 def prepare():
-    return load_script("prepare_fashion_mnist")
+    return load_module(SCRIPTS / "prepare_fashion_mnist.py")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

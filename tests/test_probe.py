@@ -112,3 +112,20 @@ def test_extract_features_is_frozen_and_restores_mode():
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # BN running stats untouched
+
+
+def test_eval_loader_reads_a_preprocessing_and_still_takes_the_former_keywords(tmp_path):
+    from spectral_ssl.data import synthetic_dataset
+    from spectral_ssl.probe import eval_loader
+    from spectral_ssl.transforms import Preprocessing
+
+    synthetic_dataset(num_rows=8, image_size=32, num_classes=2, seed=0).to_parquet(
+        str(tmp_path / "test-00000-of-00001.parquet"))
+    prep = Preprocessing(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    new = next(iter(eval_loader(str(tmp_path), "test", prep, batch_size=8)))
+    with pytest.warns(DeprecationWarning, match="pass preprocessing="):
+        old = next(iter(eval_loader(str(tmp_path), "test", image_size=16, mean=[0.5] * 3, std=[0.25] * 3,
+                                    batch_size=8)))
+    assert new["image"].shape == (8, 3, 16, 16) and torch.equal(new["image"], old["image"])
+    with pytest.raises(TypeError, match="needs preprocessing"):
+        eval_loader(str(tmp_path), "test")

@@ -86,6 +86,7 @@ def _hold_lock(path, ready, release):
     folder.close()
 
 
+@pytest.mark.slow  # a second process holding the lock
 def test_a_second_concurrent_run_is_stopped_by_the_lock(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()

@@ -332,3 +332,14 @@ def test_solarize_inverts_above_the_threshold():
     got, _ = run(cfg, x)
     v = x.float() / 255
     torch.testing.assert_close(unnormalise(got), torch.where(v >= 0.3, 1 - v, v), atol=1e-5, rtol=0)
+
+
+def test_preprocessing_round_trips_through_a_models_data_config():
+    from spectral_ssl.transforms import Preprocessing
+
+    prep = Preprocessing(28, (0.3, 0.3, 0.3), (0.2, 0.2, 0.2))
+    config = prep.data_config()
+    assert config["input_size"] == (3, 28, 28) and config["crop_pct"] == 1.0
+    assert Preprocessing.from_data_config(config) == prep
+    image = Image.new("RGB", (40, 30), (255, 0, 0))
+    torch.testing.assert_close(prep.eval_transform()(image), EvalTransform(28, mean=prep.mean, std=prep.std)(image))

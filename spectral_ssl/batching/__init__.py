@@ -1,10 +1,24 @@
 """Spectrum-aware batch selection: pure selectors (``selectors.py``) and the training step that applies them to an
-oversampled candidate pool (``step.py``)."""
+oversampled candidate pool (``step.py``); ``create_selector(name, **kwargs)`` builds one by name."""
 
 from __future__ import annotations
 
 from spectral_ssl.batching.selectors import greedy_select, log_det_objective, pool_select, resolve_target
-from spectral_ssl.batching.step import SELECTIONS, SOURCES, BatchSelector, CandidatePool, frozen_norm_statistics
+from spectral_ssl.batching.step import (
+                                        SELECTIONS,
+                                        SELECTORS,
+                                        SOURCES,
+                                        BatchSelector,
+                                        CandidatePool,
+                                        GreedySelector,
+                                        PoolSelector,
+                                        RandomSelector,
+                                        create_selector,
+                                        frozen_norm_statistics,
+                                        selector_arguments,
+                                        step_seed,
+)
 
-__all__ = ["SELECTIONS", "SOURCES", "BatchSelector", "CandidatePool", "frozen_norm_statistics", "greedy_select",
-           "log_det_objective", "pool_select", "resolve_target"]
+__all__ = ["SELECTIONS", "SELECTORS", "SOURCES", "BatchSelector", "CandidatePool", "GreedySelector", "PoolSelector",
+           "RandomSelector", "create_selector", "frozen_norm_statistics", "greedy_select", "log_det_objective",
+           "pool_select", "resolve_target", "selector_arguments", "step_seed"]

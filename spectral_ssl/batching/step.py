@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import itertools
 import logging
 import time
@@ -38,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 SELECTIONS = ("random", "pool", "greedy")
 SOURCES = ("cache", "online")
+
+
+def step_seed(seed: int, offset: int) -> int:
+    """The seed of one step's random stream: ``seed * 1_000_003 + offset`` (a prime stride, so the streams of
+    nearby seeds do not overlap). Selection draws with ``offset = step``; device augmentations with
+    ``offset = epoch * 7_919 + sum of the batch's idx``."""
+    return seed * 1_000_003 + offset
 
 Batch = dict[str, Any]
 
@@ -209,6 +217,10 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
 class BatchSelector(nn.Module):
     """Chooses each process's training batch from its candidate pool by the spectrum of the global batch.
 
+    The machinery the three selectors share (embedding, cache, gather, one decision on rank 0, broadcast). Build
+    one with ``create_selector(name, ...)`` or ``RandomSelector``/``PoolSelector``/``GreedySelector``, which own
+    their arguments and defaults; ``BatchSelector(selection, ...)`` itself is kept for existing callers.
+
     Args:
         selection: ``"random"``, ``"pool"`` (Pool-P: ``pool_candidates`` random candidate batches, the one with the
             largest R_eff or closest to ``target``) or ``"greedy"`` (Greedy-m log-det selection).
@@ -260,7 +272,6 @@ class BatchSelector(nn.Module):
         rows = dataset_size if uses_cache else 0
         self.register_buffer("cache", torch.zeros(rows, dim, dtype=cache_dtype))
         self.register_buffer("cache_step", torch.full((rows,), -1, dtype=torch.long))  # -1 = never embedded
-        self.stats: dict[str, float] = {}
 
     def extra_repr(self) -> str:
         return (f"selection={self.selection}, batch_size={self.batch_size}, pool_size={self.pool_size}, "
@@ -300,13 +311,14 @@ class BatchSelector(nn.Module):
                              "rows; the idx column must number rows 0..N-1 (pass the full dataset_size), or use "
                              "source='online'.")
 
-    def embed(self, model: nn.Module, images: torch.Tensor, idx: torch.Tensor,
-              step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, model: nn.Module, images: torch.Tensor, idx: torch.Tensor, step: int,
+              stats: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, D) float32 unit embeddings of the candidates (cache hits, the rest by a no-grad pass) and the (n,)
-        mask of those computed now."""
+        mask of those computed now; ``stats`` (if given) gets the cache hit rate and mean staleness in steps."""
         device = next(model.parameters()).device
+        stats = {} if stats is None else stats
         if self.source == "online" or self.selection == "random":
-            self.stats.update(cache_hit=0.0, staleness=0.0)
+            stats.update(cache_hit=0.0, staleness=0.0)
             return self._embed_online(model, images, device), torch.ones(len(idx), dtype=torch.bool, device=device)
         self._check_idx(idx)
         seen = self.cache_step[idx.to(self.cache_step.device)].to(device)
@@ -316,8 +328,8 @@ class BatchSelector(nn.Module):
         if len(missing):
             out[missing] = self._embed_online(model, images[missing.cpu()], device)
         hits = int(hit.sum())
-        self.stats.update(cache_hit=hits / max(1, len(idx)),
-                          staleness=float((step - seen[hit]).float().mean()) if hits else 0.0)
+        stats.update(cache_hit=hits / max(1, len(idx)),
+                     staleness=float((step - seen[hit]).float().mean()) if hits else 0.0)
         return F.normalize(out, dim=1), ~hit
 
     def _store(self, idx: torch.Tensor, z: torch.Tensor, step: int) -> None:
@@ -336,10 +348,11 @@ class BatchSelector(nn.Module):
         self._store(idx, self._unit(dist.gather(projections.detach().float(), differentiable=False)), step)
 
     # ---- the decision ----
-    def _decide(self, z: torch.Tensor, per_rank: int, world: int, step: int) -> torch.Tensor:
+    def _decide(self, z: torch.Tensor, per_rank: int, world: int, step: int,
+                stats: dict[str, float]) -> torch.Tensor:
         """Global positions (world·B,) into the gathered pool z (world·per_rank, D), B from each rank's block."""
         b = self.batch_size
-        gen = torch.Generator(device=z.device).manual_seed(self.seed * 1_000_003 + step)
+        gen = torch.Generator(device=z.device).manual_seed(step_seed(self.seed, step))
         blocks = torch.arange(world, device=z.device) * per_rank
         if self.selection == "greedy":
             groups = torch.arange(world, device=z.device).repeat_interleave(per_rank) if world > 1 else None
@@ -352,47 +365,156 @@ class BatchSelector(nn.Module):
         if count == 1:
             return batches[0]
         best = pool_select(torch.stack([z[p] for p in batches]), target=self.target)
-        self.stats["pool_choice"] = float(best)
+        stats["pool_choice"] = float(best)
         return batches[best]
 
-    def select(self, model: nn.Module, pool: CandidatePool, step: int, measure: bool = False) -> Batch | None:
-        """This process's batch for ``step`` (or ``None`` when the epoch's pools cannot fill a batch anywhere).
+    def select(self, model: nn.Module, pool: CandidatePool, step: int,
+               measure: bool = False) -> tuple[Batch | None, dict[str, float]]:
+        """This process's batch for ``step`` and what the selection measured: ``(batch, stats)``; ``batch`` is
+        ``None`` when the epoch's pools cannot fill a batch anywhere.
 
         ``model`` is the unwrapped model (projections = ``model(x)``); it is run without gradients and without
-        touching its norm statistics. With ``measure=True`` ``stats`` gets the R_eff of the chosen global batch
-        and of a random batch from the same pool (``reff_chosen``, ``reff_random``). ``stats["select_ms"]``
-        always holds the wall time of this call (embedding + gather + decision + broadcast).
+        touching its norm statistics. ``stats`` holds ``select_ms`` (the wall time of this call: embedding + gather
+        + decision + broadcast) and ``pool_size``; with embeddings, ``cache_hit`` and ``staleness``; Pool-P's
+        ``pool_choice``; with ``measure=True`` the R_eff of the chosen global batch and of a random batch from the
+        same pool (``reff_chosen``, ``reff_random``).
         """
-        start = time.perf_counter()
+        start, stats = time.perf_counter(), {}
         device = next(model.parameters()).device
         world, rank = dist.world_size(), dist.rank()
         # every rank decides on the same number of candidates (shares can differ by a few rows)
         sizes = dist.gather(torch.tensor([pool.fill()], device=device), differentiable=False)
         per_rank = int(sizes.min())
         if per_rank < self.batch_size:
-            return None
+            return None, stats
         if self.selection == "random" and not measure:
             z = None
-            local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step))
+            local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(step_seed(self.seed, step)))
             local = local[: self.batch_size].sort().values  # pool order (= loader order when pool == batch)
         else:
             # the first per_rank candidates, scored on their first view
             head_images, head_idx = pool.samples["views"][0][:per_rank], pool.samples["idx"][:per_rank]
-            local_z, fresh = self.embed(model, head_images, head_idx, step)
+            local_z, fresh = self.embed(model, head_images, head_idx, step, stats)
             z = dist.gather(local_z, differentiable=False)
             if self.cache.shape[0]:  # candidates embedded now wait in the pool: cache them, no second pass
                 fresh = dist.gather(fresh.to(torch.uint8), differentiable=False).bool()
                 self._store(dist.gather(head_idx.to(device), differentiable=False)[fresh], z[fresh], step)
-            picks = self._decide(z, per_rank, world, step) if rank == 0 else \
+            picks = self._decide(z, per_rank, world, step, stats) if rank == 0 else \
                 torch.empty(world * self.batch_size, dtype=torch.long, device=device)
             picks = dist.broadcast(picks.contiguous(), src=0).sort().values  # rank blocks in rank order
             local = picks[rank * self.batch_size:(rank + 1) * self.batch_size] - rank * per_rank
             if measure:
-                gen = torch.Generator(device=z.device).manual_seed(self.seed * 1_000_003 + step + 1)
+                gen = torch.Generator(device=z.device).manual_seed(step_seed(self.seed, step + 1))
                 random_pick = torch.cat([torch.randperm(per_rank, generator=gen, device=z.device)[: self.batch_size]
                                          + r * per_rank for r in range(world)])
-                self.stats.update(reff_chosen=float(effective_rank(z[picks])),
-                                  reff_random=float(effective_rank(z[random_pick])))
+                stats.update(reff_chosen=float(effective_rank(z[picks])),
+                             reff_random=float(effective_rank(z[random_pick])))
         batch = pool.take(local)
-        self.stats.update(select_ms=1000 * (time.perf_counter() - start), pool_size=float(per_rank))
-        return batch
+        stats.update(select_ms=1000 * (time.perf_counter() - start), pool_size=float(per_rank))
+        return batch, stats
+
+
+class RandomSelector(BatchSelector):
+    """Random batches (no spectrum): B of the B candidates each step, in loader order; takes no arguments of its
+    own. Run facts (``batch_size``, ``dim``, ``dataset_size``, ``seed``, ``transform``) as ``BatchSelector``."""
+
+    def __init__(self, batch_size: int, dim: int, dataset_size: int | None = None, *, seed: int = 0,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        super().__init__("random", batch_size, dim, dataset_size, seed=seed, transform=transform)
+
+
+class PoolSelector(BatchSelector):
+    """Pool-P: ``candidates`` random batches embedded by a no-grad pass, the one with the largest R_eff (or the
+    closest to ``target``).
+
+    Args:
+        candidates: P (Pool-P3: 3); candidates per process = P x B.
+        target: Target R_eff, a number (``resolve_target`` turns fractions and ``RHO*C`` into one); ``None`` =
+            the largest.
+        space: ``"loss"`` scores candidates through ``transform`` (as the loss sees them), ``"projections"`` raw.
+    """
+
+    def __init__(self, batch_size: int, dim: int, dataset_size: int | None = None, *, candidates: int = 3,
+                 target: float | None = None, space: str = "loss", seed: int = 0,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        _check_space(space)
+        _check_count("candidates", candidates)
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0):
+            raise ValueError(f"target must be None or a positive R_eff, got {target!r}.")
+        super().__init__("pool", batch_size, dim, dataset_size, pool_candidates=candidates, target=target,
+                         source="online", seed=seed, transform=transform if space == "loss" else None)
+
+
+class GreedySelector(BatchSelector):
+    """Greedy-m: each batch built from ``pool_factor`` x B candidates by greedy log-det gain.
+
+    Args:
+        pool_factor: Candidates per process = pool_factor x B.
+        m: Candidates scored per pick (``None`` = exact greedy; 64 = Greedy-64).
+        eps: Ridge of the log-det objective.
+        window: Stop once the batch's R_eff reaches this and fill the rest at random (``None`` = off).
+        source: ``"cache"`` (last visit's projections, misses by a no-grad pass) or ``"online"`` (a no-grad pass).
+        space: ``"loss"`` scores candidates through ``transform`` (as the loss sees them), ``"projections"`` raw.
+        cache_dtype: Storage type of the cache.
+    """
+
+    def __init__(self, batch_size: int, dim: int, dataset_size: int | None = None, *, pool_factor: int = 4,
+                 m: int | None = None, eps: float = 1e-2, window: float | None = None, source: str = "cache",
+                 space: str = "loss", cache_dtype: torch.dtype = torch.float16, seed: int = 0,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        _check_space(space)
+        _check_count("pool_factor", pool_factor)
+        if m is not None:
+            _check_count("m", m, " (None = exact greedy)")
+        for key, value in (("eps", eps), ("window", window)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"{key} must be a positive number{' or None' * (key == 'window')}, got {value!r}.")
+        super().__init__("greedy", batch_size, dim, dataset_size, pool_factor=pool_factor, greedy_m=m, eps=eps,
+                         window=window, source=source, seed=seed, cache_dtype=cache_dtype,
+                         transform=transform if space == "loss" else None)
+
+
+SPACES = ("loss", "projections")
+
+
+def _check_count(key: str, value: Any, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a positive integer{note}, got {value!r}.")
+
+
+def _check_space(space: str) -> None:
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}.")
+
+
+SELECTORS: dict[str, type[BatchSelector]] = {"random": RandomSelector, "pool": PoolSelector,
+                                             "greedy": GreedySelector}
+_RUN_FACTS = ("self", "batch_size", "dim", "dataset_size", "seed", "transform")
+
+
+def selector_arguments(name: str) -> dict[str, Any]:
+    """The own arguments of selector ``name`` with their defaults (the run facts excluded)."""
+    if name not in SELECTORS:
+        raise ValueError(f"unknown selection {name!r}; choose one of {sorted(SELECTORS)}.")
+    params = inspect.signature(SELECTORS[name].__init__).parameters
+    return {n: p.default for n, p in params.items() if n not in _RUN_FACTS}
+
+
+def create_selector(name: str, *, batch_size: int, dim: int, dataset_size: int | None = None, seed: int = 0,
+                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    **kwargs: Any) -> BatchSelector:
+    """Build selector ``name`` (a key of ``SELECTORS``), as ``losses.create_loss`` builds a loss: each class owns
+    its defaults and validates its own arguments.
+
+    Args:
+        name: ``random``, ``pool`` (Pool-P) or ``greedy`` (Greedy-m).
+        batch_size, dim, dataset_size, seed, transform: Facts of the run (``BatchSelector``).
+        **kwargs: The selector's own arguments (``pool``: candidates, target, space; ``greedy``: pool_factor, m,
+            eps, window, source, space, cache_dtype). Unknown names raise a ValueError listing the accepted ones.
+    """
+    accepted = selector_arguments(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"selection {name!r} takes no argument {', '.join(map(repr, unknown))}; its arguments are "
+                         f"{sorted(accepted)}.")
+    return SELECTORS[name](batch_size, dim, dataset_size, seed=seed, transform=transform, **kwargs)

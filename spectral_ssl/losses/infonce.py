@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
-from spectral_ssl.losses._validation import check_gather, check_positive, full_precision
+from spectral_ssl.losses._validation import check_gather, check_pair, check_positive, full_precision
 
 
 class InfoNCELoss(nn.Module):
@@ -50,11 +50,7 @@ class InfoNCELoss(nn.Module):
         Returns:
             Scalar loss, mean over this process's 2B anchors.
         """
-        if z1.ndim != 2 or z1.shape != z2.shape:
-            raise ValueError(f"z1 and z2 must both be (B, D) with the same shape, got {tuple(z1.shape)} and "
-                             f"{tuple(z2.shape)}.")
-        if z1.shape[0] < 1:
-            raise ValueError("InfoNCELoss needs at least one pair in the batch.")
+        check_pair(z1, z2)
         dtype = torch.promote_types(z1.dtype, torch.float32)  # at least fp32 softmax, also under autocast
         local = F.normalize(torch.cat([z1, z2], dim=0).to(dtype), dim=1)  # (2B, D)
         batch = z1.shape[0]

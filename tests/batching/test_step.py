@@ -7,7 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
-from spectral_ssl.batching import BatchSelector, CandidatePool, greedy_select
+from spectral_ssl.batching import (
+    BatchSelector,
+    CandidatePool,
+    GreedySelector,
+    PoolSelector,
+    RandomSelector,
+    create_selector,
+    greedy_select,
+    step_seed,
+)
 from tests.launch import load_rank_results, save_rank_result, spawn_launcher
 
 B, D = 8, 6
@@ -38,7 +47,7 @@ def tiny_model(seed=0):
 
 def run_epoch(selector, model, loader, step=0, observe=True):
     pool, trained = CandidatePool(loader, selector.pool_size), []
-    while (batch := selector.select(model, pool, step, measure=True)) is not None:
+    while (batch := selector.select(model, pool, step, measure=True)[0]) is not None:
         trained.append(batch["idx"])
         if observe:
             selector.observe(batch["idx"], model(batch["views"][0]), step)
@@ -63,10 +72,10 @@ def test_greedy_picks_what_greedy_select_picks_on_the_pool_and_beats_random():
     pool.fill()
     candidates = pool.samples
     expected = greedy_select(embed_in_batches(model, candidates["views"][0]), B)
-    batch = selector.select(model, pool, step=0, measure=True)
+    batch, stats = selector.select(model, pool, step=0, measure=True)
     assert sorted(batch["idx"].tolist()) == sorted(candidates["idx"][expected].tolist())
-    assert selector.stats["reff_chosen"] > selector.stats["reff_random"]  # clustered pool: half in one cluster
-    assert selector.stats["select_ms"] > 0 and selector.stats["pool_size"] == 64
+    assert stats["reff_chosen"] > stats["reff_random"]  # clustered pool: half in one cluster
+    assert stats["select_ms"] > 0 and stats["pool_size"] == 64
 
 
 def test_pool_with_one_candidate_is_the_random_batch():
@@ -75,7 +84,7 @@ def test_pool_with_one_candidate_is_the_random_batch():
     for selection in ("random", "pool"):
         selector = BatchSelector(selection, B, D, pool_candidates=1, seed=3)
         pool = CandidatePool(batches(), selector.pool_size)
-        picks.append(selector.select(model, pool, step=5)["idx"])
+        picks.append(selector.select(model, pool, step=5)[0]["idx"])
     assert torch.equal(*picks)
 
 
@@ -88,8 +97,8 @@ def test_cache_serves_the_next_epoch_with_staleness_and_no_forward_pass(monkeypa
     assert torch.allclose(stored.norm(dim=1), torch.ones(64), atol=1e-2)  # unit rows, float16 storage
     monkeypatch.setattr(selector, "_embed_online", lambda *a: pytest.fail("cache hit must not run the model"))
     pool = CandidatePool(batches(seed=1), selector.pool_size)
-    selector.select(model, pool, step=100)
-    assert selector.stats["cache_hit"] == 1.0 and selector.stats["staleness"] > 90
+    _, stats = selector.select(model, pool, step=100)
+    assert stats["cache_hit"] == 1.0 and stats["staleness"] > 90
     state = selector.state_dict()  # the cache is checkpointed
     fresh = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=2, source="cache")
     fresh.load_state_dict(state)
@@ -144,6 +153,38 @@ def test_bad_arguments_name_the_fix():
         selector.observe(torch.arange(20, 28), torch.randn(8, D), step=0)
 
 
+def test_create_selector_builds_each_selector_with_its_own_defaults():
+    assert isinstance(create_selector("random", batch_size=B, dim=D), RandomSelector)
+    pool = create_selector("pool", batch_size=B, dim=D)
+    assert isinstance(pool, PoolSelector) and pool.pool_size == 3 * B and pool.source == "online"
+    greedy = create_selector("greedy", batch_size=B, dim=D, dataset_size=64, m=8, window=5.0)
+    assert isinstance(greedy, GreedySelector) and greedy.pool_size == 4 * B and greedy.greedy_m == 8
+    assert greedy.source == "cache" and greedy.cache.shape == (64, D)
+    # the same decisions as the generic class with the same arguments
+    legacy = BatchSelector("greedy", B, D, dataset_size=64, greedy_m=8, window=5.0)
+    assert legacy.pool_size == greedy.pool_size and legacy.window == greedy.window
+    transform = torch.nn.Identity()
+    assert create_selector("greedy", batch_size=B, dim=D, source="online", transform=transform).transform is transform
+    assert create_selector("greedy", batch_size=B, dim=D, source="online", space="projections",
+                           transform=transform).transform is None
+
+
+@pytest.mark.parametrize("name,kwargs,message", [
+    ("random", {"m": 4}, r"selection 'random' takes no argument 'm'; its arguments are \[\]"),
+    ("pool", {"pool_factor": 4}, r"selection 'pool' takes no argument 'pool_factor'; its arguments are .*candidates"),
+    ("pool", {"candidates": 0}, "candidates must be a positive integer, got 0"),
+    ("pool", {"target": -1}, "target must be None or a positive R_eff"),
+    ("greedy", {"m": 0, "source": "online"}, r"m must be a positive integer \(None = exact greedy\), got 0"),
+    ("greedy", {"eps": 0, "source": "online"}, "eps must be a positive number, got 0"),
+    ("greedy", {"space": "raw", "source": "online"}, "space must be one of"),
+    ("best", {}, "unknown selection 'best'"),
+])
+def test_create_selector_rejects_bad_arguments_in_one_line(name, kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        create_selector(name, batch_size=B, dim=D, **kwargs)
+    assert "\n" not in str(info.value)
+
+
 def _two_process_worker(out_dir):
     from accelerate import Accelerator
 
@@ -155,7 +196,7 @@ def _two_process_worker(out_dir):
     pool.fill()
     z = dist.gather(embed_in_batches(model, pool.samples["views"][0]), differentiable=False)
     idx = dist.gather(pool.samples["idx"], differentiable=False)
-    batch = selector.select(model, pool, step=7)
+    batch, _ = selector.select(model, pool, step=7)
     save_rank_result({"batch": batch["idx"], "pool_z": z, "pool_idx": idx}, out_dir)
 
 
@@ -166,7 +207,7 @@ def test_two_processes_make_one_decision_and_each_trains_on_its_own_share(tmp_pa
     assert torch.equal(ranks[0]["pool_z"], ranks[1]["pool_z"])
     z, idx = ranks[0]["pool_z"], ranks[0]["pool_idx"]
     # the same stochastic greedy on the gathered pool, each rank contributing exactly B (partition quota)
-    gen = torch.Generator().manual_seed(1 * 1_000_003 + 7)
+    gen = torch.Generator().manual_seed(step_seed(1, 7))
     expected = greedy_select(z, 2 * B, m=5, generator=gen, groups=torch.arange(2).repeat_interleave(32), quota=B)
     expected_idx = set(idx[expected].tolist())
     for r, res in enumerate(ranks):
@@ -179,10 +220,10 @@ def test_candidates_embedded_online_are_cached_so_carried_ones_are_not_embedded_
     model = tiny_model()
     selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=3, source="cache")
     pool = CandidatePool(batches(), selector.pool_size)
-    selector.select(model, pool, step=0)
-    assert selector.stats["cache_hit"] == 0.0 and int((selector.cache_step == 0).sum()) == 3 * B
-    selector.select(model, pool, step=1)  # 2B carried (cached at step 0) + B new
-    assert selector.stats["cache_hit"] == pytest.approx(2 / 3) and selector.stats["staleness"] == 1.0
+    _, stats = selector.select(model, pool, step=0)
+    assert stats["cache_hit"] == 0.0 and int((selector.cache_step == 0).sum()) == 3 * B
+    _, stats = selector.select(model, pool, step=1)  # 2B carried (cached at step 0) + B new
+    assert stats["cache_hit"] == pytest.approx(2 / 3) and stats["staleness"] == 1.0
 
 
 def test_a_single_cache_miss_is_embedded_with_running_statistics():
@@ -191,8 +232,8 @@ def test_a_single_cache_miss_is_embedded_with_running_statistics():
     run_epoch(selector, model, batches())
     selector.cache_step[5] = -1  # one sample without a cached embedding
     pool = CandidatePool(batches(), selector.pool_size)
-    selector.select(model, pool, step=10)  # a batch of 1 in train mode would fail in BatchNorm
-    assert selector.stats["cache_hit"] == pytest.approx(15 / 16) and model.training
+    _, stats = selector.select(model, pool, step=10)  # a batch of 1 in train mode would fail in BatchNorm
+    assert stats["cache_hit"] == pytest.approx(15 / 16) and model.training
 
 
 @pytest.mark.parametrize("source", ["online", "cache"])
@@ -211,7 +252,7 @@ def test_a_transform_puts_candidates_in_the_space_the_loss_sees(source):
     z, _ = selector.embed(model, pool.samples["views"][0], pool.samples["idx"], step=5)
     torch.testing.assert_close(z, expected, atol=1e-6, rtol=0)
     if source == "online":  # (the cache path embeds in another order: exact ties, e.g. the first pick, may differ)
-        batch = selector.select(model, pool, step=5)
+        batch, _ = selector.select(model, pool, step=5)
         assert sorted(batch["idx"].tolist()) == sorted(greedy_select(expected, B).tolist())
     else:
         selector.observe(torch.arange(8), raw[:8], step=5)

@@ -117,7 +117,7 @@ def test_whitening_runs_and_its_statistics_are_checkpointed(pretrain, tiny_datas
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["band_containment"] == 1.0 and metrics[-1]["loss"] == metrics[-1]["loss"]
     assert SpectralSSL.from_pretrained(out).metadata["whitening"] == kind
-    assert "running_cov" in custom_state(out / "checkpoints" / "step_000002")  # the whitening buffers
+    assert "whiten.running_cov" in custom_state(out / "checkpoints" / "step_000002")  # the objective's whitening
 
 
 @pytest.mark.slow
@@ -176,14 +176,17 @@ def test_every_loss_trains_logs_monitors_and_checkpoints_its_state(pretrain, tin
         assert last[key] == last[key], key  # logged, not NaN
     assert -1 <= last["cos_views"] <= 1 and last["band_containment"] == 1.0
     state = custom_state(out / "checkpoints" / "step_000002")
-    expected = {"moco": "queue", "sogclr": "u", "isoloss": "corr", "byol": "predictor.0.weight",
-                "simsiam": "predictor.0.weight"}.get(loss)
+    expected = {"moco": "loss.queue", "sogclr": "loss.u", "isoloss": "loss.corr", "byol": "loss.predictor.0.weight",
+                "simsiam": "loss.predictor.0.weight"}.get(loss)  # the objective's state: loss., target., whiten.
     if expected:
         assert expected in state, sorted(state)
+    if loss in ("moco", "byol"):
+        assert any(key.startswith("target.") for key in state)  # the EMA target network
     if loss == "moco":
-        assert "reff_negatives" in last and int(state["queue_ptr"]) == 2 * 2 * 16 % 40  # 2 steps x 2 views x 16 keys
+        assert "reff_negatives" in last
+        assert int(state["loss.queue_ptr"]) == 2 * 2 * 16 % 40  # 2 steps x 2 views x 16 keys
     if loss == "sogclr":
-        assert int((state["u"] > 0).sum()) == 32  # the 32 images of two steps have a moving average
+        assert int((state["loss.u"] > 0).sum()) == 32  # the 32 images of two steps have a moving average
     assert SpectralSSL.from_pretrained(out).metadata["loss"] == loss
 
 

@@ -1,6 +1,6 @@
 """The 50-step gradient-variance protocol (docs/method.md, §Whitening): whitening's effect on gradient noise.
 
-    python scripts/grad_variance.py [--model OUTPUT_DIR | --backbone resnet18] [--steps 50] [--batch_size 256]
+    python benchmarks/grad_variance.py [--model OUTPUT_DIR | --backbone resnet18] [--steps 50] [--batch_size 256]
                                     [--kind zca|cholesky] [--dataset data/fashion_mnist]
 
 Parameters are fixed (an export, or a seeded random init); the same ``steps`` batches (same order, same

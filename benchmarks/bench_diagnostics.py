@@ -1,6 +1,6 @@
 """Cost of the live spectral diagnostics against one training step, measured side by side in one run.
 
-    python scripts/bench_diagnostics.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32] [--repeats 5]
+    python benchmarks/bench_diagnostics.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32] [--repeats 5]
 
 Times (a) one SimCLR training step (two views, forward + backward + AdamW) of the timm backbone and (b) what the
 recipe computes every ``log_every`` steps (``spectral_ssl.diagnostics.batch_diagnostics``): R_eff (cov + RankMe),
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timing import device_name, model_arguments, simclr_step, timed
+from harness import device_name, model_arguments, simclr_step, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.diagnostics import batch_diagnostics

@@ -1,6 +1,6 @@
 """Greedy log-det batch selection against its baselines, side by side in one run.
 
-    python scripts/bench_selection.py [--k 512] [--pool 2048] [--dim 128] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/bench_selection.py [--k 512] [--pool 2048] [--dim 128] [--repeats 3] [--device cpu|cuda]
                                       [--no-step]
 
 On float32 unit vectors (random, and clustered near a low-rank subspace), in milliseconds:
@@ -24,7 +24,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timing import device_name, simclr_step, timed
+from harness import device_name, simclr_step, timed
 
 from spectral_ssl.batching import greedy_select, greedy_triton, log_det_objective
 

@@ -1,6 +1,6 @@
 """Time-to-accuracy of spectrum control: random batches against Pool-P3, Greedy-64, ZCA and Greedy-64 + ZCA.
 
-    python scripts/bench_tta.py [--seeds 3] [--max_steps N | --epochs E] [--probe_every 10] [--parallel 1]
+    python benchmarks/bench_tta.py [--seeds 3] [--max_steps N | --epochs E] [--probe_every 10] [--parallel 1]
                                 [--arms random,pool,greedy,zca,greedy_zca] [--output_dir docs/tta] [--key=value ...]
 
 Every arm trains through ``recipes/pretrain.py`` on the same data, backbone, batch, learning-rate schedule and budget,
@@ -28,14 +28,14 @@ own keys (selection, whitening, seed, output_dir) are not accepted there.
 Scales:
 
 * reduced CPU scale (the defaults; about 30 minutes for 5 arms x 3 seeds on 2 CPU cores): ``data/fashion_mnist``
-  (``python scripts/prepare_fashion_mnist.py``), ``make demo``'s half-width resnet18 at 32 px, batch 128, projection
+  (``python benchmarks/prepare_fashion_mnist.py``), ``make demo``'s half-width resnet18 at 32 px, batch 128, projection
   dim 64 (ZCA needs batch > dim), lr 2e-3 with 20 warm-up steps, the first 6000 training rows (46 steps an epoch,
   decoded once), 120 steps (2.6 epochs), kNN on 500 + 500 images every 20 steps, linear probe on 3000 / 1000
   images. Sized from a pilot: the random arm's kNN top-1 climbs from 47 % at step 25 to ~65 % at steps 100-150,
   so a target of 95 % of its final value is crossed mid-run, not at the first probe.
 * full GPU scale::
 
-      python scripts/bench_tta.py --epochs 50 --probe_every 230 --log_every 23 --probe_samples 2000 \\
+      python benchmarks/bench_tta.py --epochs 50 --probe_every 230 --log_every 23 --probe_samples 2000 \\
           --max_train_samples=null --linear_train_samples 0 --linear_test_samples 0 --parallel 5 --warmup_steps=230 \\
           --backbone_kwargs={} --batch_size=256 --proj_dim=128
 
@@ -56,8 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from demo import ROOT, load_script
-from timing import device_name
+from harness import ROOT, device_name, import_file, write_results
 
 from spectral_ssl import hub
 
@@ -173,7 +172,7 @@ def ensure_baselines(args: argparse.Namespace, out: Path) -> dict | None:
         return None
     path = out / "linear_probe.json"
     if "raw_pixels" not in json.loads(path.read_text()):
-        load_script(ROOT / "recipes" / "linear_probe.py").main(probe_argv(args, out, baselines=True))
+        import_file(ROOT / "recipes" / "linear_probe.py").main(probe_argv(args, out, baselines=True))
     result = json.loads(path.read_text())
     return {"random_init": result["random_init"]["top1"], "raw_pixels": result["raw_pixels"]["top1"]}
 
@@ -191,8 +190,8 @@ def run_all(args: argparse.Namespace, passthrough: dict[str, str]) -> dict[tuple
     print(f"bench_tta: {len(jobs)} runs ({len(jobs) - len(todo)} reused), {args.parallel} at a time -> "
           f"{args.runs_dir}", flush=True)
     if args.parallel == 1:
-        pretrain = load_script(ROOT / "recipes" / "pretrain.py")
-        probe = None if args.no_linear_probe else load_script(ROOT / "recipes" / "linear_probe.py")
+        pretrain = import_file(ROOT / "recipes" / "pretrain.py")
+        probe = None if args.no_linear_probe else import_file(ROOT / "recipes" / "linear_probe.py")
         if todo and args.untimed_warmup:
             arm, seed, out = todo[0]
             pretrain.main([*pretrain_argv(args, passthrough, arm, seed, Path(args.runs_dir) / "_warmup"),
@@ -453,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"settings": {**vars(args), "pretrain": passthrough, "pretrain_defaults": PRETRAIN_DEFAULTS,
                            "device": device, "wall_seconds": round(time.perf_counter() - start, 1)},
               "summary": summary, "runs": runs}
-    (out_dir / "tta.json").write_text(json.dumps(result, indent=2))
+    write_results(out_dir / "tta.json", result)
     print(md)
     print(f"wrote {', '.join(str(p) for p in plots)}, {out_dir / 'tta.md'} and {out_dir / 'tta.json'} "
           f"({time.perf_counter() - start:.0f} s)")

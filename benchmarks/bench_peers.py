@@ -1,7 +1,7 @@
 """Peers in one run: images per second of our SimCLR step against a plain timm + torch loop and lightly's NTXentLoss.
 
-    python scripts/bench_peers.py --batch 512                                   (full scale, on a GPU)
-    python scripts/bench_peers.py --backbone resnet18 --backbone_kwargs '{"channels": [32, 64, 128, 256]}' \\
+    python benchmarks/bench_peers.py --batch 512                                   (full scale, on a GPU)
+    python benchmarks/bench_peers.py --backbone resnet18 --backbone_kwargs '{"channels": [32, 64, 128, 256]}' \\
         --batch 256 --repeats 5 --steps 3 --device cpu                          (CPU, half-width resnet18)
     options: [--backbone resnet18] [--backbone_kwargs '{}'] [--batch 256] [--dim 128] [--image 32] [--repeats 5]
              [--steps 5] [--device cuda|cpu] [--output bench_peers.json]
@@ -34,7 +34,7 @@ Installing lightly in the benchmark environment only (not in the project's envir
 tqdm) are all dependencies of this project already; so install lightly alone into a separate folder:
 
     pip install --target <dir> --no-deps lightly
-    PYTHONPATH=<dir> python scripts/bench_peers.py ...
+    PYTHONPATH=<dir> python benchmarks/bench_peers.py ...
 """
 
 from __future__ import annotations
@@ -43,12 +43,11 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
-from timing import device_name, model_arguments, step_seconds, train_step
+from harness import device_name, model_arguments, step_seconds, train_step, write_results
 from torch import nn
 
 import spectral_ssl as ssl
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["ratios"] = {f"ours / {other}": None if arms[name]["img_per_s"] is None else ours / arms[name]["img_per_s"]
                          for name, other in (("plain timm + torch", "plain"), ("lightly NTXentLoss", "lightly"))}
     results["wall_s"] = time.perf_counter() - start
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.output, results)
     print(report(results))
     print(f"ratios: {results['ratios']}; results written to {args.output}")
     return results

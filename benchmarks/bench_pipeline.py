@@ -1,7 +1,7 @@
 """The input pipeline before and after, side by side in one run: loader-side PIL augmentations, uint8 decoding +
 batched augmentations on the training device, and the decoded split cached once (no decoding after the first pass).
 
-    python scripts/bench_pipeline.py [--dataset data/fashion_mnist] [--repeats 5] [--steps 12] [--batches 8]
+    python benchmarks/bench_pipeline.py [--dataset data/fashion_mnist] [--repeats 5] [--steps 12] [--batches 8]
 
 (a) loader img/s: this rank's stream of Fashion-MNIST train, ``--batches`` batches of 256, three ways:
     ``loader``: ``TwoViewTransform`` per sample in the loader (``augment_on=loader``, what every run used before);
@@ -21,15 +21,12 @@ import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
-from demo import load_script
-from timing import device_name
+from harness import ROOT, device_name, import_file, write_results
 
 from spectral_ssl import data, decoded_split, transforms
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"
 MEAN, STD = (0.286,) * 3, (0.353,) * 3
 
@@ -65,7 +62,7 @@ def loader_img_per_s(dataset: str, on: str, batches: int, batch_size: int = 256)
 
 
 def recipe_img_per_s(on: str, steps: int, dataset: str) -> float:
-    recipe = load_script(ROOT / "recipes" / "pretrain.py")
+    recipe = import_file(ROOT / "recipes" / "pretrain.py")
     with tempfile.TemporaryDirectory() as tmp:
         out = recipe.main(["--config", str(CONFIG), f"--dataset={dataset}", f"--output_dir={tmp}/run",
                            f"--max_steps={steps}", "--log_every=4", "--save_every=null", "--reff_samples=256",
@@ -111,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {labels[on]:32s} {summary(results[part][on])}  "
                   f"{statistics.median(results[part][on]) / before:.2f}x before")
     print(f"one-off decode of the split into the cache: {statistics.median(results['decode_s']):.1f} s (median)")
-    Path(args.output).write_text(json.dumps(results, indent=2))
+    write_results(args.output, results)
     return results
 
 

@@ -1,7 +1,7 @@
 """Two-view augmentation throughput, side by side in one run: loader-side PIL vs batched DeviceAugment vs kornia.
 
-    python scripts/bench_augment.py [--batch 256] [--image 32] [--input 28] [--repeats 5] [--presets simclr byol]
-    PYTHONPATH=/path/to/kornia python scripts/bench_augment.py   # adds the kornia rows when kornia is importable
+    python benchmarks/bench_augment.py [--batch 256] [--image 32] [--input 28] [--repeats 5] [--presets simclr byol]
+    PYTHONPATH=/path/to/kornia python benchmarks/bench_augment.py   # adds the kornia rows when kornia is importable
 
 From one batch of ``--batch`` uint8 gray-like ``--input`` px images (smooth random blobs), two ``--image`` px views:
 (a) ``spectral_ssl.transforms.TwoViewTransform``: the loader's per-sample PIL loop (RGB PIL images in, as
@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from harness import device_name, synchronizer
 from PIL import Image
-from timing import device_name, synchronizer
 
 from spectral_ssl.transforms import (
     IMAGENET_MEAN,

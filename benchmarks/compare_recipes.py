@@ -1,6 +1,6 @@
 """Short Fashion-MNIST runs of every method and selector through the recipe, each probed the same way.
 
-    python scripts/compare_recipes.py [--max_steps 200] [--only simclr,moco] [--out outputs/compare]
+    python benchmarks/compare_recipes.py [--max_steps 200] [--only simclr,moco] [--out outputs/compare]
 
 Each run is ``recipes/pretrain.py --config CONFIG --max_steps=N`` (plus the run's overrides), then
 ``recipes/linear_probe.py`` on the export (multinomial logistic regression on frozen backbone features of all 60k
@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from demo import ROOT, load_script
+from harness import ROOT, import_file, write_results
 
 CONFIGS = ROOT / "recipes" / "configs"
 
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         raise SystemExit(f"error: unknown run(s) {unknown}; valid: {', '.join(RUNS)}")
 
-    load_script(ROOT / "scripts" / "prepare_fashion_mnist.py").main([])
-    pretrain = load_script(ROOT / "recipes" / "pretrain.py")
-    probe = load_script(ROOT / "recipes" / "linear_probe.py")
+    import_file(ROOT / "scripts" / "prepare_fashion_mnist.py").main([])
+    pretrain = import_file(ROOT / "recipes" / "pretrain.py")
+    probe = import_file(ROOT / "recipes" / "linear_probe.py")
     out_root = Path(args.out)
     results = []
     for name in names:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                "pretrain_s": round(t_pre, 1), "probe_s": round(t_probe, 1)}
         results.append(row)
         out_root.mkdir(parents=True, exist_ok=True)
-        (out_root / "results.json").write_text(json.dumps(results, indent=2))
+        write_results(out_root / "results.json", results)
     header = ("| run | linear top-1 | R_eff backbone | R_eff proj (last log) | band containment | cos(views) | "
               "chosen / random R_eff | selection share | pretrain s |")
     print(header)

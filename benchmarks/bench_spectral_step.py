@@ -1,6 +1,6 @@
 """Overhead of the whole spectral step against a random-batch step, measured side by side in one run.
 
-    python scripts/bench_spectral_step.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32]
+    python benchmarks/bench_spectral_step.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32]
                                           [--pool_factor 4] [--greedy_m 0] [--repeats 3] [--log_every 20]
 
 Every variant runs the same training step (two views, forward + backward + AdamW, bf16 autocast on a GPU) through
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timing import device_name, model_arguments, timed
+from harness import device_name, model_arguments, timed
 
 import spectral_ssl as ssl
 from spectral_ssl.diagnostics import batch_diagnostics
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         def step() -> None:
             candidates = ssl.batching.CandidatePool(loader, selector.pool_size)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                batch = selector.select(model, candidates, step=1)
+                batch, _ = selector.select(model, candidates, step=1)
                 x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
                 p1 = model(x1)
                 loss = loss_fn(whiten(p1), whiten(model(x2)))
