@@ -47,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 REFERENCE_BUDGET_S = 480
 BOXES = {"correctness": 60, "speed": 150, "headline": 240}  # seconds at the reference budget
@@ -497,7 +498,7 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     import torch
     import torch.nn.functional as F
     import yaml
-    from timing import simclr_step, timed
+    from harness import simclr_step, timed
 
     from spectral_ssl import SpectralSSL
     from spectral_ssl.batching import greedy_select, greedy_triton

@@ -198,7 +198,7 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
 
 def eval_loader(dataset: str, split: str, preprocessing: Preprocessing | None = None, *, image_column: str = "image",
                 label_column: str | None = "label", batch_size: int = 256, max_samples: int | None = None,
-                skip_corrupt: bool = False, seed: int = 0, shuffle: bool = False,
+                skip_corrupt: bool = False, seed: int = 0, shuffle: bool = False, num_workers: int = 0,
                 **deprecated: Any) -> Iterable[dict]:
     """Evaluation batches of a split with a model's preprocessing (``transforms.Preprocessing``, e.g.
     ``Preprocessing.from_data_config(model.data_config)``: resize, centre crop, normalise): the loader the recipes'
