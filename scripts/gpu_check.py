@@ -172,7 +172,8 @@ def scale_args(args) -> dict:
                                                                         "--backbone_kwargs={}", "--image_size=16",
                                                                         "--batch_size=32", "--proj_dim=16",
                                                                         "--proj_hidden_dim=32", "--num_workers=0",
-                                                                        "--reff_samples=64"],
+                                                                        "--reff_samples=64",
+                                                                        "--max_train_samples=512"],
                     probe_limits=["--max_train_samples=256", "--max_test_samples=128"], headline_max_steps=6)
     return dict(backbone="resnet18", backbone_kwargs="{channels: [32, 64, 128, 256]}", image_size=32, batch=128,
                 proj_dim=64, hidden=512, matrix_steps=10, matrix_rows=2048, speed_steps=200, log_every=20,

@@ -1,0 +1,67 @@
+"""scripts/gpu_check.py: its float64 greedy reference against the torch loop, and the whole command at tiny scale on
+the CPU (every phase runs, results rewritten as JSON and markdown, nothing fails)."""
+
+import json
+
+import pytest
+import torch
+
+from spectral_ssl.batching import greedy_select
+from tests.conftest import SCRIPTS, load_module
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    return load_module(SCRIPTS / "gpu_check.py")
+
+
+@pytest.mark.parametrize("m", [None, 5, 64])
+def test_reference_picks_equal_the_torch_loop(gpu_check, m):
+    # On the CPU the torch loop draws Greedy-m's keys pick by pick from the stream one torch.rand(steps, M) call
+    # gives, which is what the device check feeds the reference (the kernel draws them so).
+    k, total, dim = 15, 70, 9
+    x = gpu_check.kernel_pool(total, dim, seed=2, device="cpu", dtype=torch.float64)
+    sampled = 0 if m is None else max(0, min(k, total - m))
+    keys = torch.rand(sampled, total, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    expected = greedy_select(x, k, m=m, eps=1e-2, generator=torch.Generator().manual_seed(4), backend="torch")
+    assert gpu_check.reference_picks(x, k, 1e-2, m, keys if sampled else None) == expected.tolist()
+
+
+def test_same_compares_checkpoint_state_with_restored_snapshots(gpu_check):
+    saved = {"a": torch.ones(3), "nested": {"b": [1, 2]}}
+    assert gpu_check.same(saved, {"a": (torch.ones(3), "cpu"), "nested": {"b": [1, 2]}})
+    assert not gpu_check.same(saved, {"a": (torch.zeros(3), "cpu"), "nested": {"b": [1, 2]}})
+    assert not gpu_check.same(saved, {"a": (torch.ones(3), "cpu")})
+
+
+def test_missing_data_is_one_line(gpu_check, tmp_path):
+    with pytest.raises(SystemExit, match="prepare_fashion_mnist"):
+        gpu_check.main(["--output", str(tmp_path / "out"), "--dataset", str(tmp_path / "none"), "--phases",
+                        "headline"])
+
+
+@pytest.mark.slow
+def test_tiny_run_goes_through_every_phase(gpu_check, tmp_path):
+    out = tmp_path / "out"
+    gpu_check.main(["--tiny", "--output", str(out), "--budget_s", "240", "--dataset", str(tmp_path / "no_data")])
+    report = json.loads((out / "gpu_check.json").read_text())
+    rows = report["checks"]
+    assert not [r for r in rows if r["status"] in ("FAIL", "ERROR")], [r for r in rows if r["status"] in
+                                                                       ("FAIL", "ERROR")]
+    phases = {r["phase"] for r in rows}
+    assert {"preflight", "correctness", "speed", "headline", "tta"} <= phases
+    by_name = {r["check"]: r for r in rows}
+    assert by_name["checkpoint + resume on the device"]["status"] == "PASS"
+    matrix = by_name["every loss x whitening x selection, bf16"]
+    assert matrix["runs"] and all(r["ok"] for r in matrix["runs"])  # the box may cut the matrix, never fail it
+    figures = report["figures"]
+    assert figures["model_only"]["img_per_s"] > 0 and figures["recipe random"]["img_per_s"] > 0
+    assert 0 <= figures["headline"]["linear_top1"] <= 100 and "raw_pixels_top1" in figures["headline"]
+    assert (out / "headline_probe.json").is_file() and (out / "headline_metrics.jsonl").is_file()
+    markdown = (out / "gpu_check.md").read_text()
+    assert "| headline | Fashion-MNIST linear top-1 |" in markdown
+    tta = by_name.get("one more seed")
+    assert tta is not None and tta["status"] in ("INFO", "SKIP")
+    if tta["status"] == "INFO":
+        record = json.loads((out / "tta_seed.json").read_text())
+        assert record["seed"] == 0 and set(record["tta"]["summary"]["arms"]) >= {"random", "greedy_zca"}
