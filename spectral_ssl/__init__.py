@@ -2,7 +2,8 @@
 
 Public API (README.md; the method: docs/method.md):
 spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
-(``spectral_ssl.losses``), the model (``SpectralSSL``) and evaluation (``linear_probe``, ``knn_probe``).
+(``spectral_ssl.losses``), the model (``SpectralSSL``), monitoring any training loop (``SpectralMonitor``;
+host adapters in ``spectral_ssl.integrations``) and evaluation (``linear_probe``, ``knn_probe``).
 """
 
 # every submodule, so ``import spectral_ssl`` reaches each one as ``spectral_ssl.<name>``
@@ -18,6 +19,7 @@ from spectral_ssl import (
     losses,
     model,
     momentum,
+    monitor,
     probe,
     run_folder,
     spectral,
@@ -26,6 +28,7 @@ from spectral_ssl import (
 )
 from spectral_ssl.band import BandResult, gradient_band
 from spectral_ssl.model import SpectralSSL
+from spectral_ssl.monitor import CollapseError, SpectralMonitor
 from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
 from spectral_ssl.spectral import effective_rank, spectrum_stats
 from spectral_ssl.whitening import BatchWhitening
@@ -35,7 +38,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BandResult",
     "BatchWhitening",
+    "CollapseError",
     "ProbeResult",
+    "SpectralMonitor",
     "SpectralSSL",
     "band",
     "batching",
@@ -47,6 +52,7 @@ __all__ = [
     "hub",
     "model",
     "momentum",
+    "monitor",
     "probe",
     "run_folder",
     "spectral",
