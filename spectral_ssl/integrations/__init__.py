@@ -1,0 +1,38 @@
+"""Thin host adapters over ``spectral_ssl.monitor.SpectralMonitor`` (the integration room).
+
+- ``spectral_ssl.integrations.lightning.SpectralMonitorCallback``: a Lightning ``Callback`` (``pip install
+  spectral_ssl[lightning]``);
+- ``spectral_ssl.integrations.transformers.SpectralMonitorCallback``: an HF ``TrainerCallback``;
+- ``spectral_ssl.integrations.trackers.tracker_log``: send records to accelerate's trackers (or anything with
+  ``.log(values, step=)``).
+
+Importing this package imports neither Lightning nor transformers; each adapter imports its host on first use. The
+two helpers here are what every adapter shares: finding the projector to watch and the loggable part of a record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+PROJECTOR_NAMES = ("projection_head", "projector", "proj_head", "head")  # lightly, SpectralSSL/solo-learn, others
+
+
+def find_projector(model: nn.Module, name: str | None = None) -> nn.Module | None:
+    """The projector submodule of ``model``: ``name`` (a dotted path) if given, else the first of
+    ``PROJECTOR_NAMES`` it has (also under a ``module``/``model`` wrapper attribute); None when there is none."""
+    if name is not None:
+        return model.get_submodule(name)
+    for holder in (model, getattr(model, "module", None), getattr(model, "model", None)):
+        for attr in PROJECTOR_NAMES:
+            candidate = getattr(holder, attr, None) if holder is not None else None
+            if isinstance(candidate, nn.Module):
+                return candidate
+    return None
+
+
+def loggable(record: dict[str, Any], prefix: str = "spectral/") -> dict[str, float]:
+    """The numbers of a record as floats, keys prefixed (strings such as ``source`` and ``step`` are left out)."""
+    return {f"{prefix}{k}": float(v) for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float, bool))}
