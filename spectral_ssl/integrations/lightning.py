@@ -5,9 +5,10 @@
 
 The projections come from ``outputs[key]`` when ``training_step`` returns ``{"loss": loss, key: (z1, z2)}``; else from
 a forward hook on the module's projector (``projector=`` a dotted name, default: the first of ``projection_head``,
-``projector``, ...). Records are logged through ``pl_module.log_dict`` (so every Lightning logger sees them) under
-``spectral/``; a ``"stop"`` alarm sets ``trainer.should_stop``. The callback's state (the monitor's) is saved in
-Lightning checkpoints. Lightning is imported when the class is first used, never by ``import spectral_ssl``.
+``projector``, ...). Records go to ``trainer.callback_metrics`` (``pl_module.log_dict``) and, at the record's step
+whatever ``log_every_n_steps`` is, to every logger of the trainer, under ``spectral/``; a ``"stop"`` alarm sets
+``trainer.should_stop``. The callback's state (the monitor's) is saved in Lightning checkpoints.
+Lightning is imported when the class is first used, never by ``import spectral_ssl``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,11 @@ def _build() -> type:
                                  "with projector='...'.")
             record = self.monitor.take_record()
             if record is not None:
-                pl_module.log_dict(loggable(record, self.prefix), on_step=True, on_epoch=False, rank_zero_only=True)
+                metrics = loggable(record, self.prefix)
+                # callback_metrics (EarlyStopping/ModelCheckpoint can watch them) and, at this step, every logger
+                pl_module.log_dict(metrics, on_step=True, on_epoch=False, logger=False, rank_zero_only=True)
+                for logger in trainer.loggers:
+                    logger.log_metrics(metrics, step=trainer.global_step)
             if self.monitor.should_stop:
                 trainer.should_stop = True
 
