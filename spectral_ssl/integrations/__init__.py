@@ -7,11 +7,14 @@
   ``.log(values, step=)``).
 
 Importing this package imports neither Lightning nor transformers; each adapter imports its host on first use. The
-two helpers here are what every adapter shares: finding the projector to watch and the loggable part of a record.
+helpers here are what every adapter shares: finding the projector to watch, the loggable part of a record and the
+lazy class that imports its host on first use.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -36,3 +39,18 @@ def loggable(record: dict[str, Any], prefix: str = "spectral/") -> dict[str, flo
     """The numbers of a record as floats, keys prefixed (strings such as ``source`` and ``step`` are left out)."""
     return {f"{prefix}{k}": float(v) for k, v in record.items()
             if k != "step" and isinstance(v, (int, float, bool))}
+
+
+def lazy_class(module_name: str, name: str, build: Callable[[], type]) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` that builds ``name`` with ``build()`` on first access (an adapter subclasses
+    its host's callback class, so the class exists only once the host is imported)."""
+
+    def __getattr__(attr: str) -> Any:
+        if attr != name:
+            raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
+        cls = build()
+        cls.__module__ = module_name
+        setattr(sys.modules[module_name], name, cls)
+        return cls
+
+    return __getattr__

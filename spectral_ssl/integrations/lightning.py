@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from spectral_ssl.integrations import find_projector, loggable
+from spectral_ssl.integrations import find_projector, lazy_class, loggable
 from spectral_ssl.monitor import SpectralMonitor
 
 
@@ -95,12 +95,7 @@ def _build() -> type:
         def load_state_dict(self, state_dict: dict[str, Any]) -> None:
             self.monitor.load_state_dict(state_dict)
 
-    SpectralMonitorCallback.__module__ = __name__
     return SpectralMonitorCallback
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SpectralMonitorCallback":  # built on first use: importing this module does not import Lightning
-        globals()[name] = cls = _build()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_class(__name__, "SpectralMonitorCallback", _build)  # import time: no Lightning

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spectral_ssl.integrations import find_projector, loggable
+from spectral_ssl.integrations import find_projector, lazy_class, loggable
 from spectral_ssl.monitor import SpectralMonitor
 
 
@@ -70,12 +70,7 @@ def _build() -> type:
                 self.handle.remove()
                 self.handle = None
 
-    SpectralMonitorCallback.__module__ = __name__
     return SpectralMonitorCallback
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SpectralMonitorCallback":  # built on first use: importing this module does not import transformers
-        globals()[name] = cls = _build()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_class(__name__, "SpectralMonitorCallback", _build)  # import time: no transformers
