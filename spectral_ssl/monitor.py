@@ -248,10 +248,13 @@ class SpectralMonitor:
         """
         if self._buffers is None or self._count < 2:
             return None
-        z1, z2 = (dist.gather(z, differentiable=False) for z in self._ordered())
+        world, older = dist.world_size(), self._count - self._last_batch
+        # every process's window, ordered [older rows of each rank; newest batch of each rank]: the last rows are
+        # then the newest global batch (the band's), and the spectra do not depend on the row order
+        z1, z2 = (torch.cat([part.reshape(-1, z.shape[1]) for part in dist.gather(z, differentiable=False).view(
+            world, self._count, -1).split([older, self._last_batch], dim=1)]) for z in self._ordered())
         record, collapsed = None, False
         if dist.rank() == 0:
-            world = dist.world_size()
             batch = max(self._last_batch * world, 2)
             if self._count * world == batch:  # one batch in the window: the band of all of it
                 batch = None

@@ -267,3 +267,37 @@ def test_core_import_pulls_no_host_framework():
             "import spectral_ssl.integrations.trackers;"
             "assert not {'lightning', 'pytorch_lightning', 'transformers'} & set(sys.modules), sys.modules.keys()")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _two_process_worker(out_dir):
+    from accelerate import Accelerator
+
+    from tests.launch import save_rank_result
+
+    acc = Accelerator(cpu=True)
+    r = acc.process_index
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(2, 3, 8, 5, generator=g), torch.randn(2, 3, 8, 5, generator=g)  # (rank, step, B, D)
+    monitor = SpectralMonitor(every=3, window=16, alarm="stop", patience=1, min_rank_fraction=1.0)
+    records = [monitor.update(z1[r, s], z2[r, s], s + 1) for s in range(3)]
+    save_rank_result({"records": records, "should_stop": monitor.should_stop}, out_dir)
+
+
+@pytest.mark.slow
+def test_two_processes_gather_their_windows_and_share_the_alarm(tmp_path):
+    from tests.launch import load_rank_results, spawn_launcher
+
+    spawn_launcher(_two_process_worker, args=(str(tmp_path),), num_processes=2)
+    ranks = load_rank_results(tmp_path)
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(2, 3, 8, 5, generator=g), torch.randn(2, 3, 8, 5, generator=g)
+    # each rank keeps its last 16 pairs (steps 2-3); the record is of both ranks' windows, in rank order
+    window1, window2 = (torch.cat([z[r, 1:].reshape(16, 5) for r in range(2)]) for z in (z1, z2))
+    reference = spectral_record(window1, window2, 0.2, batch_size=16)
+    main = ranks[0]["records"]
+    assert main[:2] == [None, None] and main[2]["n_samples"] == 64
+    assert main[2]["reff_cov"] == pytest.approx(reference["reff_cov"], rel=1e-6)
+    newest = spectral_record(torch.cat([z1[0, 2], z1[1, 2]]), torch.cat([z2[0, 2], z2[1, 2]]), 0.2)
+    assert main[2]["band_measured_mean"] == pytest.approx(newest["band_measured_mean"], rel=1e-6)
+    assert ranks[1]["records"] == [None, None, None]  # computed on the main process only
+    assert ranks[0]["should_stop"] and ranks[1]["should_stop"]  # the main process's verdict reaches every rank
