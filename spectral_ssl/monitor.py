@@ -66,10 +66,22 @@ def alignment(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return (F.normalize(z1.to(dtype), dim=1) - F.normalize(z2.to(dtype), dim=1)).pow(2).sum(1).mean()
 
 
-def uniformity(z: torch.Tensor, t: float = UNIFORMITY_T) -> torch.Tensor:
-    """Wang & Isola's uniformity: log of the mean over distinct pairs of exp(−t‖x − y‖²), L2-normalised rows."""
-    zn = F.normalize(z.to(_spectral_dtype(z.device)), dim=1)
-    return torch.pdist(zn, p=2).pow(2).mul(-t).exp().mean().log()
+def uniformity(z: torch.Tensor, t: float = UNIFORMITY_T, chunk: int = 1024) -> torch.Tensor:
+    """Wang & Isola's uniformity: log of the mean over distinct pairs of exp(−t‖x − y‖²), L2-normalised rows.
+
+    From the Gram matrix (‖x − y‖² = 2 − 2x·y) in fp32, ``chunk`` rows at a time (O(chunk·N) memory), summed in
+    float64: every term lies in [exp(−4t), 1], so fp32 terms keep ~1e-7 relative accuracy at 4x the fp64 speed.
+    """
+    zn = F.normalize(z.detach().float(), dim=1)
+    n = zn.shape[0]
+    if n < 2:
+        raise ValueError(f"uniformity needs at least 2 rows, got {n}.")
+    dtype = _spectral_dtype(z.device)
+    total = torch.zeros((), dtype=dtype, device=z.device)
+    for start in range(0, n, chunk):
+        total += (2 - 2 * zn[start:start + chunk] @ zn.T).clamp_min(0).mul(-t).exp().sum(dtype=dtype)
+    self_terms = (2 - 2 * zn.pow(2).sum(1)).clamp_min(0).mul(-t).exp().sum(dtype=dtype)  # the i = j terms (≈ 1)
+    return ((total - self_terms) / (n * (n - 1))).log()
 
 
 @torch.no_grad()
