@@ -301,3 +301,12 @@ def test_two_processes_gather_their_windows_and_share_the_alarm(tmp_path):
     assert main[2]["band_measured_mean"] == pytest.approx(newest["band_measured_mean"], rel=1e-6)
     assert ranks[1]["records"] == [None, None, None]  # computed on the main process only
     assert ranks[0]["should_stop"] and ranks[1]["should_stop"]  # the main process's verdict reaches every rank
+
+
+def test_between_records_update_only_copies_into_the_buffer(monkeypatch):
+    """Meta tensors hold no data: any host synchronisation (.item(), a data-dependent branch) would raise."""
+    monkeypatch.setattr("spectral_ssl.monitor.spectral_record", lambda *a, **k: pytest.fail("computed off-cadence"))
+    monitor = SpectralMonitor(every=1000, window=50)
+    for step in range(1, 5):
+        assert monitor.update(torch.empty(32, 8, device="meta"), torch.empty(32, 8, device="meta"), step) is None
+    assert monitor._buffers[0].device.type == "meta" and monitor._count == 50

@@ -69,3 +69,16 @@ def test_a_collapsed_run_stops_through_trainer_should_stop():
     callback = SpectralMonitorCallback(every=1, window=64, alarm="stop", patience=2)
     trainer = fit(TinySimCLR(collapsed=True), callback, max_steps=20, logger=False)
     assert callback.monitor.should_stop and trainer.global_step == 2
+
+
+def test_the_monitor_state_resumes_from_a_lightning_checkpoint(tmp_path):
+    first = SpectralMonitorCallback(every=100, window=64)
+    trainer = fit(TinySimCLR(return_z=True), first, max_steps=4, logger=False)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    resumed = SpectralMonitorCallback(every=100, window=64)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 12)), batch_size=16)
+    trainer = L.Trainer(max_steps=5, accelerator="cpu", devices=1, callbacks=[resumed], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinySimCLR(return_z=True), data, ckpt_path=tmp_path / "last.ckpt")
+    state = resumed.monitor.state_dict()
+    assert state["calls"] == 5 and torch.equal(state["z1"][:64 - 16], first.monitor.state_dict()["z1"][16:])
