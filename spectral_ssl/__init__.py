@@ -3,7 +3,8 @@
 Public API (README.md; the method: docs/method.md):
 spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
 (``spectral_ssl.losses``), two views -> loss (``Objective``: loss + whitening + EMA target), the model
-(``SpectralSSL``) and evaluation (``linear_probe``, ``knn_probe``).
+(``SpectralSSL``), monitoring any training loop (``SpectralMonitor``; host adapters in
+``spectral_ssl.integrations``) and evaluation (``linear_probe``, ``knn_probe``).
 """
 
 # every submodule, so ``import spectral_ssl`` reaches each one as ``spectral_ssl.<name>``
@@ -16,9 +17,11 @@ from spectral_ssl import (
     diagnostics,
     dist,
     hub,
+    integrations,
     losses,
     model,
     momentum,
+    monitor,
     objective,
     probe,
     run_folder,
@@ -28,6 +31,7 @@ from spectral_ssl import (
 )
 from spectral_ssl.band import BandResult, gradient_band
 from spectral_ssl.model import SpectralSSL
+from spectral_ssl.monitor import CollapseError, SpectralMonitor
 from spectral_ssl.objective import Objective, create_objective
 from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
 from spectral_ssl.spectral import effective_rank, spectrum_stats
@@ -38,8 +42,10 @@ __version__ = "0.1.0"
 __all__ = [
     "BandResult",
     "BatchWhitening",
+    "CollapseError",
     "Objective",
     "ProbeResult",
+    "SpectralMonitor",
     "SpectralSSL",
     "band",
     "batching",
@@ -49,8 +55,10 @@ __all__ = [
     "diagnostics",
     "dist",
     "hub",
+    "integrations",
     "model",
     "momentum",
+    "monitor",
     "objective",
     "probe",
     "run_folder",

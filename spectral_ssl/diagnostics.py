@@ -1,5 +1,7 @@
 """Live diagnostics of one training batch: what the pretrain recipe logs every ``log_every`` steps.
 
+A thin call to ``spectral_ssl.monitor.spectral_record`` (the one implementation), keeping the recipe's keys.
+
 R_eff (covariance and RankMe) of the gathered, L2-normalised projections, the gradient-norm band with the method's
 own negatives, and method-independent monitors (cosine between views, NT-Xent at a fixed τ) that can be compared
 across losses, unlike the losses' own values (docs/method.md, §Band and §Losses).
@@ -12,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from spectral_ssl.band import gradient_band, infonce_band
 from spectral_ssl.dist import gather
-from spectral_ssl.losses.infonce import InfoNCELoss
-from spectral_ssl.spectral import effective_rank
+from spectral_ssl.monitor import spectral_record
+
+DIAGNOSTICS_KEYS = ("reff_cov", "reff_rankme", "reff_negatives", "cos_views", "ntxent")  # + the band_* keys
 
 
 @torch.no_grad()
@@ -38,21 +39,11 @@ def batch_diagnostics(z1: torch.Tensor, z2: torch.Tensor, temperature: float, *,
         1e-12 for "cov", RankMe's 1e-7 for "rankme"), ``band_*`` (``BandResult.summary``), ``cos_views``, ``ntxent``
         and, with ``negatives``, ``reff_negatives`` ("cov" of the negatives).
     """
-    z1, z2 = (F.normalize(gather(z.detach().float()), dim=1) for z in (z1, z2))
-    z = torch.cat([z1, z2])
-    extra = {}
-    if negatives is not None:
-        if keys is None:
-            raise ValueError("pass the queries' keys with negatives (the band needs each query's positive).")
-        negatives = F.normalize(negatives.detach().float(), dim=1)
-        band = gradient_band(z1, F.normalize(gather(keys.detach().float()), dim=1), negatives, temperature)
-        extra["reff_negatives"] = float(effective_rank(negatives, "cov"))
-    else:
-        band = infonce_band(z1, z2, temperature)
-    return {"reff_cov": float(effective_rank(z, "cov")), "reff_rankme": float(effective_rank(z, "rankme")), **extra,
-            **{f"band_{k}": v for k, v in band.summary().items()},
-            "cos_views": float((z1 * z2).sum(1).mean()),
-            "ntxent": float(InfoNCELoss(monitor_temperature)(z1, z2))}
+    z1, z2 = (gather(z.detach().float()) for z in (z1, z2))
+    keys = None if keys is None else gather(keys.detach().float())
+    record = spectral_record(z1, z2, temperature, monitor_temperature=monitor_temperature, negatives=negatives,
+                             keys=keys)
+    return {k: v for k, v in record.items() if k in DIAGNOSTICS_KEYS or k.startswith("band_")}
 
 
 def write_training_plot(metrics: str | Path | list[dict[str, Any]], png_path: str | Path) -> Path | None:

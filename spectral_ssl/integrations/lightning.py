@@ -1,0 +1,101 @@
+"""A Lightning ``Callback`` that runs a ``SpectralMonitor`` (``pip install spectral_ssl[lightning]``).
+
+    from spectral_ssl.integrations.lightning import SpectralMonitorCallback
+    trainer = L.Trainer(callbacks=[SpectralMonitorCallback(temperature=0.2, every=50, alarm="stop")])
+
+The projections come from ``outputs[key]`` when ``training_step`` returns ``{"loss": loss, key: (z1, z2)}``; else from
+a forward hook on the module's projector (``projector=`` a dotted name, default: the first of ``projection_head``,
+``projector``, ...). Records go to ``trainer.callback_metrics`` (``pl_module.log_dict``) and, at the record's step
+whatever ``log_every_n_steps`` is, to every logger of the trainer, under ``spectral/``; a ``"stop"`` alarm sets
+``trainer.should_stop``. The callback's state (the monitor's) is saved in Lightning checkpoints.
+Lightning is imported when the class is first used, never by ``import spectral_ssl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from spectral_ssl.integrations import find_projector, lazy_class, loggable
+from spectral_ssl.monitor import SpectralMonitor
+
+
+def _callback_base() -> type:
+    try:
+        from lightning.pytorch import Callback
+    except ImportError:
+        try:
+            from pytorch_lightning import Callback
+        except ImportError as error:
+            raise ImportError("the Lightning callback needs Lightning: pip install 'spectral_ssl[lightning]'.") \
+                from error
+    return Callback
+
+
+def _build() -> type:
+    class SpectralMonitorCallback(_callback_base()):
+        """Monitor the projections' spectrum during ``Trainer.fit``.
+
+        Args:
+            monitor: A ``SpectralMonitor``; default: one built from ``monitor_kwargs``.
+            key: The key of ``(z1, z2)`` in the dict ``training_step`` returns (used when present).
+            projector: Dotted name of the submodule to hook when ``training_step`` does not return ``key``.
+            prefix: Prepended to the logged metric names.
+            **monitor_kwargs: ``SpectralMonitor`` arguments (temperature, every, window, alarm, ...).
+        """
+
+        def __init__(self, monitor: SpectralMonitor | None = None, *, key: str = "z", projector: str | None = None,
+                     prefix: str = "spectral/", **monitor_kwargs: Any) -> None:
+            super().__init__()
+            if monitor is not None and monitor_kwargs:
+                raise ValueError("pass either a monitor or SpectralMonitor arguments, not both.")
+            self.monitor = monitor if monitor is not None else SpectralMonitor(**monitor_kwargs)
+            self.key, self.projector, self.prefix = key, projector, prefix
+            self.handle = None
+            self._before_hook: dict[str, Any] | None = None
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            module = find_projector(pl_module, self.projector)
+            if module is not None:
+                self._before_hook = self.monitor.state_dict()  # undone if training_step returns the views
+                self.handle = self.monitor.watch(module)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if isinstance(outputs, Mapping) and self.key in outputs:
+                if self.handle is not None:  # the returned views take precedence over the hook
+                    self.handle.remove()
+                    self.handle = None
+                    self.monitor.load_state_dict(self._before_hook)
+                z1, z2 = outputs[self.key]
+                self.monitor.update(z1, z2, step=trainer.global_step, source=f"outputs[{self.key!r}]")
+            elif self.handle is not None:
+                self.handle.flush()
+            else:
+                raise ValueError(f"SpectralMonitorCallback found no projections: return {{'loss': loss, "
+                                 f"{self.key!r}: (z1, z2)}} from training_step, or name the projector submodule "
+                                 "with projector='...'.")
+            record = self.monitor.take_record()
+            if record is not None:
+                metrics = loggable(record, self.prefix)
+                # callback_metrics (EarlyStopping/ModelCheckpoint can watch them) and, at this step, every logger
+                pl_module.log_dict(metrics, on_step=True, on_epoch=False, logger=False, rank_zero_only=True)
+                for logger in trainer.loggers:
+                    logger.log_metrics(metrics, step=trainer.global_step)
+            if self.monitor.should_stop:
+                trainer.should_stop = True
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if self.handle is not None:
+                self.handle.remove()
+                self.handle = None
+
+        def state_dict(self) -> dict[str, Any]:
+            return self.monitor.state_dict()
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            self.monitor.load_state_dict(state_dict)
+
+    return SpectralMonitorCallback
+
+
+__getattr__ = lazy_class(__name__, "SpectralMonitorCallback", _build)  # import time: no Lightning

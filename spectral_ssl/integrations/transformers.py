@@ -1,0 +1,76 @@
+"""An HF ``transformers.TrainerCallback`` that runs a ``SpectralMonitor`` inside ``Trainer.train``.
+
+    callback = SpectralMonitorCallback(temperature=0.2, every=50, alarm="stop")
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
+    callback.set_trainer(trainer)   # optional: records then go through trainer.log (every report_to integration)
+    trainer.train()
+
+A forward hook on the model's projector is set in ``on_train_begin`` (``projector=`` a dotted name, default: the first
+of ``projection_head``, ``projector``, ...): a 2N-row output is split into the two views, two calls are paired. A
+``"stop"`` alarm sets ``control.should_training_stop``. Without ``set_trainer`` records are appended to
+``state.log_history``. transformers is imported when the class is first used, never by ``import spectral_ssl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spectral_ssl.integrations import find_projector, lazy_class, loggable
+from spectral_ssl.monitor import SpectralMonitor
+
+
+def _build() -> type:
+    from transformers import TrainerCallback
+
+    class SpectralMonitorCallback(TrainerCallback):
+        """Monitor the projections' spectrum during ``transformers.Trainer.train``.
+
+        Args:
+            monitor: A ``SpectralMonitor``; default: one built from ``monitor_kwargs``.
+            projector: Dotted name of the submodule to hook; default: found by name.
+            trainer: The ``Trainer`` whose ``log`` records go through (or call ``set_trainer`` later).
+            prefix: Prepended to the logged metric names.
+            **monitor_kwargs: ``SpectralMonitor`` arguments (temperature, every, window, alarm, ...).
+        """
+
+        def __init__(self, monitor: SpectralMonitor | None = None, *, projector: str | None = None,
+                     trainer: Any = None, prefix: str = "spectral/", **monitor_kwargs: Any) -> None:
+            if monitor is not None and monitor_kwargs:
+                raise ValueError("pass either a monitor or SpectralMonitor arguments, not both.")
+            self.monitor = monitor if monitor is not None else SpectralMonitor(**monitor_kwargs)
+            self.projector, self.trainer, self.prefix = projector, trainer, prefix
+            self.handle = None
+
+        def set_trainer(self, trainer: Any) -> None:
+            self.trainer = trainer
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            module = None if model is None else find_projector(model, self.projector)
+            if module is None:
+                raise ValueError("SpectralMonitorCallback found no projector to watch: name it with "
+                                 "projector='submodule.path'.")
+            self.handle = self.monitor.watch(module)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.handle is not None:
+                self.handle.flush()
+            record = self.monitor.take_record()
+            if record is not None:
+                logs = loggable(record, self.prefix)
+                if self.trainer is not None:
+                    self.trainer.log(logs)
+                else:
+                    state.log_history.append({**logs, "step": state.global_step})
+            if self.monitor.should_stop:
+                control.should_training_stop = True
+            return control
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.handle is not None:
+                self.handle.remove()
+                self.handle = None
+
+    return SpectralMonitorCallback
+
+
+__getattr__ = lazy_class(__name__, "SpectralMonitorCallback", _build)  # import time: no transformers

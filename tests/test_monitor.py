@@ -1,0 +1,312 @@
+"""SpectralMonitor against slow float64 references: record values, ring buffer, cadence, resume, alarm, watch()."""
+
+import itertools
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import spectral_ssl as ssl
+from spectral_ssl.band import infonce_band
+from spectral_ssl.diagnostics import batch_diagnostics
+from spectral_ssl.monitor import CollapseError, SpectralMonitor, spectral_record, std_of_l2_normalized
+
+
+def unit(z: torch.Tensor) -> np.ndarray:
+    z = z.double().numpy()
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def entropy_rank(p: np.ndarray) -> float:
+    return float(np.exp(-sum(x * np.log(x) for x in p if x > 0)))
+
+
+def reference_record(z1: torch.Tensor, z2: torch.Tensor) -> dict[str, float]:
+    """The definitions, written out in numpy float64 with loops where a loop is clearer."""
+    u, v = unit(z1), unit(z2)
+    z = np.concatenate([u, v])
+    n, d = z.shape
+    centred = z - z.mean(0)
+    lam = np.clip(np.linalg.eigvalsh(centred.T @ centred / n), 0, None)
+    sigma = np.linalg.svd(z, compute_uv=False)
+    std = np.mean([np.std(z[:, j], ddof=1) for j in range(d)])  # lightly: torch.std(z_norm, dim=0).mean()
+
+    def uniform(x):
+        pairs = [np.exp(-2 * np.sum((x[i] - x[j]) ** 2)) for i, j in itertools.combinations(range(len(x)), 2)]
+        return np.log(np.mean(pairs))
+
+    return {"reff_cov": entropy_rank(lam[lam / lam.sum() > 1e-12] / lam.sum()),
+            "reff_rankme": entropy_rank(sigma / sigma.sum() + 1e-7),
+            "reff_pr": float(lam.sum() ** 2 / (lam**2).sum()),
+            "std_of_l2_normalized": float(std),
+            "alignment": float(np.mean([np.sum((u[i] - v[i]) ** 2) for i in range(len(u))])),
+            "uniformity": float((uniform(u) + uniform(v)) / 2),
+            "cos_views": float(np.mean(np.sum(u * v, 1)))}
+
+
+def test_record_equals_the_float64_definitions():
+    z1, z2 = 3 * torch.randn(24, 6), torch.randn(24, 6) + 0.5
+    record = spectral_record(z1, z2, 0.2)
+    for key, value in reference_record(z1, z2).items():
+        assert record[key] == pytest.approx(value, rel=1e-5), key
+    assert record["n_samples"] == 48 and record["dim"] == 6 and record["centered"] is True
+    assert record["eps"] == 1e-7 and record["source"] == "z"
+
+
+def test_std_of_l2_normalized_is_lightlys_definition():
+    z = torch.randn(32, 16) * torch.linspace(0.1, 4, 16)
+    zn = z / z.norm(dim=1, keepdim=True)
+    mean = zn.mean(0)
+    hand = (((zn - mean) ** 2).sum(0) / (z.shape[0] - 1)).sqrt().mean()  # std over the batch, averaged over D
+    assert float(std_of_l2_normalized(z)) == pytest.approx(float(hand), rel=1e-6)
+    assert float(std_of_l2_normalized(torch.ones(8, 4) * 5)) == 0.0  # a collapsed output
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        std_of_l2_normalized(torch.ones(3))
+
+
+def test_band_measured_is_the_autograd_gradient_norm():
+    z1, z2 = F.normalize(torch.randn(5, 4, dtype=torch.float64), dim=1), F.normalize(torch.randn(5, 4), dim=1)
+    record = spectral_record(z1, z2, 0.3)
+    z = torch.cat([z1, z2.double()])
+    norms = []
+    for a in range(10):  # each anchor's own InfoNCE row loss, gradient w.r.t. the (normalised) anchor
+        u = z[a].clone().requires_grad_(True)
+        others = [c for c in range(10) if c != a]
+        logits = torch.stack([u @ z[c] for c in others]) / 0.3
+        loss = -torch.log_softmax(logits, 0)[others.index((a + 5) % 10)]
+        (grad,) = torch.autograd.grad(loss, u)
+        norms.append(float(grad.pow(2).sum()))
+    assert record["band_measured_mean"] == pytest.approx(float(np.mean(norms)), rel=1e-5)
+    assert record["band_containment"] == 1.0
+
+
+def test_batch_diagnostics_and_the_monitor_give_equal_numbers():
+    z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+    diagnostics = batch_diagnostics(z1, z2, 0.2, monitor_temperature=0.5)
+    record = SpectralMonitor(0.2, every=1, window=32, monitor_temperature=0.5).update(z1, z2, step=1)
+    assert list(diagnostics) == ["reff_cov", "reff_rankme", *(f"band_{k}" for k in infonce_band(
+        F.normalize(z1, dim=1), F.normalize(z2, dim=1), 0.2).summary()), "cos_views", "ntxent"]
+    assert {k: record[k] for k in diagnostics} == diagnostics  # the same numbers, to the bit
+
+
+def test_ring_buffer_keeps_the_last_window_pairs_and_the_band_sees_the_newest_batch():
+    monitor = SpectralMonitor(every=100, window=10)
+    batches = [(torch.randn(4, 5), torch.randn(4, 5)) for _ in range(3)]
+    for step, (a, b) in enumerate(batches, start=1):
+        assert monitor.update(a, b, step) is None  # between records: only the buffer
+    z1, z2 = (torch.cat([batch[i] for batch in batches])[-10:] for i in range(2))
+    state = monitor.state_dict()
+    assert torch.equal(state["z1"], z1) and torch.equal(state["z2"], z2)
+    record = monitor.compute(step=3)
+    assert record["n_samples"] == 20 and record["reff_cov"] == pytest.approx(spectral_record(z1, z2, 0.2)["reff_cov"])
+    newest = spectral_record(*batches[-1], 0.2)
+    assert record["band_measured_mean"] == pytest.approx(newest["band_measured_mean"])
+    big = torch.randn(25, 5)
+    monitor.update(big, big, 4)  # a batch larger than the window keeps its last rows
+    assert torch.equal(monitor.state_dict()["z1"], big[-10:])
+
+
+def test_records_every_n_steps_and_counts_calls_without_a_step():
+    logged = []
+    monitor = SpectralMonitor(every=3, window=64, log=logged.append)
+    steps = [s for s in range(1, 10) if monitor.update(torch.randn(4, 3), torch.randn(4, 3), s) is not None]
+    assert steps == [3, 6, 9] and [r["step"] for r in logged] == [3, 6, 9]
+    counted = SpectralMonitor(every=2, window=64)
+    records = [counted.update(torch.randn(4, 3), torch.randn(4, 3)) for _ in range(4)]
+    assert [r is not None for r in records] == [False, True, False, True] and records[3]["step"] == 4
+    assert counted.take_record() is records[3] and counted.take_record() is None
+
+
+def test_state_dict_round_trip_resumes_identically():
+    data = [(torch.randn(6, 4), torch.randn(6, 4)) for _ in range(8)]
+    kwargs = {"every": 2, "window": 16, "alarm": "stop", "patience": 2}
+    full = SpectralMonitor(**kwargs)
+    first = SpectralMonitor(**kwargs)
+    for step, (a, b) in enumerate(data[:5], start=1):
+        full.update(a, b, step)
+        first.update(a, b, step)
+    resumed = SpectralMonitor(**kwargs)
+    resumed.load_state_dict(first.state_dict())
+    for step, (a, b) in enumerate(data[5:], start=6):
+        assert resumed.update(a, b, step) == full.update(a, b, step)
+    empty = SpectralMonitor()
+    empty.load_state_dict(SpectralMonitor().state_dict())
+    assert empty.compute() is None
+
+
+def collapsed_pairs(n=32, d=16):
+    base = torch.randn(d)
+    return base + 1e-4 * torch.randn(n, d), base + 1e-4 * torch.randn(n, d)
+
+
+def test_alarm_fires_after_patience_on_collapse_and_not_on_healthy_z(caplog):
+    caplog.set_level(logging.WARNING, logger="spectral_ssl.monitor")
+    healthy = SpectralMonitor(every=1, window=64, alarm="warn", patience=1)
+    for step in range(1, 6):
+        assert not healthy.update(torch.randn(32, 16), torch.randn(32, 16), step)["collapsed"]
+    assert not caplog.records
+    warn = SpectralMonitor(every=1, window=32, alarm="warn", patience=3)
+    for step in range(1, 4):
+        warn.update(*collapsed_pairs(), step)
+        assert len(caplog.records) == (step == 3)
+    assert "collapsed for 3 consecutive records" in caplog.records[0].getMessage()
+    stop = SpectralMonitor(every=1, window=32, alarm="stop", patience=2)
+    stop.update(*collapsed_pairs(), 1)
+    assert not stop.should_stop
+    stop.update(*collapsed_pairs(), 2)
+    assert stop.should_stop
+    with pytest.raises(CollapseError, match="RankMe"):
+        SpectralMonitor(every=1, window=32, alarm="raise", patience=1).update(*collapsed_pairs(), 1)
+
+
+def test_healthy_streak_resets_the_patience():
+    monitor = SpectralMonitor(every=1, window=32, alarm="stop", patience=2)
+    monitor.update(*collapsed_pairs(), 1)
+    monitor.update(torch.randn(32, 16), torch.randn(32, 16), 2)  # window of 32 pairs: only the healthy batch
+    monitor.update(*collapsed_pairs(), 3)
+    assert not monitor.should_stop and monitor.last_record["collapse_streak"] == 1
+
+
+def test_alarm_fires_on_simsiam_without_predictor_and_not_with_infonce():
+    """A real collapse: SimSiam's symmetric cosine with stop-gradient but no predictor, on a small MLP."""
+    def run(loss_name):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16))
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        infonce = ssl.losses.InfoNCELoss(0.2)
+        monitor = SpectralMonitor(every=10, window=64, alarm="stop", patience=2)
+        x = torch.randn(256, 8)
+        for step in range(1, 81):
+            batch = x[torch.randint(0, 256, (32,))]
+            z1, z2 = model(batch + torch.randn_like(batch)), model(batch + torch.randn_like(batch))  # two noisy views
+            if loss_name == "simsiam":
+                loss = -(F.cosine_similarity(z1, z2.detach()).mean() + F.cosine_similarity(z2, z1.detach()).mean()) / 2
+            else:
+                loss = infonce(z1, z2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            monitor.update(z1, z2, step)
+            if monitor.should_stop:
+                break
+        return monitor
+
+    collapsed, healthy = run("simsiam"), run("infonce")
+    assert collapsed.should_stop and collapsed.last_record["std_of_l2_normalized"] < 0.1 / 4
+    assert not healthy.should_stop and healthy.last_record["step"] == 80 and healthy.last_record["collapse_streak"] == 0
+
+
+class LightlyStyle(nn.Module):
+    """lightly's model layout: a backbone and a projection head."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(10, 12), nn.ReLU())
+        self.projection_head = nn.Sequential(nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 6))
+
+    def forward(self, x):
+        return self.projection_head(self.backbone(x))
+
+
+@pytest.mark.parametrize("concatenated", [False, True])
+def test_watch_pairs_two_calls_or_splits_one_concatenated_call(concatenated):
+    model = LightlyStyle()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watched, direct = SpectralMonitor(every=2, window=64), SpectralMonitor(every=2, window=64)
+    handle = watched.watch(model.projection_head)
+    loss_fn = ssl.losses.InfoNCELoss(0.2)
+    for _ in range(4):  # an unchanged plain loop
+        x1, x2 = torch.randn(8, 10), torch.randn(8, 10)
+        if concatenated:
+            z1, z2 = model(torch.cat([x1, x2])).chunk(2)
+        else:
+            z1, z2 = model(x1), model(x2)
+        loss = loss_fn(z1, z2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        direct.update(z1, z2)
+    assert watched.last_record is not None and watched.last_record["source"] == "watch:Sequential"
+    assert {k: v for k, v in watched.last_record.items() if k != "source"} == {
+        k: v for k, v in direct.last_record.items() if k != "source"}
+    model.eval()
+    model(torch.randn(8, 10))  # evaluation forwards are not training views
+    assert handle.pending == []
+    handle.remove()
+    model.train()
+    model(torch.randn(8, 10))
+    model(torch.randn(8, 10))
+    assert watched.state_dict()["calls"] == 4
+
+
+def test_arguments_are_validated():
+    for kwargs, match in [({"every": 0}, "every"), ({"window": 1.5}, "window"), ({"alarm": "email"}, "alarm"),
+                          ({"temperature": 0}, "temperature"), ({"min_rank_fraction": 2}, "min_rank_fraction"),
+                          ({"log": 3}, "log")]:
+        with pytest.raises(ValueError, match=match):
+            SpectralMonitor(**kwargs)
+    monitor = SpectralMonitor()
+    with pytest.raises(ValueError, match="same shape"):
+        monitor.update(torch.randn(4, 3), torch.randn(5, 3))
+    monitor.update(torch.randn(4, 3), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="dimension"):
+        monitor.update(torch.randn(4, 5), torch.randn(4, 5))
+    with pytest.raises(ValueError, match="views"):
+        monitor.watch(nn.Linear(2, 2), views="three")
+
+
+@pytest.mark.slow  # a fresh interpreter importing the package: ~7 s
+def test_core_import_pulls_no_host_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys, spectral_ssl; spectral_ssl.SpectralMonitor();"
+            "import spectral_ssl.integrations.trackers;"
+            "assert not {'lightning', 'pytorch_lightning', 'transformers'} & set(sys.modules), sys.modules.keys()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _two_process_worker(out_dir):
+    from accelerate import Accelerator
+
+    from tests.launch import save_rank_result
+
+    acc = Accelerator(cpu=True)
+    r = acc.process_index
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(2, 3, 8, 5, generator=g), torch.randn(2, 3, 8, 5, generator=g)  # (rank, step, B, D)
+    monitor = SpectralMonitor(every=3, window=16, alarm="stop", patience=1, min_rank_fraction=1.0)
+    records = [monitor.update(z1[r, s], z2[r, s], s + 1) for s in range(3)]
+    save_rank_result({"records": records, "should_stop": monitor.should_stop}, out_dir)
+
+
+@pytest.mark.slow
+def test_two_processes_gather_their_windows_and_share_the_alarm(tmp_path):
+    from tests.launch import load_rank_results, spawn_launcher
+
+    spawn_launcher(_two_process_worker, args=(str(tmp_path),), num_processes=2)
+    ranks = load_rank_results(tmp_path)
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(2, 3, 8, 5, generator=g), torch.randn(2, 3, 8, 5, generator=g)
+    # each rank keeps its last 16 pairs (steps 2-3); the record is of both ranks' windows, in rank order
+    window1, window2 = (torch.cat([z[r, 1:].reshape(16, 5) for r in range(2)]) for z in (z1, z2))
+    reference = spectral_record(window1, window2, 0.2, batch_size=16)
+    main = ranks[0]["records"]
+    assert main[:2] == [None, None] and main[2]["n_samples"] == 64
+    assert main[2]["reff_cov"] == pytest.approx(reference["reff_cov"], rel=1e-6)
+    newest = spectral_record(torch.cat([z1[0, 2], z1[1, 2]]), torch.cat([z2[0, 2], z2[1, 2]]), 0.2)
+    assert main[2]["band_measured_mean"] == pytest.approx(newest["band_measured_mean"], rel=1e-6)
+    assert ranks[1]["records"] == [None, None, None]  # computed on the main process only
+    assert ranks[0]["should_stop"] and ranks[1]["should_stop"]  # the main process's verdict reaches every rank
+
+
+def test_between_records_update_only_copies_into_the_buffer(monkeypatch):
+    """Meta tensors hold no data: any host synchronisation (.item(), a data-dependent branch) would raise."""
+    monkeypatch.setattr("spectral_ssl.monitor.spectral_record", lambda *a, **k: pytest.fail("computed off-cadence"))
+    monitor = SpectralMonitor(every=1000, window=50)
+    for step in range(1, 5):
+        assert monitor.update(torch.empty(32, 8, device="meta"), torch.empty(32, 8, device="meta"), step) is None
+    assert monitor._buffers[0].device.type == "meta" and monitor._count == 50
