@@ -182,6 +182,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
                dynamic_ncols=True)
     model.train()
     tick, seen = time.perf_counter(), 0
+    health = FiniteWatch(device)
     while state.step < run.total_steps:
         logging_step = (state.step + 1) % cfg.run.log_every == 0 or state.step + 1 == run.total_steps
         step_start = time.perf_counter()
@@ -203,14 +204,12 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
             out = run.objective(x1, x2, index=batch["idx"].to(device))
         loss = out.loss
         selector.observe(batch["idx"], out.p1, state.step)  # cache for the next epochs' selection
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: non-finite loss at step {state.step}; lower --lr or check the data")
         run.optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(run.trainable, cfg.optim.grad_clip or float("inf"))
-        if not torch.isfinite(grad_norm):
-            raise SystemExit(f"error: non-finite gradients at step {state.step} (weights not updated); resume from the "
-                             "last checkpoint with a lower --lr, --grad_clip=1 or a larger --whitening_eps")
+        health.record(state.step, loss, grad_norm)
+        if device.type != "cuda" or logging_step or (cfg.run.save_every and (state.step + 1) % cfg.run.save_every == 0):
+            health.check()  # on a GPU only here: reading a flag waits for the GPU, every step would stall it
         run.optimizer.step()
         run.objective.update_target(state.step, run.total_steps)
         if logging_step and device.type == "cuda":
@@ -249,6 +248,32 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
             run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)
     bar.close()
     run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
+
+
+class FiniteWatch:
+    """The first step whose loss or gradient norm was not finite, kept on the device until ``check`` reads it.
+
+    On the CPU ``check`` runs every step, before the optimiser step: weights are never updated with a non-finite
+    gradient. On a GPU it runs at logging steps and before each checkpoint: a bad step's update is then discarded
+    with the run (it stops), and every checkpoint on disk predates it.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.full((2,), -1, dtype=torch.long, device=device)  # first bad step: loss, gradients
+
+    def record(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        bad = torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(grad_norm)])
+        self.first = torch.where(bad & (self.first < 0), step, self.first)
+
+    def check(self) -> None:
+        bad = [(step, kind) for kind, step in enumerate(self.first.tolist()) if step >= 0]
+        if not bad:
+            return
+        step, kind = min(bad)  # the earliest; a non-finite loss before the gradients it makes
+        if kind == 0:
+            raise SystemExit(f"error: non-finite loss at step {step}; lower --lr or check the data")
+        raise SystemExit(f"error: non-finite gradients at step {step} (no checkpoint holds them); resume from the "
+                         "last checkpoint with a lower --lr, --grad_clip=1 or a larger --whitening_eps")
 
 
 def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -> Path:

@@ -327,6 +327,23 @@ class _Stream(IterableDataset):
         yield from buffer
 
     def __iter__(self) -> Iterator[dict]:
+        samples = self._samples()
+        if get_worker_info() is None:
+            yield from samples
+            return
+        # In a DataLoader worker: hand samples to the main process WORKER_CHUNK at a time, stacked into one tensor
+        # per field. Each tensor crossing the process boundary costs a shared-memory segment and a file descriptor
+        # (~0.5 ms); one per sample capped 8 workers at ~1,300 img/s on an H200 machine's 16 cores.
+        chunk: list[dict] = []
+        for sample in samples:
+            chunk.append(sample)
+            if len(chunk) == WORKER_CHUNK:
+                yield _stack_chunk(chunk)
+                chunk = []
+        if chunk:
+            yield _stack_chunk(chunk)
+
+    def _samples(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rows = self._rank_stream()
@@ -371,6 +388,22 @@ class _Stream(IterableDataset):
             yield sample
 
 
+WORKER_CHUNK = 32  # samples a DataLoader worker sends at once (see _Stream.__iter__)
+_TENSOR_FIELDS = ("image", "view1", "view2")
+
+
+def _stack_chunk(samples: list[dict]) -> dict[str, Any]:
+    """Consecutive samples of one worker as one item: tensors stacked, the rest as lists (``_unstack_chunk``)."""
+    return {key: torch.stack([s[key] for s in samples]) if key in _TENSOR_FIELDS else [s[key] for s in samples]
+            for key in samples[0]} | {"_chunk": len(samples)}
+
+
+def _unstack_chunk(chunk: dict[str, Any]) -> list[dict]:
+    """The samples of a ``_stack_chunk`` item, in order (tensor rows are views: nothing is copied)."""
+    keys = [k for k in chunk if k != "_chunk"]
+    return [{key: chunk[key][i] for key in keys} for i in range(chunk["_chunk"])]
+
+
 def _unsplit(ds: datasets.IterableDataset, chunk: int = 256) -> Iterator[dict]:
     """Every row of ``ds``, even inside a DataLoader worker (``IterableDataset.iter`` does not split by worker)."""
     for batch in ds.iter(batch_size=chunk):
@@ -382,7 +415,8 @@ def _unsplit(ds: datasets.IterableDataset, chunk: int = 256) -> Iterator[dict]:
 class _Batches:
     """Batches formed in the main process from single samples decoded by DataLoader workers.
 
-    Batching inside each worker would drop a partial batch per worker and make the epoch length depend on the
+    Workers send consecutive samples in chunks (``WORKER_CHUNK``, unstacked here). Batching inside each worker
+    would drop a partial batch per worker and make the epoch length depend on the
     worker count; here only the epoch's last partial batch is dropped (``drop_last``).
     """
 
@@ -394,11 +428,11 @@ class _Batches:
 
     def __iter__(self) -> Iterator[dict]:
         samples: list[dict] = []
-        for sample in self.loader:
-            samples.append(sample)
-            if len(samples) == self.batch_size:
-                yield self.collate(samples)
-                samples = []
+        for item in self.loader:
+            samples.extend(_unstack_chunk(item) if "_chunk" in item else [item])
+            while len(samples) >= self.batch_size:
+                yield self.collate(samples[:self.batch_size])
+                samples = samples[self.batch_size:]
         if samples and not self.drop_last:
             yield self.collate(samples)
 
@@ -474,7 +508,7 @@ def make_loader(
         return DataLoader(stream, batch_size=batch_size, drop_last=drop_last, collate_fn=collate_fn,
                           generator=generator, pin_memory=pin_memory)
     samples = DataLoader(stream, batch_size=None, num_workers=num_workers, generator=generator,
-                         prefetch_factor=4 * batch_size // num_workers + 2)
+                         prefetch_factor=4 * batch_size // (num_workers * WORKER_CHUNK) + 2)
     return _Batches(samples, batch_size, collate_fn, drop_last, pin_memory)
 
 

@@ -311,6 +311,12 @@ def _hue_matrices(hue: torch.Tensor) -> torch.Tensor:
     return cos * eye + sin * cross + (1 - cos) * torch.outer(k, k)  # Rodrigues' formula
 
 
+def _where_samples(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` for the samples where ``mask`` (B,) is set, ``old`` elsewhere. The ops compute every sample and
+    select, instead of indexing the chosen ones: ``nonzero`` would wait for the GPU (a host sync) in every step."""
+    return torch.where(mask.view(-1, *([1] * (old.ndim - 1))), new, old)
+
+
 class DeviceAugment(nn.Module):
     """Batched two-view augmentation on the batch's own device, per-sample random parameters from a generator.
 
@@ -370,7 +376,8 @@ class DeviceAugment(nn.Module):
         b, _, h_in, w_in = batch.shape
         t = _CROP_TRIES
         u = torch.rand(b, 2 * t + 16, generator=generator, device=generator.device, dtype=torch.float64)
-        u = u.to(batch.device)
+        if u.device != batch.device:  # a CPU generator feeding a GPU batch: pinned, so the copy does not block
+            u = (u.pin_memory() if batch.device.type == "cuda" else u).to(batch.device, non_blocking=True)
         u_scale, u_ratio, u_pos = u[:, :t], u[:, t:2 * t], u[:, 2 * t:2 * t + 2]
         u_flip, u_jit, u_fac, u_ord, u_gray, u_blur, u_sig, u_sol = (
             u[:, 2 * t + 2], u[:, 2 * t + 3], u[:, 2 * t + 4:2 * t + 8], u[:, 2 * t + 8:2 * t + 12], u[:, 2 * t + 12],
@@ -435,10 +442,8 @@ class DeviceAugment(nn.Module):
         if cfg.jitter_on:
             x = self._jitter(x, params)
         if x.shape[1] == 3 and cfg.grayscale_p > 0:
-            idx = params["grayscale"].nonzero()[:, 0]
-            if idx.numel():
-                gray = torch.einsum("c,nchw->nhw", self.gray_weights.to(device), x[idx])
-                x[idx] = gray[:, None].expand(-1, 3, -1, -1)
+            gray = torch.einsum("c,nchw->nhw", self.gray_weights.to(device), x)
+            x = _where_samples(params["grayscale"], gray[:, None].expand(-1, 3, -1, -1), x)
         if cfg.blur_p > 0:
             x = self._blur(x, params)
         if cfg.solarize_p > 0:
@@ -465,20 +470,17 @@ class DeviceAugment(nn.Module):
 
     def _jitter(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Brightness, contrast, saturation, hue in each sample's order; each op an affine RGB map, then clamp."""
-        idx = params["jitter"].nonzero()[:, 0]
-        if idx.numel() == 0:
-            return x
-        xs = x[idx]
+        xs = x
         n, c, hh, ww = xs.shape
-        b, con, sat = params["brightness"][idx], params["contrast"][idx], params["saturation"][idx]
-        order = params["jitter_order"][idx]
+        b, con, sat = params["brightness"], params["contrast"], params["saturation"]
+        order = params["jitter_order"]
         eye = torch.eye(3, device=x.device)
         wg = self.gray_weights.to(x.device)
         mats = torch.stack([
             b[:, None, None] * eye,
             con[:, None, None] * eye,
             sat[:, None, None] * eye + (1 - sat)[:, None, None] * wg.expand(3, 3),
-            _hue_matrices(params["hue"][idx]),
+            _hue_matrices(params["hue"]),
         ], dim=1)  # (n, 4 ops, 3, 3)
         rows = torch.arange(n, device=x.device)
         for slot in range(4):
@@ -495,24 +497,19 @@ class DeviceAugment(nn.Module):
                 gain = mat[:, 0].sum(dim=1)
                 xs = xs * gain[:, None, None, None] + offset[:, None, None, None]
             xs = xs.clamp_(0, 1)
-        x[idx] = xs
-        return x
+        return _where_samples(params["jitter"], xs, x)
 
     def _blur(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Separable Gaussian blur with each sample's sigma (reflect padding, as torchvision's GaussianBlur)."""
-        idx = params["blur"].nonzero()[:, 0]
-        if idx.numel() == 0:
-            return x
-        xs = x[idx]
+        xs = x
         n, c, hh, ww = xs.shape
         k = self.blur_kernel
         offsets = torch.arange(k, device=x.device, dtype=torch.float32) - (k - 1) / 2
-        kernel = torch.exp(-0.5 * (offsets / params["blur_sigma"][idx, None]) ** 2)
+        kernel = torch.exp(-0.5 * (offsets / params["blur_sigma"][:, None]) ** 2)
         kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (n * c, k)
         pad = k // 2
         flat = F.pad(xs.reshape(1, n * c, hh, ww), (pad, pad, pad, pad), mode="reflect")
         flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
         flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
-        x[idx] = flat.view(n, c, hh, ww)
-        return x
+        return _where_samples(params["blur"], flat.view(n, c, hh, ww), x)
 
