@@ -65,3 +65,15 @@ def test_tiny_run_goes_through_every_phase(gpu_check, tmp_path):
     if tta["status"] == "INFO":
         record = json.loads((out / "tta_seed.json").read_text())
         assert record["seed"] == 0 and set(record["tta"]["summary"]["arms"]) >= {"random", "greedy_zca"}
+
+
+def test_demo_runs_the_gpu_config_on_cuda_and_the_cpu_config_elsewhere():
+    import yaml
+
+    demo = load_module(SCRIPTS / "demo.py")
+    gpu_config, gpu_probe = demo.choose_config(cuda=True)
+    cpu_config, cpu_probe = demo.choose_config(cuda=False)
+    assert gpu_config.name == "fashion_mnist_gpu.yaml" and gpu_probe == (None, None)  # the full 60k/10k probe
+    assert cpu_config.name == "fashion_mnist_simclr.yaml" and cpu_probe == (10_000, 2_000)
+    gpu = yaml.safe_load(gpu_config.read_text())
+    assert gpu["backbone"] == "resnet18" and gpu["backbone_kwargs"] == {} and gpu["image_size"] == 64
