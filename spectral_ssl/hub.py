@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -108,22 +110,69 @@ def save_export(
     config: dict[str, Any],
     card: str | None = None,
 ) -> Path:
-    """Write an export folder: backbone weights, projector weights, config and (optionally) the card."""
+    """Write an export folder: backbone weights, projector weights, config and (optionally) the card.
+
+    Swapped in whole: the files are written and fsynced in ``STAGING``, marked complete, then moved over the old ones
+    (``finish_export``). A kill before the mark leaves the previous export as it was; a kill during the moves is
+    completed by the next ``save_export``/``read_export`` of the folder, so weights, projector and config always
+    belong to one export.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for name in PICKLE_NAMES:  # never leave a stale pickle beside the safetensors weights
-        (directory / name).unlink(missing_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}, directory / WEIGHTS_NAME)
+    finish_export(directory)  # an earlier, interrupted swap first
+    staging = directory / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}, staging / WEIGHTS_NAME)
     if projector is not None:
         save_file({k: v.detach().contiguous().cpu() for k, v in projector.state_dict().items()},
-                  directory / PROJECTOR_NAME)
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+                  staging / PROJECTOR_NAME)
+    (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     if card is not None:
-        (directory / CARD_NAME).write_text(card)
-    for name in (WEIGHTS_NAME, PROJECTOR_NAME, CONFIG_NAME, CARD_NAME):
-        if (directory / name).is_file():
-            (directory / name).chmod(0o644)  # readable by others (tools may write 0600 temporary files)
+        (staging / CARD_NAME).write_text(card)
+    for path in staging.iterdir():
+        path.chmod(0o644)  # readable by others (tools may write 0600 temporary files)
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+    replaced = [name for name in (PROJECTOR_NAME, *PICKLE_NAMES) if not (staging / name).exists()]
+    (staging / STAGED).write_text(json.dumps({"remove": replaced}))  # the commit point
+    _fsync(staging)
+    finish_export(directory)
     return directory
+
+
+STAGING = ".export-staging"
+STAGED = "COMPLETE"
+
+
+def _fsync(folder: Path) -> None:
+    with (folder / STAGED).open("rb") as f:
+        os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def finish_export(directory: str | Path) -> bool:
+    """Complete an export swap that was interrupted (``save_export``): move a complete staged export into place, or
+    drop an incomplete one. True if a staged export was moved in."""
+    directory = Path(directory)
+    staging = directory / STAGING
+    if not staging.is_dir():
+        return False
+    if not (staging / STAGED).is_file():  # killed before the commit point: the previous export is intact
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    remove = json.loads((staging / STAGED).read_text()).get("remove", [])
+    for path in staging.iterdir():
+        if path.name != STAGED:
+            os.replace(path, directory / path.name)  # each move is atomic; a kill here is finished next time
+    for name in remove:  # a stale projector or pickle of the previous export
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(staging)
+    return True
 
 
 StateDict = dict[str, torch.Tensor]
@@ -132,6 +181,11 @@ StateDict = dict[str, torch.Tensor]
 def read_export(directory: str | Path) -> tuple[dict[str, Any], StateDict, StateDict | None]:
     """Read ``(config, backbone_state, projector_state_or_None)`` from an export folder, with clear errors."""
     directory = Path(directory)
+    if (directory / STAGING / STAGED).is_file():  # a swap that was cut short: finish it, or read the staged export
+        try:
+            finish_export(directory)
+        except OSError:
+            directory = directory / STAGING
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; it is not a spectral_ssl/timm export "

@@ -4,8 +4,9 @@ Nothing in it may be lost or mixed with another run:
 
 - ``open`` takes a lock (a second run into the same folder stops with a message) and refuses a folder that holds
   another run's export, checkpoints or metrics unless told what to do: ``resume`` continues it only if the saved
-  ``train_config.json`` matches (keys in ``SAFE_TO_CHANGE_ON_RESUME`` may differ), ``overwrite`` clears it first
-  (as transformers' ``Trainer`` does with ``overwrite_output_dir``).
+  ``train_config.json`` matches (keys in ``SAFE_TO_CHANGE_ON_RESUME`` may differ), ``overwrite`` removes what a
+  run wrote (``RUN_ENTRIES``) and nothing else. A folder holding anything a run did not write (notes, source,
+  ``.git/``, a dataset's own README.md) is refused for a fresh run or an overwrite, naming what is there.
 - ``save_checkpoint`` writes ``checkpoints/.tmp-step_N`` with ``accelerator.save_state``, adds ``manifest.json``
   (size and SHA-256 of every file) and renames it to ``step_N`` when complete; it keeps the newest
   ``save_total_limit``. ``resume_into`` loads the newest checkpoint whose manifest verifies (a torn or truncated one
@@ -37,6 +38,28 @@ METRICS = "metrics.jsonl"
 TRAIN_CONFIG = "train_config.json"
 LOCK = ".lock"
 _RUN_FILES = ("config.json", "model.safetensors", METRICS, TRAIN_CONFIG)
+# everything a run writes at the root of its folder (hub's export files, the probe's results): the only entries
+# ``--overwrite_output_dir`` removes; anything else in the folder is the user's and makes it refuse
+RUN_ENTRIES = frozenset({*_RUN_FILES, CHECKPOINTS, LOCK, "projector.safetensors", "README.md",
+                         "spectral_diagnostics.png", "linear_probe.json", ".export-staging"})
+
+
+def _holds_run(path: Path) -> bool:
+    """Whether ``path`` holds a spectral_ssl run or export (its README.md is then the run's model card)."""
+    if (path / TRAIN_CONFIG).is_file() or checkpoint_dirs(path / CHECKPOINTS):
+        return True
+    try:
+        return "spectral_ssl" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of ``path`` that no run wrote (a README.md too, unless the folder holds a run)."""
+    if not path.is_dir():
+        return []
+    ours = RUN_ENTRIES if _holds_run(path) else RUN_ENTRIES - {"README.md"}
+    return sorted(child.name + ("/" if child.is_dir() else "") for child in path.iterdir() if child.name not in ours)
 
 
 class RunFolderError(RuntimeError):
@@ -113,6 +136,11 @@ class RunFolder:
     # ---- opening ----
     def open(self, *, resume: bool, overwrite: bool) -> None:
         """Lock the folder and check it may hold this run; clear it with ``overwrite``."""
+        foreign = foreign_entries(self.path)
+        if foreign and not resume:  # a fresh run or an overwrite would mix with, or replace, files that are not ours
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunFolderError(f"output_dir {self.path} holds files that no run wrote ({shown}); choose an empty or "
+                                 "new --output_dir (nothing was changed)")
         if self.main:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock()
@@ -122,9 +150,9 @@ class RunFolder:
             raise RunFolderError(f"output_dir {self.path} already holds a run ({', '.join(holds)}); pass "
                                  "--resume=true to continue it, --overwrite_output_dir=true to replace it, or choose "
                                  "another --output_dir")
-        if holds and overwrite and self.main:
+        if holds and overwrite and self.main:  # only what a run writes (foreign_entries refused anything else)
             for child in self.path.iterdir():
-                if child.name != LOCK:
+                if child.name in RUN_ENTRIES and child.name != LOCK:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         if resume and (self.path / TRAIN_CONFIG).is_file():
             self._check_same_run(json.loads((self.path / TRAIN_CONFIG).read_text()))

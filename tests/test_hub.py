@@ -75,3 +75,63 @@ def test_truncated_weights_are_named_in_one_line(tmp_path):
             SpectralSSL.from_pretrained(tmp_path)
         path.write_bytes(good)
     assert all(oct((tmp_path / n).stat().st_mode)[-3:] == "644" for n in ("model.safetensors", "config.json"))
+
+
+def _export(folder, value, projector=True, card="card"):
+    from torch import nn
+
+    from spectral_ssl import hub
+
+    backbone, head = nn.Linear(2, 2), nn.Linear(2, 1)
+    for module in (backbone, head):
+        nn.init.constant_(module.weight, value)
+        nn.init.constant_(module.bias, value)
+    return hub.save_export(folder, backbone, head if projector else None, {"architecture": "linear", "version": value},
+                           card=card)
+
+
+def test_export_killed_during_the_swap_is_completed_whole(tmp_path, monkeypatch):
+    import os
+
+    from spectral_ssl import hub
+
+    _export(tmp_path, 1.0)
+    real, moves = os.replace, []
+
+    def killed_after_one_move(src, dst):
+        if moves:
+            raise KeyboardInterrupt("killed")
+        moves.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(hub.os, "replace", killed_after_one_move)
+    with pytest.raises(KeyboardInterrupt):
+        _export(tmp_path, 2.0, projector=False)
+    monkeypatch.setattr(hub.os, "replace", real)
+    config, backbone, projector = hub.read_export(tmp_path)  # finishes the swap first
+    assert config["version"] == 2.0 and float(backbone["weight"][0, 0]) == 2.0
+    assert projector is None and not (tmp_path / hub.PROJECTOR_NAME).exists()  # the old projector went with it
+    assert not (tmp_path / hub.STAGING).exists()
+
+
+def test_export_killed_before_its_commit_point_leaves_the_previous_one(tmp_path, monkeypatch):
+    from spectral_ssl import hub
+
+    _export(tmp_path, 1.0)
+    real = hub.save_file
+    calls = []
+
+    def killed_on_the_projector(tensors, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        real(tensors, path)
+
+    monkeypatch.setattr(hub, "save_file", killed_on_the_projector)
+    with pytest.raises(KeyboardInterrupt):
+        _export(tmp_path, 2.0)
+    monkeypatch.setattr(hub, "save_file", real)
+    config, backbone, projector = hub.read_export(tmp_path)
+    assert config["version"] == 1.0 and float(backbone["weight"][0, 0]) == 1.0 and float(projector["bias"][0]) == 1.0
+    _export(tmp_path, 3.0)  # the next export drops the incomplete staging and swaps in whole
+    assert hub.read_export(tmp_path)[0]["version"] == 3.0 and not (tmp_path / hub.STAGING).exists()

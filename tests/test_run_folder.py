@@ -147,3 +147,41 @@ def test_manifest_detects_missing_and_changed_files(tmp_path):
     assert "a.bin is truncated or corrupted" in verify_manifest(tmp_path)
     (tmp_path / "sub" / "b.bin").unlink()
     assert verify_manifest(tmp_path) in ("a.bin is truncated or corrupted", "sub/b.bin is missing")
+
+
+def test_overwrite_removes_only_what_a_run_wrote_and_refuses_foreign_files(tmp_path):
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0})
+    folder.save_checkpoint(acc, 1)
+    folder.log_metrics({"step": 1})
+    folder.close()
+    (tmp_path / "run" / "README.md").write_text("model card")  # a run's card is its own
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    (tmp_path / "run" / ".git").mkdir()
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(RunFolderError, match=r"holds files that no run wrote \(\.git/, notes\.txt\).*nothing was"):
+        RunFolder(tmp_path / "run", {"lr": 2.0}).open(resume=False, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # nothing touched
+    (tmp_path / "run" / "notes.txt").unlink()
+    (tmp_path / "run" / ".git").rmdir()
+    folder, _, _ = start_run(tmp_path / "run", {"lr": 2.0}, overwrite=True)
+    folder.close()
+    assert not (tmp_path / "run" / "README.md").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_folder_that_holds_no_run_is_refused_even_with_only_a_readme(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "README.md").write_text("dataset card")
+    for overwrite in (False, True):
+        with pytest.raises(RunFolderError, match=r"no run wrote \(README\.md\)"):
+            RunFolder(tmp_path / "data", {"lr": 1.0}).open(resume=False, overwrite=overwrite)
+    assert (tmp_path / "data" / "README.md").read_text() == "dataset card"
+
+
+def test_resume_keeps_files_the_user_added(tmp_path):
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0})
+    folder.save_checkpoint(acc, 1)
+    folder.close()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    folder, _, state = start_run(tmp_path / "run", {"lr": 1.0}, resume=True)
+    folder.close()
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
