@@ -39,6 +39,16 @@ from spectral_ssl.whitening import BatchWhitening
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """``spectral_ssl.rank`` (the ``python -m spectral_ssl.rank`` command) is imported on first use: imported eagerly,
+    ``python -m`` would find it already loaded and warn."""
+    if name == "rank":
+        import importlib
+
+        return importlib.import_module("spectral_ssl.rank")
+    raise AttributeError(f"module 'spectral_ssl' has no attribute {name!r}")
+
 __all__ = [
     "BandResult",
     "BatchWhitening",
@@ -61,6 +71,7 @@ __all__ = [
     "monitor",
     "objective",
     "probe",
+    "rank",
     "run_folder",
     "spectral",
     "transforms",

@@ -1,0 +1,188 @@
+"""spectral_ssl.rank: loading each kind of model with its own preprocessing, the scores against slow references,
+Spearman with ties, and the command (table, JSON, PNG, one-line errors)."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+import spectral_ssl as ssl
+from spectral_ssl import rank
+from spectral_ssl.data import synthetic_dataset
+
+TINY = {"channels": [8, 16, 16, 16]}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    synthetic_dataset(num_rows=48, image_size=32, num_classes=3, seed=0).to_parquet(
+        str(folder / "test-00000-of-00001.parquet"))
+    return folder
+
+
+def export(folder, seed, image_size=32):
+    torch.manual_seed(seed)
+    model = ssl.SpectralSSL("resnet18", proj_hidden_dim=32, proj_dim=8, backbone_kwargs=TINY)
+    model.data_config.update(input_size=(3, image_size, image_size), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    model.save_pretrained(folder)
+    return model
+
+
+def reference_ranks(values):
+    """Average ranks by counting: rank_i = #(x_j < x_i) + (#(x_j == x_i) + 1) / 2."""
+    return [sum(v < x for v in values) + (sum(v == x for v in values) + 1) / 2 for x in values]
+
+
+def reference_spearman(x, y):
+    rx, ry = reference_ranks(x), reference_ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+
+
+def test_average_ranks_share_the_mean_rank_of_ties():
+    assert rank.average_ranks([3.0, 1.0, 2.0, 2.0, 5.0, 2.0]).tolist() == [5.0, 1.0, 3.0, 3.0, 6.0, 3.0]
+    values = torch.randint(0, 4, (30,), generator=torch.Generator().manual_seed(1)).tolist()
+    assert rank.average_ranks(values).tolist() == reference_ranks(values)
+
+
+def test_spearman_hand_computed_case_with_ties():
+    # ranks x: 1, 2.5, 2.5, 4; y: 1, 3, 2, 4 -> sum dx*dy = 4.5, sum dx^2 = 4.5, sum dy^2 = 5 -> 3 / sqrt(10)
+    assert rank.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10), abs=1e-12)
+    assert rank.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(rank.spearman([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="equally long"):
+        rank.spearman([1, 2], [1])
+
+
+def tied_samples(n_cases=20):
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randint(0, 5, (12,), generator=gen).tolist(),
+             torch.randn(12, generator=gen).round(decimals=1).tolist()) for _ in range(n_cases)]
+
+
+def test_spearman_against_the_counting_reference():
+    for x, y in tied_samples():
+        assert rank.spearman(x, y) == pytest.approx(reference_spearman(x, y), abs=1e-12)
+
+
+def test_spearman_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for x, y in tied_samples():
+        assert rank.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+
+
+def test_permutation_p_value_matches_the_exact_enumeration():
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2.0, 1.0, 4.0, 3.0, 6.0, 5.0]
+    rho = rank.spearman(x, y)
+    exact = sum(abs(rank.spearman(x, list(p))) >= abs(rho) - 1e-12 for p in itertools.permutations(y)) / 720
+    assert rank.spearman_permutation_p(x, y, n_permutations=20000) == pytest.approx(exact, abs=0.01)
+    assert rank.spearman_permutation_p(list(range(8)), list(range(8)), 20000) < 0.001
+
+
+def test_spectral_scores_are_the_library_estimators():
+    feats = torch.randn(64, 16) @ torch.randn(16, 16)
+    scores = rank.spectral_scores(feats)
+    assert scores["rankme"] == pytest.approx(float(ssl.effective_rank(feats, "rankme")))
+    assert scores["reff_cov"] == pytest.approx(float(ssl.effective_rank(feats, "cov")))
+
+
+def test_load_model_reads_each_kind_with_its_own_preprocessing(tmp_path):
+    model = export(tmp_path / "export", seed=0, image_size=24)
+    x = torch.randn(2, 3, 24, 24)
+    ours = rank.load_model(str(tmp_path / "export"))
+    assert ours.kind == "spectral_ssl" and ours.preprocessing.image_size == 24
+    assert ours.preprocessing.mean == (0.5, 0.5, 0.5)
+    via_timm = rank.load_model(f"local-dir:{tmp_path / 'export'}")  # plain timm reads the same export
+    assert via_timm.kind == "timm" and via_timm.preprocessing.image_size == 24
+    with torch.no_grad():
+        expected = model.eval().embed(x)
+        torch.testing.assert_close(ours.model.embed(x), expected)
+        torch.testing.assert_close(via_timm.model.embed(x), expected)
+
+
+def test_load_model_reads_a_transformers_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                    image_size=32, patch_size=8)
+    transformers.ViTModel(config).save_pretrained(tmp_path / "vit")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.1] * 3,
+                                   image_std=[0.2] * 3).save_pretrained(tmp_path / "vit")
+    loaded = rank.load_model(str(tmp_path / "vit"))
+    assert loaded.kind == "transformers"
+    assert loaded.preprocessing.image_size == 32 and loaded.preprocessing.mean == (0.1, 0.1, 0.1)
+    with torch.no_grad():
+        assert loaded.model.embed(torch.randn(3, 3, 32, 32)).shape == (3, 16)
+
+
+def test_load_model_refuses_what_it_cannot_read(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        rank.load_model(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        rank.load_model(f"local-dir:{tmp_path / 'missing'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        rank.load_model(str(tmp_path / "empty"))
+
+
+def test_score_model_equals_the_scores_of_its_features(images, tmp_path):
+    from spectral_ssl.probe import eval_loader, extract_features, knn_probe, linear_probe
+
+    export(tmp_path / "m", seed=0)
+    loaded = rank.load_model(str(tmp_path / "m"))
+    score = rank.score_model(loaded, str(images), "test", label_column="label")
+    feats, labels = extract_features(loaded.model, eval_loader(str(images), "test", loaded.preprocessing))
+    assert (score.n_samples, score.dim) == (48, 16)
+    assert score.rankme == pytest.approx(float(ssl.effective_rank(feats, "rankme")), rel=1e-5)
+    assert score.reff_cov == pytest.approx(float(ssl.effective_rank(feats, "cov")), rel=1e-5)
+    halves = rank._split_halves(feats, labels, 0)
+    assert halves[0].shape[0] == halves[2].shape[0] == 24
+    assert score.knn_top1 == pytest.approx(knn_probe(*halves).top1)
+    assert score.linear_top1 == pytest.approx(linear_probe(*halves, seed=0).top1)
+
+
+def test_command_prints_a_table_sorted_by_rankme_and_writes_json_and_png(images, tmp_path, capsys):
+    models = [str(tmp_path / f"m{i}") for i in range(3)]
+    for i, folder in enumerate(models):
+        export(folder, seed=i)
+    report = rank.main(["--models", *models, "--dataset", str(images), "--label_column", "label",
+                        "--max_samples", "32", "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "RankMe" in out and "Spearman rho(RankMe, linear top-1)" in out and "n = 3" in out
+    rankmes = [s.rankme for s in report.scores]
+    assert rankmes == sorted(rankmes, reverse=True) and all(s.n_samples == 32 for s in report.scores)
+    saved = json.loads((tmp_path / "out" / "rank.json").read_text())
+    assert [s["model"] for s in saved["scores"]] == [s.model for s in report.scores]
+    assert saved["spearman_rankme_linear"] == pytest.approx(
+        rank.spearman(rankmes, [s.linear_top1 for s in report.scores]))
+    assert (tmp_path / "out" / "rank.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_command_without_labels_ranks_only(images, tmp_path, capsys):
+    export(tmp_path / "m", seed=0)
+    report = rank.main(["--models", str(tmp_path / "m"), "--dataset", str(images), "--max_samples", "16"])
+    assert report.scores[0].linear_top1 is None and report.spearman_rankme_linear is None
+    assert "linear" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--models", "MISSING"], "--models MISSING"),
+    (["--split", "validation"], "--split validation"),
+    (["--label_column", "nope"], "--label_column"),
+])
+def test_bad_input_is_one_line_naming_the_argument(images, tmp_path, args, named):
+    export(tmp_path / "m", seed=0)
+    argv = ["--models", str(tmp_path / "m"), "--dataset", str(images)]
+    if args[0] == "--models":
+        argv[1] = str(tmp_path / args[1])
+        named = f"--models {tmp_path / args[1]}"
+    else:
+        argv += args
+    with pytest.raises(SystemExit) as e:
+        rank.main(argv)
+    message = str(e.value)
+    assert message.startswith(f"error: {named}") and "\n" not in message
