@@ -35,6 +35,7 @@ from spectral_ssl.objective import create_objective
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe
 
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, run_folder.RunFolderError)
+logger = logging.getLogger("pretrain")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -156,7 +157,12 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     state = TrainState()
     for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
         accelerator.register_for_checkpointing(obj)  # whitening statistics
-    folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint when resuming
+    resumed = folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint if resuming
+    if resumed is not None and cache_on is None and cfg.batching.selection != "random":
+        logger.warning("resuming selection=%s without the decoded cache (cache_decoded=%s, augment_on=%s) is not "
+                       "exact: the candidate batches after step %d differ from an uninterrupted run's; runs started "
+                       "with --cache_decoded=ram (--augment_on=device) resume exactly", cfg.batching.selection,
+                       cfg.data.cache_decoded, cfg.data.augment_on, resumed)
     cache_note = ""
     if cache_on is not None:  # the decode pass is training time
         state.train_seconds += cached.seconds

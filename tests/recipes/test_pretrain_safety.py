@@ -209,3 +209,31 @@ def test_non_finite_loss_stops_before_the_weights_change(pretrain, tiny_dataset,
     with pytest.raises(SystemExit, match="non-finite loss at step 2"):
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--save_every=null"))
     assert not (tmp_path / "run" / "config.json").exists()  # no export of a diverged model
+
+
+def test_resume_without_a_run_is_one_line_and_creates_nothing(pretrain, tiny_dataset, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "typo", "--max_steps=1", "--resume=true"))
+    assert str(e.value).startswith("error: --resume=true: output_dir") and "holds no run to resume" in str(e.value)
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.slow
+def test_a_copied_run_folder_resumes_and_a_hand_edited_config_is_refused(pretrain, tiny_dataset, tmp_path, caplog):
+    import shutil
+
+    first = tmp_path / "first"
+    extra = ("--max_steps=4", "--save_every=2", "--selection=pool", "--cache_decoded=off")
+    pretrain.main(tiny_args(tiny_dataset, first, *extra))
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(first, copy)
+    with caplog.at_level("WARNING"):  # resumes from the copy's final checkpoint (only exports)
+        out = pretrain.main(tiny_args(tiny_dataset, copy, *extra, "--resume=true"))
+    assert out == copy and json.loads((copy / "config.json").read_text())["spectral_ssl"]["steps"] == 4
+    assert "resuming selection=pool without the decoded cache (cache_decoded=off" in caplog.text
+    assert "--cache_decoded=ram" in caplog.text
+    saved = json.loads((copy / "train_config.json").read_text())
+    (copy / "train_config.json").write_text(json.dumps({**saved, "lr": 0.5}))
+    with pytest.raises(SystemExit, match=r"train_config.json was edited after the run trained \(lr: trained with "
+                                         r"0.01, file says 0.5\)"):
+        pretrain.main(tiny_args(tiny_dataset, copy, *extra, "--lr=0.5", "--resume=true"))
