@@ -345,7 +345,10 @@ def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) ->
                                         device=device)
     test_f, test_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.eval_split, cfg.run.probe_samples),
                                       device=device)
-    return knn_probe(train_f, train_y, test_f, test_y).top1
+    try:  # rows labelled -1 ("no label") are left out; a split with no labels at all stops the run in one line
+        return knn_probe(train_f, train_y, test_f, test_y).top1
+    except ValueError as e:
+        raise SystemExit(f"error: online kNN probe (--probe_every): {e}") from None
 
 
 def shut_down(accelerator: Accelerator, run: SimpleNamespace | None = None) -> None:
