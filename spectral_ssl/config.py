@@ -24,6 +24,7 @@ import argparse
 import copy
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -456,6 +457,21 @@ class RunConfig:
                 f"is a top-1 in percent (0, 100], got {self.target_accuracy}")
         require(not (self.resume and self.overwrite_output_dir), "resume",
                 "and --overwrite_output_dir=true contradict each other; choose one")
+        self.output_dir = check_output_dir(self.output_dir)
+
+
+def check_output_dir(path: str) -> str:
+    """``path`` with ``~`` expanded, or a ConfigError when it cannot become a run folder: an existing file, below a
+    file, or in a folder this process cannot write (checked before anything is loaded)."""
+    path = os.path.expanduser(path)
+    require(bool(path.strip()), "output_dir", "is empty; name a folder")
+    target = Path(path)
+    existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+    where = "is an existing file" if existing == target else f"is below {existing}, a file"
+    require(existing.is_dir(), "output_dir", f"{path} {where}, not a folder; choose another --output_dir")
+    require(os.access(existing, os.W_OK | os.X_OK), "output_dir", f"{path}: {existing} is not writable; choose "
+            "another --output_dir")
+    return path
 
 
 @dataclass
