@@ -85,6 +85,8 @@ def make_accelerator(cfg: PretrainConfig) -> Accelerator:
 def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunFolder) -> SimpleNamespace:
     """Data, model, objective, selection and optimiser; everything the export needs is checked here, before training."""
     world, device = accelerator.num_processes, accelerator.device
+    if cfg.run.push_to_hub:  # a token, and not offline: known before anything is read
+        hub.require_token()
     train_data = data.load_images(cfg.data.dataset, cfg.data.split, streaming=cfg.data.streaming,
                                   image_column=cfg.data.image_column, label_column=None)
     # the export's R_eff and the online probe read eval_split: open it now, not after hours of training
@@ -99,8 +101,6 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     if steps_per_epoch is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
-    if cfg.run.push_to_hub:
-        hub.require_token()
     views = augment_views(cfg)
     on_device = cfg.data.augment_on in ("auto", "device")
     # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader

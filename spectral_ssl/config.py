@@ -458,6 +458,13 @@ class RunConfig:
         require(not (self.resume and self.overwrite_output_dir), "resume",
                 "and --overwrite_output_dir=true contradict each other; choose one")
         self.output_dir = check_output_dir(self.output_dir)
+        if self.push_to_hub is not None:  # found now, not after training
+            from spectral_ssl.hub import check_repo_id
+
+            try:
+                check_repo_id(self.push_to_hub)
+            except ValueError as e:
+                raise ConfigError(f"--push_to_hub: {e}") from None
 
 
 def check_output_dir(path: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -236,10 +237,30 @@ def selection_reff_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | Non
             "space": "selection embeddings (unit projections, whitened when scored as the loss sees them)"}
 
 
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def check_repo_id(repo_id: str | None) -> None:
+    """A ValueError unless ``repo_id`` looks like a Hub model repo id ``org/name`` (checked before training)."""
+    if not REPO_ID.fullmatch(repo_id or "") or ".." in repo_id or repo_id.endswith((".", "-")):
+        raise ValueError(f"repo id {repo_id!r} must look like 'org/name' (letters, digits, '-', '_', '.').")
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE")
+    return constants.HF_HUB_OFFLINE if value is None else value.upper() in ("1", "ON", "YES", "TRUE")
+
+
 def require_token() -> str:
-    """The Hub token that a push will use, or a ValueError saying how to provide one (checked before training)."""
+    """The Hub token that a push will use, or a ValueError saying how to provide one (checked before training);
+    offline mode (``HF_HUB_OFFLINE=1``) cannot push and is refused too."""
     from huggingface_hub import get_token
 
+    if _offline():
+        raise ValueError("--push_to_hub needs the Hub and HF_HUB_OFFLINE=1 is set; unset HF_HUB_OFFLINE, or drop "
+                         "--push_to_hub and push later with scripts/push_to_hub.py")
     token = get_token()
     if not token:
         raise ValueError("--push_to_hub needs a Hub token and none was found; run `hf auth login` or set HF_TOKEN "
@@ -358,14 +379,11 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
     folder is only read, so a failed push leaves it as it was and can simply be retried. The token comes from
     ``token``, ``HF_TOKEN`` or the login cache and is never written anywhere.
     """
-    import re
-
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     directory = Path(directory)
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id or ""):
-        raise ValueError(f"repo id {repo_id!r} must look like 'org/name' (letters, digits, '-', '_', '.').")
+    check_repo_id(repo_id)
     config, _, _ = read_export(directory)  # refuses folders without safetensors weights, pickle-only ones
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name))
                   for name in PUSH_FILES if name != CARD_NAME and (directory / name).is_file()]
