@@ -11,9 +11,9 @@ Nothing in it may be lost or mixed with another run:
   run wrote (``RUN_ENTRIES``) and nothing else. A folder holding anything a run did not write (notes, source,
   ``.git/``, a dataset's own README.md) is refused for a fresh run or an overwrite, naming what is there.
 - ``save_checkpoint`` writes ``checkpoints/.tmp-step_N`` with ``accelerator.save_state`` and ``train_config.json``,
-  adds ``manifest.json`` (size and SHA-256 of every file) and renames it to ``step_N`` when complete; it keeps the newest
-  ``save_total_limit``. ``resume_into`` loads the newest checkpoint whose manifest verifies (a torn or truncated one
-  is skipped with a warning, never half-loaded).
+  adds ``manifest.json`` (size and SHA-256 of every file) and renames it to ``step_N`` when complete; it keeps the
+  newest ``save_total_limit``. ``resume_into`` loads the newest checkpoint whose manifest verifies (a torn or
+  truncated one is skipped with a warning, never half-loaded).
 - ``log_metrics`` appends to ``metrics.jsonl``; on resume, lines after the checkpoint's step are dropped first.
 
 Takes the ``accelerate.Accelerator`` as an argument (``save_state``/``load_state``/``wait_for_everyone``); the
