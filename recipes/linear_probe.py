@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {e}") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    results = {"model": str(cfg.model), "pretrained": probe(model, probe_data, cfg, device, "pretrained")}
+    out_path = Path(cfg.output) if cfg.output else (local / "linear_probe.json" if local.is_dir() else None)
+    results = {"model": str(cfg.model), "complete": False}  # written as each probe ends: a killed probe keeps them
+    results["pretrained"] = probe(model, probe_data, cfg, device, "pretrained")
+    save_results(results, out_path)
     pre = results["pretrained"]
     print(f"pretrained   : linear top-1 {pre['top1']:.2f} %  top-5 {pre['top5']:.2f} %"
           f"{knn_text(pre)}  (R_eff of test features {pre['effective_rank']:.1f} / {model.num_features})")
@@ -73,19 +76,20 @@ def main(argv: list[str] | None = None) -> dict:
         results["random_init"] = rnd = probe(baseline, probe_data, cfg, device, "random init")
         rnd.update(bn_recalibrated_layers=layers, bn_batches=cfg.bn_batches, zero_init_last=False)
         baselines["random init (fair)"] = rnd["top1"]
+        save_results(results, out_path)
         print(f"random init  : linear top-1 {rnd['top1']:.2f} %  top-5 {rnd['top5']:.2f} %{knn_text(rnd)}  "
               f"(R_eff {rnd['effective_rank']:.1f}; standard init, BatchNorm statistics from {cfg.bn_batches} "
               "training batches)")
     if cfg.compare_raw_pixels:
         results["raw_pixels"] = raw = probe(None, probe_data, cfg, device, "raw pixels")
         baselines["raw pixels"] = raw["top1"]
+        save_results(results, out_path)
         print(f"raw pixels   : linear top-1 {raw['top1']:.2f} %  top-5 {raw['top5']:.2f} %{knn_text(raw)}  "
               f"({raw['dim']} normalised pixel values)")
     for name, top1 in baselines.items():
         print(f"pretraining gain over {name}: {pre['top1'] - top1:+.2f} points top-1")
-    out_path = Path(cfg.output) if cfg.output else (local / "linear_probe.json" if local.is_dir() else None)
-    if out_path:
-        out_path.write_text(json.dumps(results, indent=2))
+    results["complete"] = True
+    if save_results(results, out_path):
         print(f"results written to {out_path}")
     record = {k: pre[k] for k in ("top1", "top5", "dataset", "split", "train_split", "n_train", "n_test")}
     if "knn" in pre:
@@ -98,6 +102,17 @@ def main(argv: list[str] | None = None) -> dict:
         results["pushed"] = push_probe(cfg, local, record)
         print(f"model card metrics updated on the Hub: {results['pushed']}")
     return results
+
+
+def save_results(results: dict, path: Path | None) -> bool:
+    """Write ``results`` as JSON to ``path`` (its folders created), replacing the file whole; False without a path."""
+    if path is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(path)
+    return True
 
 
 def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
@@ -125,7 +140,10 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
     (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
     t_feat = time.perf_counter() - t0
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)
-    result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed, device=device)  # fitted on the GPU if any
+    try:  # rows labelled -1 ("no label") are left out; a split without labels is one line
+        result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed, device=device)  # on the GPU if any
+    except ValueError as e:
+        raise SystemExit(f"error: {name} probe on {probe_data['dataset']}: {e}") from None
     out = {**result.to_dict(), "dataset": probe_data["dataset"], "split": cfg.test_split,
            "train_split": cfg.train_split, "feature_seconds": round(t_feat, 2),
            "effective_rank": float(effective_rank(test_f, "cov"))}

@@ -35,6 +35,7 @@ from spectral_ssl.objective import create_objective
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe
 
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, run_folder.RunFolderError)
+logger = logging.getLogger("pretrain")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -84,6 +85,8 @@ def make_accelerator(cfg: PretrainConfig) -> Accelerator:
 def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunFolder) -> SimpleNamespace:
     """Data, model, objective, selection and optimiser; everything the export needs is checked here, before training."""
     world, device = accelerator.num_processes, accelerator.device
+    if cfg.run.push_to_hub:  # a token, and not offline: known before anything is read
+        hub.require_token()
     train_data = data.load_images(cfg.data.dataset, cfg.data.split, streaming=cfg.data.streaming,
                                   image_column=cfg.data.image_column, label_column=None)
     # the export's R_eff and the online probe read eval_split: open it now, not after hours of training
@@ -98,8 +101,6 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     if steps_per_epoch is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
-    if cfg.run.push_to_hub:
-        hub.require_token()
     views = augment_views(cfg)
     on_device = cfg.data.augment_on in ("auto", "device")
     # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader
@@ -156,7 +157,12 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     state = TrainState()
     for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
         accelerator.register_for_checkpointing(obj)  # whitening statistics
-    folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint when resuming
+    resumed = folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint if resuming
+    if resumed is not None and cache_on is None and cfg.batching.selection != "random":
+        logger.warning("resuming selection=%s without the decoded cache (cache_decoded=%s, augment_on=%s) is not "
+                       "exact: the candidate batches after step %d differ from an uninterrupted run's; runs started "
+                       "with --cache_decoded=ram (--augment_on=device) resume exactly", cfg.batching.selection,
+                       cfg.data.cache_decoded, cfg.data.augment_on, resumed)
     cache_note = ""
     if cache_on is not None:  # the decode pass is training time
         state.train_seconds += cached.seconds
@@ -339,7 +345,10 @@ def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) ->
                                         device=device)
     test_f, test_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.eval_split, cfg.run.probe_samples),
                                       device=device)
-    return knn_probe(train_f, train_y, test_f, test_y).top1
+    try:  # rows labelled -1 ("no label") are left out; a split with no labels at all stops the run in one line
+        return knn_probe(train_f, train_y, test_f, test_y).top1
+    except ValueError as e:
+        raise SystemExit(f"error: online kNN probe (--probe_every): {e}") from None
 
 
 def shut_down(accelerator: Accelerator, run: SimpleNamespace | None = None) -> None:

@@ -24,6 +24,7 @@ import argparse
 import copy
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -456,6 +457,28 @@ class RunConfig:
                 f"is a top-1 in percent (0, 100], got {self.target_accuracy}")
         require(not (self.resume and self.overwrite_output_dir), "resume",
                 "and --overwrite_output_dir=true contradict each other; choose one")
+        self.output_dir = check_output_dir(self.output_dir)
+        if self.push_to_hub is not None:  # found now, not after training
+            from spectral_ssl.hub import check_repo_id
+
+            try:
+                check_repo_id(self.push_to_hub)
+            except ValueError as e:
+                raise ConfigError(f"--push_to_hub: {e}") from None
+
+
+def check_output_dir(path: str) -> str:
+    """``path`` with ``~`` expanded, or a ConfigError when it cannot become a run folder: an existing file, below a
+    file, or in a folder this process cannot write (checked before anything is loaded)."""
+    path = os.path.expanduser(path)
+    require(bool(path.strip()), "output_dir", "is empty; name a folder")
+    target = Path(path)
+    existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+    where = "is an existing file" if existing == target else f"is below {existing}, a file"
+    require(existing.is_dir(), "output_dir", f"{path} {where}, not a folder; choose another --output_dir")
+    require(os.access(existing, os.W_OK | os.X_OK), "output_dir", f"{path}: {existing} is not writable; choose "
+            "another --output_dir")
+    return path
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,32 @@ def read_export(directory: str | Path) -> tuple[dict[str, Any], StateDict, State
     return config, _load_weights(weights_path), projector
 
 
+def non_finite_weights(*states: StateDict | None) -> list[str]:
+    """Names of the floating-point tensors of ``states`` that hold NaN or Inf values."""
+    return [name for state in states if state for name, value in state.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def _is_local(dataset: str) -> bool:
+    """Whether a dataset name is a path of this machine rather than a Hub id (``name`` or ``org/name``)."""
+    return (os.path.isabs(dataset) or dataset.startswith((".", "~")) or dataset.count("/") > 1
+            or "\\" in dataset or Path(dataset).expanduser().exists())
+
+
+def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``spectral_ssl`` metadata as published: no path of this machine. A local dataset is named by its folder
+    (``dataset_local: true``, so it is never used as a Hub dataset id) and ``output_dir`` by its folder name."""
+    meta = json.loads(json.dumps(meta))
+    for record in (meta, meta.get("config"), meta.get("linear_probe")):
+        if isinstance(record, dict) and isinstance(record.get("dataset"), str) and _is_local(record["dataset"]):
+            record["dataset"] = Path(record["dataset"].rstrip("/\\")).expanduser().name or "local"
+            record["dataset_local"] = True
+    config = meta.get("config")
+    if isinstance(config, dict) and isinstance(config.get("output_dir"), str):
+        config["output_dir"] = Path(config["output_dir"].rstrip("/")).name
+    return meta
+
+
 def _load_weights(path: Path) -> StateDict:
     """A safetensors file, or a ValueError naming it when it is truncated or corrupted."""
     try:
@@ -236,15 +263,42 @@ def selection_reff_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | Non
             "space": "selection embeddings (unit projections, whitened when scored as the loss sees them)"}
 
 
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def check_repo_id(repo_id: str | None) -> None:
+    """A ValueError unless ``repo_id`` looks like a Hub model repo id ``org/name`` (checked before training)."""
+    if not REPO_ID.fullmatch(repo_id or "") or ".." in repo_id or repo_id.endswith((".", "-")):
+        raise ValueError(f"repo id {repo_id!r} must look like 'org/name' (letters, digits, '-', '_', '.').")
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE")
+    return constants.HF_HUB_OFFLINE if value is None else value.upper() in ("1", "ON", "YES", "TRUE")
+
+
 def require_token() -> str:
-    """The Hub token that a push will use, or a ValueError saying how to provide one (checked before training)."""
+    """The Hub token that a push will use, or a ValueError saying how to provide one (checked before training);
+    offline mode (``HF_HUB_OFFLINE=1``) cannot push and is refused too."""
     from huggingface_hub import get_token
 
+    if _offline():
+        raise ValueError("--push_to_hub needs the Hub and HF_HUB_OFFLINE=1 is set; unset HF_HUB_OFFLINE, or drop "
+                         "--push_to_hub and push later with scripts/push_to_hub.py")
     token = get_token()
     if not token:
         raise ValueError("--push_to_hub needs a Hub token and none was found; run `hf auth login` or set HF_TOKEN "
                          "(or drop --push_to_hub and push later with scripts/push_to_hub.py)")
     return token
+
+
+def _escape(text: str) -> str:
+    """``text`` shown literally in a markdown card: HTML escaped, markdown punctuation backslash-escaped."""
+    import html
+
+    return re.sub(r"([\\`*_\[\]#|~])", r"\\\1", html.escape(text, quote=True))
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -260,17 +314,22 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    meta = config.get("spectral_ssl", {})
+    meta = public_metadata(config.get("spectral_ssl", {}))  # a card never shows a path of this machine
     loss, selection = meta.get("loss", "unknown"), meta.get("selection", "random")
     tags = ["spectral-ssl", "self-supervised", "image-feature-extraction", "timm", str(loss), f"selection-{selection}"]
     reff = meta.get("effective_rank") or {}
     probe = meta.get("linear_probe") or {}
     dataset = str(meta.get("dataset") or "unknown")
+    local = meta.get("dataset_local") or _is_local(dataset)
+    hub_id = dataset if not local and REPO_ID.fullmatch(dataset) else None  # never a local path as a Hub id
+    dataset = hub_id or Path(dataset.rstrip("/")).name or "unknown"
+    probe_dataset = str(probe.get("dataset") or dataset)
+    if probe.get("dataset_local") or _is_local(probe_dataset):
+        probe_dataset = Path(probe_dataset.rstrip("/")).name or "unknown"
     results = []
     if probe.get("top1") is not None:
         results.append(EvalResult(task_type="image-classification", task_name="linear probe (frozen features)",
-                                  dataset_type=str(probe.get("dataset") or dataset),
-                                  dataset_name=str(probe.get("dataset") or dataset),
+                                  dataset_type=probe_dataset, dataset_name=probe_dataset,
                                   dataset_split=str(probe.get("split") or "test"), metric_type="accuracy",
                                   metric_name="linear-probe top-1", metric_value=round(float(probe["top1"]), 2)))
     if reff.get("value") is not None:
@@ -286,7 +345,7 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
         license=config.get("pretrained_cfg", {}).get("license", "apache-2.0"),
         pipeline_tag="image-feature-extraction",
         tags=tags,
-        datasets=[dataset] if "/" in dataset and not Path(dataset).exists() else None,
+        datasets=[hub_id] if hub_id else None,
         model_name=name,
         eval_results=results or None,
     )
@@ -299,12 +358,14 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
         num_features=config.get("num_features"),
         input_size=config.get("pretrained_cfg", {}).get("input_size"),
         repo_id=repo_id,
-        meta=meta,
+        meta={**meta, "dataset": _escape(dataset), "split": _escape(str(meta.get("split")))},
         reff_value=_fmt(reff.get("value")),
         reff=reff,
-        probe=probe,
+        probe={**probe, "dataset": _escape(probe_dataset), "split": _escape(str(probe.get("split")))} if probe
+        else probe,
         probe_top1=_fmt(probe.get("top1")),
-        training_config=json.dumps(meta.get("config", {}), indent=2, sort_keys=True),
+        # a fenced block: a backquote in a value could close it (JSON's \u0060 keeps it a backquote)
+        training_config=json.dumps(meta.get("config", {}), indent=2, sort_keys=True).replace("`", "\\u0060"),
         plot=plot,
     ).content
 
@@ -358,17 +419,21 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
     folder is only read, so a failed push leaves it as it was and can simply be retried. The token comes from
     ``token``, ``HF_TOKEN`` or the login cache and is never written anywhere.
     """
-    import re
-
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     directory = Path(directory)
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id or ""):
-        raise ValueError(f"repo id {repo_id!r} must look like 'org/name' (letters, digits, '-', '_', '.').")
-    config, _, _ = read_export(directory)  # refuses folders without safetensors weights, pickle-only ones
+    check_repo_id(repo_id)
+    config, backbone, projector = read_export(directory)  # refuses folders without safetensors weights, pickles
+    bad = non_finite_weights(backbone, projector)
+    if bad:
+        raise ValueError(f"{directory} holds non-finite (NaN/Inf) weights in {len(bad)} tensors ({', '.join(bad[:3])})"
+                         "; not pushed: export an earlier checkpoint or retrain with a lower --lr")
+    config = {**config, "spectral_ssl": public_metadata(config.get("spectral_ssl", {}))}  # no local paths
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name))
-                  for name in PUSH_FILES if name != CARD_NAME and (directory / name).is_file()]
+                  for name in PUSH_FILES if name not in (CARD_NAME, CONFIG_NAME) and (directory / name).is_file()]
+    operations.append(CommitOperationAdd(path_in_repo=CONFIG_NAME,
+                                         path_or_fileobj=(json.dumps(config, indent=2) + "\n").encode()))
     operations += [CommitOperationAdd(path_in_repo=png.name, path_or_fileobj=str(png))
                    for png in sorted(directory.glob("*.png"))]
     card = render_card(config, repo_id=repo_id, plot=PLOT_NAME if (directory / PLOT_NAME).is_file() else None)

@@ -164,6 +164,10 @@ class SpectralSSL(
         """
         directory = hub.resolve_export(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
         config, backbone_state, projector_state = hub.read_export(directory)
+        bad = hub.non_finite_weights(backbone_state, projector_state)
+        if bad:
+            logger.warning("%s holds non-finite (NaN/Inf) weights in %d tensors (%s); its features will be NaN",
+                           directory, len(bad), ", ".join(bad[:3]))
         meta = config.get("spectral_ssl", {})
         proj = meta.get("projector", {})
         try:

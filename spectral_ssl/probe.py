@@ -32,19 +32,39 @@ class ProbeResult:
     num_classes: int
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    unlabeled_dropped: dict[str, int] = field(default_factory=dict)  # rows labelled -1 ("no label"), by split
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _validate(train_x, train_y, test_x, test_y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Float features, labels remapped to 0..C-1 by the train classes (unseen test classes -> -1)."""
+def _labelled(name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The rows of one split whose label is a class: a negative label (-1, the HF datasets "no label" value) is
+    dropped from fitting and scoring and counted."""
+    keep = y >= 0
+    dropped = int((~keep).sum())
+    if dropped == y.numel():
+        raise ValueError(f"the {name} split has no labels (all {dropped} rows are labelled -1, \"no label\"); probe "
+                         "a labelled split, or set --label_column to a column of integer class labels")
+    if dropped:
+        logger.info("probe: %d %s rows labelled -1 (no label) left out", dropped, name)
+        x, y = x[keep.to(x.device)], y[keep]
+    return x, y, dropped
+
+
+def _validate(train_x, train_y, test_x, test_y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int,
+                                                         dict[str, int]]:
+    """Float features of the labelled rows, labels remapped to 0..C-1 by the train classes (unseen test classes
+    -> -1), and the number of unlabelled (-1) rows dropped from each split."""
+    dropped = {}
     for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
         if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise ValueError(f"{name} features must be (N, F) with N labels, got {tuple(x.shape)} and "
                              f"{tuple(y.shape)} labels.")
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} features have non-finite values; the backbone diverged or the input is bad.")
+    train_x, train_y, dropped["train"] = _labelled("train", train_x, train_y)
+    test_x, test_y, dropped["test"] = _labelled("test", test_x, test_y)
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"train and test features differ in dimension: {train_x.shape[1]} vs {test_x.shape[1]}.")
     classes = torch.unique(train_y)
@@ -52,7 +72,7 @@ def _validate(train_x, train_y, test_x, test_y) -> tuple[torch.Tensor, torch.Ten
         raise ValueError(f"a probe needs at least 2 classes in the train labels, got {classes.tolist()}.")
     lookup = {int(c): i for i, c in enumerate(classes.tolist())}
     remap = lambda y: torch.tensor([lookup.get(int(v), -1) for v in y.tolist()], dtype=torch.long)  # noqa: E731
-    return train_x.float(), remap(train_y), test_x.float(), remap(test_y), classes.numel()
+    return train_x.float(), remap(train_y), test_x.float(), remap(test_y), classes.numel(), dropped
 
 
 def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -100,9 +120,10 @@ def linear_probe(
 
     Args:
         train_features: (N, F) frozen features.
-        train_labels: (N,) integer labels (any values; remapped to 0..C-1).
+        train_labels: (N,) integer labels (remapped to 0..C-1); rows labelled -1 ("no label" in HF datasets) are left
+            out, and counted in ``unlabeled_dropped``.
         test_features: (M, F).
-        test_labels: (M,); classes absent from train count as errors.
+        test_labels: (M,); classes absent from train count as errors; rows labelled -1 are left out.
         weight_decays: Grid for the L2 penalty.
         val_fraction: Share of train held out to choose the penalty (0 uses the first grid value).
         max_iter: L-BFGS iterations.
@@ -111,7 +132,8 @@ def linear_probe(
         device: Where to fit (default: the features' device).
     """
     start = time.perf_counter()
-    x_tr, y_tr, x_te, y_te, num_classes = _validate(train_features, train_labels, test_features, test_labels)
+    x_tr, y_tr, x_te, y_te, num_classes, dropped = _validate(train_features, train_labels, test_features,
+                                                             test_labels)
     device = torch.device(device) if device is not None else train_features.device
     x_tr, y_tr, x_te, y_te = x_tr.to(device), y_tr.to(device), x_te.to(device), y_te.to(device)
     if standardize:
@@ -134,7 +156,8 @@ def linear_probe(
         top1, top5 = _accuracy(head(x_te), y_te)
     return ProbeResult(top1, top5, "linear", x_tr.shape[0], x_te.shape[0], x_tr.shape[1], num_classes,
                        time.perf_counter() - start, {"weight_decay": chosen, "max_iter": max_iter,
-                                                     "standardize": standardize, "val_fraction": val_fraction})
+                                                     "standardize": standardize, "val_fraction": val_fraction},
+                       dropped)
 
 
 @torch.no_grad()
@@ -149,11 +172,13 @@ def knn_probe(
     chunk_size: int = 1024,
     device: str | torch.device | None = None,
 ) -> ProbeResult:
-    """Weighted kNN on cosine similarity (Wu et al. 2018; as in DINO): neighbours vote with ``exp(sim / T)``."""
+    """Weighted kNN on cosine similarity (Wu et al. 2018; as in DINO): neighbours vote with ``exp(sim / T)``.
+    Rows labelled -1 ("no label") neither vote nor are scored (counted in ``unlabeled_dropped``)."""
     start = time.perf_counter()
     if k < 1 or temperature <= 0:
         raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}.")
-    x_tr, y_tr, x_te, y_te, num_classes = _validate(train_features, train_labels, test_features, test_labels)
+    x_tr, y_tr, x_te, y_te, num_classes, dropped = _validate(train_features, train_labels, test_features,
+                                                             test_labels)
     device = torch.device(device) if device is not None else train_features.device
     x_tr, x_te = F.normalize(x_tr.to(device), dim=1), F.normalize(x_te.to(device), dim=1)
     y_tr, y_te = y_tr.to(device), y_te.to(device)
@@ -166,7 +191,7 @@ def knn_probe(
         scores.append(votes)
     top1, top5 = _accuracy(torch.cat(scores), y_te)
     return ProbeResult(top1, top5, "knn", x_tr.shape[0], x_te.shape[0], x_tr.shape[1], num_classes,
-                       time.perf_counter() - start, {"k": k, "temperature": temperature})
+                       time.perf_counter() - start, {"k": k, "temperature": temperature}, dropped)
 
 
 @torch.no_grad()

@@ -4,13 +4,16 @@ Nothing in it may be lost or mixed with another run:
 
 - ``open`` takes a lock (a second run into the same folder stops with a message) and refuses a folder that holds
   another run's export, checkpoints or metrics unless told what to do: ``resume`` continues it only if the saved
-  ``train_config.json`` matches (keys in ``SAFE_TO_CHANGE_ON_RESUME`` may differ), ``overwrite`` removes what a
+  ``train_config.json`` matches (keys in ``SAFE_TO_CHANGE_ON_RESUME`` may differ; ``output_dir`` is not compared, so
+  a folder named by another path, moved or copied, resumes), and refuses a folder that holds no run (a typo in
+  ``--output_dir``) and a ``train_config.json`` edited by hand (each checkpoint keeps the config it trained with,
+  covered by its manifest, and the two must agree), naming the keys; ``overwrite`` removes what a
   run wrote (``RUN_ENTRIES``) and nothing else. A folder holding anything a run did not write (notes, source,
   ``.git/``, a dataset's own README.md) is refused for a fresh run or an overwrite, naming what is there.
-- ``save_checkpoint`` writes ``checkpoints/.tmp-step_N`` with ``accelerator.save_state``, adds ``manifest.json``
-  (size and SHA-256 of every file) and renames it to ``step_N`` when complete; it keeps the newest
-  ``save_total_limit``. ``resume_into`` loads the newest checkpoint whose manifest verifies (a torn or truncated one
-  is skipped with a warning, never half-loaded).
+- ``save_checkpoint`` writes ``checkpoints/.tmp-step_N`` with ``accelerator.save_state`` and ``train_config.json``,
+  adds ``manifest.json`` (size and SHA-256 of every file) and renames it to ``step_N`` when complete; it keeps the
+  newest ``save_total_limit``. ``resume_into`` loads the newest checkpoint whose manifest verifies (a torn or
+  truncated one is skipped with a warning, never half-loaded).
 - ``log_metrics`` appends to ``metrics.jsonl``; on resume, lines after the checkpoint's step are dropped first.
 
 Takes the ``accelerate.Accelerator`` as an argument (``save_state``/``load_state``/``wait_for_everyone``); the
@@ -117,6 +120,17 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted((p for p in root.glob("step_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
 
 
+# not compared on resume: the folder itself is the run's identity, whatever path names it (relative, absolute,
+# moved or copied)
+_LOCATION_KEYS = ("output_dir",)
+
+
+def _differing(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two configs, except those a resume may change."""
+    return sorted(k for k in set(saved) | set(config)
+                  if k not in SAFE_TO_CHANGE_ON_RESUME and k not in _LOCATION_KEYS and saved.get(k) != config.get(k))
+
+
 class RunFolder:
     """The ``output_dir`` of one run (see the module docstring).
 
@@ -136,6 +150,9 @@ class RunFolder:
     # ---- opening ----
     def open(self, *, resume: bool, overwrite: bool) -> None:
         """Lock the folder and check it may hold this run; clear it with ``overwrite``."""
+        if resume and not _holds_run(self.path):  # a typo in --output_dir would otherwise cost a run from scratch
+            raise RunFolderError(f"--resume=true: output_dir {self.path} holds no run to resume (no {TRAIN_CONFIG}); "
+                                 "check --output_dir, or drop --resume=true to start a new run (nothing was changed)")
         foreign = foreign_entries(self.path)
         if foreign and not resume:  # a fresh run or an overwrite would mix with, or replace, files that are not ours
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
@@ -155,7 +172,9 @@ class RunFolder:
                 if child.name in RUN_ENTRIES and child.name != LOCK:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         if resume and (self.path / TRAIN_CONFIG).is_file():
-            self._check_same_run(json.loads((self.path / TRAIN_CONFIG).read_text()))
+            saved = self._read_config(self.path / TRAIN_CONFIG)
+            self._check_not_edited(saved)
+            self._check_same_run(saved)
         elif resume and holds:
             raise RunFolderError(f"output_dir {self.path} has no {TRAIN_CONFIG}, so it cannot be checked that it holds "
                                  "this run; use --overwrite_output_dir=true or another --output_dir")
@@ -175,9 +194,36 @@ class RunFolder:
         self._lock_file.write(f"pid {os.getpid()}")
         self._lock_file.flush()
 
+    @staticmethod
+    def _read_config(path: Path) -> dict[str, Any]:
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise RunFolderError(f"{path} is not readable JSON ({type(e).__name__}); restore it or start a new "
+                                 "--output_dir") from None
+        if not isinstance(saved, dict):
+            raise RunFolderError(f"{path} does not hold a mapping of config keys; restore it or start a new "
+                                 "--output_dir")
+        return saved
+
+    def _check_not_edited(self, saved: dict[str, Any]) -> None:
+        """Refuse a ``train_config.json`` edited by hand: it must match the copy in the newest checkpoint (the
+        config the saved weights trained with) on every key that a resume may not change."""
+        for checkpoint in reversed(checkpoint_dirs(self.checkpoints)):
+            if (checkpoint / TRAIN_CONFIG).is_file():
+                trained = self._read_config(checkpoint / TRAIN_CONFIG)
+                break
+        else:
+            return  # no checkpoint yet (nothing trained to protect), or one written before checkpoints held a copy
+        edited = _differing(trained, saved)
+        if edited:
+            detail = "; ".join(f"{k}: trained with {trained.get(k)!r}, file says {saved.get(k)!r}" for k in edited[:6])
+            raise RunFolderError(f"--resume=true: {self.path / TRAIN_CONFIG} was edited after the run trained "
+                                 f"({detail}); restore {', '.join(edited)} in it (the run trained with the values "
+                                 f"recorded in {checkpoint / TRAIN_CONFIG}), or start a new --output_dir")
+
     def _check_same_run(self, saved: dict[str, Any]) -> None:
-        changed = sorted(k for k in set(saved) | set(self.config)
-                         if k not in SAFE_TO_CHANGE_ON_RESUME and saved.get(k) != self.config.get(k))
+        changed = _differing(saved, self.config)
         if changed:
             detail = "; ".join(f"{k}: {saved.get(k)!r} -> {self.config.get(k)!r}" for k in changed[:6])
             raise RunFolderError(f"--resume=true: {', '.join(changed)} differ from the saved run in {self.path} "
@@ -205,6 +251,9 @@ class RunFolder:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if self.main:
+            # the config these weights trained with, covered by the manifest: a resume compares train_config.json
+            # with it and refuses a hand-edited one
+            (tmp / TRAIN_CONFIG).write_text(json.dumps(self.config, indent=2))
             write_manifest(tmp)
             if final.exists():  # the same step saved again (e.g. a resumed run that ends where it resumed)
                 shutil.rmtree(final)

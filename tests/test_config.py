@@ -103,3 +103,23 @@ def test_every_shipped_config_parses_and_builds_its_loss(path):
     cfg = parse_config(PretrainConfig, ["--config", str(path)])
     assert cfg.output_dir.endswith(path.stem)
     create_loss(cfg.loss, dim=cfg.proj_dim, dataset_size=60_000, temperature=cfg.temperature, **cfg.loss_kwargs)
+
+
+def test_output_dir_expands_the_home_folder_and_refuses_a_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = parse_config(PretrainConfig, ["--output_dir=~/runs/x"])
+    assert cfg.run.output_dir == str(tmp_path / "runs" / "x") and "~" not in config_dict(cfg)["output_dir"]
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"^--output_dir .*notes.txt is an existing file, not a folder"):
+        parse_config(PretrainConfig, [f"--output_dir={tmp_path / 'notes.txt'}"])
+    with pytest.raises(ConfigError, match=r"^--output_dir .*notes.txt/run is below .*notes.txt, a file"):
+        parse_config(PretrainConfig, ["--output_dir=~/notes.txt/run"])
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a read-only folder for a non-root user
+    with pytest.raises(ConfigError, match=r"^--output_dir .* is not writable; choose another --output_dir"):
+        parse_config(PretrainConfig, [f"--output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()

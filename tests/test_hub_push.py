@@ -193,3 +193,41 @@ def test_push_script_and_model_push_to_hub(hub_server, export, capsys):
     model.push_to_hub("org/from-model")
     assert set(hub_server.files("org/from-model", "main")[1]) >= {"config.json", "model.safetensors"}
     assert not any("token" in r.lower() for r in hub_server.requests)  # never in a URL
+
+
+def test_pushed_config_and_card_carry_no_local_path_and_escape_the_dataset_name(hub_server, export, tmp_path):
+    _, out = export
+    data = tmp_path / "my <img src=x> *set*"
+    data.mkdir()
+    hub.update_metadata(out, dataset=str(data), config={"dataset": str(data), "output_dir": str(out), "lr": 0.001},
+                        linear_probe={"top1": 81.5, "top5": 99.0, "dataset": str(data), "split": "test"})
+    hub.push_export(out, "org/private-paths")
+    _, files = hub_server.files("org/private-paths", "main")
+    config, card = files["config.json"].decode(), files["README.md"].decode()
+    for text in (config, card):
+        assert str(tmp_path) not in text  # neither the dataset's nor the output folder's path
+    meta = json.loads(config)["spectral_ssl"]
+    assert meta["dataset"] == data.name and meta["dataset_local"] is True
+    assert meta["config"]["dataset"] == data.name and meta["config"]["output_dir"] == "run"
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert "datasets" not in header  # a local folder is never named as a Hub dataset
+    assert {r["dataset"]["type"] for r in header["model-index"][0]["results"]} == {data.name}
+    prose = card.split("---\n", 2)[2].split("```")[::2]  # outside the fenced training config
+    assert not any("<img" in part for part in prose)
+    assert any(r"| my &lt;img src=x&gt; \*set\* |" in part for part in prose)
+    assert json.loads((out / "config.json").read_text())["spectral_ssl"]["dataset"] == str(data)  # local: unchanged
+
+
+def test_non_finite_weights_warn_on_load_and_are_not_pushed(hub_server, export, caplog):
+    from safetensors.torch import load_file, save_file
+
+    _, out = export
+    weights = load_file(out / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name][0] = float("nan")
+    save_file(weights, out / "model.safetensors")
+    with caplog.at_level("WARNING"):
+        SpectralSSL.from_pretrained(out)
+    assert "holds non-finite (NaN/Inf) weights in 1 tensors" in caplog.text and name in caplog.text
+    with pytest.raises(ValueError, match=r"non-finite \(NaN/Inf\) weights .*; not pushed"):
+        hub.push_export(out, "org/nan")

@@ -129,3 +129,24 @@ def test_eval_loader_reads_a_preprocessing_and_still_takes_the_former_keywords(t
     assert new["image"].shape == (8, 3, 16, 16) and torch.equal(new["image"], old["image"])
     with pytest.raises(TypeError, match="needs preprocessing"):
         eval_loader(str(tmp_path), "test")
+
+
+@pytest.mark.parametrize("probe", [linear_probe, knn_probe])
+def test_rows_labelled_minus_one_are_not_a_class(probe):
+    train_x, train_y = clusters(n_per_class=40, classes=3, seed=0)
+    test_x, test_y = clusters(n_per_class=20, classes=3, seed=1)
+    clean = probe(train_x, train_y, test_x, test_y)
+    noise_x = torch.randn(30, train_x.shape[1]) * 10  # unlabelled rows far from every class
+    noisy = probe(torch.cat([train_x, noise_x]), torch.cat([train_y, torch.full((30,), -1)]),
+                  torch.cat([test_x, noise_x[:7]]), torch.cat([test_y, torch.full((7,), -1)]))
+    assert noisy.num_classes == 3 and noisy.n_train == 120 and noisy.n_test == 60
+    assert noisy.unlabeled_dropped == {"train": 30, "test": 7} and clean.unlabeled_dropped == {"train": 0, "test": 0}
+    assert noisy.top1 == clean.top1
+
+
+def test_a_split_with_only_minus_one_labels_names_the_label_column():
+    x, y = clusters(n_per_class=10, classes=2)
+    with pytest.raises(ValueError, match=r"the test split has no labels \(all 20 rows are labelled -1.*--label_column"):
+        knn_probe(x, y, x, torch.full_like(y, -1))
+    with pytest.raises(ValueError, match=r"the train split has no labels"):
+        linear_probe(x, torch.full_like(y, -1), x, y)

@@ -185,3 +185,43 @@ def test_resume_keeps_files_the_user_added(tmp_path):
     folder, _, state = start_run(tmp_path / "run", {"lr": 1.0}, resume=True)
     folder.close()
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_resume_of_a_folder_without_a_run_is_refused(tmp_path):
+    for path in (tmp_path / "typo", tmp_path):  # missing, or existing but empty
+        with pytest.raises(RunFolderError, match=r"--resume=true: output_dir .* holds no run to resume"):
+            RunFolder(path, {"lr": 1.0}).open(resume=True, overwrite=False)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_run_named_by_another_path_moved_or_copied_resumes(tmp_path, monkeypatch):
+    config = {"lr": 1.0, "output_dir": "run"}
+    monkeypatch.chdir(tmp_path)
+    folder, acc, state = start_run("run", config)
+    state.step = 2
+    folder.save_checkpoint(acc, 2)
+    folder.close()
+    folder, _, state = start_run(tmp_path / "run", {**config, "output_dir": str(tmp_path / "run")}, resume=True)
+    assert state.step == 2
+    folder.close()
+    (tmp_path / "run").rename(tmp_path / "moved")
+    folder, _, state = start_run(tmp_path / "moved", {**config, "output_dir": str(tmp_path / "moved")}, resume=True)
+    assert state.step == 2
+    folder.close()
+
+
+def test_a_hand_edited_train_config_is_refused_naming_the_key(tmp_path):
+    config = {"lr": 1.0, "seed": 0, "log_every": 5}
+    folder, acc, state = start_run(tmp_path / "run", config)
+    state.step = 2
+    folder.save_checkpoint(acc, 2)
+    folder.close()
+    saved = tmp_path / "run" / "train_config.json"
+    saved.write_text(json.dumps({**config, "lr": 0.5, "log_every": 7}))  # log_every is safe to change
+    with pytest.raises(RunFolderError, match=r"train_config.json was edited after the run trained \(lr: trained "
+                                             r"with 1.0, file says 0.5\); restore lr"):
+        RunFolder(tmp_path / "run", {**config, "lr": 0.5}).open(resume=True, overwrite=False)
+    saved.write_text(json.dumps({**config, "log_every": 7}))  # only a safe key differs: resumes
+    folder, _, state = start_run(tmp_path / "run", {**config, "log_every": 9}, resume=True)
+    assert state.step == 2
+    folder.close()

@@ -35,3 +35,26 @@ def test_pretrain_pushes_and_the_probe_updates_the_card_on_the_hub(pretrain, lin
     assert config["spectral_ssl"]["linear_probe"]["top1"] == res["pretrained"]["top1"]
     assert f"{res['pretrained']['top1']:.2f}" in files["README.md"].decode()
     assert "linear_probe" not in json.loads((out / "config.json").read_text())["spectral_ssl"]  # local untouched
+
+
+@pytest.mark.slow
+def test_probe_results_are_written_as_each_probe_ends_into_a_new_folder(pretrain, linear_probe_recipe, tiny_dataset,
+                                                                        tmp_path, monkeypatch):
+    out = pretrain.main(["--dataset", str(tiny_dataset), f"--output_dir={tmp_path / 'run'}",
+                         "--backbone=test_resnet", "--proj_hidden_dim=32", "--proj_dim=16", "--batch_size=16",
+                         "--max_steps=1", "--reff_samples=32", "--shuffle_buffer=64"])
+    results = tmp_path / "new" / "nested" / "probe.json"
+
+    def killed(*args, **kwargs):  # the baseline dies after the pretrained probe was measured
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(linear_probe_recipe, "fair_random_init", killed)
+    with pytest.raises(KeyboardInterrupt):
+        linear_probe_recipe.main(["--model", str(out), "--compare_random_init", f"--output={results}",
+                                  "--record=false"])
+    partial = json.loads(results.read_text())
+    assert partial["complete"] is False and 0 <= partial["pretrained"]["top1"] <= 100
+    assert "random_init" not in partial
+    monkeypatch.undo()
+    res = linear_probe_recipe.main(["--model", str(out), f"--output={results}", "--record=false"])
+    assert json.loads(results.read_text()) == res and res["complete"] is True

@@ -151,6 +151,8 @@ def test_missing_eval_split_is_reported_before_training(pretrain, tmp_path):
     (["--resume=true", "--overwrite_output_dir=true"], "contradict each other"),
     (["--augment_on=loader", "--cache_decoded=ram"], "--cache_decoded set to 'ram' needs --augment_on=device"),
     (["--cache_decoded=disk"], "--cache_decoded expects auto | off | ram | device"),
+    (["--push_to_hub=just-a-name"], "--push_to_hub: repo id 'just-a-name' must look like 'org/name'"),
+    (["--push_to_hub=org/a/b"], "--push_to_hub: repo id 'org/a/b' must look like 'org/name'"),
 ])
 def test_user_mistakes_exit_with_one_line(pretrain, tiny_dataset, tmp_path, args, fragment):
     with pytest.raises(SystemExit) as e:
@@ -168,6 +170,7 @@ def test_yaml_syntax_error_names_the_file(pretrain, tmp_path):
 
 def test_push_without_a_token_is_refused_before_training(pretrain, tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     import huggingface_hub.constants as constants
 
@@ -209,3 +212,39 @@ def test_non_finite_loss_stops_before_the_weights_change(pretrain, tiny_dataset,
     with pytest.raises(SystemExit, match="non-finite loss at step 2"):
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--save_every=null"))
     assert not (tmp_path / "run" / "config.json").exists()  # no export of a diverged model
+
+
+def test_resume_without_a_run_is_one_line_and_creates_nothing(pretrain, tiny_dataset, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "typo", "--max_steps=1", "--resume=true"))
+    assert str(e.value).startswith("error: --resume=true: output_dir") and "holds no run to resume" in str(e.value)
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.slow
+def test_a_copied_run_folder_resumes_and_a_hand_edited_config_is_refused(pretrain, tiny_dataset, tmp_path, caplog):
+    import shutil
+
+    first = tmp_path / "first"
+    extra = ("--max_steps=4", "--save_every=2", "--selection=pool", "--cache_decoded=off")
+    pretrain.main(tiny_args(tiny_dataset, first, *extra))
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(first, copy)
+    with caplog.at_level("WARNING"):  # resumes from the copy's final checkpoint (only exports)
+        out = pretrain.main(tiny_args(tiny_dataset, copy, *extra, "--resume=true"))
+    assert out == copy and json.loads((copy / "config.json").read_text())["spectral_ssl"]["steps"] == 4
+    assert "resuming selection=pool without the decoded cache (cache_decoded=off" in caplog.text
+    assert "--cache_decoded=ram" in caplog.text
+    saved = json.loads((copy / "train_config.json").read_text())
+    (copy / "train_config.json").write_text(json.dumps({**saved, "lr": 0.5}))
+    with pytest.raises(SystemExit, match=r"train_config.json was edited after the run trained \(lr: trained with "
+                                         r"0.01, file says 0.5\)"):
+        pretrain.main(tiny_args(tiny_dataset, copy, *extra, "--lr=0.5", "--resume=true"))
+
+
+def test_push_in_offline_mode_is_refused_before_training(pretrain, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy")
+    with pytest.raises(SystemExit, match=r"^error: --push_to_hub needs the Hub and HF_HUB_OFFLINE=1 is set"):
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=1", "--push_to_hub=org/x"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
