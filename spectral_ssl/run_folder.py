@@ -44,7 +44,8 @@ _RUN_FILES = ("config.json", "model.safetensors", METRICS, TRAIN_CONFIG)
 # everything a run writes at the root of its folder (hub's export files, the probe's results): the only entries
 # ``--overwrite_output_dir`` removes; anything else in the folder is the user's and makes it refuse
 RUN_ENTRIES = frozenset({*_RUN_FILES, CHECKPOINTS, LOCK, "projector.safetensors", "README.md",
-                         "spectral_diagnostics.png", "linear_probe.json", ".export-staging"})
+                         "spectral_diagnostics.png", "linear_probe.json", ".linear_probe.json.tmp",
+                         ".export-staging"})
 
 
 def _holds_run(path: Path) -> bool:
