@@ -46,8 +46,16 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+SIBLINGS = [str(ROOT / "scripts"), str(ROOT / "benchmarks")]  # demo (recipe loader), harness, bench_tta
+
+
+def siblings_importable() -> None:
+    for folder in SIBLINGS:
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+
+
+siblings_importable()
 
 REFERENCE_BUDGET_S = 480
 BOXES = {"correctness": 60, "speed": 150, "headline": 240}  # seconds at the reference budget
@@ -681,6 +689,7 @@ def next_tta_seed() -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    siblings_importable()  # also when this module was imported by path and sys.path restored since
     if args.worker_jobs:
         run_jobs(Path(args.worker_jobs), Path(args.worker_results))
         return {}
