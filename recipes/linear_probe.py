@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = cfg.dataset or model.metadata.get("dataset")
         if not dataset:
             raise ConfigError("the export records no training dataset; pass --dataset")
+        if not cfg.dataset and model.metadata.get("dataset_local"):
+            raise ConfigError(f"the export was trained on a local dataset ('{dataset}', a folder of the machine that "
+                              "trained it); pass --dataset PATH")
         local = Path(str(cfg.model).removeprefix("local-dir:"))
         if cfg.push == "model" and local.is_dir():
             raise ConfigError("--push=model needs a Hub model; pass --push=org/name for a local export")

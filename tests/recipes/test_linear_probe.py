@@ -28,6 +28,8 @@ def test_pretrain_pushes_and_the_probe_updates_the_card_on_the_hub(pretrain, lin
     first, files = hub_server.files("org/run", "main")
     assert set(files) == {"config.json", "model.safetensors", "projector.safetensors", "README.md",
                           "spectral_diagnostics.png"}  # the export and its plot, never the training state
+    with pytest.raises(SystemExit, match="trained on a local dataset .* pass --dataset PATH"):
+        linear_probe_recipe.main(["--model", "hf-hub:org/run"])  # the pushed config names no path of this machine
     res = linear_probe_recipe.main(["--model", "hf-hub:org/run", "--dataset", str(tiny_dataset), "--push"])
     second, files = hub_server.files("org/run", "main")
     assert second != first and res["pushed"].endswith(second)
