@@ -21,13 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
+from spectral_ssl import cpu_threads
 
-from spectral_ssl import hub
-from spectral_ssl.config import ConfigError, ProbeConfig, parse_config
-from spectral_ssl.model import SpectralSSL
-from spectral_ssl.probe import (
+# before torch loads libgomp: a short OpenMP spin and threads from the machine's load (README, "CPU runs");
+# SPECTRAL_SSL_THREADS=default keeps torch's defaults
+cpu_threads.configure()
+
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from spectral_ssl import hub  # noqa: E402
+from spectral_ssl.config import ConfigError, ProbeConfig, parse_config  # noqa: E402
+from spectral_ssl.model import SpectralSSL  # noqa: E402
+from spectral_ssl.probe import (  # noqa: E402
     eval_loader,
     extract_features,
     fair_random_init,
@@ -36,8 +42,8 @@ from spectral_ssl.probe import (
     raw_pixel_features,
     recalibrate_batchnorm,
 )
-from spectral_ssl.spectral import effective_rank
-from spectral_ssl.transforms import Preprocessing
+from spectral_ssl.spectral import effective_rank  # noqa: E402
+from spectral_ssl.transforms import Preprocessing  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

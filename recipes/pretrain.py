@@ -18,27 +18,36 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from tqdm.auto import tqdm
+from spectral_ssl import cpu_threads
 
-from spectral_ssl import data, decoded_split, hub, run_folder, transforms
-from spectral_ssl.batching import CandidatePool, create_selector, resolve_target, step_seed
-from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config
-from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot
-from spectral_ssl.model import SpectralSSL
-from spectral_ssl.objective import create_objective
-from spectral_ssl.probe import eval_loader, extract_features, knn_probe
+# before torch loads libgomp: a short OpenMP spin and threads from the machine's load (README, "CPU runs");
+# SPECTRAL_SSL_THREADS=default keeps torch's defaults
+cpu_threads.configure()
+
+import torch  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+from accelerate.utils import set_seed  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from spectral_ssl import data, decoded_split, hub, run_folder, transforms  # noqa: E402
+from spectral_ssl.batching import CandidatePool, create_selector, resolve_target, step_seed  # noqa: E402
+from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config  # noqa: E402
+from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
+from spectral_ssl.model import SpectralSSL  # noqa: E402
+from spectral_ssl.objective import create_objective  # noqa: E402
+from spectral_ssl.probe import eval_loader, extract_features, knn_probe  # noqa: E402
 
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, run_folder.RunFolderError)
 logger = logging.getLogger("pretrain")
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None] | None = None) -> Path:
+    """Run the recipe; ``on_eta(seconds_left, img_per_s)``, if given, is called once on the main process after the
+    first steps (``EtaClock``) with the time the remaining training steps should take on this machine."""
     folder = None
     try:
         cfg = parse_config(PretrainConfig, sys.argv[1:] if argv is None else argv, description=__doc__)
@@ -51,7 +60,7 @@ def main(argv: list[str] | None = None) -> Path:
             folder.close()
         raise SystemExit(f"error: {e}") from None
     try:
-        train(run, cfg, accelerator)
+        train(run, cfg, accelerator, on_eta=on_eta if accelerator.is_main_process else None)
         return export(run, cfg, accelerator)
     finally:
         folder.close()
@@ -181,7 +190,8 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                            train_rows=rows, trainable=[p for g in optimizer.param_groups for p in g["params"]])
 
 
-def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -> None:
+def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
+          on_eta: Callable[[float, float], None] | None = None) -> None:
     """The loop: select a batch, step, log, probe, checkpoint; the final state is always saved."""
     model, state, pool, selector, device = run.model, run.state, run.pool, run.selector, run.device
     bar = tqdm(total=run.total_steps, initial=state.step, disable=not accelerator.is_main_process, desc="pretrain",
@@ -189,6 +199,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
     model.train()
     tick, seen = time.perf_counter(), 0
     health = FiniteWatch(device)
+    eta = EtaClock(state.step, run.total_steps, on_eta)
     while state.step < run.total_steps:
         logging_step = (state.step + 1) % cfg.run.log_every == 0 or state.step + 1 == run.total_steps
         step_start = time.perf_counter()
@@ -250,10 +261,37 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -
         elif state.step == 1:
             bar.set_postfix({"loss": f"{loss.item():.3f}"})
         bar.update(1)
+        eta.stepped(state.step, x1.shape[0] * accelerator.num_processes)
         if cfg.run.save_every and state.step % cfg.run.save_every == 0:
             run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)
     bar.close()
     run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
+
+
+class EtaClock:
+    """Times the steps after a short warm-up (this process's first ``warmup`` steps: allocations, first decodes)
+    until ``steps`` steps or ``seconds`` have passed, then calls ``on_eta(seconds_left, img_per_s)`` once: the wall
+    time per step (data, selection, logging included) times the steps left. Online probes, checkpoints and the export
+    are not in it. Runs with fewer than ``warmup + 2`` steps to go get no estimate."""
+
+    def __init__(self, first_step: int, total_steps: int, on_eta: Callable[[float, float], None] | None,
+                 warmup: int = 2, steps: int = 10, seconds: float = 10.0) -> None:
+        self.on_eta, self.total, self.steps, self.seconds = on_eta, total_steps, steps, seconds
+        self.start_step = first_step + warmup
+        self.start, self.images = None, 0
+
+    def stepped(self, step: int, images: int) -> None:
+        if self.on_eta is None or step < self.start_step:
+            return
+        if self.start is None:  # the warm-up's last step just ended
+            self.start = time.perf_counter()
+            return
+        self.images += images
+        elapsed, timed = time.perf_counter() - self.start, step - self.start_step
+        if timed >= self.steps or elapsed >= self.seconds or step + 1 >= self.total:
+            if step < self.total:
+                self.on_eta(elapsed / timed * (self.total - step), self.images / elapsed)
+            self.on_eta = None
 
 
 class FiniteWatch:

@@ -3,21 +3,46 @@
 Prints the linear-probe top-1 of the pretrained backbone next to the same architecture fairly initialised at random
 (standard init, BatchNorm statistics recalibrated) and logistic regression on the raw pixels, all with the same
 probe on the same images, then the effective rank, where the export is and the line that loads it, with the time of
-each stage. A demo run already in outputs/ is replaced (``--overwrite_output_dir=true``).
+each stage. A demo run already in outputs/ is replaced (``--overwrite_output_dir=true``). After the first training
+steps it prints how long the rest should take on this machine (``eta_line``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import time
 from pathlib import Path
+
+from spectral_ssl import cpu_threads
+
+# before torch loads libgomp: a short OpenMP spin and threads from the machine's load (README, "CPU runs")
+CPU = cpu_threads.configure()
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"  # a pipeline check sized for 2 CPU cores
 GPU_CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_gpu.yaml"  # what pretraining buys (docs/benchmarks.md)
 # probe images per split (the same for the model and both baselines): a subset on the CPU, the full 60k/10k on a GPU
 CPU_PROBE, GPU_PROBE = (10_000, 2_000), (None, None)
+FULL_PROBE = (60_000, 10_000)  # the whole Fashion-MNIST splits
+# The probes' cost for the ETA, measured once on the reference machine (docs/benchmarks.md, CPU-slow, 2 cores): the
+# three probes (pretrained, fair random init, raw pixels) took 143 s on 10 000 + 2 000 images while pretraining ran
+# at 0.56 s per step of 128 images. Scaled by the probe images and by this run's measured training speed; an
+# estimate, not a measurement of this machine's probes.
+REFERENCE_PROBE_S_PER_IMAGE = 143 / 12_000
+REFERENCE_TRAIN_IMG_PER_S = 128 / 0.56
+
+
+def probe_seconds(probe_images: int, img_per_s: float) -> float:
+    """The three probes' expected seconds on ``probe_images`` images, on a machine that trains at ``img_per_s``."""
+    return probe_images * REFERENCE_PROBE_S_PER_IMAGE * REFERENCE_TRAIN_IMG_PER_S / img_per_s
+
+
+def eta_line(pretrain_left: float, probes: float) -> str:
+    """The demo's one-line ETA."""
+    return (f"demo: about {math.ceil((pretrain_left + probes) / 60)} min left on this machine (pretraining "
+            f"{math.ceil(pretrain_left / 60)} min, probes {math.ceil(probes / 60)} min)")
 
 
 def choose_config(cuda: bool) -> tuple[Path, tuple[int | None, int | None]]:
@@ -43,12 +68,20 @@ def main(argv: list[str] | None = None) -> None:
     prepare = load_script(ROOT / "scripts" / "prepare_fashion_mnist.py")
     pretrain = load_script(ROOT / "recipes" / "pretrain.py")
     probe = load_script(ROOT / "recipes" / "linear_probe.py")
+    print(f"demo: {CPU['summary']}")
+    images = sum(n if n is not None else full for n, full in zip((probe_train, probe_test), FULL_PROBE, strict=True))
+
+    def on_eta(pretrain_left: float, img_per_s: float) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(eta_line(pretrain_left, probe_seconds(images, img_per_s)))
+
     times = {}
     t = time.perf_counter()
     prepare.main([])
     times["prepare data"] = time.perf_counter() - t
     t = time.perf_counter()
-    out = pretrain.main(["--config", str(config), "--overwrite_output_dir=true", *argv])
+    out = pretrain.main(["--config", str(config), "--overwrite_output_dir=true", *argv], on_eta=on_eta)
     times["pretrain"] = time.perf_counter() - t
     t = time.perf_counter()
     res = probe.main(["--model", str(out), "--compare_random_init", "--compare_raw_pixels",

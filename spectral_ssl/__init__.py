@@ -7,47 +7,42 @@ spectra (``effective_rank``), the gradient-norm band (``gradient_band``), losses
 ``spectral_ssl.integrations``) and evaluation (``linear_probe``, ``knn_probe``).
 """
 
-# every submodule, so ``import spectral_ssl`` reaches each one as ``spectral_ssl.<name>``
-from spectral_ssl import (
-    band,
-    batching,
-    config,
-    data,
-    decoded_split,
-    diagnostics,
-    dist,
-    hub,
-    integrations,
-    losses,
-    model,
-    momentum,
-    monitor,
-    objective,
-    probe,
-    run_folder,
-    spectral,
-    transforms,
-    whitening,
-)
-from spectral_ssl.band import BandResult, gradient_band
-from spectral_ssl.model import SpectralSSL
-from spectral_ssl.monitor import CollapseError, SpectralMonitor
-from spectral_ssl.objective import Objective, create_objective
-from spectral_ssl.probe import ProbeResult, extract_features, knn_probe, linear_probe
-from spectral_ssl.spectral import effective_rank, spectrum_stats
-from spectral_ssl.whitening import BatchWhitening
+import importlib as _importlib
+
+# every submodule is reachable as ``spectral_ssl.<name>`` and the public names below as ``spectral_ssl.<Name>``; both
+# are imported on first use (PEP 562), so ``import spectral_ssl.cpu_threads`` can set the OpenMP environment before
+# anything imports torch, and ``python -m spectral_ssl.rank`` does not find its module already loaded
+_SUBMODULES = frozenset({
+    "band", "batching", "config", "cpu_threads", "data", "decoded_split", "diagnostics", "dist", "hub", "integrations",
+    "losses", "model", "momentum", "monitor", "objective", "probe", "rank", "run_folder", "spectral", "transforms",
+    "whitening",
+})
+_NAMES = {  # public name -> the submodule that defines it
+    "BandResult": "band", "gradient_band": "band",
+    "SpectralSSL": "model",
+    "CollapseError": "monitor", "SpectralMonitor": "monitor",
+    "Objective": "objective", "create_objective": "objective",
+    "ProbeResult": "probe", "extract_features": "probe", "knn_probe": "probe", "linear_probe": "probe",
+    "effective_rank": "spectral", "spectrum_stats": "spectral",
+    "BatchWhitening": "whitening",
+}
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``spectral_ssl.rank`` (the ``python -m spectral_ssl.rank`` command) is imported on first use: imported eagerly,
-    ``python -m`` would find it already loaded and warn."""
-    if name == "rank":
-        import importlib
-
-        return importlib.import_module("spectral_ssl.rank")
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"spectral_ssl.{name}")
+    if name in _NAMES:
+        value = getattr(_importlib.import_module(f"spectral_ssl.{_NAMES[name]}"), name)
+        globals()[name] = value  # the next lookup skips __getattr__
+        return value
     raise AttributeError(f"module 'spectral_ssl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES | set(_NAMES))
+
 
 __all__ = [
     "BandResult",
@@ -60,6 +55,7 @@ __all__ = [
     "band",
     "batching",
     "config",
+    "cpu_threads",
     "data",
     "decoded_split",
     "diagnostics",

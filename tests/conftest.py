@@ -10,6 +10,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; hub tests point HF_ENDPOINT at a local server
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from spectral_ssl import cpu_threads  # noqa: E402  (does not import torch)
+
+# the recipes' CPU thread policy, before torch loads libgomp: tests run as users' training does, and subprocesses
+# inherit the short spin (GOMP_SPINCOUNT)
+cpu_threads.configure()
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -1,0 +1,135 @@
+"""CPU threads on a machine shared with other work: a short OpenMP spin and an intra-op thread count from the load.
+
+With the defaults, each OpenMP thread that finishes its share of an operator spins (libgomp: 300k spins) waiting
+for the others; when another process holds one of the cores, the threads wait for a thread that is not running and a
+training step gets 4-25x slower (docs/benchmarks.md, "CPU threads"). The policy here:
+
+* ``GOMP_SPINCOUNT=10000``: a short spin, then sleep. libgomp reads it once, when torch loads it, so ``configure()``
+  must run before ``import torch`` (``import spectral_ssl.cpu_threads`` does not import torch).
+* intra-op threads = max(1, usable cores - round(load from others)), the load read at start-up: the 1-minute load
+  average, or the number of other tasks runnable right now if that is higher (a competitor that just started).
+
+Values the user set win: ``OMP_NUM_THREADS`` (threads), ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` (spin) are left
+alone. ``SPECTRAL_SSL_THREADS=default`` turns the policy off (torch's defaults); ``SPECTRAL_SSL_THREADS=N`` fixes the
+thread count at N and keeps the short spin.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import MutableMapping
+
+OPT_OUT = "SPECTRAL_SSL_THREADS"  # "default": torch's own threads and spin; an integer: that many threads
+SPINCOUNT = "10000"
+logger = logging.getLogger(__name__)
+_configured: dict | None = None  # the first decision in this process; later calls re-apply it
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def runnable_others(samples: int = 5, interval: float = 0.01) -> float | None:
+    """Other tasks runnable right now (``/proc/loadavg``'s running count less this process), the median of a few
+    reads; None where the file is missing."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    counts.sort()
+    return float(max(0, counts[len(counts) // 2]))
+
+
+def load_from_others() -> float:
+    """The load other work puts on the machine: the 1-minute load average, or the tasks runnable now if higher."""
+    try:
+        average = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        average = 0.0
+    now = runnable_others()
+    return max(average, now or 0.0)
+
+
+def choose_threads(cores: int, load: float) -> int:
+    """max(1, cores - round(load)), halves rounded up."""
+    return max(1, cores - math.floor(load + 0.5))
+
+
+def plan(environ: MutableMapping[str, str] | None = None) -> dict:
+    """What ``configure`` would do in this process, without doing it: threads, spin count and why."""
+    env = os.environ if environ is None else environ
+    torch_loaded = "torch" in sys.modules
+    opt = env.get(OPT_OUT, "").strip().lower()
+    out = {"threads": None, "threads_reason": "", "spincount": None, "spin_reason": "", "cores": usable_cores(),
+           "load_from_others": None, "torch_already_imported": torch_loaded}
+    if opt == "default":
+        out["threads_reason"] = out["spin_reason"] = f"{OPT_OUT}=default: torch's defaults"
+        return out
+    if "GOMP_SPINCOUNT" in env or "OMP_WAIT_POLICY" in env:
+        key = "GOMP_SPINCOUNT" if "GOMP_SPINCOUNT" in env else "OMP_WAIT_POLICY"
+        out["spincount"] = env.get("GOMP_SPINCOUNT")
+        out["spin_reason"] = f"{key}={env[key]} from the environment"
+    elif torch_loaded:
+        out["spin_reason"] = "not applied: torch was imported first (call configure() before import torch)"
+    else:
+        out["spincount"], out["spin_reason"] = SPINCOUNT, "short spin (libgomp's default is 300k)"
+    if "OMP_NUM_THREADS" in env:
+        out["threads_reason"] = f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} from the environment"
+        return out
+    if opt:
+        try:
+            out["threads"] = int(opt)
+        except ValueError:
+            raise ValueError(f"{OPT_OUT}={env[OPT_OUT]!r}: use 'default' (torch's threads) or a thread count") from None
+        if out["threads"] < 1:
+            raise ValueError(f"{OPT_OUT}={env[OPT_OUT]!r}: the thread count must be at least 1")
+        out["threads_reason"] = f"{OPT_OUT}={opt}"
+        return out
+    load = load_from_others()
+    out["load_from_others"] = round(load, 2)
+    out["threads"] = choose_threads(out["cores"], load)
+    out["threads_reason"] = f"{out['cores']} usable cores, load {load:.2f} from other work"
+    return out
+
+
+def configure(environ: MutableMapping[str, str] | None = None) -> dict:
+    """Apply the policy (module docstring) to this process; returns what was chosen and why (``plan``'s dict plus
+    ``summary``) and logs it in one INFO line. Call it before ``import torch``: afterwards only the thread count can
+    still be set (``torch.set_num_threads``) and the result says the spin count was not applied. A second call
+    re-applies the first decision (the load then includes this process's own work)."""
+    global _configured
+    env = os.environ if environ is None else environ
+    if _configured is not None and environ is None:
+        if _configured["threads"] is not None and "torch" in sys.modules:
+            import torch
+
+            torch.set_num_threads(_configured["threads"])
+        return dict(_configured)
+    chosen = plan(env)
+    if chosen["spincount"] is not None and "GOMP_SPINCOUNT" not in env:
+        env["GOMP_SPINCOUNT"] = chosen["spincount"]  # before libgomp loads (with torch)
+    if chosen["threads"] is not None:
+        import torch
+
+        torch.set_num_threads(chosen["threads"])
+    threads = chosen["threads"] if chosen["threads"] is not None else "default"
+    chosen["summary"] = (f"CPU threads: {threads} ({chosen['threads_reason']}); "
+                         f"GOMP_SPINCOUNT {chosen['spincount'] or 'default'} ({chosen['spin_reason']}); "
+                         f"opt out with {OPT_OUT}=default")
+    logger.info(chosen["summary"])
+    if environ is None:
+        _configured = dict(chosen)
+    return chosen
