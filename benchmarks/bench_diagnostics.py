@@ -10,12 +10,16 @@ the overhead at log_every = 1, 10, 20. Device: CUDA if available, else CPU.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from harness import device_name, model_arguments, simclr_step, timed
+from spectral_ssl import cpu_threads
 
-import spectral_ssl as ssl
-from spectral_ssl.diagnostics import batch_diagnostics
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from harness import device_name, model_arguments, simclr_step, timed  # noqa: E402
+
+import spectral_ssl as ssl  # noqa: E402
+from spectral_ssl.diagnostics import batch_diagnostics  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -15,10 +15,14 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-from harness import device_name, model_arguments, synchronizer, train_step
+from spectral_ssl import cpu_threads
 
-import spectral_ssl as ssl
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import torch  # noqa: E402
+from harness import device_name, model_arguments, synchronizer, train_step  # noqa: E402
+
+import spectral_ssl as ssl  # noqa: E402
 
 HALF_WIDTH = {"channels": [32, 64, 128, 256]}
 

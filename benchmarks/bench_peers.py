@@ -44,13 +44,17 @@ import statistics
 import time
 from collections.abc import Callable
 
-import timm
-import torch
-import torch.nn.functional as F
-from harness import device_name, model_arguments, step_seconds, train_step, write_results
-from torch import nn
+from spectral_ssl import cpu_threads
 
-import spectral_ssl as ssl
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from harness import device_name, model_arguments, step_seconds, train_step, write_results  # noqa: E402
+from torch import nn  # noqa: E402
+
+import spectral_ssl as ssl  # noqa: E402
 
 TEMPERATURE = 0.2
 HIDDEN = 2048

@@ -22,10 +22,14 @@ import statistics
 import tempfile
 import time
 
-import torch
-from harness import ROOT, device_name, import_file, write_results
+from spectral_ssl import cpu_threads
 
-from spectral_ssl import data, decoded_split, transforms
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import torch  # noqa: E402
+from harness import ROOT, device_name, import_file, write_results  # noqa: E402
+
+from spectral_ssl import data, decoded_split, transforms  # noqa: E402
 
 CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"
 MEAN, STD = (0.286,) * 3, (0.353,) * 3

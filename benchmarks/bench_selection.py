@@ -22,11 +22,15 @@ from __future__ import annotations
 import argparse
 import math
 
-import torch
-import torch.nn.functional as F
-from harness import device_name, simclr_step, timed
+from spectral_ssl import cpu_threads
 
-from spectral_ssl.batching import greedy_select, greedy_triton, log_det_objective
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from harness import device_name, simclr_step, timed  # noqa: E402
+
+from spectral_ssl.batching import greedy_select, greedy_triton, log_det_objective  # noqa: E402
 
 
 def dpp_map_greedy(x: torch.Tensor, k: int, eps: float) -> torch.Tensor:

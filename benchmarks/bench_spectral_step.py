@@ -18,12 +18,16 @@ Prints milliseconds and the ratio of each to the random step.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from harness import device_name, model_arguments, timed
+from spectral_ssl import cpu_threads
 
-import spectral_ssl as ssl
-from spectral_ssl.diagnostics import batch_diagnostics
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from harness import device_name, model_arguments, timed  # noqa: E402
+
+import spectral_ssl as ssl  # noqa: E402
+from spectral_ssl.diagnostics import batch_diagnostics  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

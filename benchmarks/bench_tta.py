@@ -55,10 +55,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-from harness import ROOT, device_name, import_file, write_results
+from spectral_ssl import cpu_threads
 
-from spectral_ssl import hub
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import torch  # noqa: E402
+from harness import ROOT, device_name, import_file, write_results  # noqa: E402
+
+from spectral_ssl import hub  # noqa: E402
 
 # arm slug -> (name in the table and plots, the arm's own pretrain keys)
 ARMS: dict[str, tuple[str, list[str]]] = {

@@ -17,7 +17,11 @@ import json
 import time
 from pathlib import Path
 
-from harness import ROOT, import_file, write_results
+from spectral_ssl import cpu_threads
+
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+from harness import ROOT, import_file, write_results  # noqa: E402
 
 CONFIGS = ROOT / "recipes" / "configs"
 

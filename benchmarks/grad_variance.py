@@ -18,11 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-import torch.nn.functional as F
+from spectral_ssl import cpu_threads
 
-import spectral_ssl as ssl
-from spectral_ssl import data
+cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread policy (README, "CPU runs")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import spectral_ssl as ssl  # noqa: E402
+from spectral_ssl import data  # noqa: E402
 
 
 def _proj_dim(model: ssl.SpectralSSL) -> int:
