@@ -29,7 +29,7 @@ cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread p
 import torch  # noqa: E402
 from harness import ROOT, device_name, import_file, write_results  # noqa: E402
 
-from spectral_ssl import data, decoded_split, transforms  # noqa: E402
+from spectral_ssl import data, transforms  # noqa: E402
 
 CONFIG = ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml"
 MEAN, STD = (0.286,) * 3, (0.353,) * 3
@@ -48,9 +48,9 @@ def loader_img_per_s(dataset: str, on: str, batches: int, batch_size: int = 256)
     augment = transforms.DeviceAugment(32, mean=MEAN, std=STD)
     decode_s = 0.0
     if on == "cached":
-        split = decoded_split.DecodedSplit.decode(images, 32)
+        split = data.DecodedSplit.decode(images, 32)
         decode_s = split.seconds
-        loader = iter(decoded_split.DecodedEpochLoader(split, batch_size, seed=0)(0))
+        loader = iter(data.DecodedEpochLoader(split, batch_size, seed=0)(0))
     elif on == "loader":
         loader = iter(data.make_loader(images, transforms.TwoViewTransform(32, mean=MEAN, std=STD),
                                        batch_size=batch_size, collate="views", seed=0))

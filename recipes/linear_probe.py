@@ -32,6 +32,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from spectral_ssl import hub  # noqa: E402
 from spectral_ssl.config import ConfigError, ProbeConfig, parse_config  # noqa: E402
+from spectral_ssl.data import DataKeyError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.probe import (  # noqa: E402
     eval_loader,
@@ -134,7 +135,11 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
         loaders[role] = (lambda split=split, limit=limit: eval_loader(
             dataset, split, preprocessing, image_column=cfg.image_column, label_column=cfg.label_column,
             batch_size=cfg.batch_size, max_samples=limit, num_workers=cfg.num_workers))
-        loaders[role]()  # opens the split: a missing split or label column fails here
+        try:
+            loaders[role]()  # opens the split: a missing split or label column fails here
+        except DataKeyError as e:
+            raise ConfigError(e.message({"split": f"--{role}_split", "image_column": "--image_column",
+                                         "label_column": "--label_column"})) from None
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 
 

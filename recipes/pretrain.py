@@ -33,8 +33,8 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from spectral_ssl import data, decoded_split, hub, run_folder, transforms  # noqa: E402
-from spectral_ssl.batching import CandidatePool, create_selector, resolve_target, step_seed  # noqa: E402
+from spectral_ssl import data, hub, run_folder, transforms  # noqa: E402
+from spectral_ssl.batching import CandidatePool, create_selector, resolve_target  # noqa: E402
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
@@ -96,11 +96,9 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     world, device = accelerator.num_processes, accelerator.device
     if cfg.run.push_to_hub:  # a token, and not offline: known before anything is read
         hub.require_token()
-    train_data = data.load_images(cfg.data.dataset, cfg.data.split, streaming=cfg.data.streaming,
-                                  image_column=cfg.data.image_column, label_column=None)
+    train_data = open_split(cfg, "split", streaming=cfg.data.streaming, label_column=None)
     # the export's R_eff and the online probe read eval_split: open it now, not after hours of training
-    data.load_images(cfg.data.dataset, cfg.data.eval_split, streaming=True, image_column=cfg.data.image_column,
-                     label_column=cfg.data.label_column if cfg.run.probe_every else None)
+    open_split(cfg, "eval_split", streaming=True, label_column=cfg.data.label_column if cfg.run.probe_every else None)
     cap = cfg.data.max_train_samples
     rows = train_data.num_rows if cap is None else min(train_data.num_rows or cap, cap)
     steps_per_epoch = rows // (cfg.optim.batch_size * world) if rows is not None else None
@@ -135,18 +133,13 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                **selection_kwargs).to(device)
     augment = transforms.DeviceAugment(prep.image_size, mean=prep.mean, std=prep.std, views=views).to(device)
 
-    def prepare(batch: dict) -> dict:  # uint8 batch -> two augmented views on the device, seeded per sample set
-        seed = step_seed(cfg.optim.seed, pool.epoch * 7_919 + int(batch["idx"].sum()))
-        generator = torch.Generator().manual_seed(seed)
-        return {"views": augment(batch.pop("image").to(device, non_blocking=True), generator), **batch}
-
-    cache_on = decoded_split.cache_device(cfg.data.cache_decoded, augment_on_device=on_device, rows=rows,
+    cache_on = data.cache_device(cfg.data.cache_decoded, augment_on_device=on_device, rows=rows,
                                           image_size=cfg.data.image_size, device=device)
     if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor
-        cached = decoded_split.DecodedSplit.decode(train_data, cfg.data.image_size, device=cache_on,
+        cached = data.DecodedSplit.decode(train_data, cfg.data.image_size, device=cache_on,
                                                    num_workers=cfg.data.num_workers, skip_corrupt=cfg.data.skip_corrupt,
                                                    max_rows=cfg.data.max_train_samples)
-        loaders = decoded_split.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
+        loaders = data.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
                                                    rank=accelerator.process_index, world_size=world)
     else:
         loaders = data.EpochLoader(train_data, transform, cfg.optim.batch_size,
@@ -155,7 +148,9 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                    shuffle_buffer=cfg.data.shuffle_buffer, num_workers=cfg.data.num_workers,
                                    skip_corrupt=cfg.data.skip_corrupt, max_samples=cfg.data.max_train_samples,
                                    pin_memory=device.type == "cuda")
-    pool = CandidatePool(loaders, selector.pool_size, prepare=prepare if on_device else None)
+    # uint8 batches -> two views made on the device, seeded by (seed, epoch, the batch's idx): resume-exact
+    views_on_device = data.DeviceViews(augment, cfg.optim.seed, device, epoch=lambda: pool.epoch)
+    pool = CandidatePool(loaders, selector.pool_size, prepare=views_on_device if on_device else None)
 
     optimizer_groups = model.parameter_groups(cfg.optim.weight_decay, extra=objective.loss)  # + BYOL/SimSiam predictor
     optimizer = (torch.optim.AdamW(optimizer_groups, lr=cfg.optim.lr) if cfg.optim.optimizer == "adamw"
@@ -350,6 +345,16 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
             accelerator.print(f"pushed to {hub.push_export(out, cfg.run.push_to_hub)}")
     accelerator.wait_for_everyone()
     return out
+
+
+def open_split(cfg: PretrainConfig, split_key: str, **kwargs) -> data.ImageData:
+    """``cfg.data.<split_key>`` of the dataset; a missing split or column is named by the key that sets it."""
+    try:
+        return data.load_images(cfg.data.dataset, getattr(cfg.data, split_key), image_column=cfg.data.image_column,
+                                **kwargs)
+    except data.DataKeyError as e:
+        raise ConfigError(e.message({"split": f"--{split_key}", "image_column": "--image_column",
+                                     "label_column": "--label_column"})) from None
 
 
 def augment_views(cfg: PretrainConfig) -> tuple[transforms.AugmentConfig, transforms.AugmentConfig]:

@@ -308,7 +308,7 @@ def check_cache(report: Report, device, dataset: Path, rows: int) -> None:
     import torch
 
     from spectral_ssl import data
-    from spectral_ssl.decoded_split import DecodedEpochLoader, DecodedSplit
+    from spectral_ssl.data import DecodedEpochLoader, DecodedSplit
 
     images = data.load_images(str(dataset), "train", streaming=True, image_column="image", label_column=None)
     ram = DecodedSplit.decode(images, 32, device="cpu", max_rows=rows)

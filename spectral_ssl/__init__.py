@@ -13,7 +13,7 @@ import importlib as _importlib
 # are imported on first use (PEP 562), so ``import spectral_ssl.cpu_threads`` can set the OpenMP environment before
 # anything imports torch, and ``python -m spectral_ssl.rank`` does not find its module already loaded
 _SUBMODULES = frozenset({
-    "band", "batching", "config", "cpu_threads", "data", "decoded_split", "diagnostics", "dist", "hub", "integrations",
+    "band", "batching", "config", "cpu_threads", "data", "diagnostics", "dist", "hub", "integrations",
     "losses", "model", "momentum", "monitor", "objective", "probe", "rank", "run_folder", "spectral", "transforms",
     "whitening",
 })
@@ -57,7 +57,6 @@ __all__ = [
     "config",
     "cpu_threads",
     "data",
-    "decoded_split",
     "diagnostics",
     "dist",
     "hub",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -221,35 +220,11 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
     return torch.cat(feats), torch.cat(labels)
 
 
-def eval_loader(dataset: str, split: str, preprocessing: Preprocessing | None = None, *, image_column: str = "image",
-                label_column: str | None = "label", batch_size: int = 256, max_samples: int | None = None,
-                skip_corrupt: bool = False, seed: int = 0, shuffle: bool = False, num_workers: int = 0,
-                **deprecated: Any) -> Iterable[dict]:
-    """Evaluation batches of a split with a model's preprocessing (``transforms.Preprocessing``, e.g.
-    ``Preprocessing.from_data_config(model.data_config)``: resize, centre crop, normalise): the loader the recipes'
-    probes, the exported effective rank and the random-init baseline's BatchNorm calibration share.
+def eval_loader(dataset: str, split: str, preprocessing: Preprocessing | None = None, **kwargs: Any) -> Iterable[dict]:
+    """``spectral_ssl.data.eval_loader`` (its home; kept here, where the recipes and users import it from)."""
+    from spectral_ssl.data import eval_loader as _eval_loader
 
-    The former keywords ``image_size``, ``mean``, ``std``, ``interpolation`` still work in place of
-    ``preprocessing`` (deprecated)."""
-    from spectral_ssl import data, transforms
-
-    if preprocessing is None:
-        unknown = sorted(set(deprecated) - {"image_size", "mean", "std", "interpolation"})
-        if unknown or "image_size" not in deprecated:
-            raise TypeError(f"eval_loader needs preprocessing (a transforms.Preprocessing); got {sorted(deprecated)}")
-        warnings.warn("eval_loader(image_size=, mean=, std=) is deprecated; pass "
-                      "preprocessing=transforms.Preprocessing(image_size, mean, std)", DeprecationWarning, stacklevel=2)
-        preprocessing = transforms.Preprocessing(
-            deprecated["image_size"], tuple(deprecated.get("mean", transforms.IMAGENET_MEAN)),
-            tuple(deprecated.get("std", transforms.IMAGENET_STD)),
-            deprecated.get("interpolation") or transforms.EVAL_INTERPOLATION)
-    elif deprecated:
-        raise TypeError(f"eval_loader got unexpected keyword arguments {sorted(deprecated)}")
-    images = data.load_images(dataset, split, streaming=True, image_column=image_column, label_column=label_column)
-    transform = preprocessing.eval_transform()
-    return data.make_loader(images, transform, batch_size=batch_size, shuffle=shuffle, drop_last=False,
-                            collate="eval", skip_corrupt=skip_corrupt, max_samples=max_samples, seed=seed,
-                            num_workers=num_workers)
+    return _eval_loader(dataset, split, preprocessing, **kwargs)
 
 
 def fair_random_init(model: nn.Module) -> nn.Module:

@@ -352,9 +352,9 @@ def main(argv: list[str] | None = None) -> RankReport:
                              label_column=args.label_column if labelled else None)
         except FileNotFoundError as e:
             raise SystemExit(f"error: --dataset {args.dataset}: {e}") from None
-        except ValueError as e:
-            arg = f"{name} {split}" if str(e).startswith("split") else "--label_column/--image_column"
-            raise SystemExit(f"error: {arg}: {e}") from None
+        except data.DataKeyError as e:
+            raise SystemExit("error: " + e.message({"split": name, "image_column": "--image_column",
+                                                   "label_column": "--label_column"})) from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         report = rank_models(loaded, args.dataset, args.split, label_column=args.label_column,

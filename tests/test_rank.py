@@ -171,8 +171,8 @@ def test_command_without_labels_ranks_only(images, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, named", [
     (["--models", "MISSING"], "--models MISSING"),
-    (["--split", "validation"], "--split validation"),
-    (["--label_column", "nope"], "--label_column"),
+    (["--split", "validation"], "--split=validation not found"),
+    (["--label_column", "nope"], "--label_column=nope not found"),
 ])
 def test_bad_input_is_one_line_naming_the_argument(images, tmp_path, args, named):
     export(tmp_path / "m", seed=0)

@@ -95,7 +95,7 @@ class CandidatePool:
         loaders: ``data.EpochLoader`` (or anything with ``__call__(epoch, skip_batches)`` and
             ``reread(epoch, read_batches, keep_idx)``) yielding collated batches with an ``idx`` tensor; a plain
             iterable of batches serves as the same batches every epoch. A loader that also has
-            ``origin_batches(epoch, read_batches, keep_idx)`` (``decoded_split.DecodedEpochLoader``) gets the
+            ``origin_batches(epoch, read_batches, keep_idx)`` (``data.DecodedEpochLoader``) gets the
             waiting candidates back with exactly the views they had at the checkpoint.
         size: Candidates to hold before each decision (``BatchSelector.pool_size``).
         prepare: Applied to every batch as it enters the pool (e.g. batched augmentation of a uint8 batch on the

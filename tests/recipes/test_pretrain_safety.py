@@ -127,8 +127,12 @@ def test_folder_without_images_says_so(pretrain, tmp_path):
 def test_missing_eval_split_is_reported_before_training(pretrain, tmp_path):
     data = tmp_path / "data"
     write_images(data / "train", [Image.new("RGB", (8, 8))] * 20)
-    with pytest.raises(SystemExit, match=r"split 'test' not found"):
+    with pytest.raises(SystemExit, match=r"^error: --eval_split=test not found in .*; available splits: train; "
+                                         r"pass --eval_split=train$"):
         pretrain.main(tiny_args(data, tmp_path / "run", "--max_steps=1"))
+    with pytest.raises(SystemExit, match=r"^error: --image_column=img not found in .*; available columns: image; "
+                                         r"pass --image_column=<one of them>$"):
+        pretrain.main(tiny_args(data, tmp_path / "run", "--max_steps=1", "--image_column=img"))
     assert not (tmp_path / "run" / "train_config.json").exists()  # the folder stays free
 
 

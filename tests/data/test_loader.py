@@ -112,13 +112,34 @@ def test_skip_batches_and_max_samples(parquet_folder):
     assert epoch_idx(ds, seed=1, max_samples=10) == full[:10]
 
 
-def test_missing_column_and_split_errors_are_clear(parquet_folder):
-    with pytest.raises(ValueError, match=r"column 'img' not found.*available columns.*image_column"):
+def test_missing_column_and_split_errors_name_the_key_and_what_exists(parquet_folder):
+    with pytest.raises(data.DataKeyError, match=r"image_column=img not found.*available columns: idx, image, label"):
         data.load_images(str(parquet_folder), "train", image_column="img")
-    with pytest.raises(ValueError, match="split 'validation'"):
+    with pytest.raises(data.DataKeyError) as error:
         data.load_images(str(parquet_folder), "validation")
-    with pytest.raises(FileNotFoundError, match="not found"):
-        data.load_images(str(parquet_folder / "nope"), "train")
+    assert error.value.role == "split" and error.value.available == ["test", "train"]
+    assert error.value.message({"split": "--eval_split"}) == (
+        f"--eval_split=validation not found in {parquet_folder}; available splits: test, train; "
+        "pass --eval_split=test")
+    with pytest.raises(data.DataKeyError) as error:
+        data.load_images(str(parquet_folder), "train", label_column="y")
+    assert error.value.message({"label_column": "--label_column"}).endswith(
+        "pass --label_column=<one of them>, or --label_column=null for unlabelled data")
+
+
+def test_a_missing_local_path_fails_at_once_naming_it_and_how_to_make_the_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data.readers, "_read_builder", None)  # never reaches datasets (or the Hub)
+    for path in (str(tmp_path / "nope"), "./nope", "~/surely-not-here-123", "a/b/c", "data/fashion_mnist"):
+        with pytest.raises(FileNotFoundError, match=f"dataset folder '{path}' does not exist"):
+            data.load_images(path, "train")
+    with pytest.raises(FileNotFoundError, match="make it with `python scripts/prepare_fashion_mnist.py`"):
+        data.load_images("data/fashion_mnist", "train")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images or data files found under 'mine'"):
+        data.load_images("mine", "train")
+    assert not data.looks_local("fashion_mnist") and not data.looks_local("zalando-datasets/fashion_mnist")
+    assert data.looks_local("mine/x") and data.looks_local("outputs/x")
 
 
 def test_image_folder_source(tmp_path):
@@ -198,7 +219,7 @@ def test_save_to_disk_folder_knows_its_length_when_streamed(tmp_path):
         train = data.load_images(str(tmp_path), "train", streaming=streaming)
         assert data.num_rows(train) == 20 and sorted(epoch_idx(train)) == list(range(20))
     assert data.num_rows(data.load_images(str(tmp_path), "test")) == 8
-    with pytest.raises(ValueError, match="split 'validation' not found"):
+    with pytest.raises(ValueError, match="split=validation not found"):
         data.load_images(str(tmp_path), "validation")
 
 

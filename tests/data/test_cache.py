@@ -6,7 +6,7 @@ from PIL import Image
 
 from spectral_ssl import data
 from spectral_ssl.batching import CandidatePool
-from spectral_ssl.decoded_split import (
+from spectral_ssl.data.cache import (
     AUTO_CACHE_BYTES,
     DecodedEpochLoader,
     DecodedSplit,

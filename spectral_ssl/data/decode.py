@@ -1,0 +1,79 @@
+"""Decoding: an undecoded image value (bytes, a path, a PIL image) -> an 8-bit RGB PIL image, or a fixed-size uint8
+tensor for augmentations on the training device.
+
+16-bit and 32-bit images are scaled to 8 bits by their type's range or refused; transparency is composited on
+white; every other mode is converted to RGB.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, TypeError)  # what a corrupt or unusable row raises
+
+
+def decode_image(value: Any) -> Image.Image:
+    """PIL RGB image from a datasets ``Image(decode=False)`` value, a PIL image, or bytes."""
+    if isinstance(value, Image.Image):
+        image = value
+    else:
+        if isinstance(value, dict):
+            data, path = value.get("bytes"), value.get("path")
+        else:
+            data, path = value, None
+        image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
+        image.load()
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _to_8_bit(image)
+    if image.mode != "RGB":
+        if image.mode in ("RGBA", "LA", "P", "PA"):  # composite transparency on white, like a viewer
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        image = image.convert("RGB")
+    return image
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer/float images as 8-bit grayscale, scaled by their type's range: 16-bit integers
+    (and 32-bit integers whose values fit 16 bits) by 65535, floats in [0, 1] by 1, floats in [0, 255] as they are.
+    Anything else has no known range and is refused (converting it would clip or wash it out silently)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if image.mode == "F":
+        scale = 1.0 if low >= 0 and high <= 1 else 255.0 if low >= 0 and high <= 255 else None
+    else:
+        scale = 255.0 if image.mode == "I" and low >= 0 and high <= 255 else 65535.0 if low >= 0 and high <= 65535 \
+            else None
+    if scale is None:
+        raise ValueError(f"a {image.mode}-mode image with values in [{low:g}, {high:g}] has no known 8-bit scale; "
+                         "convert the images to 8-bit (or to floats in [0, 1]) first")
+    return Image.fromarray(np.round(pixels * (255.0 / scale)).clip(0, 255).astype(np.uint8), "L")
+
+
+def to_uint8(image: Image.Image, size: int) -> torch.Tensor:
+    """(3, size, size) uint8 tensor: the short side resized to ``size`` (bilinear, antialiased), centre-cropped.
+    What ``make_loader(transform="uint8")`` yields for augmentations on the training device."""
+    width, height = image.size
+    scale = size / min(width, height)
+    if (width, height) != (size, size):
+        image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                             Image.Resampling.BILINEAR)
+        left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class Uint8Transform:
+    """Decode-only transform: ``to_uint8`` at ``image_size`` (collated into one uint8 batch)."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return to_uint8(image, self.image_size)

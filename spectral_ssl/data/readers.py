@@ -1,0 +1,271 @@
+"""One reader per source: a local or Hub dataset -> ``ImageData`` (canonical columns, what is known about it).
+
+Sources (``source_kind``): a ``save_to_disk`` folder; a folder of data files (parquet/arrow/csv/json, named by split
+or in split sub-folders); an image folder (class sub-folders optional); webdataset tar shards (a folder of ``.tar``
+files); a Hub dataset id (``name`` or ``org/name``, streamed). Each reader returns an HF dataset; ``load_images``
+then gives it the canonical columns ``image`` (undecoded: bytes/path), optional ``label`` and ``idx``.
+
+Stable ``idx``: a dataset that carries an ``idx`` column keeps it (``scripts/prepare_fashion_mnist.py`` writes one),
+and then ``datasets``' own shard+buffer shuffle and ``split_dataset_by_node`` are used. Without one, map-style data
+gets its row number; streaming data gets its position in the *unshuffled* stream, so that path never reorders shards:
+it shuffles with a buffer and splits ranks by example inside the loader.
+
+Mistakes raise ``DataKeyError`` (a ValueError that knows which setting was wrong and what would have worked, so a
+recipe can name its own key: ``error.message({"split": "--eval_split"})``) or ``FileNotFoundError`` naming the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
+SHARD_SUFFIXES = {".tar"}
+LOCAL_ROOTS = ("data", "datasets", "outputs")  # a first path component that names a local folder, never a Hub org
+PREPARE_HINTS = {"data/fashion_mnist": "python scripts/prepare_fashion_mnist.py"}  # default datasets we can make
+
+Dataset = datasets.Dataset | datasets.IterableDataset
+
+
+class DataKeyError(ValueError):
+    """A split or column that the data does not have.
+
+    Attributes:
+        role: The setting that was wrong: ``"split"``, ``"image_column"`` or ``"label_column"``.
+        value: What was asked for.
+        available: What the data has (splits or columns), sorted.
+        dataset: The dataset's name.
+    """
+
+    def __init__(self, role: str, value: str, available: list[str], dataset: str, detail: str = "") -> None:
+        self.role, self.value, self.available = role, value, sorted(available)
+        self.dataset, self.detail = dataset, detail
+        super().__init__(self.message())
+
+    def message(self, keys: dict[str, str] | None = None) -> str:
+        """One line naming the setting to change, as ``keys[role]`` (e.g. ``--eval_split``) or the role itself, what
+        exists, and a fix."""
+        key = (keys or {}).get(self.role, self.role)
+        what = "splits" if self.role == "split" else "columns"
+        if self.role == "split":
+            likely = [s for s in ("test", "validation", "valid", "val", "train") if s in self.available]
+            fix = f"pass {key}={(likely or self.available)[0]}" if self.available else "check the dataset"
+        elif self.role == "label_column":
+            fix = f"pass {key}=<one of them>, or {key}=null for unlabelled data"
+        else:
+            fix = f"pass {key}=<one of them>"
+        have = ", ".join(self.available) or "none"
+        return f"{key}={self.value} not found in {self.dataset}; available {what}: {have}; {fix}"
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """An opened split: the HF dataset and what is known about it, carried beside it (a dataset's own attributes are
+    lost when a caller maps or filters it).
+
+    Attributes:
+        ds: ``datasets.Dataset`` or ``IterableDataset`` with columns ``image`` (undecoded), ``idx`` and optionally
+            ``label``.
+        name, split: Where it came from (for messages).
+        num_rows: Rows in the split, or None when unknown (a stream without metadata).
+        native_order: ``idx`` is the row's position in the unshuffled stream (no idx column in the data), so the
+            stream must never be reordered by shards.
+        kind: The source (``source_kind``).
+    """
+
+    ds: Dataset
+    name: str = ""
+    split: str = ""
+    num_rows: int | None = None
+    native_order: bool = False
+    kind: str = ""
+
+
+def _as_image_data(data: ImageData | Dataset) -> ImageData:
+    if isinstance(data, ImageData):
+        return data
+    return ImageData(data, num_rows=num_rows(data))
+
+
+def _columns(ds: Dataset) -> list[str]:
+    if ds.column_names is not None:
+        return list(ds.column_names)
+    return list(ds.features or {})
+
+
+def looks_local(dataset: str) -> bool:
+    """Whether ``dataset`` names a path of this machine rather than a Hub id (``name`` or ``org/name``): absolute,
+    ``./``, ``../`` or ``~``, a backslash, more than one ``/``, or a first component that is a local folder or one of
+    ``LOCAL_ROOTS`` (``data/fashion_mnist``)."""
+    first = dataset.split("/", 1)[0]
+    return (Path(dataset).is_absolute() or dataset.startswith((".", "~")) or "\\" in dataset
+            or dataset.count("/") > 1 or ("/" in dataset and (first in LOCAL_ROOTS or Path(first).is_dir())))
+
+
+def source_kind(dataset: str) -> str:
+    """Which reader opens ``dataset``: ``saved_to_disk``, ``files``, ``image_folder``, ``webdataset`` or ``hub``.
+
+    Raises FileNotFoundError (one line naming the path, and for a default dataset the command that makes it) for a
+    local path that does not exist or holds nothing readable, and ValueError for a file where a folder is expected.
+    """
+    folder = Path(dataset).expanduser()
+    if folder.is_dir():
+        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+            return "saved_to_disk"
+        suffixes = {p.suffix.lower() for p in folder.rglob("*") if p.is_file()}
+        if suffixes & DATA_SUFFIXES:
+            return "files"
+        if suffixes & SHARD_SUFFIXES:
+            return "webdataset"
+        if suffixes & IMAGE_SUFFIXES:
+            return "image_folder"
+        raise FileNotFoundError(f"no images or data files found under {dataset!r}; point --dataset at a folder of "
+                                "images (class sub-folders optional), parquet/arrow files, webdataset .tar shards or "
+                                "a save_to_disk folder.")
+    if folder.exists():
+        raise ValueError(f"dataset {dataset!r} is a file; pass the folder that holds the split files.")
+    if looks_local(dataset):
+        hint = PREPARE_HINTS.get(dataset.rstrip("/"))
+        raise FileNotFoundError(f"dataset folder {dataset!r} does not exist" + (
+            f"; make it with `{hint}`" if hint else "; check --dataset (a local folder, or a Hub id org/name)"))
+    return "hub"
+
+
+def _split_names(dataset: str) -> list[str]:
+    """The splits a local folder or Hub dataset has, or [] when that cannot be told cheaply."""
+    try:
+        builder = datasets.load_dataset_builder(dataset)
+    except Exception:  # noqa: BLE001  (only used to word an error)
+        return []
+    if builder.config.data_files:
+        return [str(s) for s in builder.config.data_files]
+    return [str(s) for s in (builder.info.splits or {})]
+
+
+def _read_saved_to_disk(dataset: str, split: str, streaming: bool) -> Dataset:
+    """A ``save_to_disk`` folder (one Dataset, or a DatasetDict whose keys are splits); streamed from its arrow
+    files when ``streaming`` (its length stays known: ``num_rows`` reads it before converting)."""
+    loaded = datasets.load_from_disk(str(Path(dataset).expanduser()))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataKeyError("split", split, list(loaded), dataset)
+        loaded = loaded[split]
+    elif split not in ("train", str(loaded.split or "train")):
+        raise DataKeyError("split", split, ["train"], dataset, "a single saved Dataset is read as split 'train'")
+    if not streaming:
+        return loaded
+    stream = loaded.to_iterable_dataset(num_shards=max(1, min(64, len(loaded) // 1000)))
+    stream.info.splits = datasets.SplitDict({split: datasets.SplitInfo(split, num_examples=len(loaded))})
+    stream._split = datasets.NamedSplit(split)
+    return stream
+
+
+def _read_builder(dataset: str, split: str, streaming: bool) -> Dataset:
+    """Data files, an image folder, tar shards or a Hub id, through ``datasets.load_dataset``'s packaged builders."""
+    try:
+        return datasets.load_dataset(str(Path(dataset).expanduser()) if Path(dataset).expanduser().is_dir()
+                                     else dataset, split=split, streaming=streaming)
+    except KeyError as e:
+        raise DataKeyError("split", split, _split_names(dataset), dataset, str(e)) from None
+    except ValueError as e:
+        if "split" in str(e).lower():
+            raise DataKeyError("split", split, _split_names(dataset), dataset, str(e)) from None
+        raise
+    except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise FileNotFoundError(f"dataset {dataset!r} not found: neither a local folder nor a reachable Hub dataset "
+                                f"({type(e).__name__}: {e}).") from None
+
+
+READERS: dict[str, Callable[[str, str, bool], Dataset]] = {
+    "saved_to_disk": _read_saved_to_disk,
+    "files": _read_builder,
+    "image_folder": _read_builder,
+    "webdataset": _read_builder,
+    "hub": _read_builder,
+}
+
+
+def load_images(
+    dataset: str,
+    split: str = "train",
+    *,
+    streaming: bool = True,
+    image_column: str = "image",
+    label_column: str | None = "label",
+    idx_column: str = "idx",
+) -> ImageData:
+    """Open an image dataset with canonical columns ``image`` (undecoded), ``label`` (if asked) and ``idx``.
+
+    Args:
+        dataset: HF datasets id (``org/name``) or a local folder (see ``source_kind``).
+        split: Split to read.
+        streaming: Stream (``IterableDataset``) instead of loading map-style.
+        image_column: Column holding the images.
+        label_column: Column holding integer labels, or None for unlabelled use.
+        idx_column: Column holding a stable integer sample index, created if absent (see module docstring).
+
+    Raises:
+        DataKeyError: the split or a column does not exist (it lists what does).
+        FileNotFoundError: a local path that does not exist or holds nothing readable; an unreachable Hub id.
+    """
+    kind = source_kind(dataset)
+    ds = READERS[kind](dataset, split, streaming)
+    columns = _columns(ds)
+    wanted = {image_column: "image"}
+    for name, role in ((image_column, "image_column"), (label_column, "label_column")):
+        if name is not None and name not in columns:
+            raise DataKeyError(role, name, columns, f"{dataset} split {split}")
+    if label_column is not None:
+        wanted[label_column] = "label"
+    has_idx = idx_column in columns
+    if has_idx:
+        wanted[idx_column] = "idx"
+    ds = ds.select_columns(list(wanted))
+    renames = {k: v for k, v in wanted.items() if k != v}
+    if renames:
+        ds = ds.rename_columns(renames)
+    if isinstance(ds.features.get("image") if ds.features else None, datasets.Image):
+        ds = ds.cast_column("image", datasets.Image(decode=False))  # decode ourselves: corrupt rows are per-row errors
+    rows = num_rows(ds)
+    if rows is None and kind in ("files", "image_folder", "webdataset"):
+        rows = _local_rows(dataset, split)
+    native = False
+    if not has_idx:
+        if isinstance(ds, datasets.Dataset):
+            ds = ds.add_column("idx", np.arange(len(ds), dtype=np.int64))
+        else:
+            ds = ds.map(lambda example, i: {"idx": i}, with_indices=True)
+            native = True  # this stream's idx is only stable in its natural order
+    return ImageData(ds, name=dataset, split=split, num_rows=rows, native_order=native, kind=kind)
+
+
+def _local_rows(folder: str, split: str) -> int | None:
+    """Rows of a split in a local folder without reading it: parquet footers, or the number of image files."""
+    try:
+        files = datasets.load_dataset_builder(str(Path(folder).expanduser())).config.data_files.get(split, [])
+    except Exception:  # noqa: BLE001  (row counts are an optimisation; unknown is a valid answer)
+        return None
+    if files and all(str(f).endswith(".parquet") for f in files):
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    images = [f for f in files if Path(str(f)).suffix.lower() in IMAGE_SUFFIXES]
+    return len(images) or None
+
+
+def num_rows(ds: ImageData | Dataset) -> int | None:
+    """Number of rows (from split metadata when streaming), or None if unknown."""
+    if isinstance(ds, ImageData):
+        return ds.num_rows
+    if isinstance(ds, datasets.Dataset):
+        return len(ds)
+    splits = ds.info.splits or {}
+    split = splits.get(str(ds.split)) if ds.split is not None else None
+    if split is not None and split.num_examples:
+        return int(split.num_examples)
+    return None
