@@ -8,6 +8,7 @@ and the per-batch seeding of augmentations on the training device (``DeviceViews
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -28,6 +29,7 @@ class EpochBatches(Protocol):
         batch (the candidates a selection pool held at a checkpoint), or None."""
 
 
+@dataclass
 class EpochLoader:
     """Opens this rank's loader for any epoch, with the run's fixed settings (``make_loader``'s arguments).
 

@@ -234,3 +234,15 @@ def test_uint8_decoding_gives_fixed_size_batches(parquet_folder):
     ds = data.load_images(str(parquet_folder), "train")
     batch = next(iter(data.make_loader(ds, data.Uint8Transform(12), batch_size=8, collate="eval")))
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (8, 3, 12, 12) and batch["skipped"] == 0
+
+
+def test_both_epoch_sources_follow_the_protocol_the_selection_pool_reads(parquet_folder):
+    ds = data.load_images(str(parquet_folder), "train")
+    streamed = data.EpochLoader(ds, data.Uint8Transform(16), batch_size=4, collate="eval", seed=1)
+    cached = data.DecodedEpochLoader(data.DecodedSplit.decode(ds, 16), batch_size=4, seed=1)
+    for source in (streamed, cached):
+        assert isinstance(source, data.EpochBatches)
+        first = next(iter(source(0)))
+        assert first["image"].dtype == torch.uint8 and len(first["idx"]) == 4
+        again = source.reread(0, 1, first["idx"].tolist())
+        assert sorted(again["idx"].tolist()) == sorted(first["idx"].tolist())
