@@ -373,7 +373,7 @@ def check_resume(report: Report, device, dataset: Path, work: Path, sizes: dict)
     restored: dict = {}
     real_train = pretrain.train
 
-    def spy(run, cfg, accelerator, **kwargs):  # the registered objects as build() left them: checkpoint loaded, nothing run
+    def spy(run, cfg, accelerator, **kwargs):  # registered objects as build() left them
         for i, obj in enumerate(accelerator._custom_objects):
             restored[i] = (type(obj).__name__, snapshot(obj))
         return real_train(run, cfg, accelerator, **kwargs)
