@@ -86,6 +86,7 @@ def test_plain_timm_local_dir_gives_identical_features_in_a_fresh_process(traine
     torch.save(x, tmp_path / "x.pt")
     code = (
         "import sys, torch, timm\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"  # same reduction order as this process: bit-equal
         "assert not any(m.startswith('spectral_ssl') for m in sys.modules)\n"
         f"m = timm.create_model('local-dir:{tmp_path}', pretrained=True).eval()\n"
         f"cfg = timm.data.resolve_model_data_config(m)\n"
