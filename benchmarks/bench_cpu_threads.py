@@ -14,7 +14,8 @@ warm-up step. Policies:
 
 Machine states: ``idle`` (nothing started by the benchmark; other users' work may still run: the load is printed),
 ``busy loop`` (one Python process spinning on one core), ``torch run`` (a second process training the same step with
-torch's defaults). Ratios are to ``default`` on the idle machine, measured in the same run.
+torch's defaults), ``shipped run`` (the same second process under the shipped policy: two spectral_ssl runs side by
+side). Ratios are to ``default`` on the idle machine, measured in the same run.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ POLICIES = {  # name -> environment set on top of a clean one (None: the child c
     "1 thread": {"OMP_NUM_THREADS": "1", "SPECTRAL_SSL_THREADS": "default"},
     "shipped": None,
 }
-STATES = ("idle", "busy loop", "torch run")
+STATES = ("idle", "busy loop", "torch run", "shipped run")
+COMPETITOR_POLICY = {"torch run": "default", "shipped run": "shipped"}
 BUSY_LOOP = "while True: pass"
 
 
@@ -91,7 +93,7 @@ def start_competitor(state: str, batch_size: int) -> subprocess.Popen | None:
         time.sleep(1.0)
         return proc
     proc = subprocess.Popen([sys.executable, __file__, "--child", "--compete", f"--batch_size={batch_size}"],
-                            env=policy_env("default"), stdout=subprocess.PIPE, text=True)
+                            env=policy_env(COMPETITOR_POLICY[state]), stdout=subprocess.PIPE, text=True)
     if proc.stdout.readline().strip() != "ready":
         proc.kill()
         raise RuntimeError("the competing training process did not start")

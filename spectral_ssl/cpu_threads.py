@@ -6,8 +6,9 @@ training step gets 4-25x slower (docs/benchmarks.md, "CPU threads"). The policy 
 
 * ``GOMP_SPINCOUNT=10000``: a short spin, then sleep. libgomp reads it once, when torch loads it, so ``configure()``
   must run before ``import torch`` (``import spectral_ssl.cpu_threads`` does not import torch).
-* intra-op threads = max(1, usable cores - round(load from others)), the load read at start-up: the 1-minute load
-  average, or the number of other tasks runnable right now if that is higher (a competitor that just started).
+* intra-op threads = max(1, usable cores - round(load from others)), the load read at start-up: how busy this
+  process's CPUs are over 0.3 s (``/proc/stat``), less its own share; the 1-minute load average only where that
+  file is missing (it lags: a test suite that ended a minute ago would halve the threads of an idle machine).
 
 Values the user set win: ``OMP_NUM_THREADS`` (threads), ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` (spin) are left
 alone. ``SPECTRAL_SSL_THREADS=default`` turns the policy off (torch's defaults); ``SPECTRAL_SSL_THREADS=N`` fixes the
@@ -37,30 +38,58 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def runnable_others(samples: int = 5, interval: float = 0.01) -> float | None:
-    """Other tasks runnable right now (``/proc/loadavg``'s running count less this process), the median of a few
-    reads; None where the file is missing."""
-    counts = []
-    for i in range(samples):
-        try:
-            with open("/proc/loadavg") as f:
-                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
-        except (OSError, IndexError, ValueError):
-            return None
-        if i + 1 < samples:
-            time.sleep(interval)
-    counts.sort()
-    return float(max(0, counts[len(counts) // 2]))
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]] | None:
+    """(busy, total) jiffies of each listed CPU from ``/proc/stat``; None where the file is missing."""
+    times = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+                    continue
+                ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                times[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    except (OSError, ValueError):
+        return None
+    return times or None
+
+
+def busy_cores(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
+    """How many of the CPUs were busy between two ``_cpu_times`` reads: the sum of each CPU's busy fraction."""
+    total = 0.0
+    for cpu, (busy0, all0) in before.items():
+        busy1, all1 = after.get(cpu, (busy0, all0))
+        if all1 > all0:
+            total += (busy1 - busy0) / (all1 - all0)
+    return total
+
+
+def busy_from_others(window: float = 0.3) -> float | None:
+    """Cores kept busy by other work right now: the busy share of this process's CPUs over ``window`` seconds,
+    less this process's own CPU time (it sleeps meanwhile). None where ``/proc/stat`` is missing."""
+    cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    before, own0, t0 = _cpu_times(cpus), time.process_time(), time.monotonic()
+    if before is None:
+        return None
+    time.sleep(window)
+    after = _cpu_times(cpus)
+    if after is None:
+        return None
+    own = (time.process_time() - own0) / max(time.monotonic() - t0, 1e-6)
+    return max(0.0, busy_cores(before, after) - own)
 
 
 def load_from_others() -> float:
-    """The load other work puts on the machine: the 1-minute load average, or the tasks runnable now if higher."""
+    """The load other work puts on this process's CPUs now (``busy_from_others``); where that cannot be read, the
+    1-minute load average. Not the load average first: it lags by a minute, so work that has just ended (the
+    previous run, a test suite) would cost an idle machine half its threads."""
+    now = busy_from_others()
+    if now is not None:
+        return now
     try:
-        average = os.getloadavg()[0]
+        return os.getloadavg()[0]
     except (AttributeError, OSError):
-        average = 0.0
-    now = runnable_others()
-    return max(average, now or 0.0)
+        return 0.0
 
 
 def choose_threads(cores: int, load: float) -> int:

@@ -30,25 +30,48 @@ def run_python(code: str, env: dict) -> dict:
 
 @pytest.fixture()
 def machine(monkeypatch):
-    """A fake machine: set ``cores`` and ``load`` (1-minute average) and ``runnable`` (other tasks running now)."""
-    fake = {"cores": 8, "load": 0.0, "runnable": 0.0}
+    """A fake machine: ``cores``, ``busy`` (cores other work keeps busy now, None: /proc/stat unreadable) and ``load``
+    (the 1-minute average)."""
+    fake = {"cores": 8, "busy": 0.0, "load": 0.0}
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(fake["cores"])), raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (fake["load"], 0.0, 0.0))
-    monkeypatch.setattr(cpu_threads, "runnable_others", lambda: fake["runnable"])
+    monkeypatch.setattr(cpu_threads, "busy_from_others", lambda: fake["busy"])
     return fake
 
 
-@pytest.mark.parametrize(("cores", "load", "runnable", "threads"), [
+@pytest.mark.parametrize(("cores", "busy", "load", "threads"), [
     (8, 0.0, 0.0, 8), (8, 2.4, 0.0, 6), (8, 2.5, 0.0, 5), (2, 1.0, 0.0, 1), (2, 5.0, 0.0, 1),
-    (2, 0.1, 1.0, 1),  # a competitor that just started: the load average has not seen it yet
-    (4, 3.0, 1.0, 1),
+    (2, 0.1, 3.0, 2),  # work that ended a minute ago: the load average still counts it, the CPUs are idle
+    (2, 1.0, 0.0, 1),  # a competitor that just started: the load average has not seen it yet
+    (4, None, 3.0, 1),  # no /proc/stat (macOS): the load average
 ])
-def test_threads_are_the_usable_cores_less_the_load_from_others(machine, cores, load, runnable, threads):
-    machine.update(cores=cores, load=load, runnable=runnable)
+def test_threads_are_the_usable_cores_less_the_load_from_others(machine, cores, busy, load, threads):
+    machine.update(cores=cores, busy=busy, load=load)
     chosen = cpu_threads.plan({})
     assert chosen["threads"] == threads and chosen["cores"] == cores
-    assert chosen["load_from_others"] == max(load, runnable)
+    assert chosen["load_from_others"] == (load if busy is None else busy)
     assert f"{cores} usable cores" in chosen["threads_reason"]
+
+
+def test_busy_cores_sums_each_cpus_busy_share_between_two_reads():
+    before = {0: (100, 1000), 1: (500, 1000), 2: (0, 1000)}
+    after = {0: (200, 1100), 1: (550, 1100), 2: (0, 1000)}  # cpu0 fully busy, cpu1 half, cpu2 not ticked
+    assert cpu_threads.busy_cores(before, after) == pytest.approx(1.5)
+
+
+def test_a_busy_loop_beside_this_process_is_seen_at_once():
+    """A real competitor that started 0.5 s ago (the load average would need a minute to see it)."""
+    if cpu_threads.busy_from_others(window=0.05) is None:
+        pytest.skip("no /proc/stat on this system")
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert cpu_threads.busy_from_others() >= 0.7
+    finally:
+        loop.kill()
+        loop.wait()
 
 
 def test_the_short_spin_is_chosen_only_before_torch_and_when_the_user_set_none(machine, monkeypatch):
@@ -78,7 +101,7 @@ def test_user_values_win(machine):
 def test_configure_after_torch_sets_the_threads_and_says_the_spin_was_not_applied(machine, monkeypatch, caplog):
     import torch
 
-    machine.update(cores=2, load=1.0)
+    machine.update(cores=2, busy=1.0)
     monkeypatch.setattr(cpu_threads, "_configured", None)
     before = torch.get_num_threads()
     env = {}
