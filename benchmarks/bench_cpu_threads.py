@@ -10,6 +10,7 @@ warm-up step. Policies:
 * ``default``: torch's defaults (OpenMP threads = cores, libgomp's long spin);
 * ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once);
 * ``1 thread``: ``OMP_NUM_THREADS=1``;
+* ``short spin``: ``GOMP_SPINCOUNT=10000`` (all cores, a short spin before sleeping);
 * ``shipped``: ``spectral_ssl.cpu_threads.configure()`` (short spin, threads = cores less the load from others).
 
 Machine states: ``idle`` (nothing started by the benchmark; other users' work may still run: the load is printed),
@@ -35,6 +36,7 @@ POLICIES = {  # name -> environment set on top of a clean one (None: the child c
     "default": {"SPECTRAL_SSL_THREADS": "default"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE", "SPECTRAL_SSL_THREADS": "default"},
     "1 thread": {"OMP_NUM_THREADS": "1", "SPECTRAL_SSL_THREADS": "default"},
+    "short spin": {"GOMP_SPINCOUNT": "10000", "SPECTRAL_SSL_THREADS": "default"},
     "shipped": None,
 }
 STATES = ("idle", "busy loop", "torch run", "shipped run")

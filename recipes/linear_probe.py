@@ -138,8 +138,7 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
         try:
             loaders[role]()  # opens the split: a missing split or label column fails here
         except DataKeyError as e:
-            raise ConfigError(e.message({"split": f"--{role}_split", "image_column": "--image_column",
-                                         "label_column": "--label_column"})) from None
+            raise ConfigError(e.message(f"--{role}_split")) from None
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 
 

@@ -353,8 +353,7 @@ def open_split(cfg: PretrainConfig, split_key: str, **kwargs) -> data.ImageData:
         return data.load_images(cfg.data.dataset, getattr(cfg.data, split_key), image_column=cfg.data.image_column,
                                 **kwargs)
     except data.DataKeyError as e:
-        raise ConfigError(e.message({"split": f"--{split_key}", "image_column": "--image_column",
-                                     "label_column": "--label_column"})) from None
+        raise ConfigError(e.message(f"--{split_key}")) from None
 
 
 def augment_views(cfg: PretrainConfig) -> tuple[transforms.AugmentConfig, transforms.AugmentConfig]:

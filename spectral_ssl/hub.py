@@ -216,9 +216,11 @@ def non_finite_weights(*states: StateDict | None) -> list[str]:
 
 
 def _is_local(dataset: str) -> bool:
-    """Whether a dataset name is a path of this machine rather than a Hub id (``name`` or ``org/name``)."""
-    return (os.path.isabs(dataset) or dataset.startswith((".", "~")) or dataset.count("/") > 1
-            or "\\" in dataset or Path(dataset).expanduser().exists())
+    """``spectral_ssl.data.looks_local``: the readers' rule (imported here, not at module level, so that loading a
+    model does not import ``datasets``)."""
+    from spectral_ssl.data.readers import looks_local
+
+    return looks_local(dataset)
 
 
 def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:

@@ -353,8 +353,7 @@ def main(argv: list[str] | None = None) -> RankReport:
         except FileNotFoundError as e:
             raise SystemExit(f"error: --dataset {args.dataset}: {e}") from None
         except data.DataKeyError as e:
-            raise SystemExit("error: " + e.message({"split": name, "image_column": "--image_column",
-                                                   "label_column": "--label_column"})) from None
+            raise SystemExit("error: " + e.message(name)) from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         report = rank_models(loaded, args.dataset, args.split, label_column=args.label_column,

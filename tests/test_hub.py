@@ -135,3 +135,14 @@ def test_export_killed_before_its_commit_point_leaves_the_previous_one(tmp_path,
     assert config["version"] == 1.0 and float(backbone["weight"][0, 0]) == 1.0 and float(projector["bias"][0]) == 1.0
     _export(tmp_path, 3.0)  # the next export drops the incomplete staging and swaps in whole
     assert hub.read_export(tmp_path)[0]["version"] == 3.0 and not (tmp_path / hub.STAGING).exists()
+
+
+def test_public_metadata_calls_local_what_the_readers_call_local(tmp_path, monkeypatch):
+    """One rule (``data.looks_local``): a dataset under data/ that is not on this machine (a card written elsewhere)
+    is still a local folder, published by its name; a Hub id stays as it is."""
+    monkeypatch.chdir(tmp_path)
+    for given, published, local in (("data/fmnist", "fmnist", True), ("./x", "x", True), ("a/b/c", "c", True),
+                                    ("org/name", "org/name", None), ("name", "name", None)):
+        meta = hub.public_metadata({"dataset": given, "config": {"dataset": given}})
+        assert (meta["dataset"], meta.get("dataset_local")) == (published, local), given
+        assert meta["config"]["dataset"] == published

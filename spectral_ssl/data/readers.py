@@ -11,7 +11,7 @@ gets its row number; streaming data gets its position in the *unshuffled* stream
 it shuffles with a buffer and splits ranks by example inside the loader.
 
 Mistakes raise ``DataKeyError`` (a ValueError that knows which setting was wrong and what would have worked, so a
-recipe can name its own key: ``error.message({"split": "--eval_split"})``) or ``FileNotFoundError`` naming the path.
+recipe can name its own key: ``error.message("--eval_split")``) or ``FileNotFoundError`` naming the path.
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ class DataKeyError(ValueError):
     def __init__(self, role: str, value: str, available: list[str], dataset: str, detail: str = "") -> None:
         self.role, self.value, self.available = role, value, sorted(available)
         self.dataset, self.detail = dataset, detail
-        super().__init__(self.message())
+        super().__init__(self.message(keys={"image_column": "image_column", "label_column": "label_column"}))
 
-    def message(self, keys: dict[str, str] | None = None) -> str:
-        """One line naming the setting to change, as ``keys[role]`` (e.g. ``--eval_split``) or the role itself, what
-        exists, and a fix."""
-        key = (keys or {}).get(self.role, self.role)
+    def message(self, split_key: str = "split", keys: dict[str, str] | None = None) -> str:
+        """One line naming the setting to change, what exists, and a fix. The setting is the caller's flag:
+        ``split_key`` for a split (e.g. ``--eval_split``), ``--image_column`` / ``--label_column`` for a column, or
+        ``keys[role]`` where a caller names them otherwise."""
+        key = {"split": split_key, "image_column": "--image_column", "label_column": "--label_column",
+               **(keys or {})}.get(self.role, self.role)
         what = "splits" if self.role == "split" else "columns"
         if self.role == "split":
             likely = [s for s in ("test", "validation", "valid", "val", "train") if s in self.available]
@@ -99,12 +101,14 @@ def _columns(ds: Dataset) -> list[str]:
 
 
 def looks_local(dataset: str) -> bool:
-    """Whether ``dataset`` names a path of this machine rather than a Hub id (``name`` or ``org/name``): absolute,
-    ``./``, ``../`` or ``~``, a backslash, more than one ``/``, or a first component that is a local folder or one of
-    ``LOCAL_ROOTS`` (``data/fashion_mnist``)."""
+    """Whether ``dataset`` names a path of this machine rather than a Hub id (``name`` or ``org/name``): it exists
+    here, or it is absolute, ``./``, ``../`` or ``~``, has a backslash or more than one ``/``, or its first component
+    is a local folder or one of ``LOCAL_ROOTS`` (``data/fashion_mnist``). The one rule for readers and for what a
+    model card calls local."""
     first = dataset.split("/", 1)[0]
     return (Path(dataset).is_absolute() or dataset.startswith((".", "~")) or "\\" in dataset
-            or dataset.count("/") > 1 or ("/" in dataset and (first in LOCAL_ROOTS or Path(first).is_dir())))
+            or dataset.count("/") > 1 or ("/" in dataset and (first in LOCAL_ROOTS or Path(first).is_dir()))
+            or Path(dataset).expanduser().exists())
 
 
 def source_kind(dataset: str) -> str:

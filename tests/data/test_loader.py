@@ -118,12 +118,12 @@ def test_missing_column_and_split_errors_name_the_key_and_what_exists(parquet_fo
     with pytest.raises(data.DataKeyError) as error:
         data.load_images(str(parquet_folder), "validation")
     assert error.value.role == "split" and error.value.available == ["test", "train"]
-    assert error.value.message({"split": "--eval_split"}) == (
+    assert error.value.message("--eval_split") == (
         f"--eval_split=validation not found in {parquet_folder}; available splits: test, train; "
         "pass --eval_split=test")
     with pytest.raises(data.DataKeyError) as error:
         data.load_images(str(parquet_folder), "train", label_column="y")
-    assert error.value.message({"label_column": "--label_column"}).endswith(
+    assert error.value.message().endswith(
         "pass --label_column=<one of them>, or --label_column=null for unlabelled data")
 
 
