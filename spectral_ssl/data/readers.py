@@ -2,8 +2,18 @@
 
 Sources (``source_kind``): a ``save_to_disk`` folder; a folder of data files (parquet/arrow/csv/json, named by split
 or in split sub-folders); an image folder (class sub-folders optional); webdataset tar shards (a folder of ``.tar``
-files); a Hub dataset id (``name`` or ``org/name``, streamed). Each reader returns an HF dataset; ``load_images``
-then gives it the canonical columns ``image`` (undecoded: bytes/path), optional ``label`` and ``idx``.
+files, split as ``datasets`` splits files: ``train-*.tar`` / ``test-*.tar`` or ``train/`` / ``test/``); a Hub dataset
+id (``name`` or ``org/name``, streamed; its files may be parquet, images or tar shards). Each reader returns an HF
+dataset; ``load_images`` then gives it the canonical columns ``image`` (undecoded: bytes/path), optional ``label``
+and ``idx``.
+
+Webdataset shards: a sample is the run of tar members sharing a key (``000001.jpg`` + ``000001.cls``), and its
+columns are the members' extensions plus ``__key__``. With the default column names ``image`` comes from the first
+of ``SHARD_IMAGE_KEYS`` present (then any other image member) and ``label`` from ``cls``; an explicit name
+(``image_column="png"``) picks that member. Labels become integers (``.cls`` text such as ``b"3\n"``), or the row's
+key is named in a one-line error. Local shards are read here (``_read_shards``): one header pass counts each
+shard's samples, so ``idx`` is the sample's position in shard order then member order, whatever order the shards are
+streamed in, and the split's length is known. Hub shards go through ``datasets``' webdataset builder.
 
 Stable ``idx``: a dataset that carries an ``idx`` column keeps it (``scripts/prepare_fashion_mnist.py`` writes one),
 and then ``datasets``' own shard+buffer shuffle and ``split_dataset_by_node`` are used. Without one, map-style data
@@ -16,7 +26,9 @@ recipe can name its own key: ``error.message("--eval_split")``) or ``FileNotFoun
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +38,9 @@ import numpy as np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
 SHARD_SUFFIXES = {".tar"}
+SHARD_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")  # a default image_column takes the first of these a shard holds
+SHARD_LABEL_KEYS = ("cls",)  # ... and a default label_column the first of these
+_SAMPLE_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's (and datasets') key.extension split
 LOCAL_ROOTS = ("data", "datasets", "outputs")  # a first path component that names a local folder, never a Hub org
 PREPARE_HINTS = {"data/fashion_mnist": "python scripts/prepare_fashion_mnist.py"}  # default datasets we can make
 
@@ -185,13 +200,125 @@ def _read_builder(dataset: str, split: str, streaming: bool) -> Dataset:
                                 f"({type(e).__name__}: {e}).") from None
 
 
+def _split_files(dataset: str, split: str) -> list[str]:
+    """The files of ``split`` in a local folder, named as ``datasets`` names splits (``train-*.tar``, ``train/``...;
+    everything is ``train`` when nothing names a split)."""
+    files = datasets.load_dataset_builder(str(Path(dataset).expanduser())).config.data_files or {}
+    if split not in files:
+        raise DataKeyError("split", split, [str(s) for s in files], dataset)
+    return [str(f) for f in files[split]]
+
+
+def _samples(tar: tarfile.TarFile, path: str) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """(key, members) of each sample of a shard, in archive order: consecutive members sharing a key (as datasets'
+    webdataset builder groups them; names without an extension are not samples)."""
+    key, members = None, []
+    for member in tar:
+        match = _SAMPLE_MEMBER.match(member.name) if member.isfile() else None
+        if match is None:
+            continue
+        if members and match.group(1) != key:
+            yield key, members
+            members = []
+        key = match.group(1)
+        if any(_SAMPLE_MEMBER.match(m.name).group(2) == match.group(2) for m in members):
+            raise ValueError(f"shard {path} has two {match.group(2)!r} members for sample {key!r}; a sample's "
+                             "members need distinct extensions.")
+        members.append(member)
+    if members:
+        yield key, members
+
+
+def _scan_shard(path: str) -> tuple[int, set[str]]:
+    """Samples in a shard and the extensions they use, from the tar headers alone (no member is read)."""
+    try:
+        with tarfile.open(path) as tar:
+            count, fields = 0, set()
+            for _, members in _samples(tar, path):
+                count += 1
+                fields.update(_SAMPLE_MEMBER.match(m.name).group(2) for m in members)
+            return count, fields
+    except tarfile.TarError as e:
+        raise ValueError(f"shard {path} is not a readable tar file ({e}); re-write or remove it.") from None
+
+
+def _shard_rows(shards: list[tuple[str, int, int, int]], fields: tuple[str, ...],
+                image_fields: tuple[str, ...]) -> Iterator[dict]:
+    """Rows of the given shards ((path, first idx, size, mtime) each; size and mtime only key the cache): one column
+    per extension (images as ``{"bytes", "path"}``, the rest raw bytes, None where a sample lacks it), ``__key__`` and
+    ``idx`` (the shard's first idx plus the sample's position in it)."""
+    for path, offset, _, _ in shards:
+        with tarfile.open(path) as tar:
+            for position, (key, members) in enumerate(_samples(tar, path)):
+                row = dict.fromkeys(fields)
+                for member in members:
+                    field = _SAMPLE_MEMBER.match(member.name).group(2)
+                    value = tar.extractfile(member).read()
+                    row[field] = {"bytes": value, "path": member.name} if field in image_fields else value
+                yield row | {"__key__": key, "idx": offset + position}
+
+
+def _read_shards(dataset: str, split: str, streaming: bool) -> Dataset:
+    """Local webdataset shards of ``split``, each sample's ``idx`` fixed by shard order then member order (so the
+    stream may be reordered by shards, split across ranks and DataLoader workers), and the split's length known."""
+    paths = _split_files(dataset, split)
+    scans = [_scan_shard(path) for path in paths]
+    fields = tuple(sorted(set().union(*(f for _, f in scans))))
+    image_fields = tuple(f for f in fields if "." + f.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES)
+    offsets = np.cumsum([0] + [count for count, _ in scans]).tolist()
+    shards = [(path, offsets[i], Path(path).stat().st_size, Path(path).stat().st_mtime_ns)
+              for i, path in enumerate(paths)]
+    features = datasets.Features({**{f: datasets.Image(decode=False) if f in image_fields else datasets.Value("binary")
+                                     for f in fields},
+                                  "__key__": datasets.Value("string"), "idx": datasets.Value("int64")})
+    kwargs = {"shards": shards, "fields": fields, "image_fields": image_fields}  # tuples: only shards is sharded
+    if not streaming:
+        return datasets.Dataset.from_generator(_shard_rows, features=features, gen_kwargs=kwargs, split=split)
+    stream = datasets.IterableDataset.from_generator(_shard_rows, features=features, gen_kwargs=kwargs, split=split)
+    stream.info.splits = datasets.SplitDict({split: datasets.SplitInfo(split, num_examples=offsets[-1])})
+    return stream
+
+
 READERS: dict[str, Callable[[str, str, bool], Dataset]] = {
     "saved_to_disk": _read_saved_to_disk,
     "files": _read_builder,
     "image_folder": _read_builder,
-    "webdataset": _read_builder,
+    "webdataset": _read_shards,
     "hub": _read_builder,
 }
+
+
+def _shard_columns(ds: Dataset, columns: list[str], image_column: str,
+                   label_column: str | None) -> tuple[str, str | None]:
+    """The members that default column names stand for in webdataset data (its columns are extensions): ``image``
+    -> the first of ``SHARD_IMAGE_KEYS`` present, else the first image member; ``label`` -> ``cls``. Explicit names
+    and names the data has are kept."""
+    if image_column == "image" and "image" not in columns:
+        images = [c for c in columns if isinstance((ds.features or {}).get(c), datasets.Image)]
+        image_column = next((c for c in (*SHARD_IMAGE_KEYS, *images) if c in columns), image_column)
+    if label_column == "label" and "label" not in columns:
+        label_column = next((c for c in SHARD_LABEL_KEYS if c in columns), label_column)
+    return image_column, label_column
+
+
+class _IntLabels:
+    """``ds.map`` function: a webdataset label (an int, or text/bytes such as ``b"3\n"`` from a ``.cls`` member) as
+    an int, or a ValueError naming the sample's key."""
+
+    def __init__(self, column: str, dataset: str) -> None:
+        self.column, self.dataset = column, dataset
+
+    def __call__(self, row: dict) -> dict:
+        value = row["label"]
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return {"label": int(value)}
+        try:
+            text = value.decode() if isinstance(value, bytes) else value
+            return {"label": int(text.strip())}
+        except (AttributeError, UnicodeDecodeError, ValueError):
+            raise ValueError(f"--label_column={self.column}: sample {row['__key__']!r} of {self.dataset} has label "
+                             f"{value!r}, not an integer; store integer class ids, or pass --label_column=null for "
+                             "unlabelled data.") from None
 
 
 def load_images(
@@ -220,6 +347,9 @@ def load_images(
     kind = source_kind(dataset)
     ds = READERS[kind](dataset, split, streaming)
     columns = _columns(ds)
+    shards = "__key__" in columns  # webdataset samples: columns are member extensions
+    if shards:
+        image_column, label_column = _shard_columns(ds, columns, image_column, label_column)
     wanted = {image_column: "image"}
     for name, role in ((image_column, "image_column"), (label_column, "label_column")):
         if name is not None and name not in columns:
@@ -229,10 +359,18 @@ def load_images(
     has_idx = idx_column in columns
     if has_idx:
         wanted[idx_column] = "idx"
+    int_labels = shards and label_column is not None and not _is_integer(ds, label_column)
+    if int_labels:
+        wanted["__key__"] = "__key__"  # names the sample whose label is not an integer
     ds = ds.select_columns(list(wanted))
     renames = {k: v for k, v in wanted.items() if k != v}
     if renames:
         ds = ds.rename_columns(renames)
+    if int_labels:
+        features = datasets.Features({k: v for k, v in ds.features.items() if k != "__key__"})
+        features["label"] = datasets.Value("int64")
+        ds = ds.map(_IntLabels(label_column, f"{dataset} split {split}"), remove_columns=["__key__"],
+                    features=features)
     if isinstance(ds.features.get("image") if ds.features else None, datasets.Image):
         ds = ds.cast_column("image", datasets.Image(decode=False))  # decode ourselves: corrupt rows are per-row errors
     rows = num_rows(ds)
@@ -246,6 +384,12 @@ def load_images(
             ds = ds.map(lambda example, i: {"idx": i}, with_indices=True)
             native = True  # this stream's idx is only stable in its natural order
     return ImageData(ds, name=dataset, split=split, num_rows=rows, native_order=native, kind=kind)
+
+
+def _is_integer(ds: Dataset, column: str) -> bool:
+    feature = (ds.features or {}).get(column)
+    return isinstance(feature, datasets.ClassLabel) or (
+        isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")))
 
 
 def _local_rows(folder: str, split: str) -> int | None:
