@@ -2,6 +2,7 @@
 
 import itertools
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 import spectral_ssl as ssl
 from spectral_ssl.band import infonce_band
 from spectral_ssl.diagnostics import batch_diagnostics
-from spectral_ssl.monitor import CollapseError, SpectralMonitor, spectral_record, std_of_l2_normalized
+from spectral_ssl.monitor import CollapseError, SpectralMonitor, spectral_record, std_of_l2_normalized, uniformity
 
 
 def unit(z: torch.Tensor) -> np.ndarray:
@@ -54,6 +55,47 @@ def test_record_equals_the_float64_definitions():
         assert record[key] == pytest.approx(value, rel=1e-5), key
     assert record["n_samples"] == 48 and record["dim"] == 6 and record["centered"] is True
     assert record["eps"] == 1e-7 and record["source"] == "z"
+
+
+def pairwise_uniformity(z: torch.Tensor, t: float) -> float:
+    """Wang & Isola's uniformity, straight from the definition in float64: every distinct pair's exp(−t‖x − y‖²)."""
+    x = unit(z)
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    i, j = np.triu_indices(len(x), k=1)
+    return float(np.log(np.mean(np.exp(-t * d2[i, j]))))
+
+
+@pytest.mark.parametrize("t", [0.5, 2.0, 50.0])
+@pytest.mark.parametrize("chunk", [1, 64, 512])
+def test_blocked_uniformity_equals_the_float64_definition(t, chunk):
+    """Upper-triangle blocks (300 rows: a ragged last block), the −2t folded into the GEMM: no overflow at t = 50."""
+    z = torch.randn(300, 4, generator=torch.Generator().manual_seed(3)) + 0.3
+    assert float(uniformity(z, t, chunk=chunk)) == pytest.approx(pairwise_uniformity(z, t), rel=1e-6)
+
+
+def test_uniformity_closed_forms_and_invariances():
+    assert float(uniformity(torch.ones(5, 3) * 7)) == pytest.approx(0.0, abs=1e-6)  # one point: every term is 1
+    assert float(uniformity(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))) == pytest.approx(-8.0, rel=1e-6)  # ‖x−y‖² = 4
+    square = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])  # 4 sides (‖·‖² = 2), 2 diagonals (4)
+    closed = math.log((4 * math.exp(-2 * 2) + 2 * math.exp(-2 * 4)) / 6)
+    assert float(uniformity(square, chunk=3)) == pytest.approx(closed, rel=1e-6)
+    z = torch.randn(200, 8, generator=torch.Generator().manual_seed(4))
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(5)))
+    base = float(uniformity(z, chunk=64))
+    assert float(uniformity(z[torch.randperm(200)], chunk=64)) == pytest.approx(base, rel=1e-6)
+    assert float(uniformity(3 * z @ rotation, chunk=64)) == pytest.approx(base, rel=1e-6)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="chunk"):
+            uniformity(z, chunk=bad)
+
+
+def test_record_spectra_equal_effective_rank_to_the_bit():
+    """reff_cov and reff_pr share one eigen-solve; each still equals its effective_rank estimator exactly."""
+    z1, z2 = torch.randn(40, 12), torch.randn(40, 12) + 1
+    record = spectral_record(z1, z2, 0.2)
+    z = torch.cat([F.normalize(z1, dim=1), F.normalize(z2, dim=1)])
+    for estimator in ("cov", "rankme", "pr"):
+        assert record[f"reff_{estimator}"] == float(ssl.effective_rank(z, estimator)), estimator
 
 
 def test_std_of_l2_normalized_is_lightlys_definition():
