@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -52,11 +52,20 @@ def decoded_bytes(rows: int, image_size: int) -> int:
     return 3 * rows * image_size * image_size
 
 
+class _Shard(NamedTuple):
+    """What the ranks tell each other about their decoded shards (``DecodedSplit.decode``)."""
+
+    rows: int
+    gray: bool
+    repeated: bool  # a repeated idx
+    skipped: int
+
+
 @dataclass
 class DecodedSplit:
     """A whole split (or this rank's shard of it) decoded: ``images`` (N, C, S, S) uint8 (C = 1 for gray images, 3
     otherwise) and ``idx`` (N,) int64, sorted by idx; ``skipped`` counts the undecodable rows left out
-    (``skip_corrupt``; of this shard when sharded).
+    (``skip_corrupt``; of every shard when sharded, as an unsharded cache reports them).
 
     Sharded (``world_size`` > 1): the rows of process ``rank`` only; ``rows_per_rank`` is the number of rows every
     rank serves per epoch (the smallest shard's length).
@@ -96,23 +105,24 @@ class DecodedSplit:
             ids.append(batch["idx"])
             skipped += int(batch["skipped"])
         idx, order = torch.sort(torch.cat(ids)) if ids else (torch.zeros(0, dtype=torch.long), None)
-        mine = (len(idx), all(gray for _, gray in chunks), bool((idx[1:] == idx[:-1]).any()))
+        mine = _Shard(len(idx), all(gray for _, gray in chunks), bool((idx[1:] == idx[:-1]).any()), skipped)
         # sharded: every rank learns every shard's length, gray-ness and validity before any rank may raise (a rank
         # that raised alone would leave the others waiting in the next collective)
         shards = [mine] if world_size == 1 else dist.gather_objects(mine)
-        lengths = [n for n, _, _ in shards]
+        lengths = [shard.rows for shard in shards]
         name = images.name or "the dataset"
         where = "" if world_size == 1 else f" (the shard of rank {{}} of {world_size})"
         if min(lengths) == 0:
             raise ValueError(f"{name} split {images.split or '?'} has no decodable image to cache"
                              f"{where.format(lengths.index(0))}; check --dataset/--split (or pass --cache_decoded=off)")
-        if any(repeated for _, _, repeated in shards):
-            raise ValueError(f"{name} has repeated idx values{where.format([r for _, _, r in shards].index(True))}; "
-                             "the cache (and selection) need a unique idx per row")
-        all_gray = all(gray for _, gray, _ in shards)  # one channel count on every rank
+        repeated = [shard.repeated for shard in shards]
+        if any(repeated):
+            raise ValueError(f"{name} has repeated idx values{where.format(repeated.index(True))}; the cache (and "
+                             "selection) need a unique idx per row")
+        all_gray = all(shard.gray for shard in shards)  # one channel count on every rank
         pixels = torch.cat([c if all_gray or not gray else c.expand(-1, 3, -1, -1) for c, gray in chunks])
-        split = cls(pixels[order].to(device), idx, skipped, time.perf_counter() - start, rank=rank,
-                    world_size=world_size, rows_per_rank=None if world_size == 1 else min(lengths))
+        split = cls(pixels[order].to(device), idx, sum(shard.skipped for shard in shards), time.perf_counter() - start,
+                    rank=rank, world_size=world_size, rows_per_rank=None if world_size == 1 else min(lengths))
         logger.info("decoded %d rows of %s [%s]%s once into %s: %.1f MB, %.1f s", len(split), images.name,
                     images.split, "" if world_size == 1 else f" (shard {rank} of {world_size}, {sum(lengths)} rows "
                     f"in all, {split.rows_per_rank} per rank and epoch)", split.images.device,
