@@ -134,11 +134,13 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     augment = transforms.DeviceAugment(prep.image_size, mean=prep.mean, std=prep.std, views=views).to(device)
 
     cache_on = data.cache_device(cfg.data.cache_decoded, augment_on_device=on_device, rows=rows,
-                                          image_size=cfg.data.image_size, device=device)
-    if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor
+                                 image_size=cfg.data.image_size, device=device, world_size=world)
+    if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor;
+        # each process decodes and keeps only its 1/world shard (data.cache)
         cached = data.DecodedSplit.decode(train_data, cfg.data.image_size, device=cache_on,
-                                                   num_workers=cfg.data.num_workers, skip_corrupt=cfg.data.skip_corrupt,
-                                                   max_rows=cfg.data.max_train_samples)
+                                          num_workers=cfg.data.num_workers, skip_corrupt=cfg.data.skip_corrupt,
+                                          max_rows=cfg.data.max_train_samples, rank=accelerator.process_index,
+                                          world_size=world)
         loaders = data.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
                                                    rank=accelerator.process_index, world_size=world)
     else:
@@ -170,7 +172,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     cache_note = ""
     if cache_on is not None:  # the decode pass is training time
         state.train_seconds += cached.seconds
-        cache_note = (f", decoded once into {cache_on.type} memory ({len(cached)} rows, "
+        cache_note = (f", decoded once into {cache_on.type} memory ({len(cached)} rows{' per process' * (world > 1)}, "
                       f"{cached.images.numel() / 2**20:.0f} MB, {cached.seconds:.0f} s)")
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     accelerator.print(f"pretrain: {cfg.data.dataset} [{cfg.data.split}] {rows or 'unknown'} rows, "
