@@ -142,7 +142,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                           max_rows=cfg.data.max_train_samples, rank=accelerator.process_index,
                                           world_size=world)
         loaders = data.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
-                                                   rank=accelerator.process_index, world_size=world)
+                                          rank=accelerator.process_index, world_size=world)
     else:
         loaders = data.EpochLoader(train_data, transform, cfg.optim.batch_size,
                                    collate="eval" if on_device else "views",

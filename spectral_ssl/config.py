@@ -282,7 +282,7 @@ class DataConfig:
     cache_decoded: Literal["auto", "off", "ram", "device"] = arg(
         "auto", "keep the decoded split as one uint8 tensor reused every epoch (needs augment_on=device): ram, "
         "device (the training device's memory) or off; auto = device on a GPU, ram on the CPU, when the split's "
-        "length is known and it fits in 4 GiB (spectral_ssl.data.cache)")
+        "length is known and each process's share (1/number of processes) fits in 4 GiB (spectral_ssl.data.cache)")
 
     def __post_init__(self) -> None:
         check_fields(self)
