@@ -5,7 +5,6 @@ import torch
 from PIL import Image
 
 from spectral_ssl import data
-from spectral_ssl.batching import CandidatePool
 from spectral_ssl.data.cache import (
     AUTO_CACHE_BYTES,
     DecodedEpochLoader,
@@ -13,6 +12,7 @@ from spectral_ssl.data.cache import (
     cache_device,
     decoded_bytes,
 )
+from tests.data.probes import assert_pool_resumes
 
 
 @pytest.fixture(scope="module")
@@ -85,31 +85,7 @@ def test_skip_and_reread_match_the_uninterrupted_epoch(folder):
 def test_a_pool_over_the_cache_resumes_where_it_stopped_with_the_same_views(folder):
     split = DecodedSplit.decode(data.load_images(str(folder), "train", label_column=None), 12)
 
-    def prepare(batch):  # like the recipe's device augmentations: random views seeded by the whole batch
-        generator = torch.Generator().manual_seed(int(batch["idx"].sum()))
-        image = batch.pop("image").float()
-        return {"views": (image + torch.randn(image.shape, generator=generator), image), **batch}
-
-    def run(pool, steps):
-        out = []
-        for _ in range(steps):
-            if pool.fill() < 4:
-                pool.next_epoch()
-            chosen = [0, 2, 3, 5] if pool.fill() >= 6 else [0, 1, 2, 3]  # leaves candidates waiting
-            batch = pool.take(torch.tensor(chosen))
-            out.append((batch["idx"].tolist(), batch["views"][0]))
-        return out
-
-    loader = DecodedEpochLoader(split, batch_size=4, seed=3)
-    straight = run(CandidatePool(loader, 8, prepare), 14)  # crosses into the second epoch
-    first = CandidatePool(loader, 8, prepare)
-    head = run(first, 5)
-    assert len(first) == 4  # candidates wait in the pool at the "checkpoint"
-    resumed = CandidatePool(loader, 8, prepare)
-    resumed.load_state_dict(first.state_dict())
-    both = head + run(resumed, 9)
-    assert [i for i, _ in both] == [i for i, _ in straight]
-    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(both, straight))  # the waiting ones' views too
+    assert_pool_resumes(DecodedEpochLoader(split, batch_size=4, seed=3), steps=14, stop_at=5)  # into epoch 2
 
 
 def test_corrupt_rows_are_left_out_and_counted_once_per_epoch(tmp_path):

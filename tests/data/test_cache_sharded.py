@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from spectral_ssl import data
-from spectral_ssl.batching import CandidatePool
 from spectral_ssl.data.cache import DecodedEpochLoader, DecodedSplit, cache_device, decoded_bytes
+from tests.data.probes import assert_pool_resumes
 from tests.launch import load_rank_results, save_rank_result, spawn_launcher
 
 SIZE = 8
@@ -85,29 +85,7 @@ def test_a_pool_over_a_shard_resumes_exactly(folders):
     shard = DecodedSplit.decode(images, SIZE, rank=1, world_size=2)
     loader = DecodedEpochLoader(shard, batch_size=4, seed=2, rank=1, world_size=2)
 
-    def prepare(batch):  # like the recipe's device augmentations: random views seeded by the whole batch
-        generator = torch.Generator().manual_seed(int(batch["idx"].sum()))
-        image = batch.pop("image").float()
-        return {"views": (image + torch.randn(image.shape, generator=generator), image), **batch}
-
-    def run(pool, steps):
-        out = []
-        for _ in range(steps):
-            if pool.fill() < 4:
-                pool.next_epoch()
-            batch = pool.take(torch.tensor([0, 2, 3, 5] if pool.fill() >= 6 else [0, 1, 2, 3]))  # leaves some waiting
-            out.append((batch["idx"].tolist(), batch["views"][0]))
-        return out
-
-    straight = run(CandidatePool(loader, 8, prepare), 9)  # 24 rows: 6 steps an epoch, crosses into the second
-    first = CandidatePool(loader, 8, prepare)
-    head = run(first, 4)
-    assert len(first) == 4  # candidates wait in the pool at the "checkpoint"
-    resumed = CandidatePool(loader, 8, prepare)
-    resumed.load_state_dict(first.state_dict())
-    both = head + run(resumed, 5)
-    assert [i for i, _ in both] == [i for i, _ in straight]
-    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(both, straight))  # the waiting ones' views too
+    assert_pool_resumes(loader, steps=9, stop_at=4)  # 24 rows: 6 steps an epoch, crosses into the second
 
 
 def test_auto_caches_when_one_process_shard_fits():

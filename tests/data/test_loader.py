@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from spectral_ssl import data
+from tests.data.probes import WorkerId
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +167,6 @@ def test_workers_decode_every_sample_once(tmp_path, streaming):
     assert len(set(seen)) == len(seen) and set(seen) <= set(range(30))
 
 
-class _WorkerId:
-    """Decode-side transform that records which DataLoader worker decoded the sample."""
-
-    def __call__(self, image):
-        info = torch.utils.data.get_worker_info()
-        return torch.tensor([info.id if info else -1])
-
-
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_every_worker_decodes_when_the_stream_has_fewer_shards_than_workers(tmp_path, world_size):
     # datasets leaves workers with id >= num_shards idle; the loader splits by example instead
@@ -183,7 +176,7 @@ def test_every_worker_decodes_when_the_stream_has_fewer_shards_than_workers(tmp_
     ds = data.load_images(str(tmp_path), "train", streaming=True)
     seen, workers = [], []
     for rank in range(world_size):
-        loader = data.make_loader(ds, _WorkerId(), batch_size=4, collate="eval", num_workers=3, drop_last=False,
+        loader = data.make_loader(ds, WorkerId(), batch_size=4, collate="eval", num_workers=3, drop_last=False,
                                   seed=5, rank=rank, world_size=world_size)
         batches = list(loader)
         seen += [i for b in batches for i in b["idx"].tolist()]

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from spectral_ssl import data
+from tests.data.probes import WorkerId
 from tests.data.test_hub_dataset import hub  # noqa: F401  (fixture: the fake Hub with datasets' frozen config)
 
 
@@ -210,21 +211,13 @@ class _Level:
         return torch.tensor([level(image)])
 
 
-class _WorkerId:
-    """Decode-side transform that records which DataLoader worker decoded the sample."""
-
-    def __call__(self, image):
-        info = torch.utils.data.get_worker_info()
-        return torch.tensor([info.id if info else -1])
-
-
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_every_worker_decodes_when_there_are_fewer_shards_than_workers(tmp_path, world_size):
     shard_folder(tmp_path, shard_sizes=(12, 12))  # 2 shards, 3 workers
     opened = data.load_images(str(tmp_path), "train", streaming=True)
     seen, workers = [], []
     for rank in range(world_size):
-        loader = data.make_loader(opened, _WorkerId(), batch_size=4, collate="eval", num_workers=3, drop_last=False,
+        loader = data.make_loader(opened, WorkerId(), batch_size=4, collate="eval", num_workers=3, drop_last=False,
                                   seed=5, rank=rank, world_size=world_size)
         batches = list(loader)
         seen += [i for b in batches for i in b["idx"].tolist()]

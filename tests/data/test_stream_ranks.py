@@ -3,17 +3,9 @@ split_dataset_by_node`` when the file count divides by the world size) and every
 decodes a part of them."""
 
 import pytest
-import torch
 
 from spectral_ssl import data
-
-
-class _WorkerId:
-    """Decode-side transform that records which DataLoader worker decoded the sample."""
-
-    def __call__(self, image):
-        info = torch.utils.data.get_worker_info()
-        return torch.tensor([info.id if info else -1])
+from tests.data.probes import WorkerId
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -25,7 +17,7 @@ def test_each_rank_streams_whole_files_of_its_own_and_every_worker_decodes(tmp_p
     ds = data.load_images(str(tmp_path), "train", streaming=True)
     seen = []
     for rank in (0, 1):
-        loader = data.make_loader(ds, _WorkerId(), batch_size=4, collate="eval", num_workers=num_workers,
+        loader = data.make_loader(ds, WorkerId(), batch_size=4, collate="eval", num_workers=num_workers,
                                   drop_last=False, seed=5, rank=rank, world_size=2)
         batches = list(loader)
         mine = {i for b in batches for i in b["idx"].tolist()}
