@@ -1,6 +1,9 @@
 """Decoding: an undecoded image value (bytes, a path, a PIL image) -> an 8-bit RGB PIL image, or a fixed-size uint8
 tensor for augmentations on the training device.
 
+JPEGs are decoded at the size needed when the caller says what it needs (``need``, a ``jpeg.DecodeNeed``: DCT-domain
+downscaling, see ``spectral_ssl.data.jpeg``); a transform declares its own as ``decode_need`` (``decode_need_of``).
+
 16-bit and 32-bit images are scaled to 8 bits by their type's range or refused; transparency is composited on
 white; every other mode is converted to RGB.
 """
@@ -8,17 +11,24 @@ white; every other mode is converted to RGB.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from spectral_ssl.data.jpeg import DecodeNeed, ShortSideNeed, decode_jpeg_at_least, is_jpeg, views_need
+
 DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, TypeError)  # what a corrupt or unusable row raises
 
 
-def decode_image(value: Any) -> Image.Image:
-    """PIL RGB image from a datasets ``Image(decode=False)`` value, a PIL image, or bytes."""
+def decode_image(value: Any, need: DecodeNeed | None = None, backend: str = "auto") -> Image.Image:
+    """PIL RGB image from a datasets ``Image(decode=False)`` value, a PIL image, or bytes.
+
+    With a ``need`` a JPEG is decoded at the smallest size the JPEG ``backend`` offers that keeps ``need(W, H)``
+    (``jpeg.decode_jpeg_at_least``); other formats and ``need=None`` decode at full size.
+    """
     if isinstance(value, Image.Image):
         image = value
     else:
@@ -26,8 +36,13 @@ def decode_image(value: Any) -> Image.Image:
             data, path = value.get("bytes"), value.get("path")
         else:
             data, path = value, None
-        image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
-        image.load()
+        if need is not None and data is None and path is not None and Path(path).suffix.lower() in (".jpg", ".jpeg"):
+            data = Path(path).read_bytes()
+        if need is not None and data is not None and is_jpeg(data):
+            image = decode_jpeg_at_least(bytes(data), need, backend)
+        else:
+            image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
+            image.load()
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         image = _to_8_bit(image)
     if image.mode != "RGB":
@@ -57,23 +72,40 @@ def _to_8_bit(image: Image.Image) -> Image.Image:
 
 
 def to_uint8(image: Image.Image, size: int) -> torch.Tensor:
-    """(3, size, size) uint8 tensor: the short side resized to ``size`` (bilinear, antialiased), centre-cropped.
-    What ``make_loader(transform="uint8")`` yields for augmentations on the training device."""
+    """(3, size, size) uint8 tensor: the centred square of side min(W, H) (whole pixels), resized to ``size``
+    (bilinear, antialiased): the crop comes before the resize, so only the square is resampled. What
+    ``make_loader(transform="uint8")`` yields for augmentations on the training device."""
     width, height = image.size
-    scale = size / min(width, height)
     if (width, height) != (size, size):
-        image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
-                             Image.Resampling.BILINEAR)
-        left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
-        image = image.crop((left, top, left + size, top + size))
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def decode_need_of(transform: Any) -> DecodeNeed | None:
+    """What ``transform`` needs from the decoder: its ``decode_need`` attribute, or for a ``TwoViewTransform``
+    the ``jpeg.CropNeed`` of its two views' random resized crops; None (full size) for anything else."""
+    need = getattr(transform, "decode_need", None)
+    if need is not None:
+        return need
+    views, pipelines = getattr(transform, "views", None), getattr(transform, "transforms", None)
+    if views is None or not pipelines:
+        return None
+    crop = pipelines[0].transforms[0]  # transforms.pil_view_transform: the random resized crop comes first
+    size = getattr(crop, "size", None)
+    if not size or len(set(size)) != 1:
+        return None
+    return views_need(int(size[0]), views)
+
+
 class Uint8Transform:
-    """Decode-only transform: ``to_uint8`` at ``image_size`` (collated into one uint8 batch)."""
+    """Decode-only transform: ``to_uint8`` at ``image_size`` (collated into one uint8 batch). Its ``decode_need``
+    (the short side >= image_size) lets the loader decode JPEGs at that size."""
 
     def __init__(self, image_size: int) -> None:
         self.image_size = image_size
+        self.decode_need = ShortSideNeed(image_size)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return to_uint8(image, self.image_size)

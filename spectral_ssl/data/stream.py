@@ -18,7 +18,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from spectral_ssl.data.decode import DECODE_ERRORS, decode_image
+from spectral_ssl.data.decode import DECODE_ERRORS, decode_image, decode_need_of
 from spectral_ssl.data.readers import Dataset, ImageData, _as_image_data
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ class _Stream(IterableDataset):
     def __init__(self, data: ImageData, transform: Callable, *, kind: str, seed: int, epoch: int, rank: int,
                  world_size: int,
                  shuffle: bool, shuffle_buffer: int, skip: int, limit: int | None, skip_corrupt: bool,
-                 keep_idx: frozenset[int] | None = None) -> None:
+                 keep_idx: frozenset[int] | None = None, decode: str = "cpu") -> None:
         self.data, self.ds, self.transform, self.kind, self.keep_idx = data, data.ds, transform, kind, keep_idx
+        self.decode_need = decode_need_of(transform) if decode == "cpu" else None  # "full": full-size decodes
         self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world_size
         self.shuffle, self.buffer, self.skip, self.limit, self.skip_corrupt = (shuffle, shuffle_buffer, skip, limit,
                                                                                skip_corrupt)
@@ -129,7 +130,7 @@ class _Stream(IterableDataset):
             if self.keep_idx is not None and int(row["idx"]) not in self.keep_idx:
                 continue
             try:
-                image = decode_image(row["image"])
+                image = decode_image(row["image"], self.decode_need)
             except DECODE_ERRORS as e:
                 if not self.skip_corrupt:
                     raise ValueError(f"image at idx {row['idx']} cannot be decoded ({type(e).__name__}: {e}); fix "
@@ -223,6 +224,7 @@ def make_loader(
     max_samples: int | None = None,
     keep_idx: Iterable[int] | None = None,
     pin_memory: bool = False,
+    decode: str = "cpu",
 ) -> Iterable[dict]:
     """Batches of this rank's share of one epoch, deterministic given (seed, epoch, rank, world_size).
 
@@ -248,16 +250,21 @@ def make_loader(
         keep_idx: Decode and yield only the rows with these ``idx`` values (the rest of the stream is read but not
             decoded): recovers the samples a selection pool held when a checkpoint was written.
         pin_memory: Collate into pinned memory (for ``non_blocking`` copies to a GPU).
+        decode: ``"cpu"``: JPEGs decoded at the size the transform needs (``decode.decode_need_of``, DCT-domain
+            downscaling, ``spectral_ssl.data.jpeg``); ``"full"``: every image at full size (for comparisons).
     """
     data = _as_image_data(ds)
     if collate not in ("views", "eval"):
         raise ValueError(f"collate must be 'views' or 'eval', got {collate!r}.")
+    if decode not in ("cpu", "full"):
+        raise ValueError(f"decode must be 'cpu' or 'full', got {decode!r}.")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}.")
     limit = None if max_samples is None else max_samples // world_size
     stream = _Stream(data, transform, kind=collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
                      shuffle=shuffle, shuffle_buffer=shuffle_buffer, skip=skip_batches * batch_size, limit=limit,
-                     skip_corrupt=skip_corrupt, keep_idx=None if keep_idx is None else frozenset(keep_idx))
+                     skip_corrupt=skip_corrupt, keep_idx=None if keep_idx is None else frozenset(keep_idx),
+                     decode=decode)
     collate_fn = collate_views if collate == "views" else collate_eval
     if num_workers and data.native_order:
         logger.warning("this stream has no idx column, so its idx is the stream position, which DataLoader workers "

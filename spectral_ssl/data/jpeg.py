@@ -1,0 +1,186 @@
+"""JPEG decoded at the size needed: DCT-domain downscaling on the CPU, batched nvJPEG on a GPU.
+
+A JPEG can be decoded directly at 1/2, 1/4 or 1/8 of its size (PIL's ``Image.draft``; libjpeg-turbo through
+``simplejpeg`` also has the steps n/8 in between) for a fraction of a full decode. A ``DecodeNeed`` says how large
+the decoded image must stay for what follows not to lose resolution; ``decode_jpeg_at_least`` decodes to the
+smallest such size the library offers.
+
+Sizes needed (derived in ``CropNeed``/``ShortSideNeed``; W x H the full size, S the output side):
+
+- ``ShortSideNeed(S)`` (``to_uint8``: the short side resized to S, centre-cropped): a downscale by k keeps
+  min(W, H) / k >= S, so k <= min(W, H) / S.
+- ``CropNeed(S, (s_min, s_max), (r_min, r_max))`` (``RandomResizedCrop``, which draws its box as fractions of the
+  image it is given: area s * W'H', aspect r): a box's sides are sqrt(W'H' s r) and sqrt(W'H' s / r), at least
+  sqrt(W'H' s_min rho) with rho = min(r_min, 1 / r_max); the central fallback box after ten failed tries is the
+  whole image, or (W', W' / r_min) when W'/H' < r_min, or (H' r_max, H') when W'/H' > r_max (the same fraction of
+  the image at any scale). With W' >= W / k and H' >= H / k (decoders round up), every box the crop can draw keeps
+  both sides >= S (rounding to whole pixels keeps x >= S at >= S) when
+  k <= min(sqrt(WH s_min rho), the full-size fallback's short side) / S. Smaller images are decoded at full size:
+  their small crops are upsampled exactly as in a full decode, never more.
+
+The crop distribution is unchanged: the crop's fractions are drawn as before, only on a smaller image.
+
+Backends (``JPEG_BACKENDS``): ``simplejpeg`` when installed (the ``jpeg`` extra; any n/8 scale, so a 500x375 photo
+needing 224 px decodes at 5/8), else PIL's ``draft`` (scales 1, 1/2, 1/4, 1/8). Measured in
+``benchmarks/bench_jpeg.py``. Anything that is not a JPEG, or that a backend refuses (CMYK, progressive corner
+cases), is decoded by PIL at full size.
+
+``decode_jpeg_batch``: a list of JPEG byte tensors -> (B, 3, S, S) uint8 on ``device`` with
+``torchvision.io.decode_jpeg`` (nvJPEG, batched, on CUDA; libjpeg on the CPU), each short side resized to S
+(antialiased) and centre-cropped there (``decode=device``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+JPEG_MAGIC = b"\xff\xd8\xff"  # SOI marker + the first marker's 0xFF
+
+
+class DecodeNeed(Protocol):
+    """``need(width, height) -> (w, h)``: the smallest decoded size an image of full size (width, height) must keep
+    for what follows to lose no resolution (the full size when it cannot be reduced)."""
+
+    def __call__(self, width: int, height: int) -> tuple[int, int]: ...
+
+
+def _reduced(width: int, height: int, factor: float) -> tuple[int, int]:
+    """(width, height) downscaled by ``factor`` (> 1) rounded up; the full size for factor <= 1."""
+    if factor <= 1:
+        return width, height
+    return max(1, math.ceil(width / factor)), max(1, math.ceil(height / factor))
+
+
+@dataclass(frozen=True)
+class ShortSideNeed:
+    """The short side stays >= ``image_size`` (``to_uint8``: resize the short side, centre crop)."""
+
+    image_size: int
+
+    def __call__(self, width: int, height: int) -> tuple[int, int]:
+        return _reduced(width, height, min(width, height) / self.image_size)
+
+
+@dataclass(frozen=True)
+class CropNeed:
+    """Every box ``RandomResizedCrop(image_size, scale=crop_scale, ratio=crop_ratio)`` can draw stays >=
+    ``image_size`` px on both sides (derivation in the module docstring)."""
+
+    image_size: int
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def max_factor(self, width: int, height: int) -> float:
+        """The largest downscale k of a (width, height) image that keeps every crop >= image_size px."""
+        r_min, r_max = self.crop_ratio
+        rho = min(r_min, 1 / r_max)
+        smallest_box = math.sqrt(width * height * self.crop_scale[0] * rho)
+        in_ratio = width / height  # the central fallback box (whole image, or its aspect clamped into the range)
+        fallback = ((width, width / r_min) if in_ratio < r_min else (height * r_max, height) if in_ratio > r_max
+                    else (width, height))
+        smallest_fallback = min(fallback)
+        return min(smallest_box, smallest_fallback) / self.image_size
+
+    def __call__(self, width: int, height: int) -> tuple[int, int]:
+        return _reduced(width, height, self.max_factor(width, height))
+
+
+def views_need(image_size: int, views) -> CropNeed:
+    """The ``CropNeed`` of two-view augmentations (``transforms.AugmentConfig`` pair): the smallest area fraction
+    and the widest aspect range of both views, so that both views' crops are covered by one decode."""
+    return CropNeed(image_size, (min(v.crop_scale[0] for v in views), 1.0),
+                    (min(v.crop_ratio[0] for v in views), max(v.crop_ratio[1] for v in views)))
+
+
+def is_jpeg(data: bytes | memoryview) -> bool:
+    """Whether ``data`` starts like a JPEG file (SOI marker)."""
+    return bytes(data[:3]) == JPEG_MAGIC
+
+
+def _simplejpeg():
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return simplejpeg
+
+
+def jpeg_backend(name: str = "auto") -> str:
+    """The backend ``decode_jpeg_at_least`` uses: ``simplejpeg`` if installed (faster, finer scales; measured in
+    ``benchmarks/bench_jpeg.py``) else ``pil``; or the one named (``simplejpeg`` without the package: ImportError
+    naming the ``jpeg`` extra)."""
+    if name not in JPEG_BACKENDS:
+        raise ValueError(f"unknown JPEG backend {name!r}; choose one of {', '.join(JPEG_BACKENDS)}")
+    if name == "auto":
+        return "simplejpeg" if _simplejpeg() is not None else "pil"
+    if name == "simplejpeg" and _simplejpeg() is None:
+        raise ImportError("the simplejpeg backend needs the optional package: pip install 'spectral_ssl[jpeg]'")
+    return name
+
+
+JPEG_BACKENDS = ("auto", "pil", "simplejpeg")
+
+
+def decode_jpeg_at_least(data: bytes, need: DecodeNeed | None, backend: str = "auto") -> Image.Image:
+    """PIL image of JPEG ``data`` decoded at the smallest size the backend offers that is >= ``need(W, H)`` on both
+    sides (the full size without a need). Mode as decoded (RGB, L or CMYK): ``decode.decode_image`` normalises it."""
+    backend = jpeg_backend(backend)
+    if backend == "simplejpeg" and need is not None:
+        simplejpeg = _simplejpeg()
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if colorspace in ("Gray", "GRAY"):
+                return Image.fromarray(_decode_gray(simplejpeg, data, need(width, height)), "L")
+            if colorspace not in ("CMYK", "YCCK"):
+                w, h = need(width, height)
+                return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=w, min_height=h),
+                                       "RGB")
+        except ValueError:
+            pass  # anything simplejpeg refuses: PIL below (it raises the error a corrupt file deserves)
+    image = Image.open(io.BytesIO(data))
+    if need is not None:
+        image.draft("RGB" if image.mode == "RGB" else None, need(*image.size))
+    image.load()
+    return image
+
+
+def _decode_gray(simplejpeg, data: bytes, size: tuple[int, int]) -> np.ndarray:
+    out = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_width=size[0], min_height=size[1])
+    return out[..., 0] if out.ndim == 3 else out
+
+
+def decode_jpeg_batch(images: list[torch.Tensor], image_size: int, device: torch.device | str) -> torch.Tensor:
+    """(B, 3, S, S) uint8 on ``device`` from a list of 1-D uint8 tensors holding JPEG files: one batched
+    ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on CUDA), then each image's short side resized to S
+    (bilinear, antialiased) and centre-cropped on ``device``, as ``decode.to_uint8`` does on the CPU."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not images:
+        raise ValueError("decode_jpeg_batch needs at least one image")
+    device = torch.device(device)
+    decoded = decode_jpeg(list(images), mode=ImageReadMode.RGB, device=device)
+    out = torch.empty(len(decoded), 3, image_size, image_size, dtype=torch.uint8, device=device)
+    for i, image in enumerate(decoded):
+        out[i] = _short_side_crop(image, image_size)
+    return out
+
+
+def _short_side_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, size, size): the centre square of side min(H, W), resized to ``size`` (the crop is
+    taken first, so only the square is resampled)."""
+    _, h, w = image.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = image[:, top:top + side, left:left + side]
+    if side == size:
+        return square
+    resized = torch.nn.functional.interpolate(square[None].float(), size=(size, size), mode="bilinear",
+                                              antialias=side > size, align_corners=False)
+    return resized[0].round_().clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,185 @@
+"""spectral_ssl.data.decode / jpeg: JPEGs decoded at the size needed, checked against brute force (every crop the
+random resized crop can draw), full-size decodes (the pixels barely change) and the decoders' own sizes."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from spectral_ssl import transforms
+from spectral_ssl.data import decode, jpeg
+
+BACKENDS = ["pil"] + (["simplejpeg"] if jpeg._simplejpeg() is not None else [])
+
+
+def photo(width: int, height: int, seed: int = 0, quality: int = 90, mode: str = "RGB") -> bytes:
+    """A smooth, textured JPEG (upsampled noise + rectangles), like a photo for a decoder."""
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray((rng.random((height // 16 + 2, width // 16 + 2, 3)) * 255).astype(np.uint8))
+    image = np.asarray(base.resize((width, height), Image.Resampling.BICUBIC)).copy()
+    for _ in range(6):
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        image[y:y + height // 4, x:x + width // 4] = rng.integers(0, 256, 3)
+    out = io.BytesIO()
+    Image.fromarray(image).convert(mode).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def brute_smallest_box_side(width: int, height: int, scale, ratio) -> float:
+    """The smallest side (before rounding) of any box RandomResizedCrop.get_params can return, over a dense grid of
+    area fractions and aspects, plus the central fallback box."""
+    smallest = math.inf
+    area = width * height
+    for s in np.linspace(scale[0], scale[1], 41):
+        for log_r in np.linspace(math.log(ratio[0]), math.log(ratio[1]), 41):
+            w, h = math.sqrt(area * s * math.exp(log_r)), math.sqrt(area * s / math.exp(log_r))
+            if w <= width and h <= height:  # an accepted try
+                smallest = min(smallest, w, h)
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fallback = (width, width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fallback = (height * ratio[1], height)
+    else:
+        fallback = (width, height)
+    return min(smallest, *fallback)
+
+
+SIZES = [(500, 375), (1600, 1200), (1200, 1600), (3000, 400), (4000, 3000)]
+
+
+@pytest.mark.parametrize("scale,ratio", [((0.2, 1.0), (3 / 4, 4 / 3)), ((0.08, 1.0), (3 / 4, 4 / 3)),
+                                         ((0.5, 1.0), (0.5, 2.0)), ((0.2, 1.0), (1.5, 2.0))])
+@pytest.mark.parametrize("width,height", SIZES)
+def test_crop_need_keeps_the_smallest_box_the_crop_can_draw_at_least_the_output_size(width, height, scale, ratio):
+    need = jpeg.CropNeed(224, scale, ratio)
+    k = need.max_factor(width, height)
+    assert k * 224 <= brute_smallest_box_side(width, height, scale, ratio) + 1e-6  # the closed form is a lower bound
+    w, h = need(width, height)
+    if k <= 1:
+        assert (w, h) == (width, height)  # too small to reduce: decoded whole, as before
+    else:  # at that size the smallest box is still >= 224 px, and the bound is tight within the grid's step
+        assert brute_smallest_box_side(w, h, scale, ratio) >= 224 - 1e-6
+        assert brute_smallest_box_side(width, height, scale, ratio) / k < 224 * 1.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("width,height", [(500, 375), (1600, 1200), (700, 2100), (900, 900)])
+def test_decoded_image_is_never_smaller_than_needed_and_every_drawn_crop_stays_at_the_output_size(
+        backend, width, height):
+    data = photo(width, height)
+    need = jpeg.views_need(224, transforms.augment_preset("simclr", 224))
+    image = jpeg.decode_jpeg_at_least(data, need, backend)
+    w, h = image.size
+    nw, nh = need(width, height)
+    assert w >= nw and h >= nh and w <= width and h <= height
+    if (w, h) != (width, height):
+        torch.manual_seed(0)
+        boxes = [v2.RandomResizedCrop.get_params(image, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)) for _ in range(500)]
+        assert min(min(bh, bw) for _, _, bh, bw in boxes) >= 224
+    # the decoder took the largest reduction it offers: one step smaller would break the need
+    steps = [1, 2, 4, 8] if backend == "pil" else [8 / n for n in range(8, 0, -1)]
+    taken = width / w
+    smaller = [f for f in steps if f > taken * 1.01]
+    if smaller:
+        assert math.ceil(width / smaller[0]) < nw or math.ceil(height / smaller[0]) < nh
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_short_side_need_gives_the_same_uint8_image_as_a_full_decode_up_to_resampling(backend):
+    data = photo(1600, 1200, seed=3)
+    full = decode.to_uint8(decode.decode_image(data), 224).float()
+    sized_image = decode.decode_image(data, jpeg.ShortSideNeed(224), backend)
+    assert min(sized_image.size) >= 224 and sized_image.size != (1600, 1200)  # it was reduced (by 4 or more)
+    sized = decode.to_uint8(sized_image, 224).float()
+    assert (sized - full).abs().mean() < 2.0  # of 255: DCT-domain scaling ~ an antialiased resize
+
+
+def test_without_a_need_or_for_other_formats_images_decode_at_full_size(tmp_path):
+    data = photo(640, 480)
+    assert decode.decode_image(data).size == (640, 480)
+    png = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(png, "PNG")
+    assert decode.decode_image(png.getvalue(), jpeg.ShortSideNeed(32)).size == (640, 480)
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    by_path = decode.decode_image({"bytes": None, "path": str(path)}, jpeg.ShortSideNeed(32))
+    assert by_path.mode == "RGB" and min(by_path.size) >= 32 and by_path.size[0] <= 640 // 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_gray_and_cmyk_jpegs_come_out_rgb_at_the_needed_size(backend, mode):
+    data = photo(800, 600, mode=mode)
+    image = decode.decode_image(data, jpeg.ShortSideNeed(100), backend)
+    assert image.mode == "RGB" and min(image.size) >= 100 and image.size[0] < 800
+
+
+def test_a_corrupt_jpeg_raises_a_decode_error_with_either_backend():
+    data = photo(400, 300)[:200]
+    for backend in BACKENDS:
+        with pytest.raises(decode.DECODE_ERRORS):
+            decode.decode_image(data, jpeg.ShortSideNeed(64), backend)
+
+
+def test_simplejpeg_backend_without_the_package_names_the_extra(monkeypatch):
+    monkeypatch.setattr(jpeg, "_simplejpeg", lambda: None)
+    assert jpeg.jpeg_backend("auto") == "pil"
+    with pytest.raises(ImportError, match=r"spectral_ssl\[jpeg\]"):
+        jpeg.jpeg_backend("simplejpeg")
+    assert decode.decode_image(photo(800, 600), jpeg.ShortSideNeed(100)).size == (200, 150)  # PIL's draft: 1/4
+
+
+def test_to_uint8_crops_the_centre_square_before_resizing():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    out = decode.to_uint8(image, 30)
+    slow = image.crop((15, 0, 75, 60)).resize((30, 30), Image.Resampling.BILINEAR)  # the obvious way
+    slow = torch.from_numpy(np.array(slow)).permute(2, 0, 1)
+    # equal away from the edges (the box resize's filter also reads the pixels just outside the square)
+    assert out.shape == (3, 30, 30) and torch.equal(out[:, 1:-1, 1:-1], slow[:, 1:-1, 1:-1])
+    same = Image.fromarray(np.zeros((30, 30, 3), np.uint8))
+    assert torch.equal(decode.to_uint8(same, 30), torch.zeros(3, 30, 30, dtype=torch.uint8))
+
+
+def test_transforms_declare_what_they_need():
+    assert decode.decode_need_of(decode.Uint8Transform(64)) == jpeg.ShortSideNeed(64)
+    views = transforms.augment_preset("byol", 96)
+    need = decode.decode_need_of(transforms.TwoViewTransform(96, views=views))
+    assert need == jpeg.CropNeed(96, (0.08, 1.0), (3 / 4, 4 / 3))
+    assert decode.decode_need_of(transforms.EvalTransform(64)) is None
+
+
+def test_batched_decode_on_the_cpu_matches_the_loader_decode():
+    datas = [photo(320, 240, seed=1), photo(200, 260, seed=2), photo(64, 64, seed=3)]
+    batch = jpeg.decode_jpeg_batch([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], 64, "cpu")
+    assert batch.shape == (3, 3, 64, 64) and batch.dtype == torch.uint8
+    for got, data in zip(batch, datas):
+        want = decode.to_uint8(decode.decode_image(data), 64)
+        assert (got.float() - want.float()).abs().mean() < 3.0  # torch's vs PIL's antialiased bilinear
+    with pytest.raises(ValueError, match="at least one image"):
+        jpeg.decode_jpeg_batch([], 64, "cpu")
+
+
+def test_loader_decodes_at_the_needed_size_unless_asked_for_full_size(tmp_path, monkeypatch):
+    from spectral_ssl import data
+
+    for i in range(4):
+        (tmp_path / "train" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / f"c{i % 2}" / f"{i}.jpg").write_bytes(photo(640, 480, seed=i))
+    images = data.load_images(str(tmp_path), "train", streaming=False)
+    sizes = []
+    real = decode.to_uint8
+    monkeypatch.setattr(decode, "to_uint8", lambda image, size: sizes.append(image.size) or real(image, size))
+    out = {}
+    for mode in ("cpu", "full"):
+        loader = data.make_loader(images, decode.Uint8Transform(48), batch_size=4, collate="eval", shuffle=False,
+                                  decode=mode)
+        out[mode] = next(iter(loader))["image"].float()
+    assert sizes[:4] == [(80, 60)] * 4 and sizes[4:] == [(640, 480)] * 4  # 1/8: the short side stays >= 48
+    assert (out["cpu"] - out["full"]).abs().mean() < 3.0  # of 255
+    with pytest.raises(ValueError, match="decode must be"):
+        data.make_loader(images, decode.Uint8Transform(48), batch_size=4, decode="gpu")
