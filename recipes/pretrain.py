@@ -108,6 +108,8 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     if steps_per_epoch is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
+    if cfg.data.decode == "device":  # data.jpeg.decode_jpeg_batch is ready; the loader cannot hand it JPEG bytes yet
+        raise ConfigError("--decode=device is not wired into the loader yet; pass --decode=cpu (or auto)")
     views = augment_views(cfg)
     on_device = cfg.data.augment_on in ("auto", "device")
     # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader

@@ -283,6 +283,10 @@ class DataConfig:
         "auto", "keep the decoded split as one uint8 tensor reused every epoch (needs augment_on=device): ram, "
         "device (the training device's memory) or off; auto = device on a GPU, ram on the CPU, when the split's "
         "length is known and each process's share (1/number of processes) fits in 4 GiB (spectral_ssl.data.cache)")
+    decode: Literal["auto", "cpu", "device"] = arg(
+        "auto", "where JPEGs are decoded: cpu (in the loader, DCT-domain downscaled to the size the crops need; "
+        "spectral_ssl.data.jpeg) or device (batched nvJPEG on the GPU, crops there; needs CUDA and "
+        "--augment_on=device); auto = cpu (device once the loader hands it undecoded JPEGs)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -298,6 +302,13 @@ class DataConfig:
         require(self.cache_decoded in ("auto", "off") or self.augment_on != "loader", "cache_decoded",
                 f"set to {self.cache_decoded!r} needs --augment_on=device (the cache holds unaugmented uint8 images); "
                 "pass --cache_decoded=off with --augment_on=loader")
+        require(self.decode != "device" or self.augment_on != "loader", "decode",
+                "=device needs --augment_on=device (the images then stay on the GPU); pass --decode=cpu")
+        if self.decode == "device":
+            import torch  # only for this check: a config is read before torch is needed
+
+            require(torch.cuda.is_available(), "decode", "=device needs a CUDA GPU (nvJPEG) and none is visible; "
+                    "pass --decode=cpu or --decode=auto")
 
 
 @dataclass

@@ -183,3 +183,19 @@ def test_loader_decodes_at_the_needed_size_unless_asked_for_full_size(tmp_path, 
     assert (out["cpu"] - out["full"]).abs().mean() < 3.0  # of 255
     with pytest.raises(ValueError, match="decode must be"):
         data.make_loader(images, decode.Uint8Transform(48), batch_size=4, decode="gpu")
+
+
+def test_decode_key_is_documented_and_device_without_cuda_is_one_line_naming_it(monkeypatch, capsys):
+    from spectral_ssl.config import ConfigError, PretrainConfig, parse_config
+
+    assert parse_config(PretrainConfig, []).data.decode == "auto"
+    assert parse_config(PretrainConfig, ["--decode=cpu"]).data.decode == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv, fix in ((["--decode=device"], "--decode=cpu"), (["--decode=gpu"], "auto | cpu | device"),
+                      (["--decode=device", "--augment_on=loader"], "--augment_on=device")):
+        with pytest.raises(ConfigError) as e:
+            parse_config(PretrainConfig, argv)
+        assert str(e.value).startswith("--decode") and fix in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(SystemExit):
+        parse_config(PretrainConfig, ["--help"])
+    assert "--decode {auto,cpu,device}" in capsys.readouterr().out
