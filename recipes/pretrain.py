@@ -108,14 +108,10 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     if steps_per_epoch is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
-    if cfg.data.decode == "device":  # data.jpeg.decode_jpeg_batch is ready; the loader cannot hand it JPEG bytes yet
-        raise ConfigError("--decode=device is not wired into the loader yet; pass --decode=cpu (or auto)")
     views = augment_views(cfg)
     on_device = cfg.data.augment_on in ("auto", "device")
     # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader
     prep = transforms.Preprocessing(cfg.data.image_size, tuple(cfg.data.mean), tuple(cfg.data.std))
-    transform = (data.Uint8Transform(prep.image_size) if on_device
-                 else transforms.TwoViewTransform(prep.image_size, mean=prep.mean, std=prep.std, views=views))
 
     model = SpectralSSL(cfg.model.backbone, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.backbone_kwargs)
     model.data_config.update(prep.data_config())
@@ -135,6 +131,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                **selection_kwargs).to(device)
     augment = transforms.DeviceAugment(prep.image_size, mean=prep.mean, std=prep.std, views=views).to(device)
 
+    jpeg_on_device = False  # decode=device: JPEG files reach the training device undecoded (not with the cache)
     cache_on = data.cache_device(cfg.data.cache_decoded, augment_on_device=on_device, rows=rows,
                                  image_size=cfg.data.image_size, device=device, world_size=world)
     if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor;
@@ -145,7 +142,11 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                           world_size=world)
         loaders = data.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
                                           rank=accelerator.process_index, world_size=world)
-    else:
+    else:  # JPEGs decoded in the loader at the size needed, or passed undecoded to a batched decode on the GPU
+        jpeg_on_device = on_device and data.jpeg.decode_on_device(cfg.data.decode, device, train_data,
+                                                                   skip_corrupt=cfg.data.skip_corrupt)
+        transform = (data.Uint8Transform(prep.image_size, jpeg_on_device=jpeg_on_device) if on_device
+                     else transforms.TwoViewTransform(prep.image_size, mean=prep.mean, std=prep.std, views=views))
         loaders = data.EpochLoader(train_data, transform, cfg.optim.batch_size,
                                    collate="eval" if on_device else "views",
                                    seed=cfg.optim.seed, rank=accelerator.process_index, world_size=world,
@@ -154,7 +155,12 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                    pin_memory=device.type == "cuda")
     # uint8 batches -> two views made on the device, seeded by (seed, epoch, the batch's idx): resume-exact
     views_on_device = data.DeviceViews(augment, cfg.optim.seed, device, epoch=lambda: pool.epoch)
-    pool = CandidatePool(loaders, selector.pool_size, prepare=views_on_device if on_device else None)
+
+    def decode_then_views(batch: dict) -> dict:  # decode=device: the batch's JPEG files decoded together (nvJPEG)
+        return views_on_device({**batch, "image": data.jpeg.decode_jpeg_batch(batch["image"], prep.image_size, device)})
+
+    prepare = (decode_then_views if jpeg_on_device else views_on_device) if on_device else None
+    pool = CandidatePool(loaders, selector.pool_size, prepare=prepare)
 
     optimizer_groups = model.parameter_groups(cfg.optim.weight_decay, extra=objective.loss)  # + BYOL/SimSiam predictor
     optimizer = (torch.optim.AdamW(optimizer_groups, lr=cfg.optim.lr) if cfg.optim.optimizer == "adamw"
@@ -182,6 +188,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                       f"{cfg.optim.batch_size * world} ({world} process{'es' * (world > 1)}), {cfg.model.backbone} on "
                       f"{device.type} ({accelerator.mixed_precision}), loss {cfg.objective.loss}, selection "
                       f"{cfg.batching.selection}, augment {cfg.data.augment} on {'device' if on_device else 'loader'}"
+                      f", JPEGs decoded on {'device' if jpeg_on_device else 'cpu'}"
                       f"{cache_note} -> {cfg.run.output_dir}")
     return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
                            state=state, folder=folder,

@@ -286,7 +286,8 @@ class DataConfig:
     decode: Literal["auto", "cpu", "device"] = arg(
         "auto", "where JPEGs are decoded: cpu (in the loader, DCT-domain downscaled to the size the crops need; "
         "spectral_ssl.data.jpeg) or device (batched nvJPEG on the GPU, crops there; needs CUDA and "
-        "--augment_on=device); auto = cpu (device once the loader hands it undecoded JPEGs)")
+        "--augment_on=device, --skip_corrupt=false; not with the decoded cache, which decodes once on the CPU); auto = "
+        "device on a GPU when the split holds JPEGs and is not cached, else cpu")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -303,11 +304,14 @@ class DataConfig:
                 f"set to {self.cache_decoded!r} needs --augment_on=device (the cache holds unaugmented uint8 images); "
                 "pass --cache_decoded=off with --augment_on=loader")
         require(self.decode != "device" or self.augment_on != "loader", "decode",
-                "=device needs --augment_on=device (the images then stay on the GPU); pass --decode=cpu")
+                "set to device needs --augment_on=device (the images then stay on the GPU); pass --decode=cpu")
+        require(self.decode != "device" or not self.skip_corrupt, "decode",
+                "set to device cannot skip undecodable rows (one batched decode per batch); pass --decode=cpu with "
+                "--skip_corrupt=true")
         if self.decode == "device":
             import torch  # only for this check: a config is read before torch is needed
 
-            require(torch.cuda.is_available(), "decode", "=device needs a CUDA GPU (nvJPEG) and none is visible; "
+            require(torch.cuda.is_available(), "decode", "set to device needs a CUDA GPU (nvJPEG) and none is visible; "
                     "pass --decode=cpu or --decode=auto")
 
 

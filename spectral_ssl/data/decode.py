@@ -101,11 +101,16 @@ def decode_need_of(transform: Any) -> DecodeNeed | None:
 
 class Uint8Transform:
     """Decode-only transform: ``to_uint8`` at ``image_size`` (collated into one uint8 batch). Its ``decode_need``
-    (the short side >= image_size) lets the loader decode JPEGs at that size."""
+    (the short side >= image_size) lets the loader decode JPEGs at that size.
 
-    def __init__(self, image_size: int) -> None:
+    ``jpeg_on_device=True`` (``decode=device``): the loader passes JPEG files through undecoded (1-D uint8 tensors,
+    collated as a list with the other formats' ``to_uint8`` images) for ``jpeg.decode_jpeg_batch`` on the device.
+    """
+
+    def __init__(self, image_size: int, *, jpeg_on_device: bool = False) -> None:
         self.image_size = image_size
         self.decode_need = ShortSideNeed(image_size)
+        self.jpeg_on_device = jpeg_on_device
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return to_uint8(image, self.image_size)

@@ -25,9 +25,10 @@ needing 224 px decodes at 5/8), else PIL's ``draft`` (scales 1, 1/2, 1/4, 1/8). 
 ``benchmarks/bench_jpeg.py``. Anything that is not a JPEG, or that a backend refuses (CMYK, progressive corner
 cases), is decoded by PIL at full size.
 
-``decode_jpeg_batch``: a list of JPEG byte tensors -> (B, 3, S, S) uint8 on ``device`` with
-``torchvision.io.decode_jpeg`` (nvJPEG, batched, on CUDA; libjpeg on the CPU), each short side resized to S
-(antialiased) and centre-cropped there (``decode=device``).
+``decode=device`` (``decode_on_device``): the loader hands JPEG files over undecoded (``undecoded_jpeg``: 1-D uint8
+tensors, collated as a list) and ``decode_jpeg_batch`` decodes a batch of them on the device with
+``torchvision.io.decode_jpeg`` (nvJPEG, batched, on CUDA; libjpeg on the CPU, which is how it is tested here), each
+short side resized to S (antialiased) and centre-cropped there.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -156,19 +158,60 @@ def _decode_gray(simplejpeg, data: bytes, size: tuple[int, int]) -> np.ndarray:
     return out[..., 0] if out.ndim == 3 else out
 
 
+def undecoded_jpeg(value) -> bytes | None:
+    """The file of a datasets ``Image(decode=False)`` value (or bytes) if it is a JPEG, else None (other formats, PIL
+    images): what the loader passes on with ``decode=device`` (collated as 1-D uint8 tensors for
+    ``decode_jpeg_batch``)."""
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and path is not None and str(path).lower().endswith((".jpg", ".jpeg")):
+            data = Path(path).read_bytes()
+    else:
+        data = value if isinstance(value, (bytes, bytearray, memoryview)) else None
+    if data is None or not is_jpeg(data):
+        return None
+    return bytes(data)
+
+
+def source_is_jpeg(images) -> bool:
+    """Whether the first row of ``images`` (``readers.ImageData``) holds a JPEG file (what ``decode=auto`` asks)."""
+    try:
+        row = next(iter(images.ds))
+    except StopIteration:
+        return False
+    return undecoded_jpeg(row["image"]) is not None
+
+
+def decode_on_device(setting: str, device: torch.device, images, *, skip_corrupt: bool = False) -> bool:
+    """Whether ``decode=setting`` decodes on ``device``: ``device`` yes, ``cpu`` no, ``auto`` when ``device`` is a
+    CUDA device, the source holds JPEGs (``source_is_jpeg``) and undecodable rows need not be skipped (a batched
+    decode cannot skip one row)."""
+    if setting not in ("auto", "cpu", "device"):
+        raise ValueError(f"decode must be auto, cpu or device, got {setting!r}")
+    if setting != "auto":
+        return setting == "device"
+    return torch.device(device).type == "cuda" and not skip_corrupt and source_is_jpeg(images)
+
+
 def decode_jpeg_batch(images: list[torch.Tensor], image_size: int, device: torch.device | str) -> torch.Tensor:
-    """(B, 3, S, S) uint8 on ``device`` from a list of 1-D uint8 tensors holding JPEG files: one batched
-    ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on CUDA), then each image's short side resized to S
-    (bilinear, antialiased) and centre-cropped on ``device``, as ``decode.to_uint8`` does on the CPU."""
+    """(B, 3, S, S) uint8 on ``device`` from a batch's ``image`` list: 1-D uint8 tensors holding JPEG files are
+    decoded in one batched ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on CUDA), then each short side
+    is resized to S (bilinear, antialiased) and centre-cropped there, as ``decode.to_uint8`` does on the CPU; (3, S,
+    S) tensors (other formats, decoded by the loader) are moved as they are."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    if not images:
+    if not len(images):
         raise ValueError("decode_jpeg_batch needs at least one image")
     device = torch.device(device)
-    decoded = decode_jpeg(list(images), mode=ImageReadMode.RGB, device=device)
-    out = torch.empty(len(decoded), 3, image_size, image_size, dtype=torch.uint8, device=device)
-    for i, image in enumerate(decoded):
-        out[i] = _short_side_crop(image, image_size)
+    files = [i for i, image in enumerate(images) if image.ndim == 1]
+    out = torch.empty(len(images), 3, image_size, image_size, dtype=torch.uint8, device=device)
+    for i, image in enumerate(images):
+        if image.ndim != 1:
+            out[i] = image.to(device, non_blocking=True)
+    if files:
+        decoded = decode_jpeg([images[i] for i in files], mode=ImageReadMode.RGB, device=device)
+        for i, image in zip(files, decoded):
+            out[i] = _short_side_crop(image, image_size)
     return out
 
 

@@ -19,6 +19,7 @@ from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from spectral_ssl.data.decode import DECODE_ERRORS, decode_image, decode_need_of
+from spectral_ssl.data.jpeg import undecoded_jpeg
 from spectral_ssl.data.readers import Dataset, ImageData, _as_image_data
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def collate_eval(samples: list[dict]) -> dict[str, Any]:
     """Batch of single images: ``image`` (B, 3, S, S) (float, or uint8 from ``Uint8Transform``), ``idx`` (B,),
     ``label`` (B,) or None, ``skipped`` (undecodable rows skipped before these samples)."""
     return {
-        "image": torch.stack([s["image"] for s in samples]),
+        "image": _stack_images([s["image"] for s in samples], files_as_tensors=True),
         "idx": torch.tensor([s["idx"] for s in samples], dtype=torch.long),
         "label": torch.tensor([s["label"] for s in samples]) if "label" in samples[0] else None,
         "skipped": sum(s.get("skipped", 0) for s in samples),
@@ -54,6 +55,7 @@ class _Stream(IterableDataset):
                  keep_idx: frozenset[int] | None = None, decode: str = "cpu") -> None:
         self.data, self.ds, self.transform, self.kind, self.keep_idx = data, data.ds, transform, kind, keep_idx
         self.decode_need = decode_need_of(transform) if decode == "cpu" else None  # "full": full-size decodes
+        self.jpeg_on_device = getattr(transform, "jpeg_on_device", False)  # JPEG files pass undecoded
         self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world_size
         self.shuffle, self.buffer, self.skip, self.limit, self.skip_corrupt = (shuffle, shuffle_buffer, skip, limit,
                                                                                skip_corrupt)
@@ -130,7 +132,8 @@ class _Stream(IterableDataset):
             if self.keep_idx is not None and int(row["idx"]) not in self.keep_idx:
                 continue
             try:
-                image = decode_image(row["image"], self.decode_need)
+                raw = undecoded_jpeg(row["image"]) if self.jpeg_on_device else None
+                image = None if raw is not None else decode_image(row["image"], self.decode_need)
             except DECODE_ERRORS as e:
                 if not self.skip_corrupt:
                     raise ValueError(f"image at idx {row['idx']} cannot be decoded ({type(e).__name__}: {e}); fix "
@@ -147,7 +150,7 @@ class _Stream(IterableDataset):
             if self.kind == "views":
                 sample["view1"], sample["view2"] = self.transform(image)
             else:
-                sample["image"] = self.transform(image)
+                sample["image"] = raw if raw is not None else self.transform(image)
             yield sample
 
 
@@ -155,9 +158,20 @@ WORKER_CHUNK = 32  # samples a DataLoader worker sends at once (see _Stream.__it
 _TENSOR_FIELDS = ("image", "view1", "view2")
 
 
+def _stack_images(images: list, files_as_tensors: bool = False) -> torch.Tensor | list:
+    """Images stacked into one tensor, or a list when some are undecoded JPEG files (bytes, ``decode=device``;
+    bytes cross from a worker without a shared-memory segment each), those as 1-D uint8 tensors if asked."""
+    if not any(isinstance(image, bytes) for image in images):
+        return torch.stack(images)
+    if not files_as_tensors:
+        return list(images)
+    return [torch.frombuffer(bytearray(image), dtype=torch.uint8) if isinstance(image, bytes) else image
+            for image in images]
+
+
 def _stack_chunk(samples: list[dict]) -> dict[str, Any]:
     """Consecutive samples of one worker as one item: tensors stacked, the rest as lists (``_unstack_chunk``)."""
-    return {key: torch.stack([s[key] for s in samples]) if key in _TENSOR_FIELDS else [s[key] for s in samples]
+    return {key: _stack_images([s[key] for s in samples]) if key in _TENSOR_FIELDS else [s[key] for s in samples]
             for key in samples[0]} | {"_chunk": len(samples)}
 
 

@@ -199,3 +199,73 @@ def test_decode_key_is_documented_and_device_without_cuda_is_one_line_naming_it(
     with pytest.raises(SystemExit):
         parse_config(PretrainConfig, ["--help"])
     assert "--decode {auto,cpu,device}" in capsys.readouterr().out
+
+
+def jpeg_folder(root, n=6, png_every=3, size=(96, 72)):
+    """An image folder (train split, two classes) of photo JPEGs with every ``png_every``-th image a PNG."""
+    for i in range(n):
+        folder = root / "train" / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        data = photo(*size, seed=i)
+        if i % png_every == png_every - 1:
+            out = io.BytesIO()
+            Image.open(io.BytesIO(data)).save(out, "PNG")
+            (folder / f"{i}.png").write_bytes(out.getvalue())
+        else:
+            (folder / f"{i}.jpg").write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_device_decode_path_on_the_cpu_gives_the_loader_decodes_batch(tmp_path, workers):
+    from spectral_ssl import data
+
+    images = data.load_images(str(jpeg_folder(tmp_path)), "train", streaming=False)
+    common = dict(batch_size=6, collate="eval", shuffle=False, num_workers=workers)
+    on_cpu = next(iter(data.make_loader(images, decode.Uint8Transform(32), **common)))
+    passed = next(iter(data.make_loader(images, decode.Uint8Transform(32, jpeg_on_device=True), **common)))
+    assert torch.equal(passed["idx"], on_cpu["idx"]) and isinstance(passed["image"], list)
+    kinds = [tuple(image.shape) if image.ndim == 3 else "file" for image in passed["image"]]
+    assert kinds.count((3, 32, 32)) == 2 and kinds.count("file") == 4  # PNGs decoded in the loader, JPEGs passed
+    batch = jpeg.decode_jpeg_batch(passed["image"], 32, "cpu")
+    assert batch.shape == on_cpu["image"].shape and batch.dtype == torch.uint8
+    assert (batch.float() - on_cpu["image"].float()).abs().mean() < 4.0  # libjpeg full decode + torch resize
+
+
+def test_auto_decodes_on_the_device_only_for_jpeg_sources_on_a_gpu(tmp_path):
+    from spectral_ssl import data
+
+    jpegs = data.load_images(str(jpeg_folder(tmp_path / "j", png_every=99)), "train", streaming=False)
+    pngs = data.load_images(str(jpeg_folder(tmp_path / "p", png_every=1)), "train", streaming=False)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert jpeg.decode_on_device("auto", cuda, jpegs) and not jpeg.decode_on_device("auto", cpu, jpegs)
+    assert not jpeg.decode_on_device("auto", cuda, pngs)
+    assert not jpeg.decode_on_device("auto", cuda, jpegs, skip_corrupt=True)  # one batched decode cannot skip a row
+    assert jpeg.decode_on_device("device", cpu, pngs) and not jpeg.decode_on_device("cpu", cuda, jpegs)
+    with pytest.raises(ValueError, match="auto, cpu or device"):
+        jpeg.decode_on_device("gpu", cuda, jpegs)
+    assert jpeg.undecoded_jpeg(photo(16, 16))[:3] == jpeg.JPEG_MAGIC and jpeg.undecoded_jpeg(b"\x89PNG....") is None
+
+
+def test_device_decode_cannot_skip_corrupt_rows():
+    from spectral_ssl.config import ConfigError, PretrainConfig, parse_config
+
+    with pytest.raises(ConfigError, match=r"^--decode set to device cannot skip undecodable rows.*--decode=cpu"):
+        parse_config(PretrainConfig, ["--decode=device", "--skip_corrupt=true"])
+
+
+def test_recipe_trains_with_jpegs_decoded_by_the_batched_decoder(tmp_path, monkeypatch):
+    """The recipe's decode=device wiring, run on the CPU: decode_on_device forced on, decode_jpeg_batch on the CPU."""
+    from tests.conftest import ROOT, load_module
+
+    pretrain = load_module(ROOT / "recipes" / "pretrain.py", "recipe_pretrain_jpeg")
+    calls = []
+    real = jpeg.decode_jpeg_batch
+    monkeypatch.setattr(jpeg, "decode_on_device", lambda *a, **k: True)
+    monkeypatch.setattr(jpeg, "decode_jpeg_batch", lambda *a: calls.append(len(a[0])) or real(*a))
+    folder = jpeg_folder(tmp_path / "data", n=16, png_every=5, size=(80, 60))
+    out = pretrain.main(["--dataset", str(folder), "--eval_split=train", f"--output_dir={tmp_path / 'run'}",
+                         "--backbone=test_resnet", "--proj_hidden_dim=32", "--proj_dim=16", "--batch_size=8",
+                         "--image_size=32", "--max_steps=2", "--log_every=1", "--reff_samples=8",
+                         "--cache_decoded=off", "--save_every=null", "--label_column=null"])
+    assert calls and all(n == 8 for n in calls) and (out / "model.safetensors").is_file()
