@@ -9,7 +9,8 @@ Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 48
 1. correctness (60 s): the Triton greedy kernel against the torch loop and a slow float64 reference (exact and m=64;
    (k, M, D) with non-powers of two; the CUDA graph replayed twice in a row, then on new data); device augmentation on
    CUDA against the CPU path for the same parameters and generator (max |difference| <= AUGMENT_ATOL on the
-   normalised output); the decoded split in GPU memory equal to the one in RAM (``cache_decoded=device``); a
+   normalised output); a batch of JPEGs decoded by nvJPEG (``decode=device``) against libjpeg on the CPU (mean
+   |difference| <= 2 grey levels); the decoded split in GPU memory equal to the one in RAM (``cache_decoded=device``); a
    checkpoint written on CUDA and resumed restores the step, the pool position and every registered state (loss,
    EMA target, whitening, selector) exactly; 10 steps of every loss x {no whitening, ZCA} x {random, pool, greedy}
    under bf16 autocast give finite losses (the recipe in ``--workers`` subprocesses, until the box ends).
@@ -302,6 +303,25 @@ def check_augment(report: Report, device, batch: int) -> None:
     report.check("correctness", f"device augmentation {device.type.upper()} = CPU", status,
                  f"max |CUDA - CPU| {worst:.2e} (tolerance {AUGMENT_ATOL:g}; one grey level is 1.1e-2): "
                  + ", ".join(cases), max_abs_diff=worst)
+
+
+def check_jpeg(report: Report, device) -> None:
+    """decode=device: a batch of photo JPEGs decoded by nvJPEG (``decode_jpeg_batch``) against libjpeg on the CPU."""
+    import numpy as np
+    import torch
+    from bench_jpeg import photo_jpeg
+
+    from spectral_ssl.data.jpeg import decode_jpeg_batch
+
+    rng = np.random.default_rng(0)
+    files = [torch.frombuffer(bytearray(photo_jpeg(rng, w, h)), dtype=torch.uint8)
+             for w, h in ((500, 375), (375, 500), (1600, 1200), (224, 224), (97, 301))]
+    cpu, gpu = (decode_jpeg_batch(files, 224, d).float().cpu() for d in ("cpu", device))
+    diff = float((cpu - gpu).abs().mean())  # nvJPEG's IDCT and chroma upsampling are not libjpeg's: ~1 grey level
+    status = ("PASS" if diff <= 2.0 else "FAIL") if device.type == "cuda" else "INFO"
+    report.check("correctness", f"decode=device JPEG {device.type.upper()} = CPU", status,
+                 f"{len(files)} JPEGs -> (B, 3, 224, 224): mean |device - CPU| {diff:.2f} grey levels (<= 2)",
+                 mean_abs_diff=diff)
 
 
 def check_cache(report: Report, device, dataset: Path, rows: int) -> None:
@@ -716,6 +736,7 @@ def main(argv: list[str] | None = None) -> dict:
             guarded(report, "correctness", "greedy kernel")(check_kernel, report, device, sizes["kernel_shapes"])
             guarded(report, "correctness", "device augmentation")(check_augment, report, device,
                                                                   sizes["augment_batch"])
+            guarded(report, "correctness", "decode=device")(check_jpeg, report, device)
             guarded(report, "correctness", "cache_decoded=device")(check_cache, report, device, dataset,
                                                                    sizes["cache_rows"])
             guarded(report, "correctness", "checkpoint + resume")(check_resume, report, device, dataset, work, sizes)
