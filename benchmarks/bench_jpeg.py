@@ -21,8 +21,9 @@ all with ``--workers`` worker processes, batch ``--batch``, the same cores, one 
 from opening its loader (worker start-up included, the same for all; amortised over a few thousand images) to the
 end of ``--batches`` batches (0: one pass over the images); ``--repeats`` rounds, median reported. The image
 folder is opened with ``data.load_images`` before the clock starts (datasets' one-off index of the folder).
-Also a per-image decode micro-benchmark: PIL full decode, PIL ``draft`` and ``simplejpeg`` (if installed) at the size
-the two paths need. Prints the table and ratios; ``--output`` writes JSON.
+Also a per-image decode micro-benchmark (decode + ``to_uint8`` at 224 px, one process): PIL full decode, PIL
+``draft`` and ``simplejpeg`` (if installed) at the size each path needs. Prints the table and ratios; ``--output``
+writes JSON.
 """
 
 from __future__ import annotations
@@ -145,25 +146,25 @@ def img_per_s(arm: str, folder: Path, images: data.ImageData, workers: int, batc
     return done / seconds
 
 
-def decode_ms(datas: list[bytes], repeats: int = 3) -> dict[str, float]:
-    """Median ms per image of each decoder at the size each path needs (PIL full; draft and simplejpeg)."""
+def decode_ms(datas: list[bytes], repeats: int = 7) -> dict[str, float]:
+    """Best ms per image (of ``repeats`` interleaved rounds: the least disturbed by other work) of decoding and
+    ``to_uint8`` at 224 px with each decoder at the size each path needs (PIL full; PIL draft and simplejpeg)."""
     needs = {"short side 224": jpeg.ShortSideNeed(SIZE),
              "simclr crops 224": jpeg.views_need(SIZE, transforms.augment_preset("simclr", SIZE))}
-    cases = {"pil full": lambda d: data.decode_image(d)}
+    cases = {"pil full": lambda d: data.to_uint8(data.decode_image(d), SIZE)}
     for label, need in needs.items():
-        cases[f"pil draft, {label}"] = lambda d, n=need: data.decode_image(d, n, "pil")
+        cases[f"pil draft, {label}"] = lambda d, n=need: data.to_uint8(data.decode_image(d, n, "pil"), SIZE)
         if jpeg._simplejpeg() is not None:
-            cases[f"simplejpeg, {label}"] = lambda d, n=need: data.decode_image(d, n, "simplejpeg")
-    out = {}
-    for name, fn in cases.items():
-        times = []
-        for _ in range(repeats):
+            cases[f"simplejpeg, {label}"] = lambda d, n=need: data.to_uint8(data.decode_image(d, n, "simplejpeg"),
+                                                                            SIZE)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
             start = time.perf_counter()
             for d in datas:
                 fn(d)
-            times.append((time.perf_counter() - start) / len(datas))
-        out[name] = 1000 * statistics.median(times)
-    return out
+            times[name].append((time.perf_counter() - start) / len(datas))
+    return {name: 1000 * min(t) for name, t in times.items()}
 
 
 def table(rates: dict[str, list[float]]) -> str:
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.images} JPEGs {args.width}x{args.height} q90 -> two {SIZE} px views; {args.workers} workers, batch "
           f"{args.batch}, {batches} timed batches x {args.repeats}; {device_name(torch.device('cpu'))}")
     print(table(rates))
-    print("decode, ms per image (median): " + ", ".join(f"{k} {v:.2f}" for k, v in decoders.items()))
+    print("decode + to_uint8 224, ms per image (best round): " + ", ".join(f"{k} {v:.2f}" for k, v in decoders.items()))
     out = {"images": args.images, "size": [args.width, args.height], "workers": args.workers, "batch": args.batch,
            "batches": batches, "repeats": args.repeats, "device": device_name(torch.device("cpu")),
            "img_per_s": rates, "decode_ms": decoders,
