@@ -131,7 +131,8 @@ def save_export(
     (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     if card is not None:
         (staging / CARD_NAME).write_text(card)
-    _commit(directory, [name for name in (PROJECTOR_NAME, *PICKLE_NAMES) if not (staging / name).exists()])
+    # the previous export's projector goes with it; anything else in the folder (a pickle, notes) is not ours
+    _commit(directory, [PROJECTOR_NAME] if not (staging / PROJECTOR_NAME).exists() else [])
     return directory
 
 
@@ -176,7 +177,7 @@ def finish_export(directory: str | Path) -> bool:
     for path in staging.iterdir():
         if path.name != STAGED:
             os.replace(path, directory / path.name)  # each move is atomic; a kill here is finished next time
-    for name in remove:  # a stale projector or pickle of the previous export
+    for name in remove:  # a stale projector of the previous export
         (directory / name).unlink(missing_ok=True)
     shutil.rmtree(staging)
     return True
@@ -386,11 +387,11 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
     """
     text = str(source)
     if text.startswith("local-dir:"):
-        text = text[len("local-dir:"):]
+        text = os.path.expanduser(text[len("local-dir:"):])
         if not Path(text).is_dir():
             raise FileNotFoundError(f"local-dir:{text} is not a folder.")
-    if Path(text).is_dir():
-        return Path(text)
+    if Path(text).expanduser().is_dir():  # ~/runs/x is a folder of this machine, not a literal '~'
+        return Path(text).expanduser()
     repo_id = text[len("hf-hub:"):] if text.startswith("hf-hub:") else text
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
         raise FileNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id like 'org/name' "

@@ -172,3 +172,21 @@ def test_update_metadata_killed_while_writing_leaves_a_whole_export(export, monk
     hub.update_metadata(path, linear_probe={"top1": 81.5, "top5": 99.0, "dataset": "fmnist", "split": "test"})
     assert json.loads((path / "config.json").read_text())["spectral_ssl"]["linear_probe"]["top1"] == 81.5
     assert "81.50 %" in (path / "README.md").read_text() and not (path / hub.STAGING).exists()
+
+
+def test_an_export_into_a_folder_keeps_the_files_that_are_not_its_own(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"the user's own checkpoint")
+    (tmp_path / "notes.txt").write_text("mine")
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.save_pretrained(tmp_path)
+    hub.save_export(tmp_path, model.backbone, None, model.export_config())  # a second export, without projector
+    assert (tmp_path / "model.pt").read_bytes() == b"the user's own checkpoint"
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / hub.PROJECTOR_NAME).exists()
+
+
+def test_an_export_named_with_the_home_folder_resolves(export, monkeypatch):
+    _, path = export
+    monkeypatch.setenv("HOME", str(path.parent))
+    for source in (f"~/{path.name}", f"local-dir:~/{path.name}"):
+        assert hub.resolve_export(source) == path
+    assert SpectralSSL.from_pretrained(f"~/{path.name}").metadata["steps"] == 7
