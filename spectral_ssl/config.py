@@ -581,6 +581,8 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         require(bool(self.model), "model", "is required: an export folder, hf-hub:org/name or org/name")
+        prefix = "local-dir:" if self.model.startswith("local-dir:") else ""
+        self.model = prefix + os.path.expanduser(self.model.removeprefix(prefix))  # ~/runs/x: a folder, not '~'
         require(self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
         require(self.bn_batches >= 0, "bn_batches", f"must be >= 0, got {self.bn_batches}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")

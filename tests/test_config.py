@@ -158,3 +158,10 @@ def test_the_probe_output_is_checked_before_the_probe(tmp_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match=r"^--output .*notes.txt is an existing file, not a folder"):
         parse_config(ProbeConfig, ["--model=org/name", "--output=~/notes.txt/p.json"])
+
+
+def test_the_probe_model_expands_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for given, expanded in (("~/run", str(tmp_path / "run")), ("local-dir:~/run", f"local-dir:{tmp_path / 'run'}"),
+                            ("org/name", "org/name"), ("hf-hub:org/name", "hf-hub:org/name")):
+        assert parse_config(ProbeConfig, [f"--model={given}"]).model == expanded
