@@ -346,12 +346,21 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
             "time_to_accuracy": run.state.time_to_accuracy, "train_seconds": round(run.state.train_seconds, 2),
             "config": config_dict(cfg),
         }
-        write_training_plot(metrics, out / hub.PLOT_NAME)  # R_eff (chosen vs random) + band, shown in the card
-        final.save_pretrained(out)
+        try:
+            write_training_plot(metrics, out / hub.PLOT_NAME)  # R_eff (chosen vs random) + band, shown in the card
+            final.save_pretrained(out)  # staged and swapped in whole: a failure leaves the previous export
+        except OSError as e:  # a full disk, a folder made read-only during training
+            raise SystemExit(f"error: the export to {out} could not be written ({type(e).__name__}: {e}); the "
+                             f"trained state is saved in {run.folder.checkpoints}: fix that, then rerun the command "
+                             "with --resume=true to export it") from None
         accelerator.print(f"export written to {out} (R_eff of the backbone's features on {cfg.data.eval_split}: "
                           f"{final.metadata['effective_rank']['value']:.2f} / {features.shape[1]})")
         if cfg.run.push_to_hub:  # the export just written, never the checkpoints or metrics
-            accelerator.print(f"pushed to {hub.push_export(out, cfg.run.push_to_hub)}")
+            try:
+                accelerator.print(f"pushed to {hub.push_export(out, cfg.run.push_to_hub)}")
+            except (RuntimeError, ValueError) as e:  # the server, the connection, non-finite weights: one line
+                raise SystemExit(f"error: {e} (the export in {out} is complete: push it with `python "
+                                 f"scripts/push_to_hub.py {out} {cfg.run.push_to_hub}`)") from None
     accelerator.wait_for_everyone()
     return out
 

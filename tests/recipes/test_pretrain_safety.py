@@ -341,3 +341,31 @@ def test_each_state_is_saved_once_and_a_resume_that_only_exports_saves_nothing(p
     pretrain.main(args + ["--resume=true"])
     assert saves == [2] and checkpoint.stat().st_mtime_ns == written
     assert json.loads((tmp_path / "run" / "config.json").read_text())["spectral_ssl"]["steps"] == 2
+
+
+def test_an_export_on_a_full_disk_or_a_failed_push_is_one_line(pretrain, tiny_dataset, tmp_path, monkeypatch):
+    from spectral_ssl import hub
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hub, "save_file", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=1"))
+    message = str(e.value)
+    assert message.startswith(f"error: the export to {out} could not be written (OSError: [Errno 28] No space left")
+    assert "rerun the command with --resume=true" in message and "\n" not in message
+    assert (out / "checkpoints" / "step_000001").is_dir() and not (out / "config.json").exists()
+    monkeypatch.undo()
+
+    def server_down(directory, repo_id, **kwargs):
+        raise RuntimeError(f"pushing {directory} to {repo_id} failed (HTTP 503: unavailable); the local export is "
+                           "unchanged, run the same push again to retry.")
+
+    monkeypatch.setattr(hub, "push_export", server_down)
+    monkeypatch.setattr(hub, "require_token", lambda *args: "hf_token")
+    with pytest.raises(SystemExit, match=r"^error: pushing .* failed \(HTTP 503: unavailable\).*push it with `python "
+                                         r"scripts/push_to_hub.py .* org/x`\)$"):
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=1", "--resume=true", "--push_to_hub=org/x"))
+    assert (out / "config.json").is_file()  # the resume exported; only the push failed
