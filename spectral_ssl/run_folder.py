@@ -63,11 +63,17 @@ def holds_run(path: Path) -> bool:
         return False
 
 
+# names a run shares with any Hub model folder: ours only beside a run (a plain timm or transformers download holds
+# config.json, model.safetensors and its own README.md)
+_SHARED_NAMES = frozenset({"README.md", "config.json", "model.safetensors", "projector.safetensors"})
+
+
 def foreign_entries(path: Path) -> list[str]:
-    """Entries of ``path`` that no run wrote (a README.md too, unless the folder holds a run)."""
+    """Entries of ``path`` that no run wrote (a README.md, config.json or model.safetensors too, unless the folder
+    holds a run)."""
     if not path.is_dir():
         return []
-    ours = RUN_ENTRIES if holds_run(path) else RUN_ENTRIES - {"README.md"}
+    ours = RUN_ENTRIES if holds_run(path) else RUN_ENTRIES - _SHARED_NAMES
     return sorted(child.name + ("/" if child.is_dir() else "") for child in path.iterdir() if child.name not in ours)
 
 

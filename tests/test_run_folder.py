@@ -294,3 +294,14 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_previous_checkpoi
     assert [p.name for p in root.iterdir()] == ["step_000002"] and verify_manifest(root / "step_000002") is None
     assert not folder.release()  # step 2 is resumable
     folder.close()
+
+
+def test_a_model_folder_that_is_not_a_run_is_never_overwritten(tmp_path):
+    model = tmp_path / "downloaded"  # a plain timm model folder: the same file names as an export, another owner
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 1000}))
+    (model / "model.safetensors").write_bytes(b"their weights")
+    for overwrite in (False, True):
+        with pytest.raises(RunFolderError, match=r"no run wrote \(config\.json, model\.safetensors\)"):
+            RunFolder(model, {"lr": 1.0}).open(resume=False, overwrite=overwrite)
+    assert (model / "model.safetensors").read_bytes() == b"their weights"
