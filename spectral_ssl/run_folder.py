@@ -9,9 +9,10 @@ Nothing in it may be lost or mixed with another run:
   ``--output_dir``) and a ``train_config.json`` edited by hand (each checkpoint keeps the config it trained with,
   covered by its manifest, and the two must agree), naming the keys; ``overwrite`` removes what a
   run wrote (``RUN_ENTRIES``) and nothing else. A folder holding anything a run did not write (notes, source,
-  ``.git/``, a dataset's own README.md) is refused for a fresh run or an overwrite, naming what is there. The
-  overwrite happens in ``start``, once the run is built: a command that fails before (a wrong dataset, a bad key)
-  leaves the previous run as it was.
+  ``.git/``, a dataset's own README.md, a model folder's config.json) is refused for a fresh run or an overwrite,
+  naming what is there. The overwrite happens in ``start``, once the run is built: a command that fails before (a
+  wrong dataset, a bad key) leaves the previous run as it was. A resume of a run that saved no checkpoint yet says
+  that it starts from step 0.
 - ``release`` (a fresh run that failed before its first checkpoint) removes what the run wrote, so the corrected
   command finds the folder free: there is nothing to resume.
 - ``save_checkpoint`` writes ``checkpoints/.tmp-step_N`` with ``accelerator.save_state`` and ``train_config.json``,
@@ -159,6 +160,7 @@ class RunFolder:
         self._lock_file = None
         self._metrics = None
         self._clear = False  # overwrite: clear in start(), once the run is built
+        self._resume = False
         self._fresh = False  # start() ran and found no checkpoint to resume
         self._saved = False  # this run saved a checkpoint
 
@@ -183,6 +185,7 @@ class RunFolder:
                                  "--resume=true to continue it, --overwrite_output_dir=true to replace it, or choose "
                                  "another --output_dir")
         self._clear = bool(holds and overwrite)  # done by start(): a run that fails to build keeps the old one
+        self._resume = resume
         if resume and (self.path / TRAIN_CONFIG).is_file():
             saved = self._read_config(self.path / TRAIN_CONFIG)
             self._check_not_edited(saved)
@@ -329,6 +332,9 @@ class RunFolder:
                 raise RunFolderError(f"no checkpoint in {self.checkpoints} verifies (all interrupted or corrupted); "
                                      "use --overwrite_output_dir=true to start again")
             self._truncate_metrics(0)
+        if self._resume:  # a run killed before its first checkpoint: nothing to load, said aloud
+            logger.warning("--resume=true: %s holds no checkpoint yet (the run stopped before its first save); "
+                           "training starts from step 0", self.path)
         self._fresh = True
         return None
 

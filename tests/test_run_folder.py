@@ -305,3 +305,14 @@ def test_a_model_folder_that_is_not_a_run_is_never_overwritten(tmp_path):
         with pytest.raises(RunFolderError, match=r"no run wrote \(config\.json, model\.safetensors\)"):
             RunFolder(model, {"lr": 1.0}).open(resume=False, overwrite=overwrite)
     assert (model / "model.safetensors").read_bytes() == b"their weights"
+
+
+def test_a_resume_with_no_checkpoint_yet_says_it_starts_from_step_0(tmp_path, caplog):
+    folder, _, _ = start_run(tmp_path / "run", {"lr": 1.0})
+    folder.log_metrics({"step": 1})
+    folder.close()  # killed (no release) before its first checkpoint
+    with caplog.at_level("WARNING"):
+        folder, _, state = start_run(tmp_path / "run", {"lr": 1.0}, resume=True)
+    folder.close()
+    assert state.step == 0 and "holds no checkpoint yet" in caplog.text and "starts from step 0" in caplog.text
+    assert not (tmp_path / "run" / "metrics.jsonl").read_text().strip()  # the dead run's lines are dropped
