@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         if cfg.push == "model" and local.is_dir():
             raise ConfigError("--push=model needs a Hub model; pass --push=org/name for a local export")
         if cfg.push:
-            hub.require_token()
+            hub.require_token("--push")
         probe_data = split_loaders(model, dataset, cfg)  # opens both splits: a wrong split or column fails here
     except (ConfigError, ValueError, FileNotFoundError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -148,8 +148,13 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
     feats = {}
     for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
         batches = tqdm(probe_data["loaders"][role](), desc=f"{name}: {split} features", unit="batch", leave=False)
-        feats[role] = (raw_pixel_features(batches) if model is None
-                       else extract_features(model, batches, device=device))
+        try:  # a label that is no integer class, an undecodable image: one line naming the columns
+            feats[role] = (raw_pixel_features(batches) if model is None
+                           else extract_features(model, batches, device=device))
+        except ValueError as e:
+            raise SystemExit(f"error: reading {probe_data['dataset']} split {split} (--image_column="
+                             f"{cfg.image_column}, --label_column={cfg.label_column}, integer class labels): "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
     t_feat = time.perf_counter() - t0
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)

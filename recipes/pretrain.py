@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
     try:
         train(run, cfg, accelerator, on_eta=on_eta if accelerator.is_main_process else None)
         return export(run, cfg, accelerator)
+    except BaseException as e:
+        folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
+        if isinstance(e, run_folder.RunFolderError):  # e.g. a checkpoint on a full disk: one line
+            raise SystemExit(f"error: {e}") from None
+        raise
     finally:
         folder.close()
         shut_down(accelerator, run)
@@ -114,6 +119,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     prep = transforms.Preprocessing(cfg.data.image_size, tuple(cfg.data.mean), tuple(cfg.data.std))
 
     model = SpectralSSL(cfg.model.backbone, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.backbone_kwargs)
+    model.check_input(prep.image_size)  # the images the loaders make (RGB): a mismatch is found now, not at step 1
     model.data_config.update(prep.data_config())
     # loss (+ predictor, state), whitening and EMA target: two views -> loss, one call per step
     objective = create_objective(model, cfg.objective.loss, dim=cfg.model.proj_dim, dataset_size=train_data.num_rows,
@@ -206,6 +212,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
     tick, seen = time.perf_counter(), 0
     health = FiniteWatch(device)
     eta = EtaClock(state.step, run.total_steps, on_eta)
+    saved = state.step or None  # a resumed run's step is the checkpoint it loaded
     while state.step < run.total_steps:
         logging_step = (state.step + 1) % cfg.run.log_every == 0 or state.step + 1 == run.total_steps
         step_start = time.perf_counter()
@@ -270,8 +277,10 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
         eta.stepped(state.step, x1.shape[0] * accelerator.num_processes)
         if cfg.run.save_every and state.step % cfg.run.save_every == 0:
             run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)
+            saved = state.step
     bar.close()
-    run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
+    if saved != state.step:  # the final state, once (a resume that only exports has it already)
+        run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
 
 
 class EtaClock:
@@ -348,12 +357,21 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
             "time_to_accuracy": run.state.time_to_accuracy, "train_seconds": round(run.state.train_seconds, 2),
             "config": config_dict(cfg),
         }
-        write_training_plot(metrics, out / hub.PLOT_NAME)  # R_eff (chosen vs random) + band, shown in the card
-        final.save_pretrained(out)
+        try:
+            write_training_plot(metrics, out / hub.PLOT_NAME)  # R_eff (chosen vs random) + band, shown in the card
+            final.save_pretrained(out)  # staged and swapped in whole: a failure leaves the previous export
+        except OSError as e:  # a full disk, a folder made read-only during training
+            raise SystemExit(f"error: the export to {out} could not be written ({type(e).__name__}: {e}); the "
+                             f"trained state is saved in {run.folder.checkpoints}: fix that, then rerun the command "
+                             "with --resume=true to export it") from None
         accelerator.print(f"export written to {out} (R_eff of the backbone's features on {cfg.data.eval_split}: "
                           f"{final.metadata['effective_rank']['value']:.2f} / {features.shape[1]})")
         if cfg.run.push_to_hub:  # the export just written, never the checkpoints or metrics
-            accelerator.print(f"pushed to {hub.push_export(out, cfg.run.push_to_hub)}")
+            try:
+                accelerator.print(f"pushed to {hub.push_export(out, cfg.run.push_to_hub)}")
+            except (RuntimeError, ValueError) as e:  # the server, the connection, non-finite weights: one line
+                raise SystemExit(f"error: {e} (the export in {out} is complete: push it with `python "
+                                 f"scripts/push_to_hub.py {out} {cfg.run.push_to_hub}`)") from None
     accelerator.wait_for_everyone()
     return out
 
@@ -394,14 +412,16 @@ def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: 
 
 def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) -> float:
     """kNN top-1 with ``probe_samples`` images of each split: a cheap progress signal during training."""
-    train_f, train_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.split, cfg.run.probe_samples),
-                                        device=device)
-    test_f, test_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.eval_split, cfg.run.probe_samples),
-                                      device=device)
-    try:  # rows labelled -1 ("no label") are left out; a split with no labels at all stops the run in one line
+    try:  # rows labelled -1 ("no label") are left out; a split with no labels, or labels that are no integer
+        # classes, stop the run in one line naming the column
+        train_f, train_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.split, cfg.run.probe_samples),
+                                            device=device)
+        test_f, test_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.eval_split,
+                                                                 cfg.run.probe_samples), device=device)
         return knn_probe(train_f, train_y, test_f, test_y).top1
     except ValueError as e:
-        raise SystemExit(f"error: online kNN probe (--probe_every): {e}") from None
+        raise SystemExit(f"error: online kNN probe (--probe_every, --label_column={cfg.data.label_column}): "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def shut_down(accelerator: Accelerator, run: SimpleNamespace | None = None) -> None:

@@ -461,8 +461,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for key in ("log_every", "probe_samples"):
-            require(getattr(self, key) >= 1, key, f"must be a positive integer, got {getattr(self, key)!r}")
+        require(self.log_every >= 1, "log_every", f"must be a positive integer, got {self.log_every!r}")
+        require(self.probe_samples >= 2, "probe_samples", f"must be >= 2 (a kNN probe needs images of 2 classes), got "
+                f"{self.probe_samples!r}")
         for key in ("save_every", "save_total_limit", "probe_every"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
@@ -482,18 +483,47 @@ class RunConfig:
                 raise ConfigError(f"--push_to_hub: {e}") from None
 
 
-def check_output_dir(path: str) -> str:
+def check_output_dir(path: str, key: str = "output_dir") -> str:
     """``path`` with ``~`` expanded, or a ConfigError when it cannot become a run folder: an existing file, below a
     file, or in a folder this process cannot write (checked before anything is loaded)."""
     path = os.path.expanduser(path)
-    require(bool(path.strip()), "output_dir", "is empty; name a folder")
+    require(bool(path.strip()), key, "is empty; name a folder")
     target = Path(path)
     existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
     where = "is an existing file" if existing == target else f"is below {existing}, a file"
-    require(existing.is_dir(), "output_dir", f"{path} {where}, not a folder; choose another --output_dir")
-    require(os.access(existing, os.W_OK | os.X_OK), "output_dir", f"{path}: {existing} is not writable; choose "
-            "another --output_dir")
+    require(existing.is_dir(), key, f"{path} {where}, not a folder; choose another --{key}")
+    require(os.access(existing, os.W_OK | os.X_OK), key, f"{path}: {existing} is not writable; choose "
+            f"another --{key}")
     return path
+
+
+def check_output_file(path: str, key: str) -> str:
+    """``path`` with ``~`` expanded, or a ConfigError when a file cannot be written there (an existing folder, below
+    a file, an unwritable folder): found before the work whose result it holds, not after."""
+    path = os.path.expanduser(path)
+    require(bool(path.strip()) and not path.endswith(("/", os.sep)), key, f"{path!r} must name a file, e.g. "
+            "results/probe.json")
+    require(not Path(path).is_dir(), key, f"{path} is an existing folder; name a file in it, e.g. "
+            f"{Path(path) / 'linear_probe.json'}")
+    check_output_dir(str(Path(path).parent), key)
+    return path
+
+
+def check_dataset_folder(dataset: str | None, key: str = "dataset", output_dir: str | None = None) -> None:
+    """A ConfigError when a local ``dataset`` folder is a spectral_ssl run folder (its train_config.json and metrics
+    would be read as data) or holds ``output_dir`` (the run's files would mix with the data and be read as data the
+    next time)."""
+    if not dataset or not os.path.isdir(os.path.expanduser(dataset)):
+        return  # a Hub id, or a path the readers report
+    from spectral_ssl.run_folder import holds_run  # run_folder imports this module
+
+    folder = Path(os.path.expanduser(dataset)).resolve()
+    require(not holds_run(folder), key, f"{dataset} is a spectral_ssl run or export folder, "
+            "not a dataset; pass the folder of the images or parquet files it trained on")
+    if output_dir is not None:
+        out = Path(output_dir).resolve()
+        require(out != folder and folder not in out.parents, "output_dir", f"{output_dir} is inside --{key} {dataset}: "
+                "the run's files would mix with the data (and be read as data); choose an --output_dir outside it")
 
 
 @dataclass
@@ -521,6 +551,9 @@ class PretrainConfig:
                 "lower --proj_dim")
         require(run.target_accuracy is None or (run.probe_every and data.label_column), "target_accuracy",
                 "needs --probe_every (the online probe measures it) and a --label_column")
+        require(not run.probe_every or data.label_column, "probe_every", "needs a --label_column (the online kNN "
+                "probe scores labels); set one, or --probe_every=null")
+        check_dataset_folder(data.dataset, output_dir=run.output_dir)
 
     def __getattr__(self, name: str) -> Any:
         """Flat read access: ``cfg.lr`` is ``cfg.optim.lr`` (only called for names that are not attributes)."""
@@ -563,9 +596,14 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         require(bool(self.model), "model", "is required: an export folder, hf-hub:org/name or org/name")
+        prefix = "local-dir:" if self.model.startswith("local-dir:") else ""
+        self.model = prefix + os.path.expanduser(self.model.removeprefix(prefix))  # ~/runs/x: a folder, not '~'
         require(self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
         require(self.bn_batches >= 0, "bn_batches", f"must be >= 0, got {self.bn_batches}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         for key in ("max_train_samples", "max_test_samples"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
+        if self.output is not None:  # found now, not after the probe
+            self.output = check_output_file(self.output, "output")
+        check_dataset_folder(self.dataset)

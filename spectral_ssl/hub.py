@@ -131,15 +131,22 @@ def save_export(
     (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     if card is not None:
         (staging / CARD_NAME).write_text(card)
+    # the previous export's projector goes with it; anything else in the folder (a pickle, notes) is not ours
+    _commit(directory, [PROJECTOR_NAME] if not (staging / PROJECTOR_NAME).exists() else [])
+    return directory
+
+
+def _commit(directory: Path, remove: list[str]) -> None:
+    """Mark the files staged in ``directory/STAGING`` complete (fsynced, the commit point) and move them in;
+    ``remove``: files of the previous export that the new one replaces by nothing."""
+    staging = directory / STAGING
     for path in staging.iterdir():
         path.chmod(0o644)  # readable by others (tools may write 0600 temporary files)
         with path.open("rb") as f:
             os.fsync(f.fileno())
-    replaced = [name for name in (PROJECTOR_NAME, *PICKLE_NAMES) if not (staging / name).exists()]
-    (staging / STAGED).write_text(json.dumps({"remove": replaced}))  # the commit point
+    (staging / STAGED).write_text(json.dumps({"remove": remove}))  # the commit point
     _fsync(staging)
     finish_export(directory)
-    return directory
 
 
 STAGING = ".export-staging"
@@ -170,7 +177,7 @@ def finish_export(directory: str | Path) -> bool:
     for path in staging.iterdir():
         if path.name != STAGED:
             os.replace(path, directory / path.name)  # each move is atomic; a kill here is finished next time
-    for name in remove:  # a stale projector or pickle of the previous export
+    for name in remove:  # a stale projector of the previous export
         (directory / name).unlink(missing_ok=True)
     shutil.rmtree(staging)
     return True
@@ -281,18 +288,18 @@ def _offline() -> bool:
     return constants.HF_HUB_OFFLINE if value is None else value.upper() in ("1", "ON", "YES", "TRUE")
 
 
-def require_token() -> str:
-    """The Hub token that a push will use, or a ValueError saying how to provide one (checked before training);
-    offline mode (``HF_HUB_OFFLINE=1``) cannot push and is refused too."""
+def require_token(flag: str = "--push_to_hub") -> str:
+    """The Hub token that a push will use, or a ValueError saying how to provide one (checked before training, or
+    before anything is read); offline mode (``HF_HUB_OFFLINE=1``) cannot push and is refused too. ``flag`` names
+    what asked for the push in the message (a recipe key; a pretrain run can also push later with the script)."""
     from huggingface_hub import get_token
 
+    later = (f" (or drop {flag} and push later with scripts/push_to_hub.py)" if flag == "--push_to_hub" else "")
     if _offline():
-        raise ValueError("--push_to_hub needs the Hub and HF_HUB_OFFLINE=1 is set; unset HF_HUB_OFFLINE, or drop "
-                         "--push_to_hub and push later with scripts/push_to_hub.py")
+        raise ValueError(f"{flag} needs the Hub and HF_HUB_OFFLINE=1 is set; unset HF_HUB_OFFLINE{later}")
     token = get_token()
     if not token:
-        raise ValueError("--push_to_hub needs a Hub token and none was found; run `hf auth login` or set HF_TOKEN "
-                         "(or drop --push_to_hub and push later with scripts/push_to_hub.py)")
+        raise ValueError(f"{flag} needs a Hub token and none was found; run `hf auth login` or set HF_TOKEN{later}")
     return token
 
 
@@ -380,11 +387,11 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
     """
     text = str(source)
     if text.startswith("local-dir:"):
-        text = text[len("local-dir:"):]
+        text = os.path.expanduser(text[len("local-dir:"):])
         if not Path(text).is_dir():
             raise FileNotFoundError(f"local-dir:{text} is not a folder.")
-    if Path(text).is_dir():
-        return Path(text)
+    if Path(text).expanduser().is_dir():  # ~/runs/x is a folder of this machine, not a literal '~'
+        return Path(text).expanduser()
     repo_id = text[len("hf-hub:"):] if text.startswith("hf-hub:") else text
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
         raise FileNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id like 'org/name' "
@@ -426,6 +433,8 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
 
     directory = Path(directory)
     check_repo_id(repo_id)
+    if token is None:  # a missing login or offline mode: one line now, not an HTTP 401 after the upload started
+        require_token("pushing to the Hub")
     config, backbone, projector = read_export(directory)  # refuses folders without safetensors weights, pickles
     bad = non_finite_weights(backbone, projector)
     if bad:
@@ -472,9 +481,14 @@ def update_metadata(directory: str | Path, **entries: Any) -> dict[str, Any]:
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; pass the folder written by save_pretrained.")
+    finish_export(directory)  # an earlier, interrupted swap first
     config = json.loads(config_path.read_text())
     config.setdefault("spectral_ssl", {}).update(_jsonable(entries))
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-    (directory / CARD_NAME).write_text(render_card(config, plot=PLOT_NAME if (directory / PLOT_NAME).is_file()
-                                                    else None))
+    card = render_card(config, plot=PLOT_NAME if (directory / PLOT_NAME).is_file() else None)
+    staging = directory / STAGING  # config and card swapped in together, as save_export does: a kill leaves one
+    shutil.rmtree(staging, ignore_errors=True)  # whole export, never a truncated config.json
+    staging.mkdir()
+    (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (staging / CARD_NAME).write_text(card)
+    _commit(directory, [])
     return config

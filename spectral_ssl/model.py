@@ -112,6 +112,32 @@ class SpectralSSL(
         """Projections: (B, C, H, W) images -> (B, proj_dim)."""
         return self.projector(self.backbone(x))
 
+    @torch.no_grad()
+    def check_input(self, image_size: int, channels: int = 3) -> None:
+        """A ValueError naming the key to fix unless the backbone takes ``(channels, image_size, image_size)``
+        images: one forward pass of two blank images in eval mode (no weight or statistic changes), so that a ViT
+        built for another size or ``in_chans: 1`` on RGB input is found before training, not at its first step."""
+        was_training = self.training
+        self.eval()
+        try:
+            features = self.backbone(torch.zeros(2, channels, image_size, image_size))
+        except Exception as e:  # noqa: BLE001  (timm raises AssertionError, RuntimeError or ValueError)
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            in_chans = self.backbone_kwargs.get("in_chans", channels)
+            fix = (f"drop in_chans: {in_chans} from --backbone_kwargs (the images are decoded as {channels}-channel "
+                   "RGB, grayscale images too)" if in_chans != channels else
+                   f"set --image_size to the size the backbone was built for, or pass its size in --backbone_kwargs "
+                   f"(e.g. {{img_size: {image_size}}} for a ViT)")
+            raise ValueError(f"backbone {self.backbone_name!r} (backbone_kwargs {self.backbone_kwargs}) does not take "
+                             f"{channels}x{image_size}x{image_size} images ({type(e).__name__}: {detail}); "
+                             f"{fix}") from None
+        finally:
+            self.train(was_training)
+        if features.ndim != 2 or features.shape[1] != self.num_features:
+            raise ValueError(f"backbone {self.backbone_name!r} returns features of shape {tuple(features.shape)} for "
+                             f"{image_size}x{image_size} images, not (N, {self.num_features}); pick a backbone that "
+                             "pools to a vector (timm's num_classes=0 contract)")
+
     def parameter_groups(self, weight_decay: float, extra: nn.Module | None = None) -> list[dict[str, Any]]:
         """Optimiser parameter groups: weight matrices and kernels decay, biases and norm weights (ndim <= 1) do not.
 
@@ -181,9 +207,10 @@ class SpectralSSL(
             raise ValueError(f"{directory / hub.CONFIG_NAME} describes a backbone this timm {timm.__version__} "
                              f"cannot build: {e} If the export was made with a newer timm, upgrade timm "
                              "(pip install -U timm).") from None
-        model.backbone.load_state_dict(backbone_state, strict=strict)
+        _load_state(model.backbone, backbone_state, strict, directory / hub.WEIGHTS_NAME, directory / hub.CONFIG_NAME)
         if projector_state is not None:
-            model.projector.load_state_dict(projector_state, strict=strict)
+            _load_state(model.projector, projector_state, strict, directory / hub.PROJECTOR_NAME,
+                        directory / hub.CONFIG_NAME)
         else:
             logger.warning("%s has no %s: the projector is freshly initialised (embed() is unaffected).",
                            directory, hub.PROJECTOR_NAME)
@@ -192,3 +219,20 @@ class SpectralSSL(
         model.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in model.data_config.items()}
         model.metadata = {k: v for k, v in meta.items() if k not in ("projector", "version")}
         return model.eval()
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], strict: bool, weights: Path, config: Path) -> None:
+    """``module.load_state_dict(state)``, or one ValueError naming both files and the first differing keys (torch's
+    own message lists every key on its own line)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state] if strict else []
+    unexpected = [k for k in state if k not in expected] if strict else []
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                 for what, names in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("shape mismatches, file vs config", shapes)) if names]
+        raise ValueError(f"{weights} does not match the model that {config} describes: {'; '.join(parts)}; the "
+                         f"config was edited or belongs to other weights: restore {config.name} or export again")
+    module.load_state_dict(state, strict=strict)

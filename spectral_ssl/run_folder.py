@@ -9,11 +9,17 @@ Nothing in it may be lost or mixed with another run:
   ``--output_dir``) and a ``train_config.json`` edited by hand (each checkpoint keeps the config it trained with,
   covered by its manifest, and the two must agree), naming the keys; ``overwrite`` removes what a
   run wrote (``RUN_ENTRIES``) and nothing else. A folder holding anything a run did not write (notes, source,
-  ``.git/``, a dataset's own README.md) is refused for a fresh run or an overwrite, naming what is there.
+  ``.git/``, a dataset's own README.md, a model folder's config.json) is refused for a fresh run or an overwrite,
+  naming what is there. The overwrite happens in ``start``, once the run is built: a command that fails before (a
+  wrong dataset, a bad key) leaves the previous run as it was. A resume of a run that saved no checkpoint yet says
+  that it starts from step 0.
+- ``release`` (a fresh run that failed before its first checkpoint) removes what the run wrote, so the corrected
+  command finds the folder free: there is nothing to resume.
 - ``save_checkpoint`` writes ``checkpoints/.tmp-step_N`` with ``accelerator.save_state`` and ``train_config.json``,
   adds ``manifest.json`` (size and SHA-256 of every file) and renames it to ``step_N`` when complete; it keeps the
-  newest ``save_total_limit``. ``resume_into`` loads the newest checkpoint whose manifest verifies (a torn or
-  truncated one is skipped with a warning, never half-loaded).
+  newest ``save_total_limit``. A save that fails (a full disk) removes its temporary folder and stops with one line
+  naming the free space; the previous checkpoints stay. ``start`` loads the newest checkpoint whose manifest
+  verifies (a torn or truncated one is skipped with a warning, never half-loaded).
 - ``log_metrics`` appends to ``metrics.jsonl``; on resume, lines after the checkpoint's step are dropped first.
 
 Takes the ``accelerate.Accelerator`` as an argument (``save_state``/``load_state``/``wait_for_everyone``); the
@@ -48,7 +54,7 @@ RUN_ENTRIES = frozenset({*_RUN_FILES, CHECKPOINTS, LOCK, "projector.safetensors"
                          ".export-staging"})
 
 
-def _holds_run(path: Path) -> bool:
+def holds_run(path: Path) -> bool:
     """Whether ``path`` holds a spectral_ssl run or export (its README.md is then the run's model card)."""
     if (path / TRAIN_CONFIG).is_file() or checkpoint_dirs(path / CHECKPOINTS):
         return True
@@ -58,11 +64,17 @@ def _holds_run(path: Path) -> bool:
         return False
 
 
+# names a run shares with any Hub model folder: ours only beside a run (a plain timm or transformers download holds
+# config.json, model.safetensors and its own README.md)
+_SHARED_NAMES = frozenset({"README.md", "config.json", "model.safetensors", "projector.safetensors"})
+
+
 def foreign_entries(path: Path) -> list[str]:
-    """Entries of ``path`` that no run wrote (a README.md too, unless the folder holds a run)."""
+    """Entries of ``path`` that no run wrote (a README.md, config.json or model.safetensors too, unless the folder
+    holds a run)."""
     if not path.is_dir():
         return []
-    ours = RUN_ENTRIES if _holds_run(path) else RUN_ENTRIES - {"README.md"}
+    ours = RUN_ENTRIES if holds_run(path) else RUN_ENTRIES - _SHARED_NAMES
     return sorted(child.name + ("/" if child.is_dir() else "") for child in path.iterdir() if child.name not in ours)
 
 
@@ -147,11 +159,15 @@ class RunFolder:
         self.checkpoints = self.path / CHECKPOINTS
         self._lock_file = None
         self._metrics = None
+        self._clear = False  # overwrite: clear in start(), once the run is built
+        self._resume = False
+        self._fresh = False  # start() ran and found no checkpoint to resume
+        self._saved = False  # this run saved a checkpoint
 
     # ---- opening ----
     def open(self, *, resume: bool, overwrite: bool) -> None:
         """Lock the folder and check it may hold this run; clear it with ``overwrite``."""
-        if resume and not _holds_run(self.path):  # a typo in --output_dir would otherwise cost a run from scratch
+        if resume and not holds_run(self.path):  # a typo in --output_dir would otherwise cost a run from scratch
             raise RunFolderError(f"--resume=true: output_dir {self.path} holds no run to resume (no {TRAIN_CONFIG}); "
                                  "check --output_dir, or drop --resume=true to start a new run (nothing was changed)")
         foreign = foreign_entries(self.path)
@@ -168,10 +184,8 @@ class RunFolder:
             raise RunFolderError(f"output_dir {self.path} already holds a run ({', '.join(holds)}); pass "
                                  "--resume=true to continue it, --overwrite_output_dir=true to replace it, or choose "
                                  "another --output_dir")
-        if holds and overwrite and self.main:  # only what a run writes (foreign_entries refused anything else)
-            for child in self.path.iterdir():
-                if child.name in RUN_ENTRIES and child.name != LOCK:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        self._clear = bool(holds and overwrite)  # done by start(): a run that fails to build keeps the old one
+        self._resume = resume
         if resume and (self.path / TRAIN_CONFIG).is_file():
             saved = self._read_config(self.path / TRAIN_CONFIG)
             self._check_not_edited(saved)
@@ -245,31 +259,57 @@ class RunFolder:
         """Save the training state as ``checkpoints/step_N`` atomically (every process calls this)."""
         final = self.checkpoints / f"step_{step:06d}"
         tmp = self.checkpoints / f".tmp-step_{step:06d}"
+        try:
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()
+            if self.main:
+                # the config these weights trained with, covered by the manifest: a resume compares
+                # train_config.json with it and refuses a hand-edited one
+                (tmp / TRAIN_CONFIG).write_text(json.dumps(self.config, indent=2))
+                write_manifest(tmp)
+        except (OSError, RuntimeError) as e:  # a full disk: torch says "unexpected pos" or "file write failed"
+            raise self._save_failed(tmp, step, e) from None
         if self.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if self.main:
-            # the config these weights trained with, covered by the manifest: a resume compares train_config.json
-            # with it and refuses a hand-edited one
-            (tmp / TRAIN_CONFIG).write_text(json.dumps(self.config, indent=2))
-            write_manifest(tmp)
             if final.exists():  # the same step saved again (e.g. a resumed run that ends where it resumed)
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _fsync_dir(self.checkpoints)
             for old in checkpoint_dirs(self.checkpoints)[:-keep] if keep else []:
                 shutil.rmtree(old)
+        self._saved = True
         accelerator.wait_for_everyone()
         return final
+
+    def _save_failed(self, tmp: Path, step: int, error: Exception) -> RunFolderError:
+        """The one-line error of a checkpoint that could not be written; its partial folder is removed."""
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            free = f"{shutil.disk_usage(self.checkpoints).free / 2**20:.0f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        previous = checkpoint_dirs(self.checkpoints)
+        then = (f"then rerun with --resume=true (it continues from {previous[-1].name}, which is intact)" if previous
+                else "then run the command again (no checkpoint was saved yet)")
+        return RunFolderError(f"checkpoint step {step} could not be written to {self.checkpoints} "
+                              f"({type(error).__name__}: {detail}; {free}); free some space or choose an --output_dir "
+                              f"on another disk, {then}")
 
     def start(self, accelerator: Any, state: Any) -> int | None:
         """Claim the folder for this run (``train_config.json``, written only once the run is built, so a run that
         fails to start leaves the folder free) and load the newest verified checkpoint into the registered objects.
         Returns the checkpoint's step, or None when starting from scratch."""
         if self.main:
+            if self._clear:  # only what a run writes (open's foreign_entries refused anything else)
+                for child in self.path.iterdir():
+                    if child.name in RUN_ENTRIES and child.name != LOCK:
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+                self._clear = False
             (self.path / TRAIN_CONFIG).write_text(json.dumps(self.config, indent=2))
             for tmp in self.checkpoints.glob(".tmp-step_*") if self.checkpoints.is_dir() else []:
                 shutil.rmtree(tmp, ignore_errors=True)  # a save interrupted before its rename
@@ -292,7 +332,30 @@ class RunFolder:
                 raise RunFolderError(f"no checkpoint in {self.checkpoints} verifies (all interrupted or corrupted); "
                                      "use --overwrite_output_dir=true to start again")
             self._truncate_metrics(0)
+        if self._resume:  # a run killed before its first checkpoint: nothing to load, said aloud
+            logger.warning("--resume=true: %s holds no checkpoint yet (the run stopped before its first save); "
+                           "training starts from step 0", self.path)
+        self._fresh = True
         return None
+
+    def release(self) -> bool:
+        """After a failure: if this run started from scratch and saved no checkpoint, remove what it wrote
+        (``train_config.json``, ``metrics.jsonl``, interrupted checkpoint folders), so that the corrected command
+        finds the folder free (there is nothing to resume). True if the folder was released."""
+        if not (self.main and self._fresh and not self._saved) or checkpoint_dirs(self.checkpoints):
+            return False
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        for name in (TRAIN_CONFIG, METRICS):
+            (self.path / name).unlink(missing_ok=True)
+        if self.checkpoints.is_dir():
+            for tmp in self.checkpoints.glob(".tmp-step_*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not any(self.checkpoints.iterdir()):
+                self.checkpoints.rmdir()
+        logger.warning("the run stopped before its first checkpoint: %s is left free for a new run", self.path)
+        return True
 
     # ---- metrics ----
     def _truncate_metrics(self, step: int) -> None:

@@ -123,3 +123,45 @@ def test_an_output_dir_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^--output_dir .* is not writable; choose another --output_dir"):
         parse_config(PretrainConfig, [f"--output_dir={tmp_path / 'run'}"])
     assert not (tmp_path / "run").exists()
+
+
+def test_an_online_probe_needs_labels_and_two_samples():
+    with pytest.raises(ConfigError, match=r"^--probe_every needs a --label_column"):
+        parse_config(PretrainConfig, ["--probe_every=10", "--label_column=null"])
+    with pytest.raises(ConfigError, match=r"^--probe_samples must be >= 2"):
+        parse_config(PretrainConfig, ["--probe_samples=1"])
+    assert parse_config(PretrainConfig, ["--probe_every=10", "--probe_samples=2"]).run.probe_samples == 2
+
+
+def test_a_run_folder_is_no_dataset_and_a_dataset_holds_no_run(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    run.mkdir()
+    (run / "train_config.json").write_text("{}")
+    (data / "train").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"^--dataset .*run is a spectral_ssl run or export folder, not a dataset"):
+        parse_config(PretrainConfig, [f"--dataset={run}", f"--output_dir={tmp_path / 'out'}"])
+    with pytest.raises(ConfigError, match=r"^--dataset .*run is a spectral_ssl run or export folder"):
+        parse_config(ProbeConfig, ["--model=org/name", f"--dataset={run}"])
+    for inside in (data, data / "runs" / "x"):
+        with pytest.raises(ConfigError, match=r"^--output_dir .* is inside --dataset .*; choose an --output_dir "
+                                              r"outside it"):
+            parse_config(PretrainConfig, [f"--dataset={data}", f"--output_dir={inside}"])
+    assert parse_config(PretrainConfig, [f"--dataset={data}", f"--output_dir={tmp_path / 'out'}"])
+
+
+def test_the_probe_output_is_checked_before_the_probe(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_config(ProbeConfig, ["--model=org/name", "--output=~/new/p.json"]).output == str(
+        tmp_path / "new" / "p.json")
+    with pytest.raises(ConfigError, match=r"^--output .* is an existing folder; name a file in it"):
+        parse_config(ProbeConfig, ["--model=org/name", f"--output={tmp_path}"])
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"^--output .*notes.txt is an existing file, not a folder"):
+        parse_config(ProbeConfig, ["--model=org/name", "--output=~/notes.txt/p.json"])
+
+
+def test_the_probe_model_expands_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for given, expanded in (("~/run", str(tmp_path / "run")), ("local-dir:~/run", f"local-dir:{tmp_path / 'run'}"),
+                            ("org/name", "org/name"), ("hf-hub:org/name", "hf-hub:org/name")):
+        assert parse_config(ProbeConfig, [f"--model={given}"]).model == expanded

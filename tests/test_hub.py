@@ -31,8 +31,9 @@ def test_card_yaml_parses_and_states_training_facts(export):
     meta = _front_matter(card)
     assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-feature-extraction"
     assert {"spectral-ssl", "self-supervised", "infonce", "selection-random"} <= set(meta["tags"])
-    for fact in ("data/fmnist", "12.34", "| 7 |", "test_resnet", "local-dir:"):
+    for fact in ("fmnist", "12.34", "| 7 |", "test_resnet", "local-dir:"):
         assert fact in card
+    assert "data/fmnist" not in card and "datasets" not in meta  # data/ is a local folder: named, never its path
 
 
 def test_update_metadata_records_probe_without_touching_weights(export):
@@ -146,3 +147,46 @@ def test_public_metadata_calls_local_what_the_readers_call_local(tmp_path, monke
         meta = hub.public_metadata({"dataset": given, "config": {"dataset": given}})
         assert (meta["dataset"], meta.get("dataset_local")) == (published, local), given
         assert meta["config"]["dataset"] == published
+
+
+def test_update_metadata_killed_while_writing_leaves_a_whole_export(export, monkeypatch):
+    import pathlib
+
+    _, path = export
+    real, writes = pathlib.Path.write_text, []
+
+    def killed_mid_write(self, text, *args, **kwargs):
+        writes.append(self.name)
+        if self.name == "config.json":  # half the JSON on disk, then SIGKILL
+            real(self, text[: len(text) // 2], *args, **kwargs)
+            raise KeyboardInterrupt("killed")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        hub.update_metadata(path, linear_probe={"top1": 81.5, "top5": 99.0, "dataset": "fmnist", "split": "test"})
+    monkeypatch.undo()
+    assert writes[0] == "config.json"
+    config = json.loads((path / "config.json").read_text())  # the previous export, whole
+    assert "linear_probe" not in config["spectral_ssl"] and SpectralSSL.from_pretrained(path).metadata["steps"] == 7
+    hub.update_metadata(path, linear_probe={"top1": 81.5, "top5": 99.0, "dataset": "fmnist", "split": "test"})
+    assert json.loads((path / "config.json").read_text())["spectral_ssl"]["linear_probe"]["top1"] == 81.5
+    assert "81.50 %" in (path / "README.md").read_text() and not (path / hub.STAGING).exists()
+
+
+def test_an_export_into_a_folder_keeps_the_files_that_are_not_its_own(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"the user's own checkpoint")
+    (tmp_path / "notes.txt").write_text("mine")
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.save_pretrained(tmp_path)
+    hub.save_export(tmp_path, model.backbone, None, model.export_config())  # a second export, without projector
+    assert (tmp_path / "model.pt").read_bytes() == b"the user's own checkpoint"
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / hub.PROJECTOR_NAME).exists()
+
+
+def test_an_export_named_with_the_home_folder_resolves(export, monkeypatch):
+    _, path = export
+    monkeypatch.setenv("HOME", str(path.parent))
+    for source in (f"~/{path.name}", f"local-dir:~/{path.name}"):
+        assert hub.resolve_export(source) == path
+    assert SpectralSSL.from_pretrained(f"~/{path.name}").metadata["steps"] == 7

@@ -231,3 +231,23 @@ def test_non_finite_weights_warn_on_load_and_are_not_pushed(hub_server, export, 
     assert "holds non-finite (NaN/Inf) weights in 1 tensors" in caplog.text and name in caplog.text
     with pytest.raises(ValueError, match=r"non-finite \(NaN/Inf\) weights .*; not pushed"):
         hub.push_export(out, "org/nan")
+
+
+def test_the_push_script_without_a_token_or_offline_is_one_line_before_any_request(hub_server, export, tmp_path,
+                                                                                  monkeypatch):
+    import huggingface_hub.constants as constants
+
+    _, out = export
+    script = load_module(SCRIPTS / "push_to_hub.py")
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_login" / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no_login" / "stored_tokens"))
+    requests = len(hub_server.requests)
+    with pytest.raises(SystemExit, match=r"^error: pushing to the Hub needs a Hub token and none was found; run "
+                                         r"`hf auth login` or set HF_TOKEN$"):
+        script.main([str(out), "org/no-token"])
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_tests")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match=r"^error: pushing to the Hub needs the Hub and HF_HUB_OFFLINE=1 is set"):
+        script.main([str(out), "org/offline"])
+    assert len(hub_server.requests) == requests  # nothing was sent

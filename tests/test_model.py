@@ -117,8 +117,19 @@ def test_strict_loading_refuses_mismatched_weights(trained_like, tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     state["extra.weight"] = torch.zeros(1)
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(RuntimeError, match="extra.weight"):
+    with pytest.raises(ValueError, match=r"model.safetensors does not match .*1 unexpected keys \(extra.weight\)"):
         SpectralSSL.from_pretrained(tmp_path)
+
+
+def test_an_edited_export_config_is_one_line_naming_both_files(trained_like, tmp_path):
+    trained_like.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architecture": "test_efficientnet"}))
+    with pytest.raises(ValueError) as e:  # torch's own message: one line per key (58 for this pair)
+        SpectralSSL.from_pretrained(tmp_path)
+    message = str(e.value)
+    assert "\n" not in message and str(tmp_path / "model.safetensors") in message
+    assert str(tmp_path / "config.json") in message and "missing keys" in message and "restore config.json" in message
 
 
 def test_missing_weights_and_pickle_only_folders_give_clear_errors(trained_like, tmp_path):
@@ -149,3 +160,18 @@ def test_plain_timm_export_without_projector_loads_with_fresh_projector(trained_
     assert "projector is freshly initialised" in caplog.text
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded.embed(x), trained_like.embed(x), rtol=0, atol=0)
+
+
+def test_check_input_names_the_key_to_fix_and_changes_nothing():
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.check_input(32)  # takes RGB 32x32: no error, no running statistic updated, still training
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    gray = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8, backbone_kwargs={"in_chans": 1})
+    with pytest.raises(ValueError, match=r"does not take 3x32x32 images .*drop in_chans: 1 from --backbone_kwargs"):
+        gray.check_input(32)
+    vit = SpectralSSL("vit_tiny_patch16_224", proj_hidden_dim=16, proj_dim=8)  # fixed 224 input
+    with pytest.raises(ValueError) as e:
+        vit.check_input(32)
+    assert "\n" not in str(e.value) and "--image_size" in str(e.value) and "{img_size: 32}" in str(e.value)
+    vit.check_input(224)

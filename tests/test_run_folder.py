@@ -225,3 +225,94 @@ def test_a_hand_edited_train_config_is_refused_naming_the_key(tmp_path):
     folder, _, state = start_run(tmp_path / "run", {**config, "log_every": 9}, resume=True)
     assert state.step == 2
     folder.close()
+
+
+def test_an_overwrite_that_fails_before_the_run_starts_keeps_the_previous_run(tmp_path):
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0})
+    state.step = 2
+    folder.save_checkpoint(acc, 2)
+    folder.log_metrics({"step": 2})
+    folder.close()
+    before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "run").rglob("*"))
+    folder = RunFolder(tmp_path / "run", {"lr": 2.0})
+    folder.open(resume=False, overwrite=True)
+    folder.close()  # e.g. the dataset was not found: start() never ran, nothing was replaced
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "run").rglob("*")) == before
+    folder, _, state = start_run(tmp_path / "run", {"lr": 1.0}, resume=True)  # still resumable
+    assert state.step == 2
+    folder.close()
+
+
+def test_a_fresh_run_that_fails_before_its_first_checkpoint_leaves_the_folder_free(tmp_path):
+    (tmp_path / "run").mkdir()
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0})
+    folder.log_metrics({"step": 1})  # e.g. a wrong key found at step 1
+    (tmp_path / "run" / "checkpoints" / ".tmp-step_000001").mkdir(parents=True)
+    assert folder.release()
+    folder.close()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
+    folder, _, _ = start_run(tmp_path / "run", {"lr": 2.0})  # the corrected command: a new run, no flag needed
+    state.step = 1
+    folder.save_checkpoint(acc, 1)
+    assert not folder.release()  # a checkpoint to resume: everything stays
+    folder.close()
+    folder, _, state = start_run(tmp_path / "run", {"lr": 2.0}, resume=True)
+    assert not folder.release() and (tmp_path / "run" / "train_config.json").is_file()  # a resumed run: stays
+    folder.close()
+
+
+class FullDisk(FakeAccelerator):
+    """torch.save on a full disk: a RuntimeError ("unexpected pos") after part of the files were written."""
+
+    def __init__(self, state, fail_at):
+        super().__init__(state)
+        self.saves, self.fail_at = 0, fail_at
+
+    def save_state(self, path):
+        self.saves += 1
+        if self.saves == self.fail_at:
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 4096 vs 4032\nframe #0 ...")
+        super().save_state(path)
+
+
+def test_a_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    folder = RunFolder(tmp_path / "run", {"lr": 1.0})
+    folder.open(resume=False, overwrite=False)
+    state = Counter()
+    acc = FullDisk(state, fail_at=2)
+    folder.start(acc, state)
+    state.step = 2
+    folder.save_checkpoint(acc, 2)
+    state.step = 4
+    with pytest.raises(RunFolderError) as e:
+        folder.save_checkpoint(acc, 4)
+    message = str(e.value)
+    assert "\n" not in message and "checkpoint step 4 could not be written" in message and "MB free" in message
+    assert "unexpected pos" in message and "--resume=true (it continues from step_000002" in message
+    root = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in root.iterdir()] == ["step_000002"] and verify_manifest(root / "step_000002") is None
+    assert not folder.release()  # step 2 is resumable
+    folder.close()
+
+
+def test_a_model_folder_that_is_not_a_run_is_never_overwritten(tmp_path):
+    model = tmp_path / "downloaded"  # a plain timm model folder: the same file names as an export, another owner
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 1000}))
+    (model / "model.safetensors").write_bytes(b"their weights")
+    for overwrite in (False, True):
+        with pytest.raises(RunFolderError, match=r"no run wrote \(config\.json, model\.safetensors\)"):
+            RunFolder(model, {"lr": 1.0}).open(resume=False, overwrite=overwrite)
+    assert (model / "model.safetensors").read_bytes() == b"their weights"
+
+
+def test_a_resume_with_no_checkpoint_yet_says_it_starts_from_step_0(tmp_path, caplog):
+    folder, _, _ = start_run(tmp_path / "run", {"lr": 1.0})
+    folder.log_metrics({"step": 1})
+    folder.close()  # killed (no release) before its first checkpoint
+    with caplog.at_level("WARNING"):
+        folder, _, state = start_run(tmp_path / "run", {"lr": 1.0}, resume=True)
+    folder.close()
+    assert state.step == 0 and "holds no checkpoint yet" in caplog.text and "starts from step 0" in caplog.text
+    assert not (tmp_path / "run" / "metrics.jsonl").read_text().strip()  # the dead run's lines are dropped

@@ -60,3 +60,46 @@ def test_probe_results_are_written_as_each_probe_ends_into_a_new_folder(pretrain
     monkeypatch.undo()
     res = linear_probe_recipe.main(["--model", str(out), f"--output={results}", "--record=false"])
     assert json.loads(results.read_text()) == res and res["complete"] is True
+
+
+@pytest.fixture()
+def tiny_export(tmp_path):
+    """An export (no training) and tiny splits whose label column holds names, not integer classes."""
+    from spectral_ssl import SpectralSSL
+    from spectral_ssl.data import synthetic_dataset
+
+    data = tmp_path / "named_labels"
+    data.mkdir()
+    for split, rows in (("train", 16), ("test", 8)):
+        ds = synthetic_dataset(num_rows=rows, image_size=16, num_classes=2, seed=0)
+        ds = ds.map(lambda row: {"name": f"class{row['label']}"}).remove_columns("label").rename_column("name", "label")
+        ds.to_parquet(str(data / f"{split}-00000-of-00001.parquet"))
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.data_config.update(input_size=(3, 16, 16))
+    model.metadata = {"dataset": str(data)}
+    model.save_pretrained(tmp_path / "export")
+    return tmp_path / "export", data
+
+
+def test_labels_that_are_no_classes_are_one_line_naming_the_column(linear_probe_recipe, tiny_export):
+    export, data = tiny_export
+    with pytest.raises(SystemExit) as e:
+        linear_probe_recipe.main(["--model", str(export), "--dataset", str(data), "--record=false"])
+    message = str(e.value)
+    assert message.startswith(f"error: reading {data} split train") and "--label_column=label" in message
+    assert "class0" in message and "\n" not in message
+
+
+def test_push_without_a_token_names_the_push_key_before_the_probe(linear_probe_recipe, tiny_export, tmp_path,
+                                                                  monkeypatch):
+    import huggingface_hub.constants as constants
+
+    export, _ = tiny_export
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_login" / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no_login" / "stored_tokens"))
+    with pytest.raises(SystemExit, match=r"^error: --push needs a Hub token and none was found; run `hf auth login` "
+                                         r"or set HF_TOKEN$"):
+        linear_probe_recipe.main(["--model", str(export), "--push=org/x"])
+    assert not (export / "linear_probe.json").exists()

@@ -252,3 +252,120 @@ def test_push_in_offline_mode_is_refused_before_training(pretrain, tiny_dataset,
     with pytest.raises(SystemExit, match=r"^error: --push_to_hub needs the Hub and HF_HUB_OFFLINE=1 is set"):
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=1", "--push_to_hub=org/x"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--backbone_kwargs={in_chans: 1}"], "drop in_chans: 1 from --backbone_kwargs"),
+    (["--backbone=vit_tiny_patch16_224"], "set --image_size to the size the backbone was built for"),
+])
+def test_a_backbone_that_does_not_take_the_images_is_refused_before_the_folder_is_claimed(
+        pretrain, tiny_dataset, tmp_path, args, fragment):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=1", *args))
+    assert str(e.value).startswith("error: ") and fragment in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run" / "train_config.json").exists()  # the corrected command finds the folder free
+
+
+def test_an_overwrite_whose_command_fails_keeps_the_previous_run(pretrain, tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step_000002").mkdir(parents=True)
+    (out / "train_config.json").write_text("{}")
+    (out / "metrics.jsonl").write_text('{"step": 2}\n')
+    before = sorted(p.name for p in out.rglob("*"))
+    with pytest.raises(SystemExit, match="--image_column=img not found"):
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=1", "--overwrite_output_dir=true",
+                                "--image_column=img"))
+    assert sorted(p.name for p in out.rglob("*") if p.name != ".lock") == before
+
+
+@pytest.fixture(scope="module")
+def string_labels(tmp_path_factory):
+    """tiny parquet splits whose label column holds names, not integer classes"""
+    from spectral_ssl.data import synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("string_labels")
+    for split, rows in (("train", 32), ("test", 16)):
+        ds = synthetic_dataset(num_rows=rows, image_size=16, num_classes=2, seed=0)
+        names = ds.map(lambda row: {"name": f"class{row['label']}"}).remove_columns("label")
+        names.rename_column("name", "label").to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+def test_labels_that_are_no_classes_stop_the_first_probe_in_one_line_and_free_the_folder(
+        pretrain, string_labels, tmp_path):
+    from spectral_ssl.run_folder import RunFolder
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(string_labels, out, "--max_steps=2", "--batch_size=8", "--image_size=16",
+                                "--probe_every=1", "--log_every=1", "--probe_samples=16"))
+    message = str(e.value)
+    assert message.startswith("error: online kNN probe") and "--label_column=label" in message and "\n" not in message
+    assert not (out / "train_config.json").exists() and not (out / "metrics.jsonl").exists()
+    RunFolder(out, {}).open(resume=False, overwrite=False)  # the corrected command is not refused
+
+
+def test_a_full_disk_at_the_checkpoint_is_one_line_not_torchs_unexpected_pos(pretrain, tiny_dataset, tmp_path,
+                                                                             monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 4096 vs 4032")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=1"))
+    message = str(e.value)
+    assert message.startswith("error: checkpoint step 1 could not be written") and "MB free" in message
+    assert "run the command again" in message and "\n" not in message
+    assert not (out / "checkpoints").exists() and not (out / "train_config.json").exists()
+
+
+@pytest.mark.slow
+def test_each_state_is_saved_once_and_a_resume_that_only_exports_saves_nothing(pretrain, tiny_dataset, tmp_path,
+                                                                              monkeypatch):
+    from spectral_ssl.run_folder import RunFolder
+
+    saves, real = [], RunFolder.save_checkpoint
+
+    def counted(folder, accelerator, step, keep=None):
+        saves.append(step)
+        return real(folder, accelerator, step, keep)
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", counted)
+    args = tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=2", "--save_every=2", "--cache_decoded=off",
+                     "--augment_on=loader")
+    pretrain.main(args)
+    assert saves == [2]  # the last step's checkpoint is the final state: not written twice
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_000002"
+    written = checkpoint.stat().st_mtime_ns
+    pretrain.main(args + ["--resume=true"])
+    assert saves == [2] and checkpoint.stat().st_mtime_ns == written
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["spectral_ssl"]["steps"] == 2
+
+
+def test_an_export_on_a_full_disk_or_a_failed_push_is_one_line(pretrain, tiny_dataset, tmp_path, monkeypatch):
+    from spectral_ssl import hub
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hub, "save_file", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=1"))
+    message = str(e.value)
+    assert message.startswith(f"error: the export to {out} could not be written (OSError: [Errno 28] No space left")
+    assert "rerun the command with --resume=true" in message and "\n" not in message
+    assert (out / "checkpoints" / "step_000001").is_dir() and not (out / "config.json").exists()
+    monkeypatch.undo()
+
+    def server_down(directory, repo_id, **kwargs):
+        raise RuntimeError(f"pushing {directory} to {repo_id} failed (HTTP 503: unavailable); the local export is "
+                           "unchanged, run the same push again to retry.")
+
+    monkeypatch.setattr(hub, "push_export", server_down)
+    monkeypatch.setattr(hub, "require_token", lambda *args: "hf_token")
+    with pytest.raises(SystemExit, match=r"^error: pushing .* failed \(HTTP 503: unavailable\).*push it with `python "
+                                         r"scripts/push_to_hub.py .* org/x`\)$"):
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=1", "--resume=true", "--push_to_hub=org/x"))
+    assert (out / "config.json").is_file()  # the resume exported; only the push failed
