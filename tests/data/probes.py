@@ -44,3 +44,18 @@ def assert_pool_resumes(loader, steps: int, stop_at: int) -> None:
     both = head + _run(resumed, steps - stop_at)
     assert [i for i, _ in both] == [i for i, _ in straight]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(both, straight))  # the waiting ones' views too
+
+
+def rows_and_workers(opened, world_size: int, num_workers: int = 3) -> tuple[list[int], list[set[int]]]:
+    """One streamed epoch on each rank: every idx served (over all ranks), and the set of workers that decoded on
+    each rank."""
+    from spectral_ssl import data
+
+    seen, workers = [], []
+    for rank in range(world_size):
+        loader = data.make_loader(opened, WorkerId(), batch_size=4, collate="eval", num_workers=num_workers,
+                                  drop_last=False, seed=5, rank=rank, world_size=world_size)
+        batches = list(loader)
+        seen += [i for b in batches for i in b["idx"].tolist()]
+        workers.append({w for b in batches for w in b["image"].flatten().tolist()})
+    return seen, workers

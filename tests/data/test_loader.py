@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from spectral_ssl import data
-from tests.data.probes import WorkerId
+from tests.data.probes import rows_and_workers
 
 
 @pytest.fixture(scope="module")
@@ -174,13 +174,7 @@ def test_every_worker_decodes_when_the_stream_has_fewer_shards_than_workers(tmp_
     for k, rows in enumerate(([0, 24], [24, 48])):  # 2 shards, 3 workers
         ds_full.select(range(*rows)).to_parquet(str(tmp_path / f"train-{k:05d}-of-00002.parquet"))
     ds = data.load_images(str(tmp_path), "train", streaming=True)
-    seen, workers = [], []
-    for rank in range(world_size):
-        loader = data.make_loader(ds, WorkerId(), batch_size=4, collate="eval", num_workers=3, drop_last=False,
-                                  seed=5, rank=rank, world_size=world_size)
-        batches = list(loader)
-        seen += [i for b in batches for i in b["idx"].tolist()]
-        workers.append({w for b in batches for w in b["image"].flatten().tolist()})
+    seen, workers = rows_and_workers(ds, world_size)
     assert sorted(seen) == list(range(48))  # every row once, across ranks and workers
     assert all(w == {0, 1, 2} for w in workers)  # no idle worker on any rank
 

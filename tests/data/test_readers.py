@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from spectral_ssl import data
-from tests.data.probes import WorkerId
+from tests.data.probes import rows_and_workers
 from tests.data.test_hub_dataset import hub  # noqa: F401  (fixture: the fake Hub with datasets' frozen config)
 
 
@@ -215,13 +215,7 @@ class _Level:
 def test_every_worker_decodes_when_there_are_fewer_shards_than_workers(tmp_path, world_size):
     shard_folder(tmp_path, shard_sizes=(12, 12))  # 2 shards, 3 workers
     opened = data.load_images(str(tmp_path), "train", streaming=True)
-    seen, workers = [], []
-    for rank in range(world_size):
-        loader = data.make_loader(opened, WorkerId(), batch_size=4, collate="eval", num_workers=3, drop_last=False,
-                                  seed=5, rank=rank, world_size=world_size)
-        batches = list(loader)
-        seen += [i for b in batches for i in b["idx"].tolist()]
-        workers.append({w for b in batches for w in b["image"].flatten().tolist()})
+    seen, workers = rows_and_workers(opened, world_size)
     assert sorted(seen) == list(range(24))  # every sample once, across ranks and workers
     assert all(w == {0, 1, 2} for w in workers)  # no idle worker on any rank
 
