@@ -311,10 +311,24 @@ def _hue_matrices(hue: torch.Tensor) -> torch.Tensor:
     return cos * eye + sin * cross + (1 - cos) * torch.outer(k, k)  # Rodrigues' formula
 
 
-def _where_samples(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """``new`` for the samples where ``mask`` (B,) is set, ``old`` elsewhere. The ops compute every sample and
-    select, instead of indexing the chosen ones: ``nonzero`` would wait for the GPU (a host sync) in every step."""
-    return torch.where(mask.view(-1, *([1] * (old.ndim - 1))), new, old)
+def _on_samples(mask: torch.Tensor, op: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor,
+                params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``op(x, params)`` for the samples where ``mask`` (B,) is set, ``x`` elsewhere; ``op`` works sample by sample.
+
+    On an accelerator ``op`` runs on every sample and ``torch.where`` selects: indexing the chosen samples needs
+    ``nonzero``, which waits for the device (a host sync) every step. On the CPU there is nothing to wait for, so
+    ``op`` runs on the chosen samples only (half the blur work at p=0.5), written back into ``x`` in place.
+    """
+    if x.device.type != "cpu":
+        return torch.where(mask.view(-1, *([1] * (x.ndim - 1))), op(x, params), x)
+    chosen = mask.nonzero().squeeze(1)
+    if chosen.numel() == 0:
+        return x
+    if chosen.numel() == x.shape[0]:
+        return op(x, params)
+    x = x.contiguous()  # our own tensor (a gray batch may be an expanded view): written in place
+    x[chosen] = op(x[chosen], {k: v[chosen] for k, v in params.items()})
+    return x
 
 
 class DeviceAugment(nn.Module):
@@ -440,15 +454,14 @@ class DeviceAugment(nn.Module):
         params = {k: v.to(device) for k, v in params.items()}
         x = self._crop_flip(batch.float(), params).mul_(1 / 255)  # the crop is linear: scale after it
         if cfg.jitter_on:
-            x = self._jitter(x, params)
+            x = _on_samples(params["jitter"], self._jitter, x, params)
         if x.shape[1] == 3 and cfg.grayscale_p > 0:
-            gray = torch.einsum("c,nchw->nhw", self.gray_weights.to(device), x)
-            x = _where_samples(params["grayscale"], gray[:, None].expand(-1, 3, -1, -1), x)
+            x = _on_samples(params["grayscale"], self._grayscale, x, params)
         if cfg.blur_p > 0:
-            x = self._blur(x, params)
+            x = _on_samples(params["blur"], self._blur, x, params)
         if cfg.solarize_p > 0:
-            mask = params["solarize"].view(-1, 1, 1, 1) & (x >= cfg.solarize_threshold)
-            x = torch.where(mask, 1 - x, x)
+            threshold = cfg.solarize_threshold
+            x = _on_samples(params["solarize"], lambda xs, _: torch.where(xs >= threshold, 1 - xs, xs), x, params)
         inv_std = 1 / self.std.to(device)
         return torch.addcmul(-self.mean.to(device) * inv_std, x, inv_std)  # (x - mean) / std; gray -> 3 channels
 
@@ -467,6 +480,11 @@ class DeviceAugment(nn.Module):
         gy = (h / h_in)[:, None] * base + ((2 * top + h) / h_in - 1)[:, None]  # (B, S)
         grid = torch.stack([gx[:, None, :].expand(b, size, size), gy[:, :, None].expand(b, size, size)], dim=-1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def _grayscale(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """RGB -> its luma in all three channels."""
+        gray = torch.einsum("c,nchw->nhw", self.gray_weights.to(x.device), x)
+        return gray[:, None].expand(-1, 3, -1, -1)
 
     def _jitter(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Brightness, contrast, saturation, hue in each sample's order; each op an affine RGB map, then clamp."""
@@ -497,7 +515,7 @@ class DeviceAugment(nn.Module):
                 gain = mat[:, 0].sum(dim=1)
                 xs = xs * gain[:, None, None, None] + offset[:, None, None, None]
             xs = xs.clamp_(0, 1)
-        return _where_samples(params["jitter"], xs, x)
+        return xs
 
     def _blur(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Separable Gaussian blur with each sample's sigma (reflect padding, as torchvision's GaussianBlur)."""
@@ -511,5 +529,5 @@ class DeviceAugment(nn.Module):
         flat = F.pad(xs.reshape(1, n * c, hh, ww), (pad, pad, pad, pad), mode="reflect")
         flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
         flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
-        return _where_samples(params["blur"], flat.view(n, c, hh, ww), x)
+        return flat.view(n, c, hh, ww)
 

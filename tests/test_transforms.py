@@ -257,6 +257,39 @@ def test_crop_and_flip_match_explicit_bilinear_sampling():
         torch.testing.assert_close(unnormalise(got)[i].double(), want, atol=2e-5, rtol=0)
 
 
+def every_sample_then_select(aug: DeviceAugment, x: torch.Tensor, params: dict, view: int = 0) -> torch.Tensor:
+    """The accelerator's way, written out: each op on every sample, ``torch.where`` keeps the chosen samples."""
+    cfg = aug.views[view]
+
+    def pick(mask, new, old):
+        return torch.where(mask.view(-1, 1, 1, 1), new, old)
+
+    y = aug._crop_flip(x.float(), params).mul_(1 / 255)
+    y = pick(params["jitter"], aug._jitter(y.clone(), params), y) if cfg.jitter_on else y
+    y = pick(params["grayscale"], aug._grayscale(y, params), y) if x.shape[1] == 3 and cfg.grayscale_p else y
+    y = pick(params["blur"], aug._blur(y, params), y) if cfg.blur_p else y
+    y = pick(params["solarize"], torch.where(y >= cfg.solarize_threshold, 1 - y, y), y) if cfg.solarize_p else y
+    return (y - aug.mean) / aug.std
+
+
+@pytest.mark.parametrize("preset,c", [("simclr", 3), ("byol", 3), ("byol", 1), ("grayscale", 1)])
+def test_cpu_runs_each_op_on_its_chosen_samples_only_with_the_same_result(preset, c):
+    """On the CPU the ops run on the chosen samples only (no host sync to avoid): the output equals every op on
+    every sample then selected, bit for bit up to float rounding, for every coin-flip pattern in the batch."""
+    aug = DeviceAugment(96, views=augment_preset(preset, 96))
+    x = images(24, c, 100, 90)
+    for view in (0, 1):
+        params = aug.sample_params(x, torch.Generator().manual_seed(view), view=view)
+        assert 0 < params["jitter"].sum() < 24  # some chosen, some not, in one batch
+        torch.testing.assert_close(aug.apply(x, params, view=view), every_sample_then_select(aug, x, params, view),
+                                   atol=1e-6, rtol=0)
+    for key in ("jitter", "blur"):  # none chosen, all chosen
+        for value in (False, True):
+            params = {**aug.sample_params(x, torch.Generator().manual_seed(5)), key: torch.full((24,), value)}
+            torch.testing.assert_close(aug.apply(x, params), every_sample_then_select(aug, x, params), atol=1e-6,
+                                       rtol=0)
+
+
 def test_flip_commutes_with_the_whole_pipeline():
     cfg = dataclasses.replace(AugmentConfig(), blur_p=0.5, solarize_p=0.5)
     x = images(16, 3)
