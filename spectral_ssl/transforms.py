@@ -53,6 +53,7 @@ EVAL_INTERPOLATION = "bilinear"  # what EvalTransform resizes with; exported in 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma as PIL's convert("L"); sums to 1, so grays stay gray
 _CROP_TRIES = 10  # as torchvision's RandomResizedCrop.get_params
 _JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+CPU_GROUP_BYTES = 5 * 2**19  # DeviceAugment on the CPU: samples per group ~ this / one float view (4 at 224 px)
 
 
 def _pair(value, name: str) -> tuple[float, float]:
@@ -447,11 +448,24 @@ class DeviceAugment(nn.Module):
         }
 
     def apply(self, batch: torch.Tensor, params: dict[str, torch.Tensor], view: int = 0) -> torch.Tensor:
-        """Apply one view's ``params`` (from ``sample_params``) to uint8 (B, C, H, W) -> float32 (B, 3, S, S)."""
+        """Apply one view's ``params`` (from ``sample_params``) to uint8 (B, C, H, W) -> float32 (B, 3, S, S).
+
+        On the CPU the batch goes through in groups of a few samples whose float views fit in the core's cache
+        (``CPU_GROUP_BYTES``): every op is a pass over memory, and a whole 224 px batch does not fit (2.2x faster
+        than the whole batch at once at 224 px, 1 thread). The output is the same up to float rounding (bit for bit
+        at 32 px; the blur's grouped convolution may round differently for another number of samples).
+        """
         self._check_batch(batch)
+        params = {k: v.to(batch.device) for k, v in params.items()}
+        group = max(1, CPU_GROUP_BYTES // (4 * 3 * self.image_size ** 2))
+        if batch.device.type != "cpu" or batch.shape[0] <= group:
+            return self._apply(batch, params, view)
+        return torch.cat([self._apply(batch[i:i + group], {k: v[i:i + group] for k, v in params.items()}, view)
+                          for i in range(0, batch.shape[0], group)])
+
+    def _apply(self, batch: torch.Tensor, params: dict[str, torch.Tensor], view: int) -> torch.Tensor:
         cfg = self.views[view]
         device = batch.device
-        params = {k: v.to(device) for k, v in params.items()}
         x = self._crop_flip(batch.float(), params).mul_(1 / 255)  # the crop is linear: scale after it
         if cfg.jitter_on:
             x = _on_samples(params["jitter"], self._jitter, x, params)

@@ -16,6 +16,7 @@ from torchvision import transforms as T
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from spectral_ssl import transforms
 from spectral_ssl.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -288,6 +289,22 @@ def test_cpu_runs_each_op_on_its_chosen_samples_only_with_the_same_result(preset
             params = {**aug.sample_params(x, torch.Generator().manual_seed(5)), key: torch.full((24,), value)}
             torch.testing.assert_close(aug.apply(x, params), every_sample_then_select(aug, x, params), atol=1e-6,
                                        rtol=0)
+
+
+@pytest.mark.parametrize("preset,c,size", [("simclr", 3, 96), ("byol", 1, 96), ("simclr", 1, 32)])
+def test_cpu_groups_of_samples_give_the_whole_batchs_output(monkeypatch, preset, c, size):
+    """On the CPU ``apply`` runs a few samples at a time (cache-sized groups): one sample per group, the default
+    groups and the whole batch at once all give the same views."""
+    aug = DeviceAugment(size, views=augment_preset(preset, size))
+    default = transforms.CPU_GROUP_BYTES
+    x = images(2 * max(1, default // (12 * size**2)) + 3, c, size + 7, size + 3)  # 3 groups, the last one short
+    params = aug.sample_params(x, torch.Generator().manual_seed(2))
+    outputs = []
+    for group_bytes in (1, default, 1 << 40):
+        monkeypatch.setattr(transforms, "CPU_GROUP_BYTES", group_bytes)
+        outputs.append(aug.apply(x, params))
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0], atol=1e-6, rtol=0)
 
 
 def test_flip_commutes_with_the_whole_pipeline():
