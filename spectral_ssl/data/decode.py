@@ -20,7 +20,9 @@ from PIL import Image, UnidentifiedImageError
 
 from spectral_ssl.data.jpeg import DecodeNeed, ShortSideNeed, decode_jpeg_at_least, is_jpeg, views_need
 
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, TypeError)  # what a corrupt or unusable row raises
+# what a corrupt or unusable row raises: PIL's decompression bomb error (an image over twice
+# ``Image.MAX_IMAGE_PIXELS``) subclasses Exception itself
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError)
 
 
 def decode_image(value: Any, need: DecodeNeed | None = None, backend: str = "auto") -> Image.Image:

@@ -126,6 +126,22 @@ def test_a_corrupt_jpeg_raises_a_decode_error_with_either_backend():
             decode.decode_image(data, jpeg.ShortSideNeed(64), backend)
 
 
+@pytest.mark.parametrize("need", [None, jpeg.ShortSideNeed(16)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_decompression_bomb_is_a_decode_error_and_a_large_image_a_warning_with_every_backend(monkeypatch, backend,
+                                                                                              need):
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(png, "PNG")
+    for data in (photo(64, 48), png.getvalue()):  # 3072 pixels
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # an error over 2000 pixels
+        with pytest.raises(decode.DECODE_ERRORS) as error:
+            decode.decode_image(data, need, backend)
+        assert error.type is Image.DecompressionBombError
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # a warning over 2000 pixels, an error over 4000
+        with pytest.warns(Image.DecompressionBombWarning):
+            assert min(decode.decode_image(data, need, backend).size) >= 16
+
+
 def test_simplejpeg_backend_without_the_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(jpeg, "_simplejpeg", lambda: None)
     assert jpeg.jpeg_backend("auto") == "pil"
