@@ -106,6 +106,31 @@ def test_corrupt_rows_are_skipped_or_reported_by_idx(tmp_path):
         list(data.make_loader(ds, data.EvalTransform(16), batch_size=2, collate="eval", shuffle=False))
 
 
+def test_rows_without_an_image_and_decompression_bombs_are_refused_by_idx_or_skipped_and_counted(tmp_path,
+                                                                                                  monkeypatch):
+    def png(size):
+        out = io.BytesIO()
+        Image.new("RGB", (size, size), (10, 20, 30)).save(out, format="PNG")
+        return {"bytes": out.getvalue(), "path": None}
+
+    table = {"image": [png(16), None, png(16), png(64)], "label": [0, 1, 2, 3], "idx": [0, 1, 2, 3]}  # 1: null, 3: bomb
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64"),
+                                  "idx": datasets.Value("int64")})
+    datasets.Dataset.from_dict(table, features=features).to_parquet(str(tmp_path / "train-0.parquet"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is over twice this: a bomb; 16 x 16 is not
+    for streaming in (True, False):
+        ds = data.load_images(str(tmp_path), "train", streaming=streaming)
+        loader = data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False,
+                                  drop_last=False, skip_corrupt=True)
+        assert [i for b in loader for i in b["idx"].tolist()] == [0, 2] and loader.dataset.corrupt == [1, 3]
+        with pytest.raises(ValueError, match=r"^image at idx 1 cannot be decoded \(ValueError: the row has no image "
+                                             r"\(None\)\);.*--skip_corrupt=true"):
+            list(data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False))
+        with pytest.raises(ValueError, match=r"^image at idx 3 cannot be decoded \(DecompressionBombError: "):
+            list(data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False,
+                                  keep_idx=[3]))
+
+
 def test_skip_batches_and_max_samples(parquet_folder):
     ds = data.load_images(str(parquet_folder), "train")
     full = epoch_idx(ds, seed=1)

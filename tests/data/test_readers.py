@@ -211,6 +211,19 @@ class _Level:
         return torch.tensor([level(image)])
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_sample_without_an_image_member_is_refused_by_idx_or_skipped_and_counted(tmp_path, streaming):
+    samples = make_samples(0, 4)
+    del samples[2][1]["jpg"]  # sample 2 has only its .cls
+    write_split(tmp_path, "names", "train", [samples])
+    opened = data.load_images(str(tmp_path), "train", streaming=streaming)
+    loader = data.make_loader(opened, data.EvalTransform(8), batch_size=1, collate="eval", shuffle=False,
+                              drop_last=False, skip_corrupt=True)
+    assert [i for b in loader for i in b["idx"].tolist()] == [0, 1, 3] and loader.dataset.corrupt == [2]
+    with pytest.raises(ValueError, match=r"^image at idx 2 cannot be decoded \(ValueError: the row has no image"):
+        list(data.make_loader(opened, data.EvalTransform(8), batch_size=1, collate="eval", shuffle=False))
+
+
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_every_worker_decodes_when_there_are_fewer_shards_than_workers(tmp_path, world_size):
     shard_folder(tmp_path, shard_sizes=(12, 12))  # 2 shards, 3 workers
