@@ -337,12 +337,14 @@ def load_images(
         split: Split to read.
         streaming: Stream (``IterableDataset``) instead of loading map-style.
         image_column: Column holding the images.
-        label_column: Column holding integer labels, or None for unlabelled use.
+        label_column: Column holding integer labels (a ClassLabel or integer column; a column of text is refused
+            here, not mid-epoch), or None for unlabelled use.
         idx_column: Column holding a stable integer sample index, created if absent (see module docstring).
 
     Raises:
         DataKeyError: the split or a column does not exist (it lists what does).
         FileNotFoundError: a local path that does not exist or holds nothing readable; an unreachable Hub id.
+        ValueError: a label column that holds no integer class ids (one line naming ``--label_column``).
     """
     kind = source_kind(dataset)
     ds = READERS[kind](dataset, split, streaming)
@@ -373,6 +375,8 @@ def load_images(
                     features=features)
     if isinstance(ds.features.get("image") if ds.features else None, datasets.Image):
         ds = ds.cast_column("image", datasets.Image(decode=False))  # decode ourselves: corrupt rows are per-row errors
+    if label_column is not None and not int_labels:
+        _refuse_non_integer_labels(ds, label_column, f"{dataset} split {split}")
     rows = num_rows(ds)
     if rows is None and kind in ("files", "image_folder", "webdataset"):
         rows = _local_rows(dataset, split)
@@ -390,6 +394,29 @@ def _is_integer(ds: Dataset, column: str) -> bool:
     feature = (ds.features or {}).get(column)
     return isinstance(feature, datasets.ClassLabel) or (
         isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")))
+
+
+def _refuse_non_integer_labels(ds: Dataset, column: str, where: str) -> None:
+    """A ValueError naming ``column`` unless the canonical ``label`` column holds integer class ids (a ClassLabel,
+    an integer or bool feature), checked when the split is opened rather than as a crash mid-epoch (or in a
+    DataLoader worker): by the feature type, or by the first row of a stream that declares no features."""
+    feature = (ds.features or {}).get("label")
+    if feature is not None and (isinstance(feature, datasets.ClassLabel) or (
+            isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint", "bool")))):
+        return
+    if isinstance(ds, datasets.Dataset):
+        value = ds[0]["label"] if len(ds) else None
+    else:
+        value = next(iter(ds), {}).get("label")
+    if feature is None and (value is None or isinstance(value, (int, np.integer))):
+        return  # a stream without features: its first label is an integer (or there is none to judge by)
+    if isinstance(value, (str, bytes)) or (isinstance(feature, datasets.Value) and "string" in feature.dtype):
+        what = f"text ({value!r})"
+    else:
+        kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature or value).__name__
+        what = f"{kind} values ({value!r:.40})"
+    raise ValueError(f"reading {where}: the label column (--label_column={column}) holds {what}, not integer class "
+                     "ids; map it to integer class ids, or pass --label_column=null for unlabelled data.")
 
 
 def _local_rows(folder: str, split: str) -> int | None:

@@ -1,4 +1,5 @@
 import io
+import re
 
 import datasets
 import numpy as np
@@ -129,6 +130,27 @@ def test_rows_without_an_image_and_decompression_bombs_are_refused_by_idx_or_ski
         with pytest.raises(ValueError, match=r"^image at idx 3 cannot be decoded \(DecompressionBombError: "):
             list(data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False,
                                   keep_idx=[3]))
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_label_column_that_holds_no_integers_is_refused_when_the_split_is_opened(tmp_path, streaming):
+    images = data.synthetic_dataset(num_rows=4, image_size=8).remove_columns("label")
+    columns = {"label": ["cat", "dog"] * 2, "species": ["cat", "dog"] * 2, "weight": [0.5, 1.5] * 2,
+               "count": [3, 1, 0, 2]}
+    for name, values in columns.items():
+        images = images.add_column(name, values)
+    images.to_parquet(str(tmp_path / "train-0.parquet"))  # streamed parquet declares no features: the first row
+    text, where = re.escape("text ('cat')"), re.escape(f"{tmp_path} split train")
+    for column, what in (("label", text), ("species", text), ("weight", r"(float|double)\w* values \(0\.5\)")):
+        with pytest.raises(ValueError, match=rf"^reading {where}: the label column \(--label_column={column}\) "
+                                             rf"holds {what}, not integer class ids; map it to integer "
+                                             r"class ids, or pass --label_column=null for unlabelled data\.$"):
+            data.load_images(str(tmp_path), "train", streaming=streaming, label_column=column)
+    counted = data.load_images(str(tmp_path), "train", streaming=streaming, label_column="count")
+    assert [b["label"].tolist() for b in data.make_loader(counted, data.EvalTransform(8), batch_size=4,
+                                                          collate="eval", shuffle=False)] == [[3, 1, 0, 2]]
+    unlabelled = data.load_images(str(tmp_path), "train", streaming=streaming, label_column=None)
+    assert "label" not in next(iter(unlabelled.ds))
 
 
 def test_skip_batches_and_max_samples(parquet_folder):
