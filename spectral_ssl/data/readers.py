@@ -26,6 +26,8 @@ recipe can name its own key: ``error.message("--eval_split")``) or ``FileNotFoun
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 import tarfile
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from datasets.data_files import DataFilesDict, get_data_patterns
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
@@ -158,6 +161,8 @@ def source_kind(dataset: str) -> str:
 def _split_names(dataset: str) -> list[str]:
     """The splits a local folder or Hub dataset has, or [] when that cannot be told cheaply."""
     try:
+        if Path(dataset).expanduser().is_dir():
+            return list(_local_files(dataset))
         builder = datasets.load_dataset_builder(dataset)
     except Exception:  # noqa: BLE001  (only used to word an error)
         return []
@@ -184,11 +189,38 @@ def _read_saved_to_disk(dataset: str, split: str, streaming: bool) -> Dataset:
     return stream
 
 
+def _local_files(folder: str) -> dict[str, list[str]]:
+    """The files of each split of a local folder, as ``datasets`` finds them (``train-*``, ``train/``...; everything
+    is ``train`` when nothing names a split), with the folder's own path read literally: ``datasets`` reads it as a
+    glob pattern, so a folder named ``photos[2024]`` or ``a**b`` would match other files, or none (it is escaped;
+    such a folder's README ``configs`` are not read)."""
+    path = str(Path(folder).expanduser())
+    if not _has_glob_characters(path):
+        files = datasets.load_dataset_builder(path).config.data_files or {}
+    else:
+        base = glob.escape(os.path.abspath(path))
+        files = DataFilesDict.from_patterns(get_data_patterns(base), base_path=base)
+    return {str(split): [str(f) for f in split_files] for split, split_files in files.items()}
+
+
+def _has_glob_characters(path: str) -> bool:
+    return glob.escape(path) != path
+
+
 def _read_builder(dataset: str, split: str, streaming: bool) -> Dataset:
-    """Data files, an image folder, tar shards or a Hub id, through ``datasets.load_dataset``'s packaged builders."""
+    """Data files, an image folder, tar shards or a Hub id, through ``datasets.load_dataset``'s packaged builders.
+    A local folder whose path has glob characters is read from its files, named (``_local_files``), every split's
+    (an image folder's class names come from all of them)."""
+    folder = Path(dataset).expanduser()
+    literal = folder.is_dir() and _has_glob_characters(str(folder))
     try:
-        return datasets.load_dataset(str(Path(dataset).expanduser()) if Path(dataset).expanduser().is_dir()
-                                     else dataset, split=split, streaming=streaming)
+        if not literal:
+            return datasets.load_dataset(str(folder) if folder.is_dir() else dataset, split=split,
+                                         streaming=streaming)
+        files = _local_files(dataset)
+        if split in files:
+            return datasets.load_dataset(str(folder), split=split, streaming=streaming,
+                                         data_files={s: [glob.escape(f) for f in fs] for s, fs in files.items()})
     except KeyError as e:
         raise DataKeyError("split", split, _split_names(dataset), dataset, str(e)) from None
     except ValueError as e:
@@ -198,15 +230,16 @@ def _read_builder(dataset: str, split: str, streaming: bool) -> Dataset:
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise FileNotFoundError(f"dataset {dataset!r} not found: neither a local folder nor a reachable Hub dataset "
                                 f"({type(e).__name__}: {e}).") from None
+    raise DataKeyError("split", split, list(files), dataset)
 
 
 def _split_files(dataset: str, split: str) -> list[str]:
     """The files of ``split`` in a local folder, named as ``datasets`` names splits (``train-*.tar``, ``train/``...;
     everything is ``train`` when nothing names a split)."""
-    files = datasets.load_dataset_builder(str(Path(dataset).expanduser())).config.data_files or {}
+    files = _local_files(dataset)
     if split not in files:
-        raise DataKeyError("split", split, [str(s) for s in files], dataset)
-    return [str(f) for f in files[split]]
+        raise DataKeyError("split", split, list(files), dataset)
+    return files[split]
 
 
 def _samples(tar: tarfile.TarFile, path: str) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
@@ -422,7 +455,7 @@ def _refuse_non_integer_labels(ds: Dataset, column: str, where: str) -> None:
 def _local_rows(folder: str, split: str) -> int | None:
     """Rows of a split in a local folder without reading it: parquet footers, or the number of image files."""
     try:
-        files = datasets.load_dataset_builder(str(Path(folder).expanduser())).config.data_files.get(split, [])
+        files = _local_files(folder).get(split, [])
     except Exception:  # noqa: BLE001  (row counts are an optimisation; unknown is a valid answer)
         return None
     if files and all(str(f).endswith(".parquet") for f in files):

@@ -201,6 +201,32 @@ def test_image_folder_source(tmp_path):
 
 
 @pytest.mark.parametrize("streaming", [True, False])
+@pytest.mark.parametrize("name", ["imgs[1]", "imgs[!x]", "a**b"])
+def test_a_folder_whose_name_has_glob_characters_is_read_literally(tmp_path, name, streaming):
+    """datasets reads a path as a glob pattern: imgs[1] would read imgs1/, a**b every folder a...b/."""
+    for folder, rows in ((tmp_path / name, 3), (tmp_path / "imgs1", 5), (tmp_path / "a-and-b", 5)):
+        for label in ("cat", "dog"):
+            (folder / "images" / "train" / label).mkdir(parents=True)
+            for i in range(rows):
+                Image.new("L", (8, 8), 10 * i).save(folder / "images" / "train" / label / f"{i}.png")
+        images = data.synthetic_dataset(num_rows=rows, image_size=8, seed=rows)
+        (folder / "table").mkdir()
+        images.to_parquet(str(folder / "table" / "train-00000-of-00001.parquet"))
+        images.select(range(2)).to_parquet(str(folder / "table" / "test-00000-of-00001.parquet"))
+    images = data.load_images(str(tmp_path / name / "images"), "train", streaming=streaming)
+    paths = sorted(row["image"]["path"] for row in images.ds)
+    assert paths == sorted(str(p) for p in (tmp_path / name / "images").rglob("*.png")) and len(paths) == 6
+    assert data.num_rows(images) == 6
+    assert sorted(row["label"] for row in images.ds) == [0, 0, 0, 1, 1, 1]  # cat, dog
+    table = data.load_images(str(tmp_path / name / "table"), "train", streaming=streaming)
+    assert data.num_rows(table) == 3 and sorted(row["idx"] for row in table.ds) == [0, 1, 2]
+    assert [row["idx"] for row in data.load_images(str(tmp_path / name / "table"), "test", streaming=streaming).ds] \
+        == [0, 1]
+    with pytest.raises(data.DataKeyError, match=r"validation not found .*available splits: test, train"):
+        data.load_images(str(tmp_path / name / "table"), "validation", streaming=streaming)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
 def test_workers_decode_every_sample_once(tmp_path, streaming):
     ds_full = data.synthetic_dataset(num_rows=30, image_size=16, seed=3)
     for k, rows in enumerate(([0, 10], [10, 20], [20, 30])):  # 3 shards

@@ -135,6 +135,14 @@ def test_text_labels_become_integers_and_a_non_integer_one_is_named_by_its_key(t
     assert "\n" not in str(error.value)
 
 
+def test_shards_in_a_folder_whose_name_has_glob_characters_are_read_literally(tmp_path):
+    shard_folder(tmp_path / "shards[1]", shard_sizes=(2,), test_size=1)
+    shard_folder(tmp_path / "shards1", shard_sizes=(8, 8), test_size=4)  # what shards[1] means as a glob pattern
+    opened = data.load_images(str(tmp_path / "shards[1]"), "train", streaming=True)
+    assert data.num_rows(opened) == 2
+    assert_canonical(list(opened.ds), 2)
+
+
 def test_a_sample_with_two_members_of_one_extension_is_refused_naming_shard_and_key(tmp_path):
     (tmp_path / "train-0.tar").write_bytes(tar_bytes([("a", {"jpg": jpeg(0)})]) [:-1024])  # trailing blocks cut
     with tarfile.open(tmp_path / "train-0.tar", "a") as tar:
