@@ -38,6 +38,8 @@ import datasets
 import numpy as np
 from datasets.data_files import DataFilesDict, get_data_patterns
 
+from spectral_ssl.run_folder import not_a_dataset
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
 SHARD_SUFFIXES = {".tar"}
@@ -133,10 +135,14 @@ def source_kind(dataset: str) -> str:
     """Which reader opens ``dataset``: ``saved_to_disk``, ``files``, ``image_folder``, ``webdataset`` or ``hub``.
 
     Raises FileNotFoundError (one line naming the path, and for a default dataset the command that makes it) for a
-    local path that does not exist or holds nothing readable, and ValueError for a file where a folder is expected.
+    local path that does not exist or holds nothing readable, and ValueError for a file where a folder is expected
+    or for a spectral_ssl run or export folder (``run_folder.not_a_dataset``: its files are no dataset).
     """
     folder = Path(dataset).expanduser()
     if folder.is_dir():
+        refusal = not_a_dataset(dataset)
+        if refusal is not None:
+            raise ValueError(refusal + ".")
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
             return "saved_to_disk"
         suffixes = {p.suffix.lower() for p in folder.rglob("*") if p.is_file()}

@@ -190,6 +190,32 @@ def test_a_missing_local_path_fails_at_once_naming_it_and_how_to_make_the_defaul
     assert data.looks_local("mine/x") and data.looks_local("outputs/x")
 
 
+def run_and_export_folders(root):
+    """Folders as recipes/pretrain.py leaves them (run_folder.py): a run (train_config.json, metrics.jsonl, the
+    exported model), a run stopped at its first checkpoint, and an export (config.json with a spectral_ssl key)."""
+    run, stopped, export = root / "run", root / "stopped", root / "export"
+    for folder in (run, stopped / "checkpoints" / "step_10", export):
+        folder.mkdir(parents=True)
+    (run / "train_config.json").write_text('{"dataset": "data/fashion_mnist"}')
+    for folder in (run, stopped):
+        (folder / "metrics.jsonl").write_text('{"step": 10, "loss": 0.5}\n')
+    for folder in (run, export):
+        (folder / "config.json").write_text('{"architecture": "resnet18", "spectral_ssl": {"step": 10}}')
+        (folder / "model.safetensors").write_bytes(b"\0" * 16)
+    return {run: "train_config.json", stopped: "checkpoints/", export: "config.json"}
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_run_or_export_folder_is_refused_as_a_dataset_naming_what_marks_it(tmp_path, streaming):
+    for folder, marker in run_and_export_folders(tmp_path).items():
+        message = (f"{folder} is a spectral_ssl run or export folder, not a dataset (it holds {marker}); pass the "
+                   "image folder or dataset it was trained on.")
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            data.load_images(str(folder), "train", streaming=streaming)
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            data.eval_loader(str(folder), "train", data.EvalTransform(8), label_column=None)
+
+
 def test_image_folder_source(tmp_path):
     for label in ("cat", "dog"):
         (tmp_path / "train" / label).mkdir(parents=True)
