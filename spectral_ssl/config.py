@@ -515,11 +515,11 @@ def check_dataset_folder(dataset: str | None, key: str = "dataset", output_dir: 
     next time)."""
     if not dataset or not os.path.isdir(os.path.expanduser(dataset)):
         return  # a Hub id, or a path the readers report
-    from spectral_ssl.run_folder import holds_run  # run_folder imports this module
+    from spectral_ssl.run_folder import not_a_dataset  # run_folder imports this module
 
     folder = Path(os.path.expanduser(dataset)).resolve()
-    require(not holds_run(folder), key, f"{dataset} is a spectral_ssl run or export folder, "
-            "not a dataset; pass the folder of the images or parquet files it trained on")
+    refusal = not_a_dataset(dataset)  # the readers' own check (data.load_images), made before anything is loaded
+    require(refusal is None, key, str(refusal))
     if output_dir is not None:
         out = Path(output_dir).resolve()
         require(out != folder and folder not in out.parents, "output_dir", f"{output_dir} is inside --{key} {dataset}: "

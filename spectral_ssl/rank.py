@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> RankReport:
             raise SystemExit(f"error: --dataset {args.dataset}: {e}") from None
         except data.DataKeyError as e:
             raise SystemExit("error: " + e.message(name)) from None
+        except ValueError as e:  # e.g. a label column of text: the message names the key
+            raise SystemExit(f"error: {e}") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         report = rank_models(loaded, args.dataset, args.split, label_column=args.label_column,

@@ -56,12 +56,31 @@ RUN_ENTRIES = frozenset({*_RUN_FILES, CHECKPOINTS, LOCK, "projector.safetensors"
 
 def holds_run(path: Path) -> bool:
     """Whether ``path`` holds a spectral_ssl run or export (its README.md is then the run's model card)."""
-    if (path / TRAIN_CONFIG).is_file() or checkpoint_dirs(path / CHECKPOINTS):
-        return True
+    return run_marker(path) is not None
+
+
+def run_marker(path: Path) -> str | None:
+    """The entry that makes ``path`` a spectral_ssl run or export: ``train_config.json``, ``checkpoints/`` (a run's
+    checkpoint folders) or an export's ``config.json``; None for any other folder (or a path that is none)."""
+    if (path / TRAIN_CONFIG).is_file():
+        return TRAIN_CONFIG
+    if checkpoint_dirs(path / CHECKPOINTS):
+        return CHECKPOINTS + "/"
     try:
-        return "spectral_ssl" in json.loads((path / "config.json").read_text())
+        return "config.json" if "spectral_ssl" in json.loads((path / "config.json").read_text()) else None
     except (OSError, ValueError, TypeError):
-        return False
+        return None
+
+
+def not_a_dataset(dataset: str) -> str | None:
+    """One line saying that local folder ``dataset`` is a run or export folder, not a dataset (its train_config.json
+    and metrics would be read as data), or None when it is not one: what the readers (``data.load_images``) and the
+    recipes' configs (``config.check_dataset_folder``) refuse."""
+    marker = run_marker(Path(os.path.expanduser(dataset)))
+    if marker is None:
+        return None
+    return (f"{dataset} is a spectral_ssl run or export folder, not a dataset (it holds {marker}); pass the image "
+            "folder or dataset it was trained on")
 
 
 # names a run shares with any Hub model folder: ours only beside a run (a plain timm or transformers download holds

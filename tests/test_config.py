@@ -1,5 +1,6 @@
 """Typed recipe configuration: YAML then --key=value, types from the annotations, one-line errors, --help."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,20 @@ def test_an_online_probe_needs_labels_and_two_samples():
     with pytest.raises(ConfigError, match=r"^--probe_samples must be >= 2"):
         parse_config(PretrainConfig, ["--probe_samples=1"])
     assert parse_config(PretrainConfig, ["--probe_every=10", "--probe_samples=2"]).run.probe_samples == 2
+
+
+def test_the_recipes_refuse_a_run_folder_as_dataset_with_the_readers_line(tmp_path):
+    from spectral_ssl import data
+    from tests.data.test_loader import run_and_export_folders
+
+    for folder, marker in run_and_export_folders(tmp_path).items():
+        line = (f"{folder} is a spectral_ssl run or export folder, not a dataset (it holds {marker}); pass the image "
+                "folder or dataset it was trained on")
+        with pytest.raises(ValueError, match=f"^{re.escape(line)}.$"):  # the library reader
+            data.load_images(str(folder), "train")
+        for config, args in ((PretrainConfig, [f"--output_dir={tmp_path / 'out'}"]), (ProbeConfig, ["--model=o/n"])):
+            with pytest.raises(ConfigError, match=f"^--dataset {re.escape(line)}$"):  # before anything is loaded
+                parse_config(config, [f"--dataset={folder}", *args])
 
 
 def test_a_run_folder_is_no_dataset_and_a_dataset_holds_no_run(tmp_path):

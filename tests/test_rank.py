@@ -186,3 +186,30 @@ def test_bad_input_is_one_line_naming_the_argument(images, tmp_path, args, named
         rank.main(argv)
     message = str(e.value)
     assert message.startswith(f"error: {named}") and "\n" not in message
+
+
+def test_a_label_column_of_text_is_one_line_naming_it_before_any_model_runs(tmp_path, monkeypatch):
+    folder = tmp_path / "named"
+    folder.mkdir()
+    named = synthetic_dataset(num_rows=8, image_size=32, seed=0)
+    named.add_column("species", ["cat", "dog"] * 4).to_parquet(str(folder / "test-00000-of-00001.parquet"))
+    export(tmp_path / "m", seed=0)
+    monkeypatch.setattr(rank, "rank_models", None)  # never reached
+    with pytest.raises(SystemExit) as e:
+        rank.main(["--models", str(tmp_path / "m"), "--dataset", str(folder), "--label_column", "species"])
+    message = str(e.value)
+    assert message == (f"error: reading {folder} split test: the label column (--label_column=species) holds text "
+                       "('cat'), not integer class ids; map it to integer class ids, or pass --label_column=null for "
+                       "unlabelled data.")
+
+
+def test_a_run_folder_as_dataset_is_one_line_naming_it(tmp_path, monkeypatch):
+    from tests.data.test_loader import run_and_export_folders
+
+    run = next(iter(run_and_export_folders(tmp_path / "runs")))
+    export(tmp_path / "m", seed=0)
+    monkeypatch.setattr(rank, "rank_models", None)  # never reached
+    with pytest.raises(SystemExit) as e:
+        rank.main(["--models", str(tmp_path / "m"), "--dataset", str(run)])
+    assert str(e.value) == (f"error: {run} is a spectral_ssl run or export folder, not a dataset (it holds "
+                            "train_config.json); pass the image folder or dataset it was trained on.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import NoneType
 from typing import Any
 
 import numpy as np
@@ -20,22 +21,26 @@ from PIL import Image, UnidentifiedImageError
 
 from spectral_ssl.data.jpeg import DecodeNeed, ShortSideNeed, decode_jpeg_at_least, is_jpeg, views_need
 
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, TypeError)  # what a corrupt or unusable row raises
+# what a corrupt or unusable row raises: PIL's decompression bomb error (an image over twice
+# ``Image.MAX_IMAGE_PIXELS``) subclasses Exception itself
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError)
 
 
 def decode_image(value: Any, need: DecodeNeed | None = None, backend: str = "auto") -> Image.Image:
-    """PIL RGB image from a datasets ``Image(decode=False)`` value, a PIL image, or bytes.
+    """PIL RGB image from a datasets ``Image(decode=False)`` value (``{"bytes", "path"}``), a PIL image, bytes or a
+    path.
 
     With a ``need`` a JPEG is decoded at the smallest size the JPEG ``backend`` offers that keeps ``need(W, H)``
     (``jpeg.decode_jpeg_at_least``); other formats and ``need=None`` decode at full size.
+
+    Raises a ``DECODE_ERRORS`` error for a row it cannot use: ValueError for a missing image (None, a null image in
+    parquet, a webdataset sample without an image member) or a value of another type, PIL's errors for a corrupt
+    file or a decompression bomb.
     """
     if isinstance(value, Image.Image):
         image = value
     else:
-        if isinstance(value, dict):
-            data, path = value.get("bytes"), value.get("path")
-        else:
-            data, path = value, None
+        data, path = _file_of(value)
         if need is not None and data is None and path is not None and Path(path).suffix.lower() in (".jpg", ".jpeg"):
             data = Path(path).read_bytes()
         if need is not None and data is not None and is_jpeg(data):
@@ -52,6 +57,22 @@ def decode_image(value: Any, need: DecodeNeed | None = None, backend: str = "aut
             image = Image.alpha_composite(background, rgba)
         image = image.convert("RGB")
     return image
+
+
+def _file_of(value: Any) -> tuple[bytes | bytearray | memoryview | None, str | None]:
+    """(bytes, path) of an undecoded image value, one of them not None, or a ValueError saying what the row holds."""
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+    elif isinstance(value, (str, Path)):
+        data, path = None, value
+    else:
+        data, path = value, None
+    if data is None and path is None:
+        raise ValueError("the row has no image (None)")
+    if not isinstance(data, (bytes, bytearray, memoryview, NoneType)) or not isinstance(path, (str, Path, NoneType)):
+        raise ValueError(f"the image is a {type(value).__name__} ({value!r:.60}), not an image file's bytes, a path "
+                         "or a PIL image")
+    return data, None if path is None else str(path)
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:

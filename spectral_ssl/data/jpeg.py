@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -142,6 +143,7 @@ def decode_jpeg_at_least(data: bytes, need: DecodeNeed | None, backend: str = "a
         simplejpeg = _simplejpeg()
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            _refuse_bombs(width, height)
             if colorspace in ("Gray", "GRAY"):
                 return Image.fromarray(_decode_gray(simplejpeg, data, need(width, height)), "L")
             if colorspace not in ("CMYK", "YCCK"):
@@ -155,6 +157,19 @@ def decode_jpeg_at_least(data: bytes, need: DecodeNeed | None, backend: str = "a
         image.draft("RGB" if image.mode == "RGB" else None, need(*image.size))
     image.load()
     return image
+
+
+def _refuse_bombs(width: int, height: int) -> None:
+    """PIL's decompression bomb check (``Image.open`` makes it; simplejpeg does not): DecompressionBombError over
+    twice ``Image.MAX_IMAGE_PIXELS``, a DecompressionBombWarning over it, nothing when it is None."""
+    limit, pixels = Image.MAX_IMAGE_PIXELS, width * height
+    if limit is None or pixels <= limit:
+        return
+    if pixels > 2 * limit:
+        raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of {2 * limit} pixels, could "
+                                           "be decompression bomb DOS attack.")
+    warnings.warn(f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be decompression bomb DOS "
+                  "attack.", Image.DecompressionBombWarning, stacklevel=3)
 
 
 def _decode_gray(simplejpeg, data: bytes, size: tuple[int, int]) -> np.ndarray:

@@ -26,6 +26,8 @@ recipe can name its own key: ``error.message("--eval_split")``) or ``FileNotFoun
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 import tarfile
 from collections.abc import Callable, Iterator
@@ -34,6 +36,9 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from datasets.data_files import DataFilesDict, get_data_patterns
+
+from spectral_ssl.run_folder import not_a_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
@@ -130,10 +135,14 @@ def source_kind(dataset: str) -> str:
     """Which reader opens ``dataset``: ``saved_to_disk``, ``files``, ``image_folder``, ``webdataset`` or ``hub``.
 
     Raises FileNotFoundError (one line naming the path, and for a default dataset the command that makes it) for a
-    local path that does not exist or holds nothing readable, and ValueError for a file where a folder is expected.
+    local path that does not exist or holds nothing readable, and ValueError for a file where a folder is expected
+    or for a spectral_ssl run or export folder (``run_folder.not_a_dataset``: its files are no dataset).
     """
     folder = Path(dataset).expanduser()
     if folder.is_dir():
+        refusal = not_a_dataset(dataset)
+        if refusal is not None:
+            raise ValueError(refusal + ".")
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
             return "saved_to_disk"
         suffixes = {p.suffix.lower() for p in folder.rglob("*") if p.is_file()}
@@ -158,6 +167,8 @@ def source_kind(dataset: str) -> str:
 def _split_names(dataset: str) -> list[str]:
     """The splits a local folder or Hub dataset has, or [] when that cannot be told cheaply."""
     try:
+        if Path(dataset).expanduser().is_dir():
+            return list(_local_files(dataset))
         builder = datasets.load_dataset_builder(dataset)
     except Exception:  # noqa: BLE001  (only used to word an error)
         return []
@@ -184,11 +195,38 @@ def _read_saved_to_disk(dataset: str, split: str, streaming: bool) -> Dataset:
     return stream
 
 
+def _local_files(folder: str) -> dict[str, list[str]]:
+    """The files of each split of a local folder, as ``datasets`` finds them (``train-*``, ``train/``...; everything
+    is ``train`` when nothing names a split), with the folder's own path read literally: ``datasets`` reads it as a
+    glob pattern, so a folder named ``photos[2024]`` or ``a**b`` would match other files, or none (it is escaped;
+    such a folder's README ``configs`` are not read)."""
+    path = str(Path(folder).expanduser())
+    if not _has_glob_characters(path):
+        files = datasets.load_dataset_builder(path).config.data_files or {}
+    else:
+        base = glob.escape(os.path.abspath(path))
+        files = DataFilesDict.from_patterns(get_data_patterns(base), base_path=base)
+    return {str(split): [str(f) for f in split_files] for split, split_files in files.items()}
+
+
+def _has_glob_characters(path: str) -> bool:
+    return glob.escape(path) != path
+
+
 def _read_builder(dataset: str, split: str, streaming: bool) -> Dataset:
-    """Data files, an image folder, tar shards or a Hub id, through ``datasets.load_dataset``'s packaged builders."""
+    """Data files, an image folder, tar shards or a Hub id, through ``datasets.load_dataset``'s packaged builders.
+    A local folder whose path has glob characters is read from its files, named (``_local_files``), every split's
+    (an image folder's class names come from all of them)."""
+    folder = Path(dataset).expanduser()
+    literal = folder.is_dir() and _has_glob_characters(str(folder))
     try:
-        return datasets.load_dataset(str(Path(dataset).expanduser()) if Path(dataset).expanduser().is_dir()
-                                     else dataset, split=split, streaming=streaming)
+        if not literal:
+            return datasets.load_dataset(str(folder) if folder.is_dir() else dataset, split=split,
+                                         streaming=streaming)
+        files = _local_files(dataset)
+        if split in files:
+            return datasets.load_dataset(str(folder), split=split, streaming=streaming,
+                                         data_files={s: [glob.escape(f) for f in fs] for s, fs in files.items()})
     except KeyError as e:
         raise DataKeyError("split", split, _split_names(dataset), dataset, str(e)) from None
     except ValueError as e:
@@ -198,15 +236,16 @@ def _read_builder(dataset: str, split: str, streaming: bool) -> Dataset:
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise FileNotFoundError(f"dataset {dataset!r} not found: neither a local folder nor a reachable Hub dataset "
                                 f"({type(e).__name__}: {e}).") from None
+    raise DataKeyError("split", split, list(files), dataset)
 
 
 def _split_files(dataset: str, split: str) -> list[str]:
     """The files of ``split`` in a local folder, named as ``datasets`` names splits (``train-*.tar``, ``train/``...;
     everything is ``train`` when nothing names a split)."""
-    files = datasets.load_dataset_builder(str(Path(dataset).expanduser())).config.data_files or {}
+    files = _local_files(dataset)
     if split not in files:
-        raise DataKeyError("split", split, [str(s) for s in files], dataset)
-    return [str(f) for f in files[split]]
+        raise DataKeyError("split", split, list(files), dataset)
+    return files[split]
 
 
 def _samples(tar: tarfile.TarFile, path: str) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
@@ -337,12 +376,14 @@ def load_images(
         split: Split to read.
         streaming: Stream (``IterableDataset``) instead of loading map-style.
         image_column: Column holding the images.
-        label_column: Column holding integer labels, or None for unlabelled use.
+        label_column: Column holding integer labels (a ClassLabel or integer column; a column of text is refused
+            here, not mid-epoch), or None for unlabelled use.
         idx_column: Column holding a stable integer sample index, created if absent (see module docstring).
 
     Raises:
         DataKeyError: the split or a column does not exist (it lists what does).
         FileNotFoundError: a local path that does not exist or holds nothing readable; an unreachable Hub id.
+        ValueError: a label column that holds no integer class ids (one line naming ``--label_column``).
     """
     kind = source_kind(dataset)
     ds = READERS[kind](dataset, split, streaming)
@@ -373,6 +414,8 @@ def load_images(
                     features=features)
     if isinstance(ds.features.get("image") if ds.features else None, datasets.Image):
         ds = ds.cast_column("image", datasets.Image(decode=False))  # decode ourselves: corrupt rows are per-row errors
+    if label_column is not None and not int_labels:
+        _refuse_non_integer_labels(ds, label_column, f"{dataset} split {split}")
     rows = num_rows(ds)
     if rows is None and kind in ("files", "image_folder", "webdataset"):
         rows = _local_rows(dataset, split)
@@ -392,10 +435,33 @@ def _is_integer(ds: Dataset, column: str) -> bool:
         isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")))
 
 
+def _refuse_non_integer_labels(ds: Dataset, column: str, where: str) -> None:
+    """A ValueError naming ``column`` unless the canonical ``label`` column holds integer class ids (a ClassLabel,
+    an integer or bool feature), checked when the split is opened rather than as a crash mid-epoch (or in a
+    DataLoader worker): by the feature type, or by the first row of a stream that declares no features."""
+    feature = (ds.features or {}).get("label")
+    if feature is not None and (isinstance(feature, datasets.ClassLabel) or (
+            isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint", "bool")))):
+        return
+    if isinstance(ds, datasets.Dataset):
+        value = ds[0]["label"] if len(ds) else None
+    else:
+        value = next(iter(ds), {}).get("label")
+    if feature is None and (value is None or isinstance(value, (int, np.integer))):
+        return  # a stream without features: its first label is an integer (or there is none to judge by)
+    if isinstance(value, (str, bytes)) or (isinstance(feature, datasets.Value) and "string" in feature.dtype):
+        what = f"text ({value!r})"
+    else:
+        kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature or value).__name__
+        what = f"{kind} values ({value!r:.40})"
+    raise ValueError(f"reading {where}: the label column (--label_column={column}) holds {what}, not integer class "
+                     "ids; map it to integer class ids, or pass --label_column=null for unlabelled data.")
+
+
 def _local_rows(folder: str, split: str) -> int | None:
     """Rows of a split in a local folder without reading it: parquet footers, or the number of image files."""
     try:
-        files = datasets.load_dataset_builder(str(Path(folder).expanduser())).config.data_files.get(split, [])
+        files = _local_files(folder).get(split, [])
     except Exception:  # noqa: BLE001  (row counts are an optimisation; unknown is a valid answer)
         return None
     if files and all(str(f).endswith(".parquet") for f in files):

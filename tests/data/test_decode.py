@@ -126,6 +126,35 @@ def test_a_corrupt_jpeg_raises_a_decode_error_with_either_backend():
             decode.decode_image(data, jpeg.ShortSideNeed(64), backend)
 
 
+def test_a_row_without_an_image_or_with_another_type_is_a_value_error_saying_what_it_holds(tmp_path):
+    for missing in (None, {"bytes": None, "path": None}):
+        with pytest.raises(ValueError, match=r"^the row has no image \(None\)$"):
+            decode.decode_image(missing)
+    for other in (42, {"bytes": 3, "path": None}, [b"x"]):
+        with pytest.raises(ValueError, match=r"^the image is a (int|dict|list) .*not an image file's bytes"):
+            decode.decode_image(other)
+    path = tmp_path / "a.png"
+    Image.new("RGB", (5, 3), (1, 2, 3)).save(path)
+    for value in (str(path), path, {"bytes": None, "path": str(path)}, path.read_bytes()):
+        assert np.asarray(decode.decode_image(value)).tolist() == [[[1, 2, 3]] * 5] * 3
+
+
+@pytest.mark.parametrize("need", [None, jpeg.ShortSideNeed(16)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_decompression_bomb_is_a_decode_error_and_a_large_image_a_warning_with_every_backend(monkeypatch, backend,
+                                                                                              need):
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(png, "PNG")
+    for data in (photo(64, 48), png.getvalue()):  # 3072 pixels
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # an error over 2000 pixels
+        with pytest.raises(decode.DECODE_ERRORS) as error:
+            decode.decode_image(data, need, backend)
+        assert error.type is Image.DecompressionBombError
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # a warning over 2000 pixels, an error over 4000
+        with pytest.warns(Image.DecompressionBombWarning):
+            assert min(decode.decode_image(data, need, backend).size) >= 16
+
+
 def test_simplejpeg_backend_without_the_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(jpeg, "_simplejpeg", lambda: None)
     assert jpeg.jpeg_backend("auto") == "pil"

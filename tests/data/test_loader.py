@@ -1,4 +1,5 @@
 import io
+import re
 
 import datasets
 import numpy as np
@@ -106,6 +107,52 @@ def test_corrupt_rows_are_skipped_or_reported_by_idx(tmp_path):
         list(data.make_loader(ds, data.EvalTransform(16), batch_size=2, collate="eval", shuffle=False))
 
 
+def test_rows_without_an_image_and_decompression_bombs_are_refused_by_idx_or_skipped_and_counted(tmp_path,
+                                                                                                  monkeypatch):
+    def png(size):
+        out = io.BytesIO()
+        Image.new("RGB", (size, size), (10, 20, 30)).save(out, format="PNG")
+        return {"bytes": out.getvalue(), "path": None}
+
+    table = {"image": [png(16), None, png(16), png(64)], "label": [0, 1, 2, 3], "idx": [0, 1, 2, 3]}  # 1: null, 3: bomb
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64"),
+                                  "idx": datasets.Value("int64")})
+    datasets.Dataset.from_dict(table, features=features).to_parquet(str(tmp_path / "train-0.parquet"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is over twice this: a bomb; 16 x 16 is not
+    for streaming in (True, False):
+        ds = data.load_images(str(tmp_path), "train", streaming=streaming)
+        loader = data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False,
+                                  drop_last=False, skip_corrupt=True)
+        assert [i for b in loader for i in b["idx"].tolist()] == [0, 2] and loader.dataset.corrupt == [1, 3]
+        with pytest.raises(ValueError, match=r"^image at idx 1 cannot be decoded \(ValueError: the row has no image "
+                                             r"\(None\)\);.*--skip_corrupt=true"):
+            list(data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False))
+        with pytest.raises(ValueError, match=r"^image at idx 3 cannot be decoded \(DecompressionBombError: "):
+            list(data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False,
+                                  keep_idx=[3]))
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_label_column_that_holds_no_integers_is_refused_when_the_split_is_opened(tmp_path, streaming):
+    images = data.synthetic_dataset(num_rows=4, image_size=8).remove_columns("label")
+    columns = {"label": ["cat", "dog"] * 2, "species": ["cat", "dog"] * 2, "weight": [0.5, 1.5] * 2,
+               "count": [3, 1, 0, 2]}
+    for name, values in columns.items():
+        images = images.add_column(name, values)
+    images.to_parquet(str(tmp_path / "train-0.parquet"))  # streamed parquet declares no features: the first row
+    text, where = re.escape("text ('cat')"), re.escape(f"{tmp_path} split train")
+    for column, what in (("label", text), ("species", text), ("weight", r"(float|double)\w* values \(0\.5\)")):
+        with pytest.raises(ValueError, match=rf"^reading {where}: the label column \(--label_column={column}\) "
+                                             rf"holds {what}, not integer class ids; map it to integer "
+                                             r"class ids, or pass --label_column=null for unlabelled data\.$"):
+            data.load_images(str(tmp_path), "train", streaming=streaming, label_column=column)
+    counted = data.load_images(str(tmp_path), "train", streaming=streaming, label_column="count")
+    assert [b["label"].tolist() for b in data.make_loader(counted, data.EvalTransform(8), batch_size=4,
+                                                          collate="eval", shuffle=False)] == [[3, 1, 0, 2]]
+    unlabelled = data.load_images(str(tmp_path), "train", streaming=streaming, label_column=None)
+    assert "label" not in next(iter(unlabelled.ds))
+
+
 def test_skip_batches_and_max_samples(parquet_folder):
     ds = data.load_images(str(parquet_folder), "train")
     full = epoch_idx(ds, seed=1)
@@ -143,6 +190,32 @@ def test_a_missing_local_path_fails_at_once_naming_it_and_how_to_make_the_defaul
     assert data.looks_local("mine/x") and data.looks_local("outputs/x")
 
 
+def run_and_export_folders(root):
+    """Folders as recipes/pretrain.py leaves them (run_folder.py): a run (train_config.json, metrics.jsonl, the
+    exported model), a run stopped at its first checkpoint, and an export (config.json with a spectral_ssl key)."""
+    run, stopped, export = root / "run", root / "stopped", root / "export"
+    for folder in (run, stopped / "checkpoints" / "step_10", export):
+        folder.mkdir(parents=True)
+    (run / "train_config.json").write_text('{"dataset": "data/fashion_mnist"}')
+    for folder in (run, stopped):
+        (folder / "metrics.jsonl").write_text('{"step": 10, "loss": 0.5}\n')
+    for folder in (run, export):
+        (folder / "config.json").write_text('{"architecture": "resnet18", "spectral_ssl": {"step": 10}}')
+        (folder / "model.safetensors").write_bytes(b"\0" * 16)
+    return {run: "train_config.json", stopped: "checkpoints/", export: "config.json"}
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_run_or_export_folder_is_refused_as_a_dataset_naming_what_marks_it(tmp_path, streaming):
+    for folder, marker in run_and_export_folders(tmp_path).items():
+        message = (f"{folder} is a spectral_ssl run or export folder, not a dataset (it holds {marker}); pass the "
+                   "image folder or dataset it was trained on.")
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            data.load_images(str(folder), "train", streaming=streaming)
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            data.eval_loader(str(folder), "train", data.EvalTransform(8), label_column=None)
+
+
 def test_image_folder_source(tmp_path):
     for label in ("cat", "dog"):
         (tmp_path / "train" / label).mkdir(parents=True)
@@ -151,6 +224,32 @@ def test_image_folder_source(tmp_path):
     ds = data.load_images(str(tmp_path), "train", streaming=True)
     assert data.num_rows(ds) == 6
     assert sorted(epoch_idx(ds)) == list(range(6))
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+@pytest.mark.parametrize("name", ["imgs[1]", "imgs[!x]", "a**b"])
+def test_a_folder_whose_name_has_glob_characters_is_read_literally(tmp_path, name, streaming):
+    """datasets reads a path as a glob pattern: imgs[1] would read imgs1/, a**b every folder a...b/."""
+    for folder, rows in ((tmp_path / name, 3), (tmp_path / "imgs1", 5), (tmp_path / "a-and-b", 5)):
+        for label in ("cat", "dog"):
+            (folder / "images" / "train" / label).mkdir(parents=True)
+            for i in range(rows):
+                Image.new("L", (8, 8), 10 * i).save(folder / "images" / "train" / label / f"{i}.png")
+        images = data.synthetic_dataset(num_rows=rows, image_size=8, seed=rows)
+        (folder / "table").mkdir()
+        images.to_parquet(str(folder / "table" / "train-00000-of-00001.parquet"))
+        images.select(range(2)).to_parquet(str(folder / "table" / "test-00000-of-00001.parquet"))
+    images = data.load_images(str(tmp_path / name / "images"), "train", streaming=streaming)
+    paths = sorted(row["image"]["path"] for row in images.ds)
+    assert paths == sorted(str(p) for p in (tmp_path / name / "images").rglob("*.png")) and len(paths) == 6
+    assert data.num_rows(images) == 6
+    assert sorted(row["label"] for row in images.ds) == [0, 0, 0, 1, 1, 1]  # cat, dog
+    table = data.load_images(str(tmp_path / name / "table"), "train", streaming=streaming)
+    assert data.num_rows(table) == 3 and sorted(row["idx"] for row in table.ds) == [0, 1, 2]
+    assert [row["idx"] for row in data.load_images(str(tmp_path / name / "table"), "test", streaming=streaming).ds] \
+        == [0, 1]
+    with pytest.raises(data.DataKeyError, match=r"validation not found .*available splits: test, train"):
+        data.load_images(str(tmp_path / name / "table"), "validation", streaming=streaming)
 
 
 @pytest.mark.parametrize("streaming", [True, False])

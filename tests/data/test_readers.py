@@ -135,6 +135,14 @@ def test_text_labels_become_integers_and_a_non_integer_one_is_named_by_its_key(t
     assert "\n" not in str(error.value)
 
 
+def test_shards_in_a_folder_whose_name_has_glob_characters_are_read_literally(tmp_path):
+    shard_folder(tmp_path / "shards[1]", shard_sizes=(2,), test_size=1)
+    shard_folder(tmp_path / "shards1", shard_sizes=(8, 8), test_size=4)  # what shards[1] means as a glob pattern
+    opened = data.load_images(str(tmp_path / "shards[1]"), "train", streaming=True)
+    assert data.num_rows(opened) == 2
+    assert_canonical(list(opened.ds), 2)
+
+
 def test_a_sample_with_two_members_of_one_extension_is_refused_naming_shard_and_key(tmp_path):
     (tmp_path / "train-0.tar").write_bytes(tar_bytes([("a", {"jpg": jpeg(0)})]) [:-1024])  # trailing blocks cut
     with tarfile.open(tmp_path / "train-0.tar", "a") as tar:
@@ -209,6 +217,19 @@ class _Level:
 
     def __call__(self, image):
         return torch.tensor([level(image)])
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_sample_without_an_image_member_is_refused_by_idx_or_skipped_and_counted(tmp_path, streaming):
+    samples = make_samples(0, 4)
+    del samples[2][1]["jpg"]  # sample 2 has only its .cls
+    write_split(tmp_path, "names", "train", [samples])
+    opened = data.load_images(str(tmp_path), "train", streaming=streaming)
+    loader = data.make_loader(opened, data.EvalTransform(8), batch_size=1, collate="eval", shuffle=False,
+                              drop_last=False, skip_corrupt=True)
+    assert [i for b in loader for i in b["idx"].tolist()] == [0, 1, 3] and loader.dataset.corrupt == [2]
+    with pytest.raises(ValueError, match=r"^image at idx 2 cannot be decoded \(ValueError: the row has no image"):
+        list(data.make_loader(opened, data.EvalTransform(8), batch_size=1, collate="eval", shuffle=False))
 
 
 @pytest.mark.parametrize("world_size", [1, 2])

@@ -299,8 +299,28 @@ def test_labels_that_are_no_classes_stop_the_first_probe_in_one_line_and_free_th
     with pytest.raises(SystemExit) as e:
         pretrain.main(tiny_args(string_labels, out, "--max_steps=2", "--batch_size=8", "--image_size=16",
                                 "--probe_every=1", "--log_every=1", "--probe_samples=16"))
+    message = str(e.value)  # refused when the probe's split is opened (data.load_images), before any step
+    assert message.startswith(f"error: reading {string_labels} split test: the label column (--label_column=label) "
+                              "holds text ('class0')") and "\n" not in message
+    assert not (out / "train_config.json").exists() and not (out / "metrics.jsonl").exists()
+    RunFolder(out, {}).open(resume=False, overwrite=False)  # the corrected command is not refused
+
+
+def test_a_split_without_labels_stops_the_first_online_probe_in_one_line_and_frees_the_folder(pretrain, tmp_path):
+    from spectral_ssl.data import synthetic_dataset
+    from spectral_ssl.run_folder import RunFolder
+
+    folder, out = tmp_path / "unlabelled", tmp_path / "run"
+    folder.mkdir()
+    for split, rows in (("train", 32), ("test", 16)):  # integer labels, all -1 ("no label"): opened, then probed
+        ds = synthetic_dataset(num_rows=rows, image_size=16, num_classes=2, seed=0).remove_columns("label")
+        ds.add_column("label", [-1] * rows).to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(folder, out, "--max_steps=2", "--batch_size=8", "--image_size=16",
+                                "--probe_every=1", "--log_every=1", "--probe_samples=16"))
     message = str(e.value)
     assert message.startswith("error: online kNN probe") and "--label_column=label" in message and "\n" not in message
+    assert "no labels" in message
     assert not (out / "train_config.json").exists() and not (out / "metrics.jsonl").exists()
     RunFolder(out, {}).open(resume=False, overwrite=False)  # the corrected command is not refused
 
