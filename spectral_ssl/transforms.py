@@ -465,11 +465,11 @@ class DeviceAugment(nn.Module):
         params = {k: v.to(batch.device) for k, v in params.items()}
         group = max(1, CPU_GROUP_BYTES // (4 * 3 * self.image_size ** 2))
         if batch.device.type != "cpu" or batch.shape[0] <= group:
-            return self._apply(batch, params, view)
-        return torch.cat([self._apply(batch[i:i + group], {k: v[i:i + group] for k, v in params.items()}, view)
+            return self._one_group(batch, params, view)
+        return torch.cat([self._one_group(batch[i:i + group], {k: v[i:i + group] for k, v in params.items()}, view)
                           for i in range(0, batch.shape[0], group)])
 
-    def _apply(self, batch: torch.Tensor, params: dict[str, torch.Tensor], view: int) -> torch.Tensor:
+    def _one_group(self, batch: torch.Tensor, params: dict[str, torch.Tensor], view: int) -> torch.Tensor:
         cfg = self.views[view]
         device = batch.device
         x = self._crop_flip(batch.float(), params).mul_(1 / 255)  # the crop is linear: scale after it

@@ -295,7 +295,7 @@ def test_cpu_runs_each_op_on_its_chosen_samples_only_with_the_same_result(preset
 def test_cpu_groups_of_samples_give_the_whole_batchs_output(monkeypatch, preset, c, size):
     """On the CPU ``apply`` runs a few samples at a time (cache-sized groups): one sample per group, the default
     groups and the whole batch at once all give the same views."""
-    aug = DeviceAugment(size, views=augment_preset(preset, size))
+    aug = DeviceAugment(size, views=augment_preset(preset, size)).to("cpu")  # a module still: .to() works
     default = transforms.CPU_GROUP_BYTES
     x = images(2 * max(1, default // (12 * size**2)) + 3, c, size + 7, size + 3)  # 3 groups, the last one short
     params = aug.sample_params(x, torch.Generator().manual_seed(2))
