@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from spectral_ssl import data, hub, run_folder, transforms  # noqa: E402
+from spectral_ssl import data, hub, lr_schedule, run_folder, transforms  # noqa: E402
 from spectral_ssl.batching import CandidatePool, create_selector, resolve_target  # noqa: E402
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
@@ -227,7 +226,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
             pool.next_epoch()
             continue
         x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
-        lr = lr_at(state.step, run.total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
+        lr = lr_schedule.warmup_cosine(state.step, run.total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         with accelerator.autocast():
@@ -393,14 +392,6 @@ def augment_views(cfg: PretrainConfig) -> tuple[transforms.AugmentConfig, transf
         raise ValueError(f"--augment_kwargs has unknown transform keys {unknown}; valid keys: {', '.join(fields)}")
     return tuple(dataclasses.replace(v, **cfg.data.augment_kwargs)
                  for v in transforms.augment_preset(cfg.data.augment, cfg.data.image_size))
-
-
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up then cosine decay to 0."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int):

@@ -22,10 +22,10 @@ sys.path.insert(0, {root!r})
 spec = importlib.util.spec_from_file_location("pretrain", {recipe!r})
 recipe = importlib.util.module_from_spec(spec); sys.modules["pretrain"] = recipe; spec.loader.exec_module(recipe)
 import torch, safetensors.torch
-from spectral_ssl import run_folder
+from spectral_ssl import lr_schedule, run_folder
 target, n = sys.argv[1], int(sys.argv[2])
-owner, name = {{"step": (recipe, "lr_at"), "torch_save": (torch, "save"), "manifest": (run_folder, "write_manifest"),
-                "rename": (os, "replace")}}[target]
+owner, name = {{"step": (lr_schedule, "warmup_cosine"), "torch_save": (torch, "save"),
+                "manifest": (run_folder, "write_manifest"), "rename": (os, "replace")}}[target]
 original, calls = getattr(owner, name), [0]
 def killer(*args, **kwargs):
     calls[0] += 1
