@@ -36,6 +36,8 @@ from spectral_ssl import data, hub, lr_schedule, run_folder, transforms  # noqa:
 from spectral_ssl.batching import CandidatePool, create_selector, resolve_target  # noqa: E402
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
+from spectral_ssl.eta import EtaClock  # noqa: E402
+from spectral_ssl.finite_watch import FiniteWatch, NonFiniteError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.objective import create_objective  # noqa: E402
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe  # noqa: E402
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         return export(run, cfg, accelerator)
     except BaseException as e:
         folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
-        if isinstance(e, run_folder.RunFolderError):  # e.g. a checkpoint on a full disk: one line
+        if isinstance(e, (run_folder.RunFolderError, NonFiniteError)):  # e.g. a full disk, a NaN loss: one line
             raise SystemExit(f"error: {e}") from None
         raise
     finally:
@@ -280,58 +282,6 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
     bar.close()
     if saved != state.step:  # the final state, once (a resume that only exports has it already)
         run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
-
-
-class EtaClock:
-    """Times the steps after a short warm-up (this process's first ``warmup`` steps: allocations, first decodes)
-    until ``steps`` steps or ``seconds`` have passed, then calls ``on_eta(seconds_left, img_per_s)`` once: the wall
-    time per step (data, selection, logging included) times the steps left. Online probes, checkpoints and the export
-    are not in it. Runs with fewer than ``warmup + 2`` steps to go get no estimate."""
-
-    def __init__(self, first_step: int, total_steps: int, on_eta: Callable[[float, float], None] | None,
-                 warmup: int = 2, steps: int = 10, seconds: float = 10.0) -> None:
-        self.on_eta, self.total, self.steps, self.seconds = on_eta, total_steps, steps, seconds
-        self.start_step = first_step + warmup
-        self.start, self.images = None, 0
-
-    def stepped(self, step: int, images: int) -> None:
-        if self.on_eta is None or step < self.start_step:
-            return
-        if self.start is None:  # the warm-up's last step just ended
-            self.start = time.perf_counter()
-            return
-        self.images += images
-        elapsed, timed = time.perf_counter() - self.start, step - self.start_step
-        if timed >= self.steps or elapsed >= self.seconds or step + 1 >= self.total:
-            if step < self.total:
-                self.on_eta(elapsed / timed * (self.total - step), self.images / elapsed)
-            self.on_eta = None
-
-
-class FiniteWatch:
-    """The first step whose loss or gradient norm was not finite, kept on the device until ``check`` reads it.
-
-    On the CPU ``check`` runs every step, before the optimiser step: weights are never updated with a non-finite
-    gradient. On a GPU it runs at logging steps and before each checkpoint: a bad step's update is then discarded
-    with the run (it stops), and every checkpoint on disk predates it.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.first = torch.full((2,), -1, dtype=torch.long, device=device)  # first bad step: loss, gradients
-
-    def record(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        bad = torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(grad_norm)])
-        self.first = torch.where(bad & (self.first < 0), step, self.first)
-
-    def check(self) -> None:
-        bad = [(step, kind) for kind, step in enumerate(self.first.tolist()) if step >= 0]
-        if not bad:
-            return
-        step, kind = min(bad)  # the earliest; a non-finite loss before the gradients it makes
-        if kind == 0:
-            raise SystemExit(f"error: non-finite loss at step {step}; lower --lr or check the data")
-        raise SystemExit(f"error: non-finite gradients at step {step} (no checkpoint holds them); resume from the "
-                         "last checkpoint with a lower --lr, --grad_clip=1 or a larger --whitening_eps")
 
 
 def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -> Path:

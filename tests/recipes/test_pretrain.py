@@ -192,22 +192,6 @@ def test_bad_method_value_exits_with_the_constructor_message(pretrain, tiny_data
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "bad", "--loss=moco", "--loss_kwargs={gamma: 0.5}"))
 
 
-def test_eta_clock_times_the_steps_after_warm_up_and_reports_once(pretrain, monkeypatch):
-    now = [0.0]
-    monkeypatch.setattr(pretrain.time, "perf_counter", lambda: now[0])
-    calls = []
-    clock = pretrain.EtaClock(0, 100, lambda left, ips: calls.append((left, ips)), warmup=2, steps=4, seconds=60)
-    for step in range(1, 100):
-        now[0] += 5.0 if step <= 2 else 0.5  # slow warm-up steps are left out
-        clock.stepped(step, 16)
-    assert calls == [(pytest.approx(0.5 * 94), pytest.approx(32.0))]  # after step 6: 94 steps left, 16 img / 0.5 s
-    short = []
-    clock = pretrain.EtaClock(10, 13, lambda *a: short.append(a))  # a resumed run with 3 steps to go: no estimate
-    for step in (11, 12, 13):
-        clock.stepped(step, 16)
-    assert short == []
-
-
 @pytest.mark.slow
 def test_on_eta_is_called_once_with_the_seconds_left(pretrain, tiny_dataset, tmp_path):
     calls = []
