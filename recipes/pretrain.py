@@ -114,7 +114,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     if steps_per_epoch is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
-    views = augment_views(cfg)
+    views = transforms.augment_views(cfg.data.augment, cfg.data.image_size, cfg.data.augment_kwargs)
     on_device = cfg.data.augment_on in ("auto", "device")
     # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader
     prep = transforms.Preprocessing(cfg.data.image_size, tuple(cfg.data.mean), tuple(cfg.data.std))
@@ -332,16 +332,6 @@ def open_split(cfg: PretrainConfig, split_key: str, **kwargs) -> data.ImageData:
                                 **kwargs)
     except data.DataKeyError as e:
         raise ConfigError(e.message(f"--{split_key}")) from None
-
-
-def augment_views(cfg: PretrainConfig) -> tuple[transforms.AugmentConfig, transforms.AugmentConfig]:
-    """The preset's two views with ``augment_kwargs`` applied to both (each value checked by AugmentConfig)."""
-    fields = [f.name for f in dataclasses.fields(transforms.AugmentConfig)]
-    unknown = sorted(set(cfg.data.augment_kwargs) - set(fields))
-    if unknown:
-        raise ValueError(f"--augment_kwargs has unknown transform keys {unknown}; valid keys: {', '.join(fields)}")
-    return tuple(dataclasses.replace(v, **cfg.data.augment_kwargs)
-                 for v in transforms.augment_preset(cfg.data.augment, cfg.data.image_size))
 
 
 def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int):
