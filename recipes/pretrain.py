@@ -13,7 +13,6 @@ manifest on resume), metrics in ``metrics.jsonl``, ``train_config.json``; one ru
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import sys
 import time
@@ -32,7 +31,7 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from spectral_ssl import data, hub, lr_schedule, run_folder, transforms  # noqa: E402
+from spectral_ssl import data, dist, hub, lr_schedule, run_folder, transforms  # noqa: E402
 from spectral_ssl.batching import CandidatePool, create_selector, resolve_target  # noqa: E402
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
@@ -70,7 +69,9 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         raise
     finally:
         folder.close()
-        shut_down(accelerator, run)
+        accelerator.end_training()
+        run.model = run.objective = run.optimizer = None  # no DDP reference may outlive the process group (gloo)
+        dist.shut_down(release=accelerator.free_memory)
 
 
 class TrainState:
@@ -353,25 +354,6 @@ def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) ->
     except ValueError as e:
         raise SystemExit(f"error: online kNN probe (--probe_every, --label_column={cfg.data.label_column}): "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-
-
-def shut_down(accelerator: Accelerator, run: SimpleNamespace | None = None) -> None:
-    """End trackers and tear a process group down safely.
-
-    Gloo's worker threads destroy finished work items, which needs the GIL; DDP's reducer and the group's destructors
-    join those threads while holding it, so a DDP model released at interpreter exit can hang rank 0. Drop every
-    reference now, synchronise, let the workers finish outside the GIL, then destroy the group.
-    """
-    accelerator.end_training()
-    if not torch.distributed.is_initialized():
-        return
-    if run is not None:
-        run.model = run.objective = run.optimizer = None
-    accelerator.free_memory()
-    gc.collect()
-    torch.distributed.barrier()
-    time.sleep(0.2)  # releases the GIL: workers finish destroying the barrier's work items
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
