@@ -137,38 +137,14 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     selector = create_selector(cfg.batching.selection, batch_size=cfg.optim.batch_size, dim=cfg.model.proj_dim,
                                dataset_size=train_data.num_rows, seed=cfg.optim.seed, transform=objective.loss_space(),
                                **selection_kwargs).to(device)
-    augment = transforms.DeviceAugment(prep.image_size, mean=prep.mean, std=prep.std, views=views).to(device)
-
-    jpeg_on_device = False  # decode=device: JPEG files reach the training device undecoded (not with the cache)
-    cache_on = data.cache_device(cfg.data.cache_decoded, augment_on_device=on_device, rows=rows,
-                                 image_size=cfg.data.image_size, device=device, world_size=world)
-    if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor;
-        # each process decodes and keeps only its 1/world shard (data.cache)
-        cached = data.DecodedSplit.decode(train_data, cfg.data.image_size, device=cache_on,
-                                          num_workers=cfg.data.num_workers, skip_corrupt=cfg.data.skip_corrupt,
-                                          max_rows=cfg.data.max_train_samples, rank=accelerator.process_index,
-                                          world_size=world)
-        loaders = data.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
-                                          rank=accelerator.process_index, world_size=world)
-    else:  # JPEGs decoded in the loader at the size needed, or passed undecoded to a batched decode on the GPU
-        jpeg_on_device = on_device and data.jpeg.decode_on_device(cfg.data.decode, device, train_data,
-                                                                   skip_corrupt=cfg.data.skip_corrupt)
-        transform = (data.Uint8Transform(prep.image_size, jpeg_on_device=jpeg_on_device) if on_device
-                     else transforms.TwoViewTransform(prep.image_size, mean=prep.mean, std=prep.std, views=views))
-        loaders = data.EpochLoader(train_data, transform, cfg.optim.batch_size,
-                                   collate="eval" if on_device else "views",
-                                   seed=cfg.optim.seed, rank=accelerator.process_index, world_size=world,
-                                   shuffle_buffer=cfg.data.shuffle_buffer, num_workers=cfg.data.num_workers,
-                                   skip_corrupt=cfg.data.skip_corrupt, max_samples=cfg.data.max_train_samples,
-                                   pin_memory=device.type == "cuda")
-    # uint8 batches -> two views made on the device, seeded by (seed, epoch, the batch's idx): resume-exact
-    views_on_device = data.DeviceViews(augment, cfg.optim.seed, device, epoch=lambda: pool.epoch)
-
-    def decode_then_views(batch: dict) -> dict:  # decode=device: the batch's JPEG files decoded together (nvJPEG)
-        return views_on_device({**batch, "image": data.jpeg.decode_jpeg_batch(batch["image"], prep.image_size, device)})
-
-    prepare = (decode_then_views if jpeg_on_device else views_on_device) if on_device else None
-    pool = CandidatePool(loaders, selector.pool_size, prepare=prepare)
+    # the decoded cache, or JPEGs decoded in the loader (or on the GPU); the two views made there or on the device
+    inputs = data.training_input(train_data, prep, views, device=device, augment_on_device=on_device,
+                                 cache=cfg.data.cache_decoded, decode=cfg.data.decode, rows=rows,
+                                 batch_size=cfg.optim.batch_size, seed=cfg.optim.seed, epoch=lambda: pool.epoch,
+                                 rank=accelerator.process_index, world_size=world, num_workers=cfg.data.num_workers,
+                                 shuffle_buffer=cfg.data.shuffle_buffer, skip_corrupt=cfg.data.skip_corrupt,
+                                 max_rows=cfg.data.max_train_samples)
+    pool = CandidatePool(inputs.batches, selector.pool_size, prepare=inputs.prepare)
 
     optimizer_groups = model.parameter_groups(cfg.optim.weight_decay, extra=objective.loss)  # + BYOL/SimSiam predictor
     optimizer = (torch.optim.AdamW(optimizer_groups, lr=cfg.optim.lr) if cfg.optim.optimizer == "adamw"
@@ -180,24 +156,19 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
         accelerator.register_for_checkpointing(obj)  # whitening statistics
     resumed = folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint if resuming
-    if resumed is not None and cache_on is None and cfg.batching.selection != "random":
+    if resumed is not None and inputs.cache is None and cfg.batching.selection != "random":
         logger.warning("resuming selection=%s without the decoded cache (cache_decoded=%s, augment_on=%s) is not "
                        "exact: the candidate batches after step %d differ from an uninterrupted run's; runs started "
                        "with --cache_decoded=ram (--augment_on=device) resume exactly", cfg.batching.selection,
                        cfg.data.cache_decoded, cfg.data.augment_on, resumed)
-    cache_note = ""
-    if cache_on is not None:  # the decode pass is training time
-        state.train_seconds += cached.seconds
-        cache_note = (f", decoded once into {cache_on.type} memory ({len(cached)} rows{' per process' * (world > 1)}, "
-                      f"{cached.images.numel() / 2**20:.0f} MB, {cached.seconds:.0f} s)")
+    state.train_seconds += inputs.decode_seconds  # the cache's decode pass is training time
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     accelerator.print(f"pretrain: {cfg.data.dataset} [{cfg.data.split}] {rows or 'unknown'} rows, "
                       f"{steps_per_epoch or '?'} steps/epoch, {total} steps, global batch "
                       f"{cfg.optim.batch_size * world} ({world} process{'es' * (world > 1)}), {cfg.model.backbone} on "
                       f"{device.type} ({accelerator.mixed_precision}), loss {cfg.objective.loss}, selection "
                       f"{cfg.batching.selection}, augment {cfg.data.augment} on {'device' if on_device else 'loader'}"
-                      f", JPEGs decoded on {'device' if jpeg_on_device else 'cpu'}"
-                      f"{cache_note} -> {cfg.run.output_dir}")
+                      f", {inputs.describe()} -> {cfg.run.output_dir}")
     return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
                            state=state, folder=folder,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,
