@@ -74,19 +74,6 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         dist.shut_down(release=accelerator.free_memory)
 
 
-class TrainState:
-    """The recipe's counters, checkpointed with the run (the data position belongs to the ``CandidatePool``)."""
-
-    def __init__(self) -> None:
-        self.step, self.train_seconds, self.time_to_accuracy = 0, 0.0, None
-
-    def state_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-
 def make_accelerator(cfg: PretrainConfig) -> Accelerator:
     precision = cfg.optim.mixed_precision
     if precision == "auto":
@@ -152,7 +139,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     model, optimizer = accelerator.prepare(model, optimizer)
     # a learnable predictor is DDP-synchronised (DDP refuses modules without parameters); objective.loss stays unwrapped
     objective.attach(model, loss=accelerator.prepare(objective.loss) if objective.learnable_loss else None)
-    state = TrainState()
+    state = run_folder.TrainState()
     for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
         accelerator.register_for_checkpointing(obj)  # whitening statistics
     resumed = folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint if resuming
