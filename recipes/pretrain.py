@@ -13,9 +13,7 @@ manifest on resume), metrics in ``metrics.jsonl``, ``train_config.json``; one ru
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -33,10 +31,12 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from spectral_ssl import data, hub, run_folder, transforms  # noqa: E402
+from spectral_ssl import data, dist, hub, lr_schedule, run_folder, transforms  # noqa: E402
 from spectral_ssl.batching import CandidatePool, create_selector, resolve_target  # noqa: E402
 from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
+from spectral_ssl.eta import EtaClock  # noqa: E402
+from spectral_ssl.finite_watch import FiniteWatch, NonFiniteError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.objective import create_objective  # noqa: E402
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe  # noqa: E402
@@ -64,25 +64,14 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         return export(run, cfg, accelerator)
     except BaseException as e:
         folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
-        if isinstance(e, run_folder.RunFolderError):  # e.g. a checkpoint on a full disk: one line
+        if isinstance(e, (run_folder.RunFolderError, NonFiniteError)):  # e.g. a full disk, a NaN loss: one line
             raise SystemExit(f"error: {e}") from None
         raise
     finally:
         folder.close()
-        shut_down(accelerator, run)
-
-
-class TrainState:
-    """The recipe's counters, checkpointed with the run (the data position belongs to the ``CandidatePool``)."""
-
-    def __init__(self) -> None:
-        self.step, self.train_seconds, self.time_to_accuracy = 0, 0.0, None
-
-    def state_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
+        accelerator.end_training()
+        run.model = run.objective = run.optimizer = None  # no DDP reference may outlive the process group (gloo)
+        dist.shut_down(release=accelerator.free_memory)
 
 
 def make_accelerator(cfg: PretrainConfig) -> Accelerator:
@@ -113,7 +102,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     if steps_per_epoch is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
-    views = augment_views(cfg)
+    views = transforms.augment_views(cfg.data.augment, cfg.data.image_size, cfg.data.augment_kwargs)
     on_device = cfg.data.augment_on in ("auto", "device")
     # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader
     prep = transforms.Preprocessing(cfg.data.image_size, tuple(cfg.data.mean), tuple(cfg.data.std))
@@ -135,38 +124,14 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     selector = create_selector(cfg.batching.selection, batch_size=cfg.optim.batch_size, dim=cfg.model.proj_dim,
                                dataset_size=train_data.num_rows, seed=cfg.optim.seed, transform=objective.loss_space(),
                                **selection_kwargs).to(device)
-    augment = transforms.DeviceAugment(prep.image_size, mean=prep.mean, std=prep.std, views=views).to(device)
-
-    jpeg_on_device = False  # decode=device: JPEG files reach the training device undecoded (not with the cache)
-    cache_on = data.cache_device(cfg.data.cache_decoded, augment_on_device=on_device, rows=rows,
-                                 image_size=cfg.data.image_size, device=device, world_size=world)
-    if cache_on is not None:  # decode once (the first max_train_samples rows), every epoch gathers from one tensor;
-        # each process decodes and keeps only its 1/world shard (data.cache)
-        cached = data.DecodedSplit.decode(train_data, cfg.data.image_size, device=cache_on,
-                                          num_workers=cfg.data.num_workers, skip_corrupt=cfg.data.skip_corrupt,
-                                          max_rows=cfg.data.max_train_samples, rank=accelerator.process_index,
-                                          world_size=world)
-        loaders = data.DecodedEpochLoader(cached, cfg.optim.batch_size, seed=cfg.optim.seed,
-                                          rank=accelerator.process_index, world_size=world)
-    else:  # JPEGs decoded in the loader at the size needed, or passed undecoded to a batched decode on the GPU
-        jpeg_on_device = on_device and data.jpeg.decode_on_device(cfg.data.decode, device, train_data,
-                                                                   skip_corrupt=cfg.data.skip_corrupt)
-        transform = (data.Uint8Transform(prep.image_size, jpeg_on_device=jpeg_on_device) if on_device
-                     else transforms.TwoViewTransform(prep.image_size, mean=prep.mean, std=prep.std, views=views))
-        loaders = data.EpochLoader(train_data, transform, cfg.optim.batch_size,
-                                   collate="eval" if on_device else "views",
-                                   seed=cfg.optim.seed, rank=accelerator.process_index, world_size=world,
-                                   shuffle_buffer=cfg.data.shuffle_buffer, num_workers=cfg.data.num_workers,
-                                   skip_corrupt=cfg.data.skip_corrupt, max_samples=cfg.data.max_train_samples,
-                                   pin_memory=device.type == "cuda")
-    # uint8 batches -> two views made on the device, seeded by (seed, epoch, the batch's idx): resume-exact
-    views_on_device = data.DeviceViews(augment, cfg.optim.seed, device, epoch=lambda: pool.epoch)
-
-    def decode_then_views(batch: dict) -> dict:  # decode=device: the batch's JPEG files decoded together (nvJPEG)
-        return views_on_device({**batch, "image": data.jpeg.decode_jpeg_batch(batch["image"], prep.image_size, device)})
-
-    prepare = (decode_then_views if jpeg_on_device else views_on_device) if on_device else None
-    pool = CandidatePool(loaders, selector.pool_size, prepare=prepare)
+    # the decoded cache, or JPEGs decoded in the loader (or on the GPU); the two views made there or on the device
+    inputs = data.training_input(train_data, prep, views, device=device, augment_on_device=on_device,
+                                 cache=cfg.data.cache_decoded, decode=cfg.data.decode, rows=rows,
+                                 batch_size=cfg.optim.batch_size, seed=cfg.optim.seed, epoch=lambda: pool.epoch,
+                                 rank=accelerator.process_index, world_size=world, num_workers=cfg.data.num_workers,
+                                 shuffle_buffer=cfg.data.shuffle_buffer, skip_corrupt=cfg.data.skip_corrupt,
+                                 max_rows=cfg.data.max_train_samples)
+    pool = CandidatePool(inputs.batches, selector.pool_size, prepare=inputs.prepare)
 
     optimizer_groups = model.parameter_groups(cfg.optim.weight_decay, extra=objective.loss)  # + BYOL/SimSiam predictor
     optimizer = (torch.optim.AdamW(optimizer_groups, lr=cfg.optim.lr) if cfg.optim.optimizer == "adamw"
@@ -174,28 +139,23 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     model, optimizer = accelerator.prepare(model, optimizer)
     # a learnable predictor is DDP-synchronised (DDP refuses modules without parameters); objective.loss stays unwrapped
     objective.attach(model, loss=accelerator.prepare(objective.loss) if objective.learnable_loss else None)
-    state = TrainState()
+    state = run_folder.TrainState()
     for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
         accelerator.register_for_checkpointing(obj)  # whitening statistics
     resumed = folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint if resuming
-    if resumed is not None and cache_on is None and cfg.batching.selection != "random":
+    if resumed is not None and inputs.cache is None and cfg.batching.selection != "random":
         logger.warning("resuming selection=%s without the decoded cache (cache_decoded=%s, augment_on=%s) is not "
                        "exact: the candidate batches after step %d differ from an uninterrupted run's; runs started "
                        "with --cache_decoded=ram (--augment_on=device) resume exactly", cfg.batching.selection,
                        cfg.data.cache_decoded, cfg.data.augment_on, resumed)
-    cache_note = ""
-    if cache_on is not None:  # the decode pass is training time
-        state.train_seconds += cached.seconds
-        cache_note = (f", decoded once into {cache_on.type} memory ({len(cached)} rows{' per process' * (world > 1)}, "
-                      f"{cached.images.numel() / 2**20:.0f} MB, {cached.seconds:.0f} s)")
+    state.train_seconds += inputs.decode_seconds  # the cache's decode pass is training time
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     accelerator.print(f"pretrain: {cfg.data.dataset} [{cfg.data.split}] {rows or 'unknown'} rows, "
                       f"{steps_per_epoch or '?'} steps/epoch, {total} steps, global batch "
                       f"{cfg.optim.batch_size * world} ({world} process{'es' * (world > 1)}), {cfg.model.backbone} on "
                       f"{device.type} ({accelerator.mixed_precision}), loss {cfg.objective.loss}, selection "
                       f"{cfg.batching.selection}, augment {cfg.data.augment} on {'device' if on_device else 'loader'}"
-                      f", JPEGs decoded on {'device' if jpeg_on_device else 'cpu'}"
-                      f"{cache_note} -> {cfg.run.output_dir}")
+                      f", {inputs.describe()} -> {cfg.run.output_dir}")
     return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
                            state=state, folder=folder,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,
@@ -227,7 +187,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
             pool.next_epoch()
             continue
         x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
-        lr = lr_at(state.step, run.total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
+        lr = lr_schedule.warmup_cosine(state.step, run.total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         with accelerator.autocast():
@@ -283,58 +243,6 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
         run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
 
 
-class EtaClock:
-    """Times the steps after a short warm-up (this process's first ``warmup`` steps: allocations, first decodes)
-    until ``steps`` steps or ``seconds`` have passed, then calls ``on_eta(seconds_left, img_per_s)`` once: the wall
-    time per step (data, selection, logging included) times the steps left. Online probes, checkpoints and the export
-    are not in it. Runs with fewer than ``warmup + 2`` steps to go get no estimate."""
-
-    def __init__(self, first_step: int, total_steps: int, on_eta: Callable[[float, float], None] | None,
-                 warmup: int = 2, steps: int = 10, seconds: float = 10.0) -> None:
-        self.on_eta, self.total, self.steps, self.seconds = on_eta, total_steps, steps, seconds
-        self.start_step = first_step + warmup
-        self.start, self.images = None, 0
-
-    def stepped(self, step: int, images: int) -> None:
-        if self.on_eta is None or step < self.start_step:
-            return
-        if self.start is None:  # the warm-up's last step just ended
-            self.start = time.perf_counter()
-            return
-        self.images += images
-        elapsed, timed = time.perf_counter() - self.start, step - self.start_step
-        if timed >= self.steps or elapsed >= self.seconds or step + 1 >= self.total:
-            if step < self.total:
-                self.on_eta(elapsed / timed * (self.total - step), self.images / elapsed)
-            self.on_eta = None
-
-
-class FiniteWatch:
-    """The first step whose loss or gradient norm was not finite, kept on the device until ``check`` reads it.
-
-    On the CPU ``check`` runs every step, before the optimiser step: weights are never updated with a non-finite
-    gradient. On a GPU it runs at logging steps and before each checkpoint: a bad step's update is then discarded
-    with the run (it stops), and every checkpoint on disk predates it.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.first = torch.full((2,), -1, dtype=torch.long, device=device)  # first bad step: loss, gradients
-
-    def record(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        bad = torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(grad_norm)])
-        self.first = torch.where(bad & (self.first < 0), step, self.first)
-
-    def check(self) -> None:
-        bad = [(step, kind) for kind, step in enumerate(self.first.tolist()) if step >= 0]
-        if not bad:
-            return
-        step, kind = min(bad)  # the earliest; a non-finite loss before the gradients it makes
-        if kind == 0:
-            raise SystemExit(f"error: non-finite loss at step {step}; lower --lr or check the data")
-        raise SystemExit(f"error: non-finite gradients at step {step} (no checkpoint holds them); resume from the "
-                         "last checkpoint with a lower --lr, --grad_clip=1 or a larger --whitening_eps")
-
-
 def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -> Path:
     """The Hub-format export at the root of output_dir (and the push, if asked)."""
     out = Path(cfg.run.output_dir)
@@ -385,24 +293,6 @@ def open_split(cfg: PretrainConfig, split_key: str, **kwargs) -> data.ImageData:
         raise ConfigError(e.message(f"--{split_key}")) from None
 
 
-def augment_views(cfg: PretrainConfig) -> tuple[transforms.AugmentConfig, transforms.AugmentConfig]:
-    """The preset's two views with ``augment_kwargs`` applied to both (each value checked by AugmentConfig)."""
-    fields = [f.name for f in dataclasses.fields(transforms.AugmentConfig)]
-    unknown = sorted(set(cfg.data.augment_kwargs) - set(fields))
-    if unknown:
-        raise ValueError(f"--augment_kwargs has unknown transform keys {unknown}; valid keys: {', '.join(fields)}")
-    return tuple(dataclasses.replace(v, **cfg.data.augment_kwargs)
-                 for v in transforms.augment_preset(cfg.data.augment, cfg.data.image_size))
-
-
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up then cosine decay to 0."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int):
     """``split`` with the model's own preprocessing (its data_config), as a user of the export will read it."""
     return eval_loader(cfg.data.dataset, split, transforms.Preprocessing.from_data_config(model.data_config),
@@ -422,25 +312,6 @@ def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) ->
     except ValueError as e:
         raise SystemExit(f"error: online kNN probe (--probe_every, --label_column={cfg.data.label_column}): "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-
-
-def shut_down(accelerator: Accelerator, run: SimpleNamespace | None = None) -> None:
-    """End trackers and tear a process group down safely.
-
-    Gloo's worker threads destroy finished work items, which needs the GIL; DDP's reducer and the group's destructors
-    join those threads while holding it, so a DDP model released at interpreter exit can hang rank 0. Drop every
-    reference now, synchronise, let the workers finish outside the GIL, then destroy the group.
-    """
-    accelerator.end_training()
-    if not torch.distributed.is_initialized():
-        return
-    if run is not None:
-        run.model = run.objective = run.optimizer = None
-    accelerator.free_memory()
-    gc.collect()
-    torch.distributed.barrier()
-    time.sleep(0.2)  # releases the GIL: workers finish destroying the barrier's work items
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ loss and selection code runs in tests, notebooks and multi-GPU jobs (pattern of 
 
 from __future__ import annotations
 
+import gc
+import time
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 
@@ -87,3 +91,22 @@ def gather_objects(obj: object) -> list:
     out: list = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def shut_down(release: Callable[[], None] | None = None) -> None:
+    """Tear the process group down safely at the end of a run; nothing happens without one.
+
+    Gloo's worker threads destroy finished work items, which needs the GIL; DDP's reducer and the group's destructors
+    join those threads while holding it, so a DDP model released at interpreter exit can hang rank 0. The caller drops
+    every reference to its DDP-wrapped modules before this call; ``release`` (run only when a group exists, e.g. an
+    accelerator's ``free_memory``) frees what the launcher still holds. Then: collect, synchronise, let the workers
+    finish outside the GIL, destroy the group.
+    """
+    if not dist.is_initialized():
+        return
+    if release is not None:
+        release()
+    gc.collect()
+    dist.barrier()
+    time.sleep(0.2)  # releases the GIL: workers finish destroying the barrier's work items
+    dist.destroy_process_group()

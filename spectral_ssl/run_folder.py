@@ -21,6 +21,8 @@ Nothing in it may be lost or mixed with another run:
   naming the free space; the previous checkpoints stay. ``start`` loads the newest checkpoint whose manifest
   verifies (a torn or truncated one is skipped with a warning, never half-loaded).
 - ``log_metrics`` appends to ``metrics.jsonl``; on resume, lines after the checkpoint's step are dropped first.
+- ``TrainState``: a run's counters (``step``, ``train_seconds``, ``time_to_accuracy``), checkpointed with it; ``start``
+  resumes from its ``step``.
 
 Takes the ``accelerate.Accelerator`` as an argument (``save_state``/``load_state``/``wait_for_everyone``); the
 library never imports accelerate.
@@ -161,6 +163,21 @@ def _differing(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """Keys whose values differ between two configs, except those a resume may change."""
     return sorted(k for k in set(saved) | set(config)
                   if k not in SAFE_TO_CHANGE_ON_RESUME and k not in _LOCATION_KEYS and saved.get(k) != config.get(k))
+
+
+class TrainState:
+    """A training run's counters, checkpointed with the run (register it with the accelerator): the steps done, the
+    training time in seconds and the first online-probe result that reached a target accuracy (None until then).
+    ``RunFolder.start`` resumes from its ``step``; the data position belongs to the selection pool."""
+
+    def __init__(self) -> None:
+        self.step, self.train_seconds, self.time_to_accuracy = 0, 0.0, None
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
 
 
 class RunFolder:

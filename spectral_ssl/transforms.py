@@ -198,6 +198,20 @@ def augment_preset(name: str, image_size: int) -> tuple[AugmentConfig, AugmentCo
     return PRESETS[name](image_size)
 
 
+def augment_views(preset: str, image_size: int, overrides: dict | None = None) -> tuple[AugmentConfig, AugmentConfig]:
+    """``augment_preset(preset, image_size)`` with ``overrides`` (``AugmentConfig`` fields: the recipes'
+    ``--augment_kwargs``) applied to both views, each value checked by ``AugmentConfig``; an unknown key is a
+    ``ValueError`` listing the valid ones."""
+    from dataclasses import fields, replace
+
+    overrides = overrides or {}
+    names = [f.name for f in fields(AugmentConfig)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"--augment_kwargs has unknown transform keys {unknown}; valid keys: {', '.join(names)}")
+    return tuple(replace(v, **overrides) for v in augment_preset(preset, image_size))
+
+
 def _check_views(views) -> tuple[AugmentConfig, AugmentConfig]:
     if (not isinstance(views, (tuple, list)) or len(views) != 2
             or not all(isinstance(v, AugmentConfig) for v in views)):

@@ -40,6 +40,16 @@ def test_helpers_without_process_group_are_identities():
     assert torch.equal(dist.all_reduce_sum(x), x)
 
 
+def test_shut_down_releases_and_destroys_a_process_group_and_is_a_no_op_without_one(tmp_path):
+    released = []
+    dist.shut_down(release=lambda: released.append(True))  # no group: nothing to release
+    assert released == []
+    store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    dist.shut_down(release=lambda: released.append(torch.distributed.is_initialized()))
+    assert released == [True] and not torch.distributed.is_initialized()
+
+
 @pytest.mark.slow
 def test_two_process_gathered_loss_and_gradients_equal_full_batch(tmp_path):
     spawn_launcher(_worker, args=(str(tmp_path),), num_processes=2)

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from spectral_ssl.run_folder import RunFolder, RunFolderError, checkpoint_dirs, verify_manifest, write_manifest
+from spectral_ssl.run_folder import (
+    RunFolder,
+    RunFolderError,
+    TrainState,
+    checkpoint_dirs,
+    verify_manifest,
+    write_manifest,
+)
 
 
 class FakeAccelerator:
@@ -316,3 +323,15 @@ def test_a_resume_with_no_checkpoint_yet_says_it_starts_from_step_0(tmp_path, ca
     folder.close()
     assert state.step == 0 and "holds no checkpoint yet" in caplog.text and "starts from step 0" in caplog.text
     assert not (tmp_path / "run" / "metrics.jsonl").read_text().strip()  # the dead run's lines are dropped
+
+
+def test_train_state_resumes_its_counters_through_a_checkpoint(tmp_path):
+    state = TrainState()
+    assert (state.step, state.train_seconds, state.time_to_accuracy) == (0, 0.0, None)
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0}, state=state)
+    state.step, state.train_seconds, state.time_to_accuracy = 4, 1.5, {"target": 90.0, "step": 4}
+    folder.save_checkpoint(acc, 4, None)
+    folder.close()
+    folder, acc, resumed = start_run(tmp_path / "run", {"lr": 1.0}, resume=True, state=TrainState())
+    assert resumed.state_dict() == {"step": 4, "train_seconds": 1.5, "time_to_accuracy": {"target": 90.0, "step": 4}}
+    folder.close()

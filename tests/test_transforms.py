@@ -26,6 +26,7 @@ from spectral_ssl.transforms import (
     EvalTransform,
     TwoViewTransform,
     augment_preset,
+    augment_views,
     blur_kernel_size,
 )
 
@@ -72,6 +73,19 @@ def test_presets_validate_and_differ_as_documented():
         augment_preset("moco", 32)
     with pytest.raises(ValueError, match="image_size"):
         augment_preset("simclr", 4)
+
+
+def test_augment_views_apply_the_overrides_to_both_views_of_the_preset():
+    assert augment_views("byol", 32) == augment_views("byol", 32, {}) == augment_preset("byol", 32)
+    v1, v2_ = augment_views("byol", 32, {"blur_p": 0.3, "crop_scale": (0.5, 1.0)})
+    b1, b2 = augment_preset("byol", 32)
+    assert v1 == dataclasses.replace(b1, blur_p=0.3, crop_scale=(0.5, 1.0))
+    assert v2_ == dataclasses.replace(b2, blur_p=0.3, crop_scale=(0.5, 1.0))
+    with pytest.raises(ValueError, match=r"^--augment_kwargs has unknown transform keys \['blur', 'flip'\]; valid "
+                                         r"keys: crop_scale, crop_ratio, hflip_p"):
+        augment_views("simclr", 32, {"flip": 0.5, "blur": 1.0, "hflip_p": 0.0})
+    with pytest.raises(ValueError, match="blur_p"):  # each value checked by AugmentConfig
+        augment_views("simclr", 32, {"blur_p": 2})
 
 
 @pytest.mark.parametrize("field, value", [

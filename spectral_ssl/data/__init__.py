@@ -12,6 +12,8 @@
 - ``cache``: a split decoded once and served every epoch from one uint8 tensor in RAM or GPU memory
   (``DecodedSplit``, ``DecodedEpochLoader``, ``cache_device``).
 - ``evaluation``: a split with a model's preprocessing (``eval_loader``).
+- ``training_input``: a pretraining run's batches and where their views are made, chosen in one place (the cache,
+  streamed with views on the device or in the loader; ``training_input``, ``TrainingInput``).
 - ``synthetic``: small labelled data for tests (``synthetic_dataset``).
 """
 
@@ -32,6 +34,7 @@ from spectral_ssl.data.readers import (
 )
 from spectral_ssl.data.stream import WORKER_CHUNK, collate_eval, collate_views, make_loader
 from spectral_ssl.data.synthetic import synthetic_dataset
+from spectral_ssl.data.training_input import TrainingInput, training_input
 from spectral_ssl.transforms import (  # re-exported: the loader's transforms
     EVAL_INTERPOLATION,
     IMAGENET_MEAN,
@@ -43,7 +46,7 @@ from spectral_ssl.transforms import (  # re-exported: the loader's transforms
 __all__ = [
     "AUTO_CACHE_BYTES", "DATA_SUFFIXES", "DECODE_ERRORS", "EVAL_INTERPOLATION", "IMAGENET_MEAN", "IMAGENET_STD",
     "IMAGE_SUFFIXES", "READERS", "WORKER_CHUNK", "DataKeyError", "DecodedEpochLoader", "DecodedSplit", "DeviceViews",
-    "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "TwoViewTransform", "Uint8Transform", "cache_device",
-    "collate_eval", "collate_views", "decode_image", "decoded_bytes", "eval_loader", "load_images", "looks_local",
-    "make_loader", "num_rows", "source_kind", "synthetic_dataset", "to_uint8",
+    "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "TrainingInput", "TwoViewTransform", "Uint8Transform",
+    "cache_device", "collate_eval", "collate_views", "decode_image", "decoded_bytes", "eval_loader", "load_images",
+    "looks_local", "make_loader", "num_rows", "source_kind", "synthetic_dataset", "to_uint8", "training_input",
 ]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spectral_ssl import SpectralSSL
+from spectral_ssl import SpectralSSL, lr_schedule
 
 
 def custom_state(checkpoint):
@@ -53,17 +53,17 @@ def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_da
     run_args = functools.partial(tiny_args, cache=cache)
     straight = pretrain.main(run_args(tiny_dataset, tmp_path / "straight", "--max_steps=8"))
     stopped = tmp_path / "stopped"
-    real_lr_at = pretrain.lr_at
+    real_lr_at = lr_schedule.warmup_cosine
 
     def crash_at_step_5(step, *args):
         if step == 4:
             raise KeyboardInterrupt("simulated stop")
         return real_lr_at(step, *args)
 
-    monkeypatch.setattr(pretrain, "lr_at", crash_at_step_5)
+    monkeypatch.setattr(lr_schedule, "warmup_cosine", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         pretrain.main(run_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4"))
-    monkeypatch.setattr(pretrain, "lr_at", real_lr_at)
+    monkeypatch.setattr(lr_schedule, "warmup_cosine", real_lr_at)
     assert not (stopped / "model.safetensors").exists()
     resumed = pretrain.main(run_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4", "--resume=true"))
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
@@ -75,12 +75,6 @@ def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_da
     other = pretrain.main(tiny_args(tiny_dataset, tmp_path / "other", "--max_steps=8",
                                     cache="off" if cache == "ram" else "ram"))
     assert any(not torch.equal(a[key], value) for key, value in load_file(other / "model.safetensors").items())
-
-
-def test_lr_schedule_warms_up_then_decays_to_zero(pretrain):
-    lrs = [pretrain.lr_at(s, 100, 10, 1.0) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01
 
 
 @pytest.mark.slow
@@ -140,7 +134,7 @@ def test_selection_logs_chosen_against_random_and_its_cost(pretrain, tiny_datase
 def test_greedy_with_a_resume_still_trains_every_sample_once_per_epoch(pretrain, tiny_dataset, tmp_path,
                                                                          monkeypatch):
     # 96 rows / 16 = 6 steps per epoch; the checkpoint at step 2 holds a pool of 48 waiting candidates
-    real_lr_at = pretrain.lr_at
+    real_lr_at = lr_schedule.warmup_cosine
 
     def crash_at_step_4(step, *args):
         if step == 3:
@@ -148,10 +142,10 @@ def test_greedy_with_a_resume_still_trains_every_sample_once_per_epoch(pretrain,
         return real_lr_at(step, *args)
 
     args = tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--save_every=2", "--selection=greedy")
-    monkeypatch.setattr(pretrain, "lr_at", crash_at_step_4)
+    monkeypatch.setattr(lr_schedule, "warmup_cosine", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         pretrain.main(args)
-    monkeypatch.setattr(pretrain, "lr_at", real_lr_at)
+    monkeypatch.setattr(lr_schedule, "warmup_cosine", real_lr_at)
     saved = torch.load(tmp_path / "run" / "checkpoints" / "step_000002" / "custom_checkpoint_1.pkl",
                        weights_only=False)  # 0: the recipe's counters, 1: the candidate pool
     assert len(saved["carried"][0]) == 48 and saved["drawn"] == [5]
@@ -196,22 +190,6 @@ def test_bad_method_value_exits_with_the_constructor_message(pretrain, tiny_data
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "bad", "--loss=moco", "--loss_kwargs={queue_size: 0}"))
     with pytest.raises(SystemExit, match=r"loss 'moco' takes no argument 'gamma'; its arguments are .*queue_size"):
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "bad", "--loss=moco", "--loss_kwargs={gamma: 0.5}"))
-
-
-def test_eta_clock_times_the_steps_after_warm_up_and_reports_once(pretrain, monkeypatch):
-    now = [0.0]
-    monkeypatch.setattr(pretrain.time, "perf_counter", lambda: now[0])
-    calls = []
-    clock = pretrain.EtaClock(0, 100, lambda left, ips: calls.append((left, ips)), warmup=2, steps=4, seconds=60)
-    for step in range(1, 100):
-        now[0] += 5.0 if step <= 2 else 0.5  # slow warm-up steps are left out
-        clock.stepped(step, 16)
-    assert calls == [(pytest.approx(0.5 * 94), pytest.approx(32.0))]  # after step 6: 94 steps left, 16 img / 0.5 s
-    short = []
-    clock = pretrain.EtaClock(10, 13, lambda *a: short.append(a))  # a resumed run with 3 steps to go: no estimate
-    for step in (11, 12, 13):
-        clock.stepped(step, 16)
-    assert short == []
 
 
 @pytest.mark.slow
