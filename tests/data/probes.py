@@ -1,9 +1,17 @@
-"""Shared by the data tests: a decode-side probe of which DataLoader worker decoded a row, and the check that a
-candidate pool over an epoch loader resumes exactly where it stopped."""
+"""Shared by the data tests: one epoch's idx order, a decode-side probe of which DataLoader worker decoded a row,
+and the check that a candidate pool over an epoch loader resumes exactly where it stopped."""
 
 import torch
 
+from spectral_ssl import data
 from spectral_ssl.batching import CandidatePool
+
+
+def epoch_idx(ds, *, size: int = 16, batch_size: int = 8, **kw) -> list[int]:
+    """The idx of one streamed epoch of ``ds`` in the order served (``make_loader``'s keywords in ``kw``)."""
+    loader = data.make_loader(ds, data.EvalTransform(size), batch_size=batch_size, drop_last=False, collate="eval",
+                              **kw)
+    return [i for batch in loader for i in batch["idx"].tolist()]
 
 
 class WorkerId:

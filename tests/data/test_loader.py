@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from spectral_ssl import data
-from tests.data.probes import rows_and_workers
+from tests.data.probes import epoch_idx, rows_and_workers
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,6 @@ def parquet_folder(tmp_path_factory):
     data.synthetic_dataset(num_rows=12, image_size=16, num_classes=4, seed=1).to_parquet(
         str(folder / "test-00000-of-00001.parquet"))
     return folder
-
-
-def epoch_idx(ds, **kw):
-    loader = data.make_loader(ds, data.EvalTransform(16), batch_size=8, drop_last=False, collate="eval", **kw)
-    return [i for batch in loader for i in batch["idx"].tolist()]
 
 
 @pytest.mark.parametrize("streaming", [True, False])

@@ -2,6 +2,7 @@
 members, and the loader's epoch/resume/worker guarantees. Shards are written here with ``tarfile``: the reference is
 the list of samples each test wrote (key -> image bytes, label)."""
 
+import functools
 import io
 import tarfile
 
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from spectral_ssl import data
+from tests.data import probes
 from tests.data.probes import rows_and_workers
 from tests.data.test_hub_dataset import hub  # noqa: F401  (fixture: the fake Hub with datasets' frozen config)
 
@@ -162,9 +164,7 @@ def test_a_shard_that_is_not_a_tar_is_named(tmp_path):
 
 # ---- the loader's guarantees, for shards (tests/data/test_loader.py holds them for the other sources) ----
 
-def epoch_idx(opened, **kw):
-    loader = data.make_loader(opened, data.EvalTransform(8), batch_size=4, drop_last=False, collate="eval", **kw)
-    return [i for batch in loader for i in batch["idx"].tolist()]
+epoch_idx = functools.partial(probes.epoch_idx, size=8, batch_size=4)
 
 
 @pytest.mark.parametrize("streaming", [True, False])
