@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -202,8 +202,6 @@ def augment_views(preset: str, image_size: int, overrides: dict | None = None) -
     """``augment_preset(preset, image_size)`` with ``overrides`` (``AugmentConfig`` fields: the recipes'
     ``--augment_kwargs``) applied to both views, each value checked by ``AugmentConfig``; an unknown key is a
     ``ValueError`` listing the valid ones."""
-    from dataclasses import fields, replace
-
     overrides = overrides or {}
     names = [f.name for f in fields(AugmentConfig)]
     unknown = sorted(set(overrides) - set(names))
