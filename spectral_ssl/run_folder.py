@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,17 @@ def not_a_dataset(dataset: str) -> str | None:
         return None
     return (f"{dataset} is a spectral_ssl run or export folder, not a dataset (it holds {marker}); pass the image "
             "folder or dataset it was trained on")
+
+
+def run_inside(folder: Path, files: Iterable[Path]) -> str | None:
+    """One line naming a run or export folder among the parents of ``files`` (the files under dataset ``folder``),
+    or None: a run kept inside a dataset folder would be read as data (its metrics as rows, its plots as images)."""
+    for path in sorted(p for p in files if p.name in (TRAIN_CONFIG, "config.json") and p.parent != folder):
+        marker = run_marker(path.parent)
+        if marker is not None:
+            return (f"{folder} holds a spectral_ssl run or export folder, {path.parent.relative_to(folder)} (it "
+                    f"holds {marker}), whose files would be read as data; move it out of the dataset folder")
+    return None
 
 
 # names a run shares with any Hub model folder: ours only beside a run (a plain timm or transformers download holds

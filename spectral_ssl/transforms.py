@@ -60,6 +60,7 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma as PIL's convert("L"); su
 _CROP_TRIES = 10  # as torchvision's RandomResizedCrop.get_params
 _JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 CPU_GROUP_BYTES = 5 * 2**19  # DeviceAugment on the CPU: samples per group ~ this / one float view (4 at 224 px)
+JITTER_KEYS = ("brightness", "contrast", "saturation", "hue", "jitter_order")  # what _jitter reads
 
 
 def _pair(value, name: str) -> tuple[float, float]:
@@ -270,6 +271,9 @@ class TwoViewTransform:
         mean, std = _check_mean_std(mean, std)
         self.views = _check_views(augment_preset("simclr", image_size) if views is None else views)
         self.transforms = tuple(pil_view_transform(v, image_size, mean=mean, std=std) for v in self.views)
+        from spectral_ssl.data.jpeg import views_need  # here, not at the top: spectral_ssl.data imports this module
+
+        self.decode_need = views_need(image_size, self.views)  # both views' crops: the loader's JPEG decode size
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transforms[0](image), self.transforms[1](image)
@@ -331,8 +335,9 @@ def _hue_matrices(hue: torch.Tensor) -> torch.Tensor:
 
 
 def _on_samples(mask: torch.Tensor, op: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor,
-                params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``op(x, params)`` for the samples where ``mask`` (B,) is set, ``x`` elsewhere; ``op`` works sample by sample.
+                params: dict[str, torch.Tensor], keys: tuple[str, ...] = ()) -> torch.Tensor:
+    """``op(x, params)`` for the samples where ``mask`` (B,) is set, ``x`` elsewhere; ``op`` works sample by sample
+    and reads only ``params[k]`` for k in ``keys`` (the only ones indexed for the chosen samples).
 
     On an accelerator ``op`` runs on every sample and ``torch.where`` selects: indexing the chosen samples needs
     ``nonzero``, which waits for the device (a host sync) every step. On the CPU there is nothing to wait for, so
@@ -346,7 +351,7 @@ def _on_samples(mask: torch.Tensor, op: Callable[[torch.Tensor, dict], torch.Ten
     if chosen.numel() == x.shape[0]:
         return op(x, params)
     x = x.contiguous()  # our own tensor (a gray batch may be an expanded view): written in place
-    x[chosen] = op(x[chosen], {k: v[chosen] for k, v in params.items()})
+    x[chosen] = op(x[chosen], {k: params[k][chosen] for k in keys})
     return x
 
 
@@ -478,24 +483,31 @@ class DeviceAugment(nn.Module):
         group = max(1, CPU_GROUP_BYTES // (4 * 3 * self.image_size ** 2))
         if batch.device.type != "cpu" or batch.shape[0] <= group:
             return self._one_group(batch, params, view)
-        return torch.cat([self._one_group(batch[i:i + group], {k: v[i:i + group] for k, v in params.items()}, view)
-                          for i in range(0, batch.shape[0], group)])
+        out = batch.new_empty((batch.shape[0], 3, self.image_size, self.image_size), dtype=torch.float32)
+        for i in range(0, batch.shape[0], group):  # each group normalised straight into its rows: no final cat
+            self._one_group(batch[i:i + group], {k: v[i:i + group] for k, v in params.items()}, view,
+                            out=out[i:i + group])
+        return out
 
-    def _one_group(self, batch: torch.Tensor, params: dict[str, torch.Tensor], view: int) -> torch.Tensor:
+    def _one_group(self, batch: torch.Tensor, params: dict[str, torch.Tensor], view: int,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.views[view]
         device = batch.device
         x = self._crop_flip(batch.float(), params).mul_(1 / 255)  # the crop is linear: scale after it
         if cfg.jitter_on:
-            x = _on_samples(params["jitter"], self._jitter, x, params)
+            x = _on_samples(params["jitter"], self._jitter, x, params, JITTER_KEYS)
         if x.shape[1] == 3 and cfg.grayscale_p > 0:
             x = _on_samples(params["grayscale"], self._grayscale, x, params)
         if cfg.blur_p > 0:
-            x = _on_samples(params["blur"], self._blur, x, params)
+            x = _on_samples(params["blur"], self._blur, x, params, ("blur_sigma",))
         if cfg.solarize_p > 0:
             threshold = cfg.solarize_threshold
             x = _on_samples(params["solarize"], lambda xs, _: torch.where(xs >= threshold, 1 - xs, xs), x, params)
         inv_std = 1 / self.std.to(device)
-        return torch.addcmul(-self.mean.to(device) * inv_std, x, inv_std)  # (x - mean) / std; gray -> 3 channels
+        bias = -self.mean.to(device) * inv_std
+        if out is None:
+            return torch.addcmul(bias, x, inv_std)  # (x - mean) / std; gray -> 3 channels
+        return torch.addcmul(bias, x, inv_std, out=out)
 
     def _crop_flip(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Crop boxes + flips as one sampling grid: output pixel k reads input x = left + (k + 0.5) w / S - 0.5.

@@ -1,4 +1,5 @@
 """spectral_ssl.cpu_threads: the thread count from the load, user values win, applied before torch loads libgomp;
+the heap policy (big blocks stay in glibc's heap);
 and the package's lazy public names (``import spectral_ssl.cpu_threads`` must not import torch)."""
 
 import json
@@ -12,7 +13,7 @@ import spectral_ssl
 from spectral_ssl import cpu_threads
 from tests.conftest import ROOT
 
-POLICY_KEYS = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", cpu_threads.OPT_OUT)
+POLICY_KEYS = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", cpu_threads.OPT_OUT, *cpu_threads.HEAP)
 
 
 def fresh_env(**extra: str) -> dict:
@@ -141,3 +142,33 @@ def test_every_public_name_resolves():
     assert set(spectral_ssl.__all__) <= set(dir(spectral_ssl))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         spectral_ssl.nope  # noqa: B018
+
+
+GLIBC = __import__("platform").libc_ver()[0] == "glibc"
+
+
+def test_the_heap_policy_is_chosen_unless_the_user_set_an_allocator_or_opted_out():
+    chosen = cpu_threads.plan({})
+    assert chosen["heap"] is GLIBC
+    for env, reason in [({"MALLOC_ARENA_MAX": "2"}, "MALLOC_ARENA_MAX from the environment"),
+                        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=1"}, "GLIBC_TUNABLES from the environment"),
+                        ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, "an allocator in LD_PRELOAD"),
+                        ({cpu_threads.OPT_OUT: "default"}, "glibc's defaults")]:
+        assert cpu_threads.plan(env)["heap"] is False and reason in cpu_threads.plan(env)["heap_reason"], env
+    assert cpu_threads.plan({cpu_threads.OPT_OUT: "3"})["heap"] is GLIBC  # a fixed thread count keeps the heap policy
+
+
+@pytest.mark.skipif(not GLIBC, reason="the heap policy is glibc's mallopt")
+def test_a_fresh_process_reuses_a_freed_big_block_without_page_faults():
+    """After configure(), a 60 MiB tensor made after a 64 MiB one was freed reuses its pages (no first-touch page
+    faults); with the opt-out glibc maps fresh memory (here one fault per 4 KiB page, 15k; fewer with transparent
+    huge pages); the settings reach child processes through the environment."""
+    code = ("import json, os, resource\nfrom spectral_ssl import cpu_threads\nchosen = cpu_threads.configure()\n"
+            "import torch\nx = torch.ones(16 << 20)\ndel x\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\ny = torch.ones(15 << 20)\n"
+            "print(json.dumps({'heap': chosen['heap'], 'env': os.environ.get('MALLOC_MMAP_MAX_'), "
+            "'faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))")
+    kept = run_python(code, fresh_env())
+    assert kept == {"heap": True, "env": "0", "faults": kept["faults"]} and kept["faults"] < 100
+    default = run_python(code, fresh_env(**{cpu_threads.OPT_OUT: "default"}))
+    assert default["heap"] is False and default["env"] is None and default["faults"] > kept["faults"]  # fewer with THP

@@ -24,6 +24,7 @@ from spectral_ssl.data.evaluation import eval_loader
 from spectral_ssl.data.readers import (
     DATA_SUFFIXES,
     IMAGE_SUFFIXES,
+    NO_LABEL,
     READERS,
     DataKeyError,
     ImageData,
@@ -45,7 +46,7 @@ from spectral_ssl.transforms import (  # re-exported: the loader's transforms
 
 __all__ = [
     "AUTO_CACHE_BYTES", "DATA_SUFFIXES", "DECODE_ERRORS", "EVAL_INTERPOLATION", "IMAGENET_MEAN", "IMAGENET_STD",
-    "IMAGE_SUFFIXES", "READERS", "WORKER_CHUNK", "DataKeyError", "DecodedEpochLoader", "DecodedSplit", "DeviceViews",
+    "IMAGE_SUFFIXES", "NO_LABEL", "READERS", "WORKER_CHUNK", "DataKeyError", "DecodedEpochLoader", "DecodedSplit", "DeviceViews",
     "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "TrainingInput", "TwoViewTransform", "Uint8Transform",
     "cache_device", "collate_eval", "collate_views", "decode_image", "decoded_bytes", "eval_loader", "load_images",
     "looks_local", "make_loader", "num_rows", "source_kind", "synthetic_dataset", "to_uint8", "training_input",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from spectral_ssl.data.jpeg import DecodeNeed, ShortSideNeed, decode_jpeg_at_least, is_jpeg, views_need
+from spectral_ssl.data.jpeg import DecodeNeed, ShortSideNeed, decode_jpeg_at_least, is_jpeg
 
 # what a corrupt or unusable row raises: PIL's decompression bomb error (an image over twice
 # ``Image.MAX_IMAGE_PIXELS``) subclasses Exception itself
@@ -105,19 +105,9 @@ def to_uint8(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def decode_need_of(transform: Any) -> DecodeNeed | None:
-    """What ``transform`` needs from the decoder: its ``decode_need`` attribute, or for a ``TwoViewTransform``
-    the ``jpeg.CropNeed`` of its two views' random resized crops; None (full size) for anything else."""
-    need = getattr(transform, "decode_need", None)
-    if need is not None:
-        return need
-    views, pipelines = getattr(transform, "views", None), getattr(transform, "transforms", None)
-    if views is None or not pipelines:
-        return None
-    crop = pipelines[0].transforms[0]  # transforms.pil_view_transform: the random resized crop comes first
-    size = getattr(crop, "size", None)
-    if not size or len(set(size)) != 1:
-        return None
-    return views_need(int(size[0]), views)
+    """What ``transform`` needs from the decoder: its ``decode_need`` attribute (``Uint8Transform``: the short side;
+    ``transforms.TwoViewTransform``: its two views' random resized crops); None (full size) for anything else."""
+    return getattr(transform, "decode_need", None)
 
 
 class Uint8Transform:

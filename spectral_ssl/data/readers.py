@@ -38,7 +38,7 @@ import datasets
 import numpy as np
 from datasets.data_files import DataFilesDict, get_data_patterns
 
-from spectral_ssl.run_folder import not_a_dataset
+from spectral_ssl.run_folder import not_a_dataset, run_inside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
@@ -50,6 +50,7 @@ LOCAL_ROOTS = ("data", "datasets", "outputs")  # a first path component that nam
 PREPARE_HINTS = {"data/fashion_mnist": "python scripts/prepare_fashion_mnist.py"}  # default datasets we can make
 
 Dataset = datasets.Dataset | datasets.IterableDataset
+NO_LABEL = -1  # a null label: datasets' ClassLabel "no label", left out by the probes and the online kNN
 
 
 class DataKeyError(ValueError):
@@ -136,7 +137,8 @@ def source_kind(dataset: str) -> str:
 
     Raises FileNotFoundError (one line naming the path, and for a default dataset the command that makes it) for a
     local path that does not exist or holds nothing readable, and ValueError for a file where a folder is expected
-    or for a spectral_ssl run or export folder (``run_folder.not_a_dataset``: its files are no dataset).
+    or for a spectral_ssl run or export folder, or a folder holding one (``run_folder.not_a_dataset``,
+    ``run_folder.run_inside``: its files are no data).
     """
     folder = Path(dataset).expanduser()
     if folder.is_dir():
@@ -145,7 +147,11 @@ def source_kind(dataset: str) -> str:
             raise ValueError(refusal + ".")
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
             return "saved_to_disk"
-        suffixes = {p.suffix.lower() for p in folder.rglob("*") if p.is_file()}
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        refusal = run_inside(folder, files)
+        if refusal is not None:
+            raise ValueError(refusal + ".")
+        suffixes = {p.suffix.lower() for p in files}
         if suffixes & DATA_SUFFIXES:
             return "files"
         if suffixes & SHARD_SUFFIXES:
@@ -349,6 +355,8 @@ class _IntLabels:
 
     def __call__(self, row: dict) -> dict:
         value = row["label"]
+        if value is None:  # no label member: "no label", as a null in a label column
+            return {"label": NO_LABEL}
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             return {"label": int(value)}
         try:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from spectral_ssl.data.decode import DECODE_ERRORS, decode_image, decode_need_of
 from spectral_ssl.data.jpeg import undecoded_jpeg
-from spectral_ssl.data.readers import Dataset, ImageData, _as_image_data
+from spectral_ssl.data.readers import NO_LABEL, Dataset, ImageData, _as_image_data
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class _Stream(IterableDataset):
             sample = {"idx": int(row["idx"]), "skipped": skipped}
             skipped = 0
             if "label" in row:
-                sample["label"] = int(row["label"])
+                sample["label"] = NO_LABEL if row["label"] is None else int(row["label"])
             if self.kind == "views":
                 sample["view1"], sample["view2"] = self.transform(image)
             else:

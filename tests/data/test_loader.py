@@ -1,5 +1,6 @@
 import io
 import re
+import shutil
 
 import datasets
 import numpy as np
@@ -128,6 +129,17 @@ def test_rows_without_an_image_and_decompression_bombs_are_refused_by_idx_or_ski
 
 
 @pytest.mark.parametrize("streaming", [True, False])
+def test_a_null_label_in_an_integer_column_is_no_label(tmp_path, streaming):
+    """A null in an integer label column is -1 ("no label", which the probes leave out), not int(None) mid-epoch."""
+    images = data.synthetic_dataset(num_rows=4, image_size=8).remove_columns("label")
+    images = images.add_column("label", [3, None, 0, 2], feature=datasets.Value("int64"))
+    images.to_parquet(str(tmp_path / "train-0.parquet"))
+    ds = data.load_images(str(tmp_path), "train", streaming=streaming)
+    batches = data.make_loader(ds, data.EvalTransform(8), batch_size=4, collate="eval", shuffle=False)
+    assert [b["label"].tolist() for b in batches] == [[3, data.NO_LABEL, 0, 2]] and data.NO_LABEL == -1
+
+
+@pytest.mark.parametrize("streaming", [True, False])
 def test_a_label_column_that_holds_no_integers_is_refused_when_the_split_is_opened(tmp_path, streaming):
     images = data.synthetic_dataset(num_rows=4, image_size=8).remove_columns("label")
     columns = {"label": ["cat", "dog"] * 2, "species": ["cat", "dog"] * 2, "weight": [0.5, 1.5] * 2,
@@ -209,6 +221,25 @@ def test_a_run_or_export_folder_is_refused_as_a_dataset_naming_what_marks_it(tmp
             data.load_images(str(folder), "train", streaming=streaming)
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             data.eval_loader(str(folder), "train", data.EvalTransform(8), label_column=None)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_dataset_folder_holding_a_run_or_export_is_refused_naming_it(tmp_path, streaming):
+    """Images with a run kept beside them: the run's metrics.jsonl and config.json would make the folder a json
+    dataset (and its plots images); refused, naming the sub-folder, until it is moved out."""
+    for label in ("cat", "dog"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        Image.new("L", (12, 12), 40).save(tmp_path / "train" / label / "0.png")
+    for folder, marker in sorted(run_and_export_folders(tmp_path / "runs").items()):  # named in path order
+        if marker == "checkpoints/":
+            continue  # a checkpoint without its train_config.json: nothing of it reads as data
+        name = folder.relative_to(tmp_path)
+        message = (f"{tmp_path} holds a spectral_ssl run or export folder, {name} (it holds {marker}), whose files "
+                   "would be read as data; move it out of the dataset folder.")
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            data.load_images(str(tmp_path), "train", streaming=streaming)
+        shutil.move(str(folder), str(tmp_path.parent / f"{tmp_path.name}-{folder.name}"))
+    assert data.num_rows(data.load_images(str(tmp_path), "train", streaming=streaming)) == 2
 
 
 def test_image_folder_source(tmp_path):

@@ -129,6 +129,10 @@ def test_text_labels_become_integers_and_a_non_integer_one_is_named_by_its_key(t
     assert [row["label"] for row in rows] == [100, 101, 102, 103]
     rows = list(data.load_images(str(tmp_path), "train", streaming=streaming, label_column="cls").ds)
     assert [row["label"] for row in rows] == [0, 3, 6, 9] and all(type(row["label"]) is int for row in rows)
+    del samples[1][1]["cls"]  # a sample without the label member: "no label", as a null in a label column
+    (tmp_path / "train-0.tar").write_bytes(tar_bytes(samples))
+    rows = list(data.load_images(str(tmp_path), "train", streaming=streaming, label_column="cls").ds)
+    assert [row["label"] for row in rows] == [0, data.NO_LABEL, 6, 9]
     samples[2][1]["cls"] = b"cat"
     (tmp_path / "train-0.tar").write_bytes(tar_bytes(samples))
     with pytest.raises(ValueError, match=r"^--label_column=cls: sample '000002' of .* has label b'cat', not an "
