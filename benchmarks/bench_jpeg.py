@@ -11,6 +11,9 @@ shapes with edges, grain) as an image folder with class sub-folders, then measur
 - ``ours-loader-views``: ``TwoViewTransform`` (``augment_on=loader``) with the decode at the size its crops need;
 - ``ours-decode-only``: ``ours`` without ``DeviceAugment``: the CPU's whole share when the views are made on a GPU
   (``augment_on=device`` there); its "views" are the uint8 batch, not two float views;
+- ``ours-glibc-heap``: ``ours`` in a child process with glibc's default heap (``SPECTRAL_SSL_HEAP=glibc``; threads
+  and spin as here): what ``cpu_threads``' heap policy gains (only the loader's time is measured, not the child's
+  start);
 - ``torchvision``: ``ImageFolder`` + the standard SimCLR transforms (RandomResizedCrop 224, flip, ColorJitter
   (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, GaussianBlur p=0.5, ToTensor, Normalize), twice per image, in a
   ``DataLoader``: the baseline, ratios are to it;
@@ -34,7 +37,11 @@ cpu_threads.configure()  # before torch loads libgomp: the recipes' CPU thread p
 
 import argparse  # noqa: E402
 import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -48,7 +55,8 @@ from spectral_ssl import data, transforms  # noqa: E402
 from spectral_ssl.data import jpeg  # noqa: E402
 
 SIZE = 224
-ARMS = ("ours", "ours-full-decode", "ours-loader-views", "ours-decode-only", "torchvision", "timm")
+ARMS = ("ours", "ours-full-decode", "ours-loader-views", "ours-decode-only", "ours-glibc-heap", "torchvision",
+        "timm")
 BASELINE = "torchvision"
 
 
@@ -128,10 +136,25 @@ def batches_of(arm: str, folder: Path, images: data.ImageData, workers: int, bat
     return iter(loader), lambda b: augment(b["image"], torch.Generator().manual_seed(next(counter)))
 
 
+def glibc_heap_img_per_s(folder: Path, images: int, workers: int, batch: int, batches: int) -> float:
+    """``ours`` measured in a child process whose heap is glibc's default (``SPECTRAL_SSL_HEAP=glibc``) with this
+    process's thread count."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if k not in cpu_threads.HEAP}  # exported by our heap policy
+        env.update({cpu_threads.HEAP_OPT_OUT: "glibc", "OMP_NUM_THREADS": str(torch.get_num_threads())})
+        out = Path(tmp) / "child.json"
+        subprocess.run([sys.executable, __file__, "--arms=ours", f"--folder={folder.parent}", f"--images={images}",
+                        f"--workers={workers}", f"--batch={batch}", f"--batches={batches}", "--decode_repeats=0",
+                        f"--output={out}"], env=env, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())["img_per_s"]["ours"][0]
+
+
 def img_per_s(arm: str, folder: Path, images: data.ImageData, workers: int, batch: int, batches: int) -> float:
     """Images per second (two views each) from opening the loader (workers started, nothing prefetched) to the end
     of ``batches`` batches: a warm-up batch would let the workers prefetch unequal amounts (ours sends samples in
     chunks) outside the timing."""
+    if arm == "ours-glibc-heap":
+        return glibc_heap_img_per_s(folder, data.num_rows(images), workers, batch, batches)
     start = time.perf_counter()
     loader, views = batches_of(arm, folder, images, workers, batch)
     done = 0
@@ -186,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--batches", type=int, default=0, help="timed batches per arm; 0 = one pass over the images")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--decode_repeats", type=int, default=7, help="rounds of the decode micro-benchmark (0: skip it)")
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of: " + ", ".join(ARMS))
     p.add_argument("--folder", default=None, help="reuse (or keep) the image folder here instead of a temporary one")
     p.add_argument("--output", default=None, help="also write the results as JSON here")
@@ -203,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not folder.is_dir() or sum(1 for _ in folder.rglob("*.jpg")) < args.images:
             write_folder(root, args.images, args.width, args.height)
         datas = [f.read_bytes() for f in sorted(folder.rglob("*.jpg"))[:50]]
-        decoders = decode_ms(datas)
+        decoders = decode_ms(datas, args.decode_repeats) if args.decode_repeats else {}
         opened = data.load_images(str(root), "train", streaming=False, label_column=None)
         rates = {arm: [] for arm in arms}
         for _ in range(args.repeats):  # arms alternate: a change in the machine's load hits every arm alike

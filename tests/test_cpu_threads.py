@@ -13,7 +13,8 @@ import spectral_ssl
 from spectral_ssl import cpu_threads
 from tests.conftest import ROOT
 
-POLICY_KEYS = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", cpu_threads.OPT_OUT, *cpu_threads.HEAP)
+POLICY_KEYS = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", cpu_threads.OPT_OUT, cpu_threads.HEAP_OPT_OUT,
+               *cpu_threads.HEAP)
 
 
 def fresh_env(**extra: str) -> dict:
@@ -153,7 +154,8 @@ def test_the_heap_policy_is_chosen_unless_the_user_set_an_allocator_or_opted_out
     for env, reason in [({"MALLOC_ARENA_MAX": "2"}, "MALLOC_ARENA_MAX from the environment"),
                         ({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=1"}, "GLIBC_TUNABLES from the environment"),
                         ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, "an allocator in LD_PRELOAD"),
-                        ({cpu_threads.OPT_OUT: "default"}, "glibc's defaults")]:
+                        ({cpu_threads.OPT_OUT: "default"}, "glibc's defaults"),
+                        ({cpu_threads.HEAP_OPT_OUT: "glibc"}, "SPECTRAL_SSL_HEAP=glibc")]:
         assert cpu_threads.plan(env)["heap"] is False and reason in cpu_threads.plan(env)["heap_reason"], env
     assert cpu_threads.plan({cpu_threads.OPT_OUT: "3"})["heap"] is GLIBC  # a fixed thread count keeps the heap policy
 
@@ -170,5 +172,5 @@ def test_a_fresh_process_reuses_a_freed_big_block_without_page_faults():
             "'faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))")
     kept = run_python(code, fresh_env())
     assert kept == {"heap": True, "env": "0", "faults": kept["faults"]} and kept["faults"] < 100
-    default = run_python(code, fresh_env(**{cpu_threads.OPT_OUT: "default"}))
+    default = run_python(code, fresh_env(**{cpu_threads.HEAP_OPT_OUT: "glibc"}))
     assert default["heap"] is False and default["env"] is None and default["faults"] > kept["faults"]  # fewer with THP

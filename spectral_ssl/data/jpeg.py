@@ -180,7 +180,8 @@ def _decode_gray(simplejpeg, data: bytes, size: tuple[int, int]) -> np.ndarray:
 def undecoded_jpeg(value) -> bytes | None:
     """The file of a datasets ``Image(decode=False)`` value (or bytes) if it is a JPEG, else None (other formats, PIL
     images): what the loader passes on with ``decode=device`` (collated as 1-D uint8 tensors for
-    ``decode_jpeg_batch``)."""
+    ``decode_jpeg_batch``). Its header is read first: DecompressionBombError (over twice ``Image.MAX_IMAGE_PIXELS``)
+    or UnidentifiedImageError, which the loader names by row or skips."""
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
         if data is None and path is not None and str(path).lower().endswith((".jpg", ".jpeg")):
@@ -189,6 +190,8 @@ def undecoded_jpeg(value) -> bytes | None:
         data = value if isinstance(value, (bytes, bytearray, memoryview)) else None
     if data is None or not is_jpeg(data):
         return None
+    with Image.open(io.BytesIO(data)):  # the header only: PIL's bomb check and a named error for a broken one here,
+        pass  # in the loader (skipped with skip_corrupt), rather than later on the device
     return bytes(data)
 
 

@@ -128,6 +128,27 @@ def test_rows_without_an_image_and_decompression_bombs_are_refused_by_idx_or_ski
                                   keep_idx=[3]))
 
 
+def test_decode_on_device_refuses_or_skips_a_jpeg_bomb_in_the_loader(tmp_path, monkeypatch):
+    """decode=device hands JPEG files over undecoded: their header is still read in the loader, so a decompression
+    bomb is named by idx (or skipped) there, as on the CPU path, not decoded on the device."""
+    def jpg(size):
+        out = io.BytesIO()
+        Image.new("RGB", (size, size), (10, 20, 30)).save(out, format="JPEG")
+        return {"bytes": out.getvalue(), "path": None}
+
+    table = {"image": [jpg(16), jpg(64), jpg(16)], "idx": [0, 1, 2]}
+    features = datasets.Features({"image": datasets.Image(), "idx": datasets.Value("int64")})
+    datasets.Dataset.from_dict(table, features=features).to_parquet(str(tmp_path / "train-0.parquet"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is over twice this
+    ds = data.load_images(str(tmp_path), "train", label_column=None)
+    on_device = data.Uint8Transform(16, jpeg_on_device=True)
+    loader = data.make_loader(ds, on_device, batch_size=1, collate="eval", shuffle=False, drop_last=False,
+                              skip_corrupt=True)
+    assert [b["idx"].tolist() for b in loader] == [[0], [2]] and loader.dataset.corrupt == [1]
+    with pytest.raises(ValueError, match=r"^image at idx 1 cannot be decoded \(DecompressionBombError: "):
+        list(data.make_loader(ds, on_device, batch_size=1, collate="eval", shuffle=False))
+
+
 @pytest.mark.parametrize("streaming", [True, False])
 def test_a_null_label_in_an_integer_column_is_no_label(tmp_path, streaming):
     """A null in an integer label column is -1 ("no label", which the probes leave out), not int(None) mid-epoch."""
