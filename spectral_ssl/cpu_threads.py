@@ -15,7 +15,7 @@ training step gets 4-25x slower (docs/benchmarks.md, "CPU threads"). The policy 
   until the adaptive threshold grows, over 128 KiB) is a fresh ``mmap`` returned to the system when freed, so each
   batch's views and activations are first-touch page faults again: two 224 px views of a 64-batch (38 MiB each) took
   26 ms to concatenate instead of 7.5, ``DeviceAugment`` on such a batch 169 -> 127 ms, a resnet18 step at 96 px
-  1.12 -> 1.00 s, ``bench_jpeg``'s loader 1.88x -> 2.30x torchvision (docs/benchmarks.md). The cost: memory a
+  1.12 -> 1.00 s, ``bench_jpeg``'s loader 1.94x -> 2.17x torchvision in one run (docs/benchmarks.md). The cost: memory a
   process freed stays with it (up to its peak) instead of going back to the system.
 
 Values the user set win: ``OMP_NUM_THREADS`` (threads), ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` (spin),

@@ -46,8 +46,9 @@ from spectral_ssl.transforms import (  # re-exported: the loader's transforms
 
 __all__ = [
     "AUTO_CACHE_BYTES", "DATA_SUFFIXES", "DECODE_ERRORS", "EVAL_INTERPOLATION", "IMAGENET_MEAN", "IMAGENET_STD",
-    "IMAGE_SUFFIXES", "NO_LABEL", "READERS", "WORKER_CHUNK", "DataKeyError", "DecodedEpochLoader", "DecodedSplit", "DeviceViews",
-    "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "TrainingInput", "TwoViewTransform", "Uint8Transform",
-    "cache_device", "collate_eval", "collate_views", "decode_image", "decoded_bytes", "eval_loader", "load_images",
-    "looks_local", "make_loader", "num_rows", "source_kind", "synthetic_dataset", "to_uint8", "training_input",
+    "IMAGE_SUFFIXES", "NO_LABEL", "READERS", "WORKER_CHUNK", "DataKeyError", "DecodedEpochLoader", "DecodedSplit",
+    "DeviceViews", "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "TrainingInput", "TwoViewTransform",
+    "Uint8Transform", "cache_device", "collate_eval", "collate_views", "decode_image", "decoded_bytes",
+    "eval_loader", "load_images", "looks_local", "make_loader", "num_rows", "source_kind", "synthetic_dataset",
+    "to_uint8", "training_input",
 ]
