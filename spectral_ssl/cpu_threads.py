@@ -42,8 +42,7 @@ OPT_OUT = "SPECTRAL_SSL_THREADS"  # "default": torch's own threads and spin; an 
 SPINCOUNT = "10000"
 HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}  # glibc's names for the two settings
 _MALLOPT = {"MALLOC_MMAP_MAX_": -4, "MALLOC_TRIM_THRESHOLD_": -1}  # M_MMAP_MAX, M_TRIM_THRESHOLD (malloc.h)
-_HEAP_USER_KEYS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
-                   "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+_HEAP_USER_KEYS = (*HEAP, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 logger = logging.getLogger(__name__)
 _configured: dict | None = None  # the first decision in this process; later calls re-apply it
 

@@ -86,10 +86,14 @@ def not_a_dataset(dataset: str) -> str | None:
             "folder or dataset it was trained on")
 
 
+RUN_MARKER_FILES = (TRAIN_CONFIG, "config.json")  # the files run_marker reads
+
+
 def run_inside(folder: Path, files: Iterable[Path]) -> str | None:
-    """One line naming a run or export folder among the parents of ``files`` (the files under dataset ``folder``),
-    or None: a run kept inside a dataset folder would be read as data (its metrics as rows, its plots as images)."""
-    for path in sorted(p for p in files if p.name in (TRAIN_CONFIG, "config.json") and p.parent != folder):
+    """One line naming a run or export folder among the parents of ``files`` (files under dataset ``folder``; only
+    those named in ``RUN_MARKER_FILES`` matter), or None: a run kept inside a dataset folder would be read as data
+    (its metrics as rows, its plots as images)."""
+    for path in sorted(p for p in files if p.name in RUN_MARKER_FILES and p.parent != folder):
         marker = run_marker(path.parent)
         if marker is not None:
             return (f"{folder} holds a spectral_ssl run or export folder, {path.parent.relative_to(folder)} (it "

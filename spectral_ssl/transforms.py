@@ -504,10 +504,7 @@ class DeviceAugment(nn.Module):
             threshold = cfg.solarize_threshold
             x = _on_samples(params["solarize"], lambda xs, _: torch.where(xs >= threshold, 1 - xs, xs), x, params)
         inv_std = 1 / self.std.to(device)
-        bias = -self.mean.to(device) * inv_std
-        if out is None:
-            return torch.addcmul(bias, x, inv_std)  # (x - mean) / std; gray -> 3 channels
-        return torch.addcmul(bias, x, inv_std, out=out)
+        return torch.addcmul(-self.mean.to(device) * inv_std, x, inv_std, out=out)  # (x - mean) / std; gray -> RGB
 
     def _crop_flip(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Crop boxes + flips as one sampling grid: output pixel k reads input x = left + (k + 0.5) w / S - 0.5.

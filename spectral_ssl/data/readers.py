@@ -38,7 +38,7 @@ import datasets
 import numpy as np
 from datasets.data_files import DataFilesDict, get_data_patterns
 
-from spectral_ssl.run_folder import not_a_dataset, run_inside
+from spectral_ssl.run_folder import RUN_MARKER_FILES, not_a_dataset, run_inside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl"}
@@ -147,11 +147,15 @@ def source_kind(dataset: str) -> str:
             raise ValueError(refusal + ".")
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
             return "saved_to_disk"
-        files = [p for p in folder.rglob("*") if p.is_file()]
-        refusal = run_inside(folder, files)
+        suffixes, markers = set(), []  # one walk of the folder, without holding every path of a large one
+        for path in folder.rglob("*"):
+            if path.is_file():
+                suffixes.add(path.suffix.lower())
+                if path.name in RUN_MARKER_FILES:
+                    markers.append(path)
+        refusal = run_inside(folder, markers)
         if refusal is not None:
             raise ValueError(refusal + ".")
-        suffixes = {p.suffix.lower() for p in files}
         if suffixes & DATA_SUFFIXES:
             return "files"
         if suffixes & SHARD_SUFFIXES:
