@@ -46,6 +46,11 @@ CASES = {
     "greedy_m_groups": dict(x=pool(48, 16, seed=1), k=12,
                             kwargs=dict(m=8, groups=GROUPS, quota=4, seed=3, block_m=32)),
     "float32": dict(x=pool(128, 16, seed=2, dtype=torch.float32), k=32, kwargs=dict(block_m=128)),
+    # each program walks the sorted keys 8 at a time (five blocks): the threshold found across chunks
+    "greedy_m_chunks": dict(x=pool(80, 10, seed=5), k=20, kwargs=dict(m=6, seed=7, block_m=16, block_s=8)),
+    # small quotas fill groups early: the m-th remaining candidate lies far past the first m + t sorted keys
+    "greedy_m_full_groups": dict(x=pool(96, 12, seed=4), k=16, kwargs=dict(m=5, groups=torch.arange(96) % 8, quota=2,
+                                                                          seed=9, block_m=16, block_s=4)),
 }
 
 
@@ -63,13 +68,13 @@ def kernel_picks(tmp_path_factory):
 
 def torch_picks(name, **overrides):
     case = CASES[name]
-    kwargs = {key: value for key, value in case["kwargs"].items() if key not in ("block_m", "block_d")}
+    kwargs = {key: value for key, value in case["kwargs"].items() if key not in ("block_m", "block_d", "block_s")}
     if "seed" in kwargs:
         kwargs["generator"] = torch.Generator().manual_seed(kwargs.pop("seed"))
     return greedy_select(case["x"], case["k"], backend="torch", **{**kwargs, **overrides})
 
 
-@pytest.mark.parametrize("name", ["exact", "greedy_m_groups"])
+@pytest.mark.parametrize("name", ["exact", "greedy_m_groups", "greedy_m_chunks", "greedy_m_full_groups"])
 def test_kernel_picks_equal_the_torch_loop_in_float64(kernel_picks, name):
     assert torch.equal(kernel_picks[name], torch_picks(name))
 
@@ -112,3 +117,37 @@ def test_greedy_select_hands_the_fused_case_to_the_kernel(monkeypatch):
     assert calls[0][:2] == (torch.float32, 8) and calls[0][2]["m"] == 4 and calls[0][2]["quota"] == 4
     assert greedy_select(pool(40, 6), 8) != "kernel"  # auto: CPU tensors stay on the torch loop
     assert greedy_select(pool(40, 6), 8, block=2, backend="auto") != "kernel"
+
+
+POINTERS = dict(x_ptr="fp", y_ptr="fp", quad_ptr="fp", best_val_ptr="fp", best_idx_ptr="i64", best_row_ptr="fp",
+                picks_ptr="i64", keys_ptr="fp", sorted_ptr="fp", order_ptr="i64", gone_ptr="i8", groups_ptr="i64",
+                taken_ptr="i32")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", [dict(m=None), dict(m=64, groups=torch.arange(2048) % 4, quota=128)])
+def test_every_launch_variant_compiles_for_hopper_without_a_gpu(dtype, case):
+    # Triton's CUDA backend and ptxas ship in its wheel: compiling to an sm_90 cubin needs no GPU, and catches what
+    # the interpreter lets through (loop-carried types, scalar conditions, register spills).
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+
+    nvidia = pytest.importorskip("triton.backends.nvidia.compiler")
+    try:
+        ptxas = nvidia.get_ptxas(90).path
+    except Exception as e:  # noqa: BLE001 - another triton version, or a build without its CUDA tools
+        pytest.skip(f"no ptxas in this triton: {e}")
+    if not ptxas or not os.path.isfile(ptxas):
+        pytest.skip(f"no ptxas in this triton ({ptxas!r})")
+    x = torch.zeros(2048, 128, dtype=dtype)
+    plan = greedy_triton._Plan(x, 512, case["m"], 1e-2, 4 if "groups" in case else 0, case.get("quota", 0), None,
+                               None, None)
+    kernel = greedy_triton._kernel(False)
+    fp = "fp32" if dtype == torch.float32 else "fp64"
+    for update, score in ((False, True), (True, True), (True, False)):  # t = 0, 0 < t < k, t = k
+        constexprs = {**plan.constexprs(), "DO_UPDATE": update, "DO_SCORE": score}
+        signature = {name: "constexpr" if name in constexprs else
+                     "*" + POINTERS[name].replace("fp", fp) if name in POINTERS else "i32" for name in kernel.arg_names}
+        compiled = triton.compile(triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                                  target=GPUTarget("cuda", 90, 32))
+        assert compiled.asm["cubin"] and ".local" not in compiled.asm["ptx"]  # built, nothing spilled to local
