@@ -51,7 +51,7 @@ import torch  # noqa: E402
 from harness import device_name, write_results  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from spectral_ssl import data, transforms  # noqa: E402
+from spectral_ssl import data, decode_need, transforms  # noqa: E402
 from spectral_ssl.data import jpeg  # noqa: E402
 
 SIZE = 224
@@ -172,8 +172,8 @@ def img_per_s(arm: str, folder: Path, images: data.ImageData, workers: int, batc
 def decode_ms(datas: list[bytes], repeats: int = 7) -> dict[str, float]:
     """Best ms per image (of ``repeats`` interleaved rounds: the least disturbed by other work) of decoding and
     ``to_uint8`` at 224 px with each decoder at the size each path needs (PIL full; PIL draft and simplejpeg)."""
-    needs = {"short side 224": jpeg.ShortSideNeed(SIZE),
-             "simclr crops 224": jpeg.views_need(SIZE, transforms.augment_preset("simclr", SIZE))}
+    needs = {"short side 224": decode_need.ShortSideNeed(SIZE),
+             "simclr crops 224": decode_need.views_need(SIZE, transforms.augment_preset("simclr", SIZE))}
     cases = {"pil full": lambda d: data.to_uint8(data.decode_image(d), SIZE)}
     for label, need in needs.items():
         cases[f"pil draft, {label}"] = lambda d, n=need: data.to_uint8(data.decode_image(d, n, "pil"), SIZE)

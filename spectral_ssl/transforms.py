@@ -53,6 +53,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from spectral_ssl.decode_need import views_need
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_INTERPOLATION = "bilinear"  # what EvalTransform resizes with; exported in pretrained_cfg
@@ -271,8 +273,6 @@ class TwoViewTransform:
         mean, std = _check_mean_std(mean, std)
         self.views = _check_views(augment_preset("simclr", image_size) if views is None else views)
         self.transforms = tuple(pil_view_transform(v, image_size, mean=mean, std=std) for v in self.views)
-        from spectral_ssl.data.jpeg import views_need  # here, not at the top: spectral_ssl.data imports this module
-
         self.decode_need = views_need(image_size, self.views)  # both views' crops: the loader's JPEG decode size
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from spectral_ssl.data.jpeg import DecodeNeed, ShortSideNeed, decode_jpeg_at_least, is_jpeg
+from spectral_ssl.data.jpeg import decode_jpeg_at_least, is_jpeg
+from spectral_ssl.decode_need import DecodeNeed, ShortSideNeed
 
 # what a corrupt or unusable row raises: PIL's decompression bomb error (an image over twice
 # ``Image.MAX_IMAGE_PIXELS``) subclasses Exception itself
