@@ -16,7 +16,8 @@ Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 48
    under bf16 autocast give finite losses (the recipe in ``--workers`` subprocesses, until the box ends).
 2. speed (150 s): images/s of the model-only SimCLR step against the recipe end to end (random; Greedy-64 + ZCA) for
    the headline config; greedy_select k=512 of M=2048, D=128 (torch loop vs kernel); the spectral diagnostics' share
-   of a step; JPEG photos at 224 px (2048 photo-like 500 x 375 JPEGs written by ``bench_jpeg.photo_jpeg``): the recipe
+   of a step; the host synchronisations of 20 recipe steps by source line (``torch.cuda.set_sync_debug_mode``, random
+   and Greedy-64 + ZCA; a line that syncs every step fails: it stalls the GPU queue); JPEG photos at 224 px (2048 photo-like 500 x 375 JPEGs written by ``bench_jpeg.photo_jpeg``): the recipe
    end to end with ``decode=device`` (nvJPEG, views on the GPU) against the model-only resnet50 SimCLR step, batch 128.
    Targets: recipe >= 0.85x model-only; Greedy-64 + ZCA >= 0.9x random; kernel <= 1 ms; JPEG end to end >= 0.7x.
 3. headline (240 s of training, then the probe): ``recipes/configs/fashion_mnist_gpu.yaml`` for as many steps as fit
@@ -34,6 +35,7 @@ data/fashion_mnist exists) and is what the test suite runs.
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import importlib
 import json
@@ -46,6 +48,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -617,6 +620,67 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     return speeds
 
 
+SYNC_MESSAGE = "synchronizing CUDA operation"  # torch.cuda.set_sync_debug_mode("warn")'s warning
+
+
+def sync_sites(fn, inside: tuple[str, str], enable=None, disable=None) -> collections.Counter:
+    """Call ``fn`` and count the host synchronisations it makes inside the function ``inside`` = (name, file name),
+    by the innermost line of spectral_ssl or the recipes on the stack (``enable``/``disable`` switch the warning
+    on and off: ``torch.cuda.set_sync_debug_mode``)."""
+    sites: collections.Counter = collections.Counter()
+    name, file_name = inside
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if SYNC_MESSAGE not in str(message):
+            return shown(message, category, filename, lineno, file, line)
+        stack = traceback.extract_stack()[:-1]
+        if not any(f.name == name and Path(f.filename).name == file_name for f in stack):
+            return None
+        ours = [f for f in stack if "spectral_ssl" in Path(f.filename).parts or Path(f.filename).name == file_name]
+        frame = ours[-1] if ours else stack[-1]
+        sites[f"{Path(frame.filename).name}:{frame.lineno} {(frame.line or '').strip()[:80]}"] += 1
+        return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        if enable:
+            enable()
+        try:
+            fn()
+        finally:
+            if disable:
+                disable()
+    return sites
+
+
+def check_syncs(report: Report, device, dataset: Path, work: Path, sizes: dict) -> None:
+    """Host synchronisations per training step of the recipe (random; Greedy-64 + ZCA), by source line: each one
+    drains the GPU queue and exposes the CPU's launch time of the next kernels."""
+    import torch
+
+    if device.type != "cuda":
+        report.check("speed", "host syncs per training step", "SKIP", "CUDA only (torch.cuda.set_sync_debug_mode)")
+        return
+    pretrain = load_recipe("pretrain")
+    steps, log_every = 20, 10
+    for name, extra in (("random", []), ("Greedy-64 + ZCA", ["--selection=greedy", "--greedy_m=64",
+                                                             "--whitening=zca"])):
+        out = work / "syncs" / name.replace(" + ", "_").replace("-", "").lower()
+        argv = [*headline_argv(dataset, out, steps, sizes, log_every), "--save_every=null", "--reff_samples=64",
+                "--max_train_samples=8192", *extra]
+        sites = sync_sites(lambda argv=argv: pretrain.main(argv), ("train", "pretrain.py"),
+                           enable=lambda: torch.cuda.set_sync_debug_mode("warn"),
+                           disable=lambda: torch.cuda.set_sync_debug_mode(0))
+        per_step = {site: n for site, n in sites.items() if n >= steps - steps // log_every}
+        report.figure(f"syncs {name}", {"steps": steps, "log_every": log_every, "sites": dict(sites.most_common())})
+        top = "; ".join(f"{n}x {site}" for site, n in sites.most_common(6)) or "none"
+        report.check("speed", f"host syncs in {steps} steps, {name}", "PASS" if not per_step else "FAIL",
+                     f"{sum(sites.values())} in all, {len(per_step)} lines sync every step: {top}",
+                     per_step=len(per_step))
+
+
 def write_photo(args: tuple) -> None:
     """One photo-like JPEG (``bench_jpeg.photo_jpeg``, its own seed) into an image folder with class sub-folders."""
     import numpy as np
@@ -812,6 +876,7 @@ def main(argv: list[str] | None = None) -> dict:
         speeds = None
         if "speed" in phases:
             speeds = guarded(report, "speed", "speed")(phase_speed, report, device, dataset, work, sizes)
+            guarded(report, "speed", "host syncs")(check_syncs, report, device, dataset, work, sizes)
             guarded(report, "speed", "JPEG photos end to end")(jpeg_speed, report, device, work, sizes)
         if "headline" in phases:
             train_s = min(BOXES["headline"] * scale, report.remaining() - PROBE_RESERVE_S * scale)

@@ -2,6 +2,7 @@
 the CPU (every phase runs, results rewritten as JSON and markdown, nothing fails)."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -32,6 +33,26 @@ def test_same_compares_checkpoint_state_with_restored_snapshots(gpu_check):
     assert gpu_check.same(saved, {"a": (torch.ones(3), "cpu"), "nested": {"b": [1, 2]}})
     assert not gpu_check.same(saved, {"a": (torch.zeros(3), "cpu"), "nested": {"b": [1, 2]}})
     assert not gpu_check.same(saved, {"a": (torch.ones(3), "cpu")})
+
+
+def test_sync_sites_counts_the_lines_that_sync_inside_the_named_function_only(gpu_check):
+    message = "called a synchronizing CUDA operation"  # torch.cuda.set_sync_debug_mode("warn") on a GPU
+
+    def train():
+        for _ in range(3):
+            warnings.warn(message)  # every step
+        warnings.warn(message)  # once
+        warnings.warn("an unrelated warning")
+
+    def export():
+        warnings.warn(message)  # outside the loop: not counted
+
+    with warnings.catch_warnings(record=True) as others:
+        warnings.simplefilter("always")
+        sites = gpu_check.sync_sites(lambda: (train(), export()), ("train", "test_gpu_check_script.py"))
+    assert sorted(sites.values()) == [1, 3]
+    assert all(site.startswith("test_gpu_check_script.py:") and "warnings.warn(message)" in site for site in sites)
+    assert not [w for w in others if "synchronizing" in str(w.message)]
 
 
 def test_missing_data_is_one_line(gpu_check, tmp_path):
