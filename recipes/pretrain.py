@@ -191,7 +191,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         with accelerator.autocast():
-            out = run.objective(x1, x2, index=batch["idx"].to(device))
+            out = run.objective(x1, x2, index=batch["idx"])  # on the CPU: SogCLR checks it there (no host sync)
         loss = out.loss
         selector.observe(batch["idx"], out.p1, state.step)  # cache for the next epochs' selection
         run.optimizer.zero_grad(set_to_none=True)

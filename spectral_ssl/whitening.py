@@ -77,7 +77,9 @@ class BatchWhitening(nn.Module):
         cov = (1 - self.shrinkage) * cov + (self.shrinkage + self.eps) * scale * eye
         if self.kind == "zca":
             return _InverseSqrt.apply(cov)
-        chol = torch.linalg.cholesky(cov)
+        # cholesky_ex: no error check, which reads a flag from the GPU every step; the ridge keeps cov positive
+        # definite, and a failure would surface as a non-finite loss (the recipes stop on it)
+        chol = torch.linalg.cholesky_ex(cov).L
         return torch.linalg.solve_triangular(chol, eye, upper=False).T  # L⁻ᵀ
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

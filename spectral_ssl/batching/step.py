@@ -53,7 +53,9 @@ Batch = dict[str, Any]
 def _take(batch: Batch, positions: torch.Tensor) -> Batch:
     """Rows ``positions`` of a collated two-view batch (``views``, ``idx``, optional ``label``)."""
     idx_positions = positions.to(batch["idx"].device)
-    return {"views": tuple(v[positions.to(v.device)] for v in batch["views"]), "idx": batch["idx"][idx_positions],
+    # non_blocking: a CPU index copied to a GPU otherwise waits for the whole queue (a host sync every step)
+    return {"views": tuple(v[positions.to(v.device, non_blocking=True)] for v in batch["views"]),
+            "idx": batch["idx"][idx_positions],
             "label": None if batch.get("label") is None else batch["label"][idx_positions]}
 
 
@@ -273,6 +275,14 @@ class BatchSelector(nn.Module):
         self.register_buffer("cache", torch.zeros(rows, dim, dtype=cache_dtype))
         self.register_buffer("cache_step", torch.full((rows,), -1, dtype=torch.long))  # -1 = never embedded
 
+    def _apply(self, fn, recurse=True):
+        """Buffers follow the model (``.to(device)``) except ``cache_step``, which stays on the CPU with the pool's
+        ``idx``: which candidates miss the cache is then known without reading the GPU (a host sync every step)."""
+        steps = self.cache_step
+        out = super()._apply(fn, recurse)
+        self.cache_step = steps
+        return out
+
     def extra_repr(self) -> str:
         return (f"selection={self.selection}, batch_size={self.batch_size}, pool_size={self.pool_size}, "
                 f"source={self.source}, greedy_m={self.greedy_m}, target={self.target}, window={self.window}")
@@ -320,13 +330,15 @@ class BatchSelector(nn.Module):
         if self.source == "online" or self.selection == "random":
             stats.update(cache_hit=0.0, staleness=0.0)
             return self._embed_online(model, images, device), torch.ones(len(idx), dtype=torch.bool, device=device)
+        idx = idx.cpu()  # the pool's idx live on the CPU, as cache_step does: no GPU read below but the rows
         self._check_idx(idx)
-        seen = self.cache_step[idx.to(self.cache_step.device)].to(device)
+        seen = self.cache_step[idx]
         hit = seen >= 0
-        out = self.cache[idx.to(self.cache.device)].to(device, torch.float32)
+        out = self.cache[idx.to(self.cache.device, non_blocking=True)].to(device, torch.float32)
         missing = (~hit).nonzero().squeeze(1)
         if len(missing):
-            out[missing] = self._embed_online(model, images[missing.cpu()], device)
+            out[missing.to(device, non_blocking=True)] = self._embed_online(
+                model, images[missing.to(images.device, non_blocking=True)], device)
         hits = int(hit.sum())
         stats.update(cache_hit=hits / max(1, len(idx)),
                      staleness=float((step - seen[hit]).float().mean()) if hits else 0.0)
@@ -334,9 +346,9 @@ class BatchSelector(nn.Module):
 
     def _store(self, idx: torch.Tensor, z: torch.Tensor, step: int) -> None:
         """Write gathered unit embeddings (identical on every rank, so the caches stay identical)."""
+        idx = idx.cpu()  # a CPU index (one process) stays where it is; a gathered one comes back once
         self._check_idx(idx)
-        idx = idx.to(self.cache.device)
-        self.cache[idx] = z.to(self.cache.device, self.cache.dtype)
+        self.cache[idx.to(self.cache.device, non_blocking=True)] = z.to(self.cache.device, self.cache.dtype)
         self.cache_step[idx] = step
 
     @torch.no_grad()
@@ -344,7 +356,8 @@ class BatchSelector(nn.Module):
         """Store the trained samples' (gathered) projections in the cache; call after each training forward."""
         if not self.cache.shape[0]:
             return
-        idx = dist.gather(idx.to(projections.device), differentiable=False)
+        if dist.is_distributed():
+            idx = dist.gather(idx.to(projections.device), differentiable=False)
         self._store(idx, self._unit(dist.gather(projections.detach().float(), differentiable=False)), step)
 
     # ---- the decision ----
@@ -383,8 +396,9 @@ class BatchSelector(nn.Module):
         device = next(model.parameters()).device
         world, rank = dist.world_size(), dist.rank()
         # every rank decides on the same number of candidates (shares can differ by a few rows)
-        sizes = dist.gather(torch.tensor([pool.fill()], device=device), differentiable=False)
-        per_rank = int(sizes.min())
+        per_rank = pool.fill()
+        if world > 1:  # one process needs no device round trip (a host sync every step on a GPU)
+            per_rank = int(dist.gather(torch.tensor([per_rank], device=device), differentiable=False).min())
         if per_rank < self.batch_size:
             return None, stats
         if self.selection == "random" and not measure:
@@ -397,8 +411,11 @@ class BatchSelector(nn.Module):
             local_z, fresh = self.embed(model, head_images, head_idx, step, stats)
             z = dist.gather(local_z, differentiable=False)
             if self.cache.shape[0]:  # candidates embedded now wait in the pool: cache them, no second pass
-                fresh = dist.gather(fresh.to(torch.uint8), differentiable=False).bool()
-                self._store(dist.gather(head_idx.to(device), differentiable=False)[fresh], z[fresh], step)
+                if world > 1:
+                    fresh = dist.gather(fresh.to(device, torch.uint8), differentiable=False).bool()
+                    head_idx = dist.gather(head_idx.to(device), differentiable=False)
+                rows = fresh.cpu().nonzero().squeeze(1)  # on the CPU with one process: no host sync
+                self._store(head_idx.cpu()[rows], z[rows.to(z.device, non_blocking=True)], step)
             picks = self._decide(z, per_rank, world, step, stats) if rank == 0 else \
                 torch.empty(world * self.batch_size, dtype=torch.long, device=device)
             picks = dist.broadcast(picks.contiguous(), src=0).sort().values  # rank blocks in rank order

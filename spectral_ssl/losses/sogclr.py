@@ -78,12 +78,14 @@ class SogCLRLoss(nn.Module):
         if index is None:
             raise ValueError("SogCLR needs the dataset index of every sample (its per-sample state u is indexed by "
                              "it): call loss(z1, z2, index=batch['idx']).")
-        index = torch.as_tensor(index).reshape(-1).to(self.u.device, torch.long)
+        index = torch.as_tensor(index).reshape(-1)
         if index.shape[0] != z1.shape[0]:
             raise ValueError(f"index has {index.shape[0]} entries for a batch of {z1.shape[0]}.")
+        # checked where it is (a CPU index, as the recipes pass it, costs a GPU run no host sync), then moved
         if int(index.min()) < 0 or int(index.max()) >= self.u.shape[0]:
             raise ValueError(f"index {int(index.max())} is outside [0, dataset_size={self.u.shape[0]}); pass "
                              "dataset_size = the number of training rows and an idx column numbering them 0..N-1.")
+        index = index.to(self.u.device, torch.long, non_blocking=True)
         batch = z1.shape[0]
         local = F.normalize(torch.cat(fp32(z1, z2)), dim=1)  # (2B, D): [view 1; view 2]
         gathered = self.gather_distributed and dist.is_distributed()

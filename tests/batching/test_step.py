@@ -105,6 +105,14 @@ def test_cache_serves_the_next_epoch_with_staleness_and_no_forward_pass(monkeypa
     assert torch.equal(fresh.cache, selector.cache) and torch.equal(fresh.cache_step, selector.cache_step)
 
 
+def test_cache_follows_the_model_to_its_device_and_its_steps_stay_on_the_cpu():
+    # which candidates miss the cache is decided on the CPU (the pool's idx live there): on a GPU, reading it from
+    # the device would wait for the queue every step
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=2, source="cache").to("meta")
+    assert selector.cache.device.type == "meta" and selector.cache_step.device.type == "cpu"
+    assert selector.state_dict()["cache_step"].device.type == "cpu"
+
+
 def test_online_pass_leaves_norm_statistics_and_mode_alone():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
