@@ -108,6 +108,8 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     prep = transforms.Preprocessing(cfg.data.image_size, tuple(cfg.data.mean), tuple(cfg.data.std))
 
     model = SpectralSSL(cfg.model.backbone, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.backbone_kwargs)
+    layout = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[cfg.model.memory_format]
+    model = model.to(memory_format=layout)  # the views follow in train(); the export is contiguous
     model.check_input(prep.image_size)  # the images the loaders make (RGB): a mismatch is found now, not at step 1
     model.data_config.update(prep.data_config())
     # loss (+ predictor, state), whitening and EMA target: two views -> loss, one call per step
@@ -157,7 +159,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                       f"{cfg.batching.selection}, augment {cfg.data.augment} on {'device' if on_device else 'loader'}"
                       f", {inputs.describe()} -> {cfg.run.output_dir}")
     return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
-                           state=state, folder=folder,
+                           state=state, folder=folder, memory_format=layout,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,
                            train_rows=rows, trainable=[p for g in optimizer.param_groups for p in g["params"]])
 
@@ -186,7 +188,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
                                  "--dataset/--split")
             pool.next_epoch()
             continue
-        x1, x2 = (v.to(device, non_blocking=True) for v in batch["views"])
+        x1, x2 = (v.to(device, non_blocking=True, memory_format=run.memory_format) for v in batch["views"])
         lr = lr_schedule.warmup_cosine(state.step, run.total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
         for group in run.optimizer.param_groups:
             group["lr"] = lr

@@ -14,11 +14,13 @@ Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 48
    checkpoint written on CUDA and resumed restores the step, the pool position and every registered state (loss,
    EMA target, whitening, selector) exactly; 10 steps of every loss x {no whitening, ZCA} x {random, pool, greedy}
    under bf16 autocast give finite losses (the recipe in ``--workers`` subprocesses, until the box ends).
-2. speed (150 s): images/s of the model-only SimCLR step against the recipe end to end (random; Greedy-64 + ZCA) for
-   the headline config; greedy_select k=512 of M=2048, D=128 (torch loop vs kernel); the spectral diagnostics' share
-   of a step; the host synchronisations of 20 recipe steps by source line (``torch.cuda.set_sync_debug_mode``, random
-   and Greedy-64 + ZCA; a line that syncs every step fails: it stalls the GPU queue); JPEG photos at 224 px (2048 photo-like 500 x 375 JPEGs written by ``bench_jpeg.photo_jpeg``): the recipe
-   end to end with ``decode=device`` (nvJPEG, views on the GPU) against the model-only resnet50 SimCLR step, batch 128.
+2. speed (150 s): images/s of the model-only SimCLR step (channels_last, as the recipe trains; NCHW beside it)
+   against the recipe end to end (random; Greedy-64 + ZCA) for the headline config; greedy_select k=512 of M=2048,
+   D=128 (torch loop vs kernel); the spectral diagnostics' share of a step; the host synchronisations of 20 recipe
+   steps by source line (``torch.cuda.set_sync_debug_mode``, random and Greedy-64 + ZCA; a line that syncs every
+   step fails: it stalls the GPU queue); JPEG photos at 224 px (2048 photo-like 500 x 375 JPEGs written by
+   ``bench_jpeg.photo_jpeg``): the recipe end to end with ``decode=device`` (nvJPEG, views on the GPU) against the
+   model-only resnet50 SimCLR step, batch 128.
    Targets: recipe >= 0.85x model-only; Greedy-64 + ZCA >= 0.9x random; kernel <= 1 ms; JPEG end to end >= 0.7x.
 3. headline (240 s of training, then the probe): ``recipes/configs/fashion_mnist_gpu.yaml`` for as many steps as fit
    in the box at the img/s the speed phase measured, then ``recipes/linear_probe.py`` on the full 60k/10k splits
@@ -554,14 +556,18 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     batch = int(over.get("batch_size", cfg["batch_size"]))
     image = int(over.get("image_size", cfg["image_size"]))
     dim = int(over.get("proj_dim", cfg["proj_dim"]))
-    step = simclr_step(backbone, batch, dim, device, image=image, backbone_kwargs=kwargs)
-    step_ms = timed(step, 10 if device.type == "cuda" else 2, device)
-    del step
+    layouts = {}
+    for layout in (torch.channels_last, torch.contiguous_format):  # the recipe trains channels_last (its default)
+        step = simclr_step(backbone, batch, dim, device, image=image, backbone_kwargs=kwargs, memory_format=layout)
+        layouts[layout] = timed(step, 10 if device.type == "cuda" else 2, device)
+        del step
+    step_ms = layouts[torch.channels_last]
     model_ips = batch / (step_ms / 1000)
     report.figure("model_only", {"img_per_s": model_ips, "step_ms": step_ms, "backbone": backbone, "batch": batch,
-                                 "image_size": image})
+                                 "image_size": image, "contiguous_step_ms": layouts[torch.contiguous_format]})
     report.check("speed", "model-only SimCLR step", "INFO", f"{model_ips:.0f} img/s ({step_ms:.2f} ms, {backbone} "
-                 f"batch {batch} at {image} px)")
+                 f"batch {batch} at {image} px, channels_last as the recipe; contiguous (NCHW) "
+                 f"{layouts[torch.contiguous_format]:.2f} ms = {layouts[torch.contiguous_format] / step_ms:.2f}x)")
 
     z = F.normalize(SpectralSSL(backbone, proj_dim=dim, backbone_kwargs=kwargs).to(device).eval()(
         torch.randn(2 * batch, 3, image, image, device=device)).detach().float(), dim=1)
@@ -714,7 +720,7 @@ def jpeg_speed(report: Report, device, work: Path, sizes: dict) -> dict:
             pool.map(write_photo, jobs, chunksize=16)
     write_s = time.perf_counter() - start
 
-    step = simclr_step(j["backbone"], j["batch"], 128, device, image=j["image_size"])
+    step = simclr_step(j["backbone"], j["batch"], 128, device, image=j["image_size"], memory_format=torch.channels_last)
     step_ms = timed(step, 10 if device.type == "cuda" else 2, device)
     del step
     if device.type == "cuda":

@@ -323,6 +323,10 @@ class ModelConfig:
     backbone_kwargs: dict = arg({}, "extra timm.create_model arguments, e.g. {in_chans: 1}")
     proj_hidden_dim: int = arg(2048, "projector hidden width")
     proj_dim: int = arg(128, "projection dimension D")
+    memory_format: Literal["channels_last", "contiguous"] = arg(
+        "channels_last", "layout of the weights and images in training: channels_last (NHWC; a half-width resnet18 "
+        "step 1.4x faster on 2 CPU cores, and the layout of a GPU's tensor-core convolutions) or contiguous (NCHW); "
+        "exports are contiguous either way")
 
     def __post_init__(self) -> None:
         check_fields(self)
