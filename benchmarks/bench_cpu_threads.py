@@ -3,9 +3,9 @@
     python benchmarks/bench_cpu_threads.py [--batch_size 256] [--repeats 5] [--policies ...] [--states ...]
 
 The step is `make demo`'s (recipes/configs/fashion_mnist_simclr.yaml): a half-width resnet18 (channels 32-256), 2048
-hidden / 128-d projection, InfoNCE, two 32x32 views, AdamW. Each (policy, state) runs in a fresh interpreter with the
-policy's environment (libgomp reads it when torch loads) and reports the median ms of ``--repeats`` steps after one
-warm-up step. Policies:
+hidden / 128-d projection, InfoNCE, two 32x32 views, AdamW, channels_last as the recipe trains. Each (policy, state)
+runs in a fresh interpreter with the policy's environment (libgomp reads it when torch loads) and reports the median
+ms of ``--repeats`` steps after one warm-up step. Policies:
 
 * ``default``: torch's defaults (OpenMP threads = cores, libgomp's long spin);
 * ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once);
@@ -61,7 +61,7 @@ def demo_step(batch_size: int):
     cfg = yaml.safe_load((HERE.parent / "recipes" / "configs" / "fashion_mnist_simclr.yaml").read_text())
     device = torch.device("cpu")
     return simclr_step(cfg["backbone"], batch_size, cfg["proj_dim"], device, image=cfg["image_size"],
-                       backbone_kwargs=cfg["backbone_kwargs"]), device
+                       backbone_kwargs=cfg["backbone_kwargs"], memory_format=torch.channels_last), device
 
 
 def child(args: argparse.Namespace) -> None:

@@ -3,12 +3,12 @@
     python benchmarks/bench_monitor.py [--batch 128] [--dim 128] [--image 32] [--repeats 60] [--every 50]
 
 The step is the demo's: a half-width resnet18 (``channels: [32, 64, 128, 256]``), SimCLR (InfoNCE) on two views,
-forward + backward + AdamW. Three arms alternate step by step, so all see the same machine load: ``plain`` (the
-step), ``update`` (the step with ``monitor.update(z1, z2, step)`` at a step between records) and ``record`` (the
-same at a record step: the monitor's window, pre-filled, is full, as at every record after the first). Inside the
-two monitored arms the ``update`` call itself is timed (synchronised), so the costs come from the running loop, not
-from the difference of two noisy step medians. Printed: the median of each arm, of the in-loop ``update`` and
-record-step ``update``, and the overhead at ``every`` measured side by side::
+forward + backward + AdamW, channels_last as the recipe trains. Three arms alternate step by step, so all see the
+same machine load: ``plain`` (the step), ``update`` (the step with ``monitor.update(z1, z2, step)`` at a step
+between records) and ``record`` (the same at a record step: the monitor's window, pre-filled, is full, as at every
+record after the first). Inside the two monitored arms the ``update`` call itself is timed (synchronised), so the
+costs come from the running loop, not from the difference of two noisy step medians. Printed: the median of each
+arm, of the in-loop ``update`` and record-step ``update``, and the overhead at ``every`` measured side by side::
 
     ((every - 1) * update + record-step update) / (every * plain step)
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = ssl.SpectralSSL(args.backbone, proj_hidden_dim=2048, proj_dim=args.dim,
                             backbone_kwargs=HALF_WIDTH if args.backbone == "resnet18" else None)
     x1 = torch.randn(args.batch, 3, args.image, args.image, device=device)
-    step = train_step(model, loss_fn, x1, torch.randn_like(x1), device)
+    step = train_step(model, loss_fn, x1, torch.randn_like(x1), device, torch.channels_last)  # as the recipe
 
     step()  # warm-up
     z1, z2 = (z.detach() for z in state["z"])

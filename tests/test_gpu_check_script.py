@@ -40,18 +40,18 @@ def test_sync_sites_counts_the_lines_that_sync_inside_the_named_function_only(gp
 
     def train():
         for _ in range(3):
-            warnings.warn(message)  # every step
-        warnings.warn(message)  # once
-        warnings.warn("an unrelated warning")
+            warnings.warn(message, stacklevel=1)  # every step
+        warnings.warn(message, stacklevel=1)  # once
+        warnings.warn("an unrelated warning", stacklevel=1)
 
     def export():
-        warnings.warn(message)  # outside the loop: not counted
+        warnings.warn(message, stacklevel=1)  # outside the loop: not counted
 
     with warnings.catch_warnings(record=True) as others:
         warnings.simplefilter("always")
         sites = gpu_check.sync_sites(lambda: (train(), export()), ("train", "test_gpu_check_script.py"))
     assert sorted(sites.values()) == [1, 3]
-    assert all(site.startswith("test_gpu_check_script.py:") and "warnings.warn(message)" in site for site in sites)
+    assert all(site.startswith("test_gpu_check_script.py:") and "warnings.warn(message" in site for site in sites)
     assert not [w for w in others if "synchronizing" in str(w.message)]
 
 
