@@ -209,6 +209,9 @@ class _Plan:
         self.x.copy_(x)
         if keys is not None:
             self.keys.copy_(keys)
+            # sorted here, eagerly, not inside the captured graph: a segmented sort's temporary storage is no
+            # business of a CUDA graph
+            torch.sort(self.keys, dim=1, out=(self.sorted, self.order))
         if groups is not None:
             self.groups.copy_(groups)
 
@@ -221,8 +224,6 @@ class _Plan:
         self.gone.zero_()
         total, dim = self.x.shape
         common = self.constexprs()
-        if common["SAMPLED"]:
-            torch.sort(self.keys, dim=1, out=(self.sorted, self.order))
         args = (self.x, self.y, self.quad, self.best_val, self.best_idx, self.best_row, self.picks, self.keys,
                 self.sorted, self.order, self.gone, self.groups, self.taken)
         grid = (self.num_blocks,)
