@@ -688,6 +688,52 @@ def check_syncs(report: Report, device, dataset: Path, work: Path, sizes: dict) 
                      per_step=len(per_step))
 
 
+PERSISTENT_PROBE = r"""
+import json, sys, torch, torch.nn.functional as F
+sys.path[:0] = sys.argv[1:]
+from harness import timed
+from spectral_ssl.batching import greedy_triton
+device = torch.device("cuda")
+x = F.normalize(torch.randn(2048, 128, generator=torch.Generator().manual_seed(0)), dim=1).to(device)
+out = {}
+for label, m in (("exact", None), ("m64", 64)):
+    picks = {}
+    for persistent in (False, True):
+        run = lambda m=m, persistent=persistent: greedy_triton.greedy_triton(
+            x, 512, m=m, generator=torch.Generator(device=device).manual_seed(0), persistent=persistent)
+        picks[persistent] = run()
+        out[("persistent" if persistent else "launches") + f"_{label}_ms"] = timed(run, 20, device)
+    out[f"same_{label}"] = bool(torch.equal(picks[False], picks[True]))
+print(json.dumps(out))
+"""
+
+
+def check_persistent(report: Report, device, dataset: Path, work: Path, sizes: dict) -> None:
+    """The opt-in persistent greedy kernel (one launch, grid barriers) against the k + 1 launches: same picks, ms.
+    In a child process with a time limit: a grid barrier that never completes must not cost the rest of the run."""
+    from spectral_ssl.batching import greedy_triton
+
+    if device.type != "cuda" or not greedy_triton.usable(device):
+        report.check("speed", "greedy kernel, persistent (opt-in)", "SKIP", "CUDA and triton only")
+        return
+    try:
+        proc = subprocess.run([sys.executable, "-c", PERSISTENT_PROBE, *SIBLINGS], capture_output=True, text=True,
+                              timeout=90)
+    except subprocess.TimeoutExpired:
+        report.check("speed", "greedy kernel, persistent (opt-in)", "FAIL", "no answer in 90 s (a grid barrier hung?)")
+        return
+    if proc.returncode != 0:
+        report.check("speed", "greedy kernel, persistent (opt-in)", "FAIL", proc.stderr.strip().splitlines()[-1][:300])
+        return
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    report.figure("greedy_persistent", rows)
+    same = rows["same_exact"] and rows["same_m64"]
+    report.check("speed", "greedy kernel, persistent (opt-in)", "PASS" if same else "FAIL",
+                 f"k=512 M=2048 D=128 exact {rows['persistent_exact_ms']:.3f} ms (launches "
+                 f"{rows['launches_exact_ms']:.3f}), m=64 {rows['persistent_m64_ms']:.3f} ms (launches "
+                 f"{rows['launches_m64_ms']:.3f}); picks {'the same' if same else 'DIFFER'}", **rows)
+
+
 def write_photo(args: tuple) -> None:
     """One photo-like JPEG (``bench_jpeg.photo_jpeg``, its own seed) into an image folder with class sub-folders."""
     import numpy as np
@@ -884,7 +930,8 @@ def main(argv: list[str] | None = None) -> dict:
         if "speed" in phases:
             box_end = report.elapsed() + BOXES["speed"] * scale
             speeds = guarded(report, "speed", "speed")(phase_speed, report, device, dataset, work, sizes)
-            for name, extra, need_s in (("JPEG photos end to end", jpeg_speed, 30), ("host syncs", check_syncs, 25)):
+            for name, extra, need_s in (("JPEG photos end to end", jpeg_speed, 30), ("host syncs", check_syncs, 25),
+                                        ("greedy kernel, persistent", check_persistent, 40)):
                 left = box_end - report.elapsed()  # the headline's 4 minutes come first: only what fits the box
                 if left < need_s * scale:
                     report.check("speed", name, "SKIP", f"{left:.0f} s left in the speed box (needs "

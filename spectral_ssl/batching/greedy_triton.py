@@ -29,6 +29,13 @@ being taken) and takes the key of the m-th as its threshold. So a sampled pick i
 (it was two launches and a ``torch.topk`` between them: 13 ms for k=512 of M=2048 on an H200, against 1.8 ms for
 exact greedy). Window and block picks are not fused (they fall back to the torch loop).
 
+Persistent variant (``persistent=True``, opt-in until a GPU run measures it): one launch runs the k + 1 steps in a
+loop, a grid barrier between them (an arrival counter, release on arrival, acquire while polling; reads of what
+other programs wrote go through L2). It needs every program resident at once, so the host refuses more programs
+than SMs, and a barrier that polls ``SPIN_LIMIT`` times without completing sets a flag and lets the launch finish:
+the host raises instead of hanging. Exact greedy with launches is ~3.4 us a launch on an H200 (1.8 ms for k=512);
+a barrier should cost less than a launch. The kernels themselves live in ``greedy_kernels`` (imported on first use).
+
 Tolerance: the same quantities as the torch loop, in the same dtype, but reassociated (Y instead of A⁻¹, block
 reductions), so gains agree to rounding (~1e-6 relative in float32, ~1e-15 in float64) and picks agree except on
 near-ties; the tests compare picks in float64 and the objective in float32.
@@ -45,6 +52,7 @@ import torch
 
 _GRAPHS: collections.OrderedDict = collections.OrderedDict()
 _MAX_GRAPHS = 4
+SPIN_LIMIT = 1 << 22  # polls of the persistent kernel's grid barrier before it gives up (~seconds on a GPU)
 
 
 def interpreting() -> bool:
@@ -68,98 +76,11 @@ def usable(device: torch.device) -> bool:
     return device.type == "cuda" or interpreting()
 
 
-@functools.cache
-def _kernel(interpret: bool):
-    """The jitted kernel (built on first use; ``interpret`` keys the cache since triton decides it at decoration)."""
-    import triton
-    import triton.language as tl
+def _kernel():
+    """The jitted kernels ``(greedy_step, greedy_persistent)`` of ``greedy_kernels``, imported on first use."""
+    from spectral_ssl.batching import greedy_kernels
 
-    @triton.jit(do_not_specialize=["t"])
-    def greedy_step(x_ptr, y_ptr, quad_ptr, best_val_ptr, best_idx_ptr, best_row_ptr, picks_ptr,
-                    keys_ptr, sorted_ptr, order_ptr, gone_ptr, groups_ptr, taken_ptr,
-                    t, M, D, quota, num_sampled, m,
-                    NUM_BLOCKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
-                    BLOCK_P: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, DO_UPDATE: tl.constexpr,
-                    DO_SCORE: tl.constexpr, SAMPLED: tl.constexpr, GROUPED: tl.constexpr):
-        pid = tl.program_id(0)
-        offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-        in_pool = offs_m < M
-        offs_d = tl.arange(0, BLOCK_D)
-        row_len = D_CHUNKS * BLOCK_D  # padded length of a stored y row
-        quad = tl.load(quad_ptr + offs_m, mask=in_pool, other=float("-inf"))
-        i_star = tl.full([], -1, tl.int64)  # no pick taken in this launch (t = 0)
-        g_star = tl.full([], -1, tl.int64)
-        if DO_UPDATE:  # launch t takes pick t-1 (from the maxima launch t-1 wrote) and updates this block
-            prev = (t - 1) % 2
-            offs_p = tl.arange(0, BLOCK_P)
-            vals = tl.load(best_val_ptr + prev * NUM_BLOCKS + offs_p, mask=offs_p < NUM_BLOCKS, other=float("-inf"))
-            q_star, best = tl.max(vals, 0, return_indices=True, return_indices_tie_break_left=True)
-            i_star = tl.load(best_idx_ptr + prev * NUM_BLOCKS + best)
-            w_row = best_row_ptr + (prev * NUM_BLOCKS + best) * row_len
-            inv = 1.0 / (1.0 + q_star)
-            proj = tl.zeros([BLOCK_M], dtype=quad.dtype)
-            for c in tl.static_range(D_CHUNKS):
-                cols = c * BLOCK_D + offs_d
-                w = tl.load(w_row + cols)
-                xs = tl.load(x_ptr + offs_m[:, None] * D + cols[None, :],
-                             mask=in_pool[:, None] & (cols < D)[None, :], other=0.0)
-                proj += tl.sum(xs * w[None, :], 1)
-            quad = quad - proj * proj * inv
-            quad = tl.where(offs_m == i_star, float("-inf"), quad)
-            coef = proj * inv
-            if GROUPED:
-                offs_g = tl.arange(0, BLOCK_G)
-                g_star = tl.load(groups_ptr + i_star)
-                counts = tl.load(taken_ptr + prev * BLOCK_G + offs_g) + tl.where(offs_g == g_star, 1, 0)
-                tl.store(taken_ptr + (t % 2) * BLOCK_G + offs_g, counts, mask=(offs_g >= 0) & (pid == 0))
-                full = tl.sum(tl.where(offs_g == g_star, counts, 0), 0) >= quota
-                g_blk = tl.load(groups_ptr + offs_m, mask=in_pool, other=-1)
-                quad = tl.where(full & (g_blk == g_star), float("-inf"), quad)
-            tl.store(picks_ptr + (t - 1), i_star, mask=pid == 0)
-            tl.store(gone_ptr + i_star, 1, mask=pid == 0)  # the others exclude i_star themselves in this launch
-            tl.store(quad_ptr + offs_m, quad, mask=in_pool)
-        if DO_SCORE:  # this block's best remaining (sampled) candidate for pick t
-            score = quad
-            if SAMPLED:  # threshold: the key of the m-th remaining candidate in row t's sorted order
-                thresh = tl.full([], 2.0, quad.dtype)  # fewer than m remaining (or t past the sampled picks): all
-                count = tl.full([], 0, tl.int32)
-                start = tl.full([], 0, tl.int32)
-                offs_s = tl.arange(0, BLOCK_S)
-                while (count < m) & (start < M) & (t < num_sampled):
-                    where = start + offs_s
-                    valid = where < M
-                    cand = tl.load(order_ptr + t * M + where, mask=valid, other=0)
-                    skey = tl.load(sorted_ptr + t * M + where, mask=valid, other=2.0)
-                    out = (tl.load(gone_ptr + cand, mask=valid, other=1) != 0) | (cand == i_star)
-                    if GROUPED:  # a group full after this launch's pick: the previous counts plus that pick
-                        g = tl.load(groups_ptr + cand, mask=valid, other=0)
-                        had = tl.load(taken_ptr + ((t + 1) % 2) * BLOCK_G + g, mask=valid & (t > 0), other=0)
-                        out = out | (had + tl.where(g == g_star, 1, 0) >= quota)
-                    keep = valid & (out == 0)
-                    rank = count + tl.cumsum(keep.to(tl.int32), 0)
-                    hit = tl.max(tl.where(keep & (rank == m), skey, -1.0), 0)
-                    thresh = tl.where(hit >= 0, hit, thresh)
-                    count += tl.sum(keep.to(tl.int32), 0)
-                    start += BLOCK_S
-                keys = tl.load(keys_ptr + t * M + offs_m, mask=in_pool & (t < num_sampled), other=0.0)
-                score = tl.where(keys <= thresh, score, float("-inf"))
-            top, arg = tl.max(score, 0, return_indices=True, return_indices_tie_break_left=True)
-            slot = t % 2
-            tl.store(best_val_ptr + slot * NUM_BLOCKS + pid, top)
-            tl.store(best_idx_ptr + slot * NUM_BLOCKS + pid, (pid * BLOCK_M + arg).to(tl.int64))
-        for c in tl.static_range(D_CHUNKS):
-            cols = c * BLOCK_D + offs_d
-            ptrs = y_ptr + offs_m[:, None] * D + cols[None, :]
-            mask = in_pool[:, None] & (cols < D)[None, :]
-            ys = tl.load(ptrs, mask=mask, other=0.0)
-            if DO_UPDATE:
-                ys = ys - coef[:, None] * tl.load(w_row + cols)[None, :]
-                tl.store(ptrs, ys, mask=mask)
-            if DO_SCORE:
-                row = tl.sum(tl.where(offs_m[:, None] == pid * BLOCK_M + arg, ys, 0.0), 0)
-                tl.store(best_row_ptr + (slot * NUM_BLOCKS + pid) * row_len + cols, row)
-
-    return greedy_step
+    return greedy_kernels.greedy_step, greedy_kernels.greedy_persistent
 
 
 def _next_pow2(n: int) -> int:
@@ -170,7 +91,7 @@ class _Plan:
     """Buffers and launch sequence of one (device, dtype, M, D, k, m, ε, groups) problem."""
 
     def __init__(self, x: torch.Tensor, k: int, m: int | None, eps: float, num_groups: int, quota: int,
-                 block_m: int | None, block_d: int | None, block_s: int | None):
+                 block_m: int | None, block_d: int | None, block_s: int | None, persistent: bool = False):
         total, dim = x.shape
         dev, dt = x.device, x.dtype
         self.k, self.m, self.eps, self.quota = k, m, eps, quota
@@ -197,6 +118,8 @@ class _Plan:
         self.gone = torch.zeros(total, dtype=torch.int8, device=dev)
         self.groups = torch.zeros(total, dtype=torch.long, device=dev)
         self.taken = torch.zeros(2, self.block_g, dtype=torch.int32, device=dev)
+        self.persistent = persistent
+        self.barrier = torch.zeros(2, dtype=torch.int32, device=dev)  # persistent: arrivals, and the timed-out flag
         self.graph = None
 
     def constexprs(self) -> dict:
@@ -216,17 +139,23 @@ class _Plan:
             self.groups.copy_(groups)
 
     def run(self) -> None:
-        """Initialise from ``self.x`` and launch the k + 1 steps (capturable: no host synchronisation)."""
-        kernel = _kernel(interpreting())
+        """Initialise from ``self.x`` and launch the k + 1 steps, or the one persistent launch (capturable: no host
+        synchronisation)."""
+        kernel, persistent = _kernel()
         self.y.copy_(self.x).div_(self.eps)
         torch.sum(self.x.square(), 1, out=self.quad).div_(self.eps)
         self.taken.zero_()
         self.gone.zero_()
+        self.barrier.zero_()
         total, dim = self.x.shape
         common = self.constexprs()
         args = (self.x, self.y, self.quad, self.best_val, self.best_idx, self.best_row, self.picks, self.keys,
                 self.sorted, self.order, self.gone, self.groups, self.taken)
         grid = (self.num_blocks,)
+        if self.persistent:
+            persistent[grid](*args, self.barrier[:1], self.barrier[1:], self.k, total, dim, self.quota,
+                             self.num_sampled, self.m or 0, SPIN_LIMIT, **common)
+            return
         for t in range(self.k + 1):  # launch t takes pick t - 1 and scores pick t: k + 1 launches in all
             kernel[grid](*args, t, total, dim, self.quota, self.num_sampled, self.m or 0, DO_UPDATE=t > 0,
                          DO_SCORE=t < self.k, **common)
@@ -236,7 +165,7 @@ class _Plan:
 def greedy_triton(x: torch.Tensor, k: int, m: int | None = None, eps: float = 1e-2,
                   generator: torch.Generator | None = None, groups: torch.Tensor | None = None,
                   quota: int | None = None, block_m: int | None = None, block_d: int | None = None,
-                  block_s: int | None = None, cuda_graph: bool = True) -> torch.Tensor:
+                  block_s: int | None = None, cuda_graph: bool = True, persistent: bool = False) -> torch.Tensor:
     """Greedy log-det picks by the fused kernel (arguments validated by ``greedy_select``, which calls this).
 
     Args:
@@ -247,6 +176,10 @@ def greedy_triton(x: torch.Tensor, k: int, m: int | None = None, eps: float = 1e
         block_s: Greedy-m: sorted keys each program walks per chunk to find its threshold (a power of two; default
             m + k rounded up to a power of two, at most M and 2048).
         cuda_graph: On CUDA, capture the launches once per problem shape and replay them.
+        persistent: One launch for all k picks, a grid barrier (atomics) between picks, instead of k + 1 launches
+            (opt-in while it is measured: ``scripts/gpu_check.py``). Needs every program resident at once: at most
+            one per SM (M / block_m programs); a barrier that cannot complete raises ``RuntimeError`` (after
+            ``SPIN_LIMIT`` polls) instead of hanging. The picks are the launch kernel's.
 
     Returns:
         (k,) LongTensor of indices into x, in pick order, on x's device.
@@ -257,10 +190,17 @@ def greedy_triton(x: torch.Tensor, k: int, m: int | None = None, eps: float = 1e
     x = x.detach().contiguous()
     total, dim = x.shape
     num_groups = int(groups.max()) + 1 if groups is not None else 0
-    key = (x.device, x.dtype, total, dim, k, m, float(eps), num_groups, quota or 0, block_m, block_d, block_s)
+    key = (x.device, x.dtype, total, dim, k, m, float(eps), num_groups, quota or 0, block_m, block_d, block_s,
+           persistent)
     plan = _GRAPHS.get(key)
     if plan is None:
-        plan = _Plan(x, k, m, eps, num_groups, quota or 0, block_m, block_d, block_s)
+        plan = _Plan(x, k, m, eps, num_groups, quota or 0, block_m, block_d, block_s, persistent)
+        if persistent and x.device.type == "cuda":
+            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+            if plan.num_blocks > sms:
+                raise ValueError(f"persistent=True runs one program per {plan.block_m} candidates and needs them all "
+                                 f"resident: {plan.num_blocks} programs for {sms} SMs; pass a larger block_m or "
+                                 "persistent=False.")
     keys = None
     if plan.num_sampled:
         keys = torch.rand(plan.num_sampled, total, generator=generator, device=x.device, dtype=x.dtype)
@@ -279,4 +219,7 @@ def greedy_triton(x: torch.Tensor, k: int, m: int | None = None, eps: float = 1e
             _GRAPHS[key] = plan
             while len(_GRAPHS) > _MAX_GRAPHS:
                 _GRAPHS.popitem(last=False)
+    if persistent and int(plan.barrier[1]):  # reads the GPU: the opt-in path pays one sync for its watchdog
+        raise RuntimeError(f"the persistent greedy kernel's grid barrier timed out ({plan.num_blocks} programs not "
+                           "all resident); use persistent=False")
     return plan.picks.clone()

@@ -16,18 +16,19 @@ import torch.nn.functional as F
 from spectral_ssl.batching import greedy_select, greedy_triton, log_det_objective
 
 KERNEL_RUNNER = r"""
-import importlib.util, sys, torch
-# the kernel module alone (it needs only torch and triton): the subprocess skips importing the whole package
-spec = importlib.util.spec_from_file_location("greedy_triton", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+import sys, torch
+from spectral_ssl.batching import greedy_triton as module
 out = {}
-for name, case in torch.load(sys.argv[2]).items():
+for name, case in torch.load(sys.argv[1]).items():
     kwargs = dict(case["kwargs"])
     if "seed" in kwargs:
         kwargs["generator"] = torch.Generator().manual_seed(kwargs.pop("seed"))
-    out[name] = module.greedy_triton(case["x"], case["k"], **kwargs)
-torch.save(out, sys.argv[3])
+    module.SPIN_LIMIT = kwargs.pop("spin_limit", 1 << 22)
+    try:
+        out[name] = module.greedy_triton(case["x"], case["k"], **kwargs)
+    except RuntimeError as e:
+        out[name] = str(e)
+torch.save(out, sys.argv[2])
 """
 
 
@@ -51,6 +52,13 @@ CASES = {
     # small quotas fill groups early: the m-th remaining candidate lies far past the first m + t sorted keys
     "greedy_m_full_groups": dict(x=pool(96, 12, seed=4), k=16, kwargs=dict(m=5, groups=torch.arange(96) % 8, quota=2,
                                                                           seed=9, block_m=16, block_s=4)),
+    # one launch for every pick (one program here: the interpreter runs programs one after the other, so a grid
+    # barrier between two of them can never complete)
+    "persistent_exact": dict(x=pool(72, 20), k=24, kwargs=dict(eps=0.05, block_m=128, block_d=8, persistent=True)),
+    "persistent_m_groups": dict(x=pool(48, 16, seed=1), k=12, kwargs=dict(m=8, groups=GROUPS, quota=4, seed=3,
+                                                                           block_m=64, persistent=True)),
+    # two programs that cannot both run: the barrier's watchdog must end the launch with an error, not hang
+    "persistent_stuck": dict(x=pool(40, 6), k=4, kwargs=dict(block_m=32, persistent=True, spin_limit=20)),
 }
 
 
@@ -60,23 +68,29 @@ def kernel_picks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("greedy_triton")
     torch.save(CASES, folder / "cases.pt")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", KERNEL_RUNNER, greedy_triton.__file__, str(folder / "cases.pt"),
-                           str(folder / "picks.pt")], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", KERNEL_RUNNER, str(folder / "cases.pt"), str(folder / "picks.pt")],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(folder / "picks.pt")
 
 
 def torch_picks(name, **overrides):
     case = CASES[name]
-    kwargs = {key: value for key, value in case["kwargs"].items() if key not in ("block_m", "block_d", "block_s")}
+    kwargs = {key: value for key, value in case["kwargs"].items()
+              if key not in ("block_m", "block_d", "block_s", "persistent", "spin_limit")}
     if "seed" in kwargs:
         kwargs["generator"] = torch.Generator().manual_seed(kwargs.pop("seed"))
     return greedy_select(case["x"], case["k"], backend="torch", **{**kwargs, **overrides})
 
 
-@pytest.mark.parametrize("name", ["exact", "greedy_m_groups", "greedy_m_chunks", "greedy_m_full_groups"])
+@pytest.mark.parametrize("name", ["exact", "greedy_m_groups", "greedy_m_chunks", "greedy_m_full_groups",
+                                  "persistent_exact", "persistent_m_groups"])
 def test_kernel_picks_equal_the_torch_loop_in_float64(kernel_picks, name):
     assert torch.equal(kernel_picks[name], torch_picks(name))
+
+
+def test_persistent_kernel_that_cannot_meet_at_its_barrier_raises_instead_of_hanging(kernel_picks):
+    assert isinstance(kernel_picks["persistent_stuck"], str) and "timed out" in kernel_picks["persistent_stuck"]
 
 
 def test_kernel_keeps_the_group_quotas(kernel_picks):
@@ -121,12 +135,12 @@ def test_greedy_select_hands_the_fused_case_to_the_kernel(monkeypatch):
 
 POINTERS = dict(x_ptr="fp", y_ptr="fp", quad_ptr="fp", best_val_ptr="fp", best_idx_ptr="i64", best_row_ptr="fp",
                 picks_ptr="i64", keys_ptr="fp", sorted_ptr="fp", order_ptr="i64", gone_ptr="i8", groups_ptr="i64",
-                taken_ptr="i32")
+                taken_ptr="i32", bar_ptr="i32", err_ptr="i32")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", [dict(m=None), dict(m=64, groups=torch.arange(2048) % 4, quota=128)])
-def test_every_launch_variant_compiles_for_hopper_without_a_gpu(dtype, case):
+def test_every_kernel_variant_compiles_for_hopper_without_a_gpu(dtype, case):
     # Triton's CUDA backend and ptxas ship in its wheel: compiling to an sm_90 cubin needs no GPU, and catches what
     # the interpreter lets through (loop-carried types, scalar conditions, register spills).
     triton = pytest.importorskip("triton")
@@ -142,10 +156,12 @@ def test_every_launch_variant_compiles_for_hopper_without_a_gpu(dtype, case):
     x = torch.zeros(2048, 128, dtype=dtype)
     plan = greedy_triton._Plan(x, 512, case["m"], 1e-2, 4 if "groups" in case else 0, case.get("quota", 0), None,
                                None, None)
-    kernel = greedy_triton._kernel(False)
+    step, persistent = greedy_triton._kernel()
     fp = "fp32" if dtype == torch.float32 else "fp64"
-    for update, score in ((False, True), (True, True), (True, False)):  # t = 0, 0 < t < k, t = k
-        constexprs = {**plan.constexprs(), "DO_UPDATE": update, "DO_SCORE": score}
+    # the launch kernel at t = 0, 0 < t < k, t = k, and the persistent kernel (all of them, with grid barriers)
+    for kernel, flags in ((step, dict(DO_UPDATE=False, DO_SCORE=True)), (step, dict(DO_UPDATE=True, DO_SCORE=True)),
+                          (step, dict(DO_UPDATE=True, DO_SCORE=False)), (persistent, {})):
+        constexprs = {**plan.constexprs(), **flags}
         signature = {name: "constexpr" if name in constexprs else
                      "*" + POINTERS[name].replace("fp", fp) if name in POINTERS else "i32" for name in kernel.arg_names}
         compiled = triton.compile(triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
