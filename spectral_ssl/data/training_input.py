@@ -43,13 +43,12 @@ class TrainingInput:
         return self.cached.seconds if self.cached is not None else 0.0
 
     def describe(self) -> str:
-        """One phrase for a run's start line: where JPEGs are decoded, and the cache (rows, MB, seconds) if any."""
-        text = f"JPEGs decoded on {'device' if self.jpeg_on_device else 'cpu'}"
+        """One phrase for a run's start line: the cache (rows, MB, seconds), or where images are decoded each epoch."""
         if self.cached is not None:
-            text += (f", decoded once into {self.cache.type} memory ({len(self.cached)} rows"
-                     f"{' per process' * (self.world_size > 1)}, {self.cached.images.numel() / 2**20:.0f} MB, "
-                     f"{self.cached.seconds:.0f} s)")
-        return text
+            return (f"decoded once into {self.cache.type} memory ({len(self.cached)} rows"
+                    f"{' per process' * (self.world_size > 1)}, {self.cached.images.numel() / 2**20:.0f} MB, "
+                    f"{self.cached.seconds:.0f} s)")
+        return "JPEGs decoded on the device (nvJPEG)" if self.jpeg_on_device else "decoded in the loader every epoch"
 
 
 def training_input(images: ImageData, prep: Preprocessing, views: tuple[AugmentConfig, AugmentConfig], *,

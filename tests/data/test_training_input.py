@@ -33,7 +33,7 @@ def test_the_cache_serves_uint8_images_and_the_views_are_made_on_the_device(imag
     assert isinstance(inputs.batches, data.DecodedEpochLoader) and isinstance(inputs.prepare, data.DeviceViews)
     assert inputs.cache == torch.device("cpu") and len(inputs.cached) == 24 and not inputs.jpeg_on_device
     assert inputs.decode_seconds == inputs.cached.seconds > 0
-    assert inputs.describe().startswith("JPEGs decoded on cpu, decoded once into cpu memory (24 rows, 0 MB, ")
+    assert inputs.describe().startswith("decoded once into cpu memory (24 rows, 0 MB, ")
     x1, x2 = first_batch(inputs)["views"]
     assert x1.shape == x2.shape == (8, 3, SIZE, SIZE) and x1.dtype == torch.float32 and not torch.equal(x1, x2)
 
@@ -41,7 +41,8 @@ def test_the_cache_serves_uint8_images_and_the_views_are_made_on_the_device(imag
 def test_streamed_with_views_on_the_device_or_in_the_loader(images):
     streamed = make(images, cache="off")
     assert isinstance(streamed.batches, data.EpochLoader) and isinstance(streamed.prepare, data.DeviceViews)
-    assert streamed.cache is None and streamed.decode_seconds == 0.0 and streamed.describe() == "JPEGs decoded on cpu"
+    assert streamed.cache is None and streamed.decode_seconds == 0.0
+    assert streamed.describe() == "decoded in the loader every epoch"
     assert next(iter(streamed.batches(0)))["image"].dtype == torch.uint8  # decoded, not augmented, by the loader
     loader = make(images, cache="off", augment_on_device=False)
     assert isinstance(loader.batches, data.EpochLoader) and loader.prepare is None
@@ -72,7 +73,7 @@ def test_a_sharded_cache_says_per_process(images):
 
 def test_decode_on_the_device_passes_the_files_through_and_decodes_each_batch_before_the_views(images):
     on_device = make(images, cache="off", decode="device")  # the choice only: the recipe's config asks for CUDA
-    assert on_device.jpeg_on_device and on_device.describe() == "JPEGs decoded on device"
+    assert on_device.jpeg_on_device and on_device.describe() == "JPEGs decoded on the device (nvJPEG)"
     assert callable(on_device.prepare) and not isinstance(on_device.prepare, data.DeviceViews)
     cached = make(images, cache="ram", decode="device")  # the cache decodes once on the CPU
     assert not cached.jpeg_on_device and isinstance(cached.prepare, data.DeviceViews)
