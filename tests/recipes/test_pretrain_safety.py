@@ -1,6 +1,7 @@
 """Nothing lost, nothing mixed: kill -9 at chosen moments, reused folders, bad data, one-line user errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,11 @@ recipe.main(sys.argv[3:])
 
 def run_killed(args, target, n):
     code = KILLER.format(root=str(ROOT), recipe=str(ROOT / "recipes" / "pretrain.py"))
+    # the child trains the first steps: with this process's thread count, or its float reductions (channels_last
+    # convolutions split by thread) differ from the uninterrupted run's; its own policy would count the load then
+    env = {**os.environ, "SPECTRAL_SSL_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-c", code, target, str(n), *args], capture_output=True, text=True,
-                          timeout=300)  # same thread count as this process: same float reductions
+                          timeout=300, env=env)
     assert proc.returncode == -9, (target, n, proc.stderr[-2000:])
 
 
