@@ -14,6 +14,10 @@ def greedy_step(x_ptr, y_ptr, quad_ptr, best_val_ptr, best_idx_ptr, best_row_ptr
                 NUM_BLOCKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
                 BLOCK_P: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, DO_UPDATE: tl.constexpr,
                 DO_SCORE: tl.constexpr, SAMPLED: tl.constexpr, GROUPED: tl.constexpr):
+    """Step t of the pick loop for this program's BLOCK_M candidates: take pick t - 1 from the block maxima the
+    previous step wrote and update the block (DO_UPDATE), then write the block's best candidate for pick t
+    (DO_SCORE; Greedy-m: among the m remaining candidates with the smallest keys). One launch per step, or called
+    k + 1 times by ``greedy_persistent``."""
     pid = tl.program_id(0)
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     in_pool = offs_m < M
@@ -96,6 +100,7 @@ def greedy_step(x_ptr, y_ptr, quad_ptr, best_val_ptr, best_idx_ptr, best_row_ptr
             row = tl.sum(tl.where(offs_m[:, None] == pid * BLOCK_M + arg, ys, 0.0), 0)
             tl.store(best_row_ptr + (slot * NUM_BLOCKS + pid) * row_len + cols, row)
 
+
 @triton.jit
 def grid_barrier(bar_ptr, err_ptr, target, spin_limit):
     """Wait until ``target`` arrivals are counted at ``bar_ptr`` (release/acquire at GPU scope); after
@@ -112,6 +117,7 @@ def grid_barrier(bar_ptr, err_ptr, target, spin_limit):
     if (seen < target) & (failed == 0):
         tl.atomic_xchg(err_ptr, 1, sem="relaxed")
     tl.debug_barrier()
+
 
 @triton.jit
 def greedy_persistent(x_ptr, y_ptr, quad_ptr, best_val_ptr, best_idx_ptr, best_row_ptr, picks_ptr,
