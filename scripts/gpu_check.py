@@ -515,6 +515,22 @@ def finish_matrix(report: Report, started: tuple[list[dict], list, list[Path]], 
 
 
 # ---------------------------------------------------------------- phase 2: speed
+def model_step_ms(backbone: str, batch: int, dim: int, device, image: int, kwargs: dict | None = None,
+                  layout=None) -> float:
+    """Median ms of the model-only SimCLR step (``harness.simclr_step``), its model freed afterwards; ``layout``
+    defaults to channels_last, as the recipe trains."""
+    import torch
+    from harness import simclr_step, timed
+
+    step = simclr_step(backbone, batch, dim, device, image=image, backbone_kwargs=kwargs,
+                       memory_format=torch.channels_last if layout is None else layout)
+    ms = timed(step, 10 if device.type == "cuda" else 2, device)
+    del step
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return ms
+
+
 def headline_argv(dataset: Path, out: Path, steps: int, sizes: dict, log_every: int) -> list[str]:
     return ["--config", str(GPU_CONFIG), "--dataset", str(dataset), f"--output_dir={out}",
             "--overwrite_output_dir=true", f"--max_steps={steps}", f"--log_every={log_every}",
@@ -544,7 +560,7 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     import torch
     import torch.nn.functional as F
     import yaml
-    from harness import simclr_step, timed
+    from harness import timed
 
     from spectral_ssl import SpectralSSL
     from spectral_ssl.batching import greedy_select, greedy_triton
@@ -558,11 +574,8 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     batch = int(over.get("batch_size", cfg["batch_size"]))
     image = int(over.get("image_size", cfg["image_size"]))
     dim = int(over.get("proj_dim", cfg["proj_dim"]))
-    layouts = {}
-    for layout in (torch.channels_last, torch.contiguous_format):  # the recipe trains channels_last (its default)
-        step = simclr_step(backbone, batch, dim, device, image=image, backbone_kwargs=kwargs, memory_format=layout)
-        layouts[layout] = timed(step, 10 if device.type == "cuda" else 2, device)
-        del step
+    layouts = {layout: model_step_ms(backbone, batch, dim, device, image, kwargs, layout)
+               for layout in (torch.channels_last, torch.contiguous_format)}  # the recipe trains channels_last
     step_ms = layouts[torch.channels_last]
     model_ips = batch / (step_ms / 1000)
     report.figure("model_only", {"img_per_s": model_ips, "step_ms": step_ms, "backbone": backbone, "batch": batch,
@@ -752,8 +765,6 @@ def jpeg_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) -
     import multiprocessing
 
     import bench_jpeg  # noqa: F401 - imported before the fork: the children find it loaded
-    import torch
-    from harness import simclr_step, timed
 
     j = sizes["jpeg"]
     root = work / "photos"
@@ -768,11 +779,7 @@ def jpeg_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) -
             pool.map(write_photo, jobs, chunksize=16)
     write_s = time.perf_counter() - start
 
-    step = simclr_step(j["backbone"], j["batch"], 128, device, image=j["image_size"], memory_format=torch.channels_last)
-    step_ms = timed(step, 10 if device.type == "cuda" else 2, device)
-    del step
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    step_ms = model_step_ms(j["backbone"], j["batch"], 128, device, j["image_size"])
     model_ips = j["batch"] / (step_ms / 1000)
     decode = "device" if device.type == "cuda" else "cpu"
     argv = ["--dataset", str(root), "--eval_split=train", f"--output_dir={work / 'speed' / 'jpeg'}",

@@ -146,13 +146,13 @@ class _Plan:
         torch.sum(self.x.square(), 1, out=self.quad).div_(self.eps)
         self.taken.zero_()
         self.gone.zero_()
-        self.barrier.zero_()
         total, dim = self.x.shape
         common = self.constexprs()
         args = (self.x, self.y, self.quad, self.best_val, self.best_idx, self.best_row, self.picks, self.keys,
                 self.sorted, self.order, self.gone, self.groups, self.taken)
         grid = (self.num_blocks,)
         if self.persistent:
+            self.barrier.zero_()
             persistent[grid](*args, self.barrier[:1], self.barrier[1:], self.k, total, dim, self.quota,
                              self.num_sampled, self.m or 0, SPIN_LIMIT, **common)
             return

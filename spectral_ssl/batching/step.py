@@ -53,9 +53,10 @@ Batch = dict[str, Any]
 def _take(batch: Batch, positions: torch.Tensor) -> Batch:
     """Rows ``positions`` of a collated two-view batch (``views``, ``idx``, optional ``label``)."""
     idx_positions = positions.to(batch["idx"].device)
-    # non_blocking: a CPU index copied to a GPU otherwise waits for the whole queue (a host sync every step)
-    return {"views": tuple(v[positions.to(v.device, non_blocking=True)] for v in batch["views"]),
-            "idx": batch["idx"][idx_positions],
+    # once for both views (one device); non_blocking: a CPU index copied to a GPU otherwise waits for the whole
+    # queue (a host sync every step)
+    view_positions = positions.to(batch["views"][0].device, non_blocking=True)
+    return {"views": tuple(v[view_positions] for v in batch["views"]), "idx": batch["idx"][idx_positions],
             "label": None if batch.get("label") is None else batch["label"][idx_positions]}
 
 
