@@ -115,7 +115,9 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     # loss (+ predictor, state), whitening and EMA target: two views -> loss, one call per step
     objective = create_objective(model, cfg.objective.loss, dim=cfg.model.proj_dim, dataset_size=train_data.num_rows,
                                  gather_distributed=world > 1, whitening=cfg.objective.whitening,
-                                 whitening_eps=cfg.objective.whitening_eps, ema_momentum=cfg.objective.ema_momentum,
+                                 whitening_eps=cfg.objective.whitening_eps,
+                                 whitening_solver=cfg.objective.whitening_solver,
+                                 ema_momentum=cfg.objective.ema_momentum,
                                  ema_momentum_final=cfg.objective.ema_momentum_final,
                                  temperature=cfg.objective.temperature,
                                  **cfg.objective.loss_kwargs).to(device)

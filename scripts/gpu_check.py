@@ -16,7 +16,8 @@ Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 48
    under bf16 autocast give finite losses (the recipe in ``--workers`` subprocesses, until the box ends).
 2. speed (150 s): images/s of the model-only SimCLR step (channels_last, as the recipe trains; NCHW beside it)
    against the recipe end to end (random; Greedy-64 + ZCA) for the headline config; greedy_select k=512 of M=2048,
-   D=128 (torch loop vs kernel); the spectral diagnostics' share of a step; then, in this order and only while the
+   D=128 (torch loop vs kernel); the spectral diagnostics' share of a step; ZCA whitening of one view by eigh and by
+   Newton–Schulz (``whitening_solver``: ms, difference); then, in this order and only while the
    box has time left (the headline's minutes come first): the host synchronisations of 20 recipe steps by source
    line (``torch.cuda.set_sync_debug_mode``, random and Greedy-64 + ZCA; a line that syncs every step fails: it
    stalls the GPU queue); JPEG photos at 224 px (2048 photo-like 500 x 375 JPEGs written by
@@ -593,6 +594,8 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     report.check("speed", "diagnostics' share of a step", "INFO", f"{diag_ms:.2f} ms = {100 * diag_ms / step_ms:.1f} "
                  f"% of one step; {100 * diag_ms / (log_every * step_ms):.2f} % at log_every={log_every}")
 
+    whitening_solvers(report, device, batch, dim)
+
     k, total, d = (512, 2048, 128) if not sizes.get("kernel_small") else (64, 256, 32)
     x = F.normalize(torch.randn(total, d, generator=torch.Generator().manual_seed(0)), dim=1).to(device)
     rows = {}
@@ -639,6 +642,36 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
                  f"{greedy['select_ms'] or 0:.2f} ms, {100 * (greedy['select_share'] or 0):.1f} % of a step)",
                  ratio=ratio)
     return speeds
+
+
+def whitening_solvers(report: Report, device, batch: int, dim: int) -> None:
+    """ZCA whitening of one view, forward and backward, with eigh (a host synchronisation on CUDA) against the
+    Newton–Schulz iteration (``whitening_solver=auto`` takes it on CUDA): ms and the largest output difference."""
+    import torch
+    from harness import timed
+
+    from spectral_ssl import BatchWhitening
+
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(batch, dim // 4, generator=g) @ torch.randn(dim // 4, dim, generator=g)
+         + 0.05 * torch.randn(batch, dim, generator=g)).to(device).requires_grad_(True)
+    rows, outs = {}, {}
+    for solver in ("eigh", "newton_schulz"):
+        layer = BatchWhitening(dim, solver=solver).to(device)
+
+        def step(layer=layer):
+            out = layer(h)
+            out.pow(2).mean().backward()
+            return out
+
+        outs[solver] = step().detach()
+        rows[f"{solver}_ms"] = timed(step, 20 if device.type == "cuda" else 3, device)
+    rows["max_abs_difference"] = float((outs["eigh"] - outs["newton_schulz"]).abs().max())
+    rows["steps"] = BatchWhitening(dim).steps
+    report.figure("whitening_solver", {"batch": batch, "dim": dim, **rows})
+    report.check("speed", "ZCA solver, one view fwd+bwd", "INFO", f"eigh {rows['eigh_ms']:.2f} ms, Newton–Schulz "
+                 f"({rows['steps']} steps) {rows['newton_schulz_ms']:.2f} ms (B={batch}, D={dim}; max |difference| "
+                 f"{rows['max_abs_difference']:.1e}); auto takes Newton–Schulz on CUDA")
 
 
 SYNC_MESSAGE = "synchronizing CUDA operation"  # torch.cuda.set_sync_debug_mode("warn")'s warning

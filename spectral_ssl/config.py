@@ -347,12 +347,19 @@ class ObjectiveConfig:
     ema_momentum_final: float | None = arg(None, "EMA momentum at the end (cosine); null = the loss's default")
     whitening: Literal["none", "zca", "cholesky"] = arg("none", "in-batch whitening of each view's projections")
     whitening_eps: float = arg(1e-4, "whitening ridge, relative to the mean eigenvalue")
+    whitening_solver: Literal["auto", "eigh", "newton_schulz"] = arg(
+        "auto", "zca's inverse square root: eigh (on CUDA one host synchronisation per view and step), newton_schulz "
+        "(matrix products only: no synchronisation; float32-eigh accuracy; more work on a CPU) or auto (newton_schulz "
+        "on CUDA, eigh elsewhere)")
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.loss == "simclr":
             self.loss = "infonce"
         positive(self, "temperature", "monitor_temperature", "whitening_eps")
+        require(self.whitening_solver != "newton_schulz" or self.whitening in ("zca", "none"), "whitening_solver",
+                f"{self.whitening_solver} computes zca's inverse square root; whitening={self.whitening} takes none: "
+                "use whitening_solver=auto")
         for key in ("ema_momentum", "ema_momentum_final"):
             value = getattr(self, key)
             require(value is None or 0 <= value <= 1, key, f"must be in [0, 1], got {value}")

@@ -7,8 +7,12 @@ whitening matrix (as in DBN / W-MSE), and the maths runs in float32 or better ev
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+SOLVERS = ("auto", "eigh", "newton_schulz")
 
 
 class _InverseSqrt(torch.autograd.Function):
@@ -36,6 +40,30 @@ class _InverseSqrt(torch.autograd.Function):
         return vecs @ (divided * (vecs.T @ sym @ vecs)) @ vecs.T
 
 
+def newton_schulz_steps(dim: int, floor: float) -> int:
+    """Coupled Newton–Schulz steps that take ``Σ^{-1/2}`` to float32 accuracy when every eigenvalue of ``Σ`` is at
+    least ``floor`` times the mean eigenvalue (the ridge plus the shrinkage guarantee it).
+
+    After scaling by the trace the eigenvalues lie in [floor / D, 1]; the smallest one's inverse root ``√(D / floor)``
+    grows by at most 1.5x a step until it is reached, then the iteration converges quadratically (6 more steps).
+    """
+    return math.ceil(0.5 * math.log(dim / floor) / math.log(1.5)) + 6
+
+
+def newton_schulz_inverse_sqrt(cov: torch.Tensor, steps: int) -> torch.Tensor:
+    """``Σ^{-1/2}`` of a symmetric positive-definite matrix by the coupled Newton–Schulz iteration (Higham, Functions
+    of Matrices §6.7; IterNorm): ``Y₀ = Σ / tr Σ, Z₀ = I, T = (3I − Z Y) / 2, Y ← Y T, Z ← T Z``, then
+    ``Z / √(tr Σ)``. Matrix products only: no eigen-solver, no host synchronisation, capturable in a CUDA graph;
+    autograd differentiates through the steps."""
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    trace = cov.diagonal().sum().clamp_min(1e-12)
+    y, z = cov / trace, eye
+    for _ in range(steps):
+        t = 1.5 * eye - 0.5 * (z @ y)
+        y, z = y @ t, t @ z
+    return z / trace.sqrt()
+
+
 class BatchWhitening(nn.Module):
     """Whiten a (B, D) batch so that its covariance is ~I.
 
@@ -43,6 +71,11 @@ class BatchWhitening(nn.Module):
 
     - ``kind="zca"``: ``W = U diag(λ^-1/2) Uᵀ`` (rotation-equivariant, stays closest to the input);
     - ``kind="cholesky"``: ``W = L⁻ᵀ`` with ``Σ_ε = L Lᵀ`` (cheaper, not rotation-equivariant).
+
+    ZCA's ``Σ_ε^{-1/2}`` comes from ``solver="eigh"`` (an eigen-decomposition; on CUDA it checks its status on the
+    host, one synchronisation per call) or ``solver="newton_schulz"`` (matrix products only, no synchronisation; as
+    accurate as float32 eigh with ``newton_schulz_steps`` steps, the default; more work on a CPU); ``"auto"``
+    (default) takes newton_schulz for CUDA tensors and eigh for the others.
 
     Output: ``(h − μ) W``. In eval mode the running statistics are used instead (diagnostics; training always uses
     batch statistics). Running mean/covariance are buffers, so they are checkpointed.
@@ -53,29 +86,49 @@ class BatchWhitening(nn.Module):
         eps: Ridge relative to the mean eigenvalue (> 0).
         shrinkage: Share ``s`` in [0, 1) of the covariance replaced by its isotropic part.
         momentum: Running-statistics update rate.
+        solver: How ZCA computes ``Σ_ε^{-1/2}``: ``"auto"``, ``"eigh"`` or ``"newton_schulz"``.
+        steps: Newton–Schulz steps; ``None`` = ``newton_schulz_steps(dim, shrinkage + eps)``.
     """
 
     def __init__(self, dim: int, kind: str = "zca", eps: float = 1e-4, shrinkage: float = 0.0,
-                 momentum: float = 0.1) -> None:
+                 momentum: float = 0.1, solver: str = "auto", steps: int | None = None) -> None:
         super().__init__()
         if kind not in ("zca", "cholesky"):
             raise ValueError(f"kind must be 'zca' or 'cholesky', got {kind!r}.")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+        if solver == "newton_schulz" and kind != "zca":
+            raise ValueError(f"solver {solver!r} computes ZCA's inverse square root; kind {kind!r} takes none: use "
+                             "solver='auto' (the default) with cholesky.")
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"steps must be a positive integer or None, got {steps!r}.")
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
         if not eps > 0 or not 0 <= shrinkage < 1:
             raise ValueError(f"need eps > 0 and 0 <= shrinkage < 1, got eps={eps!r}, shrinkage={shrinkage!r}.")
         self.dim, self.kind, self.eps, self.shrinkage, self.momentum = dim, kind, eps, shrinkage, momentum
+        self.solver = solver
+        self.steps = steps if steps is not None else newton_schulz_steps(dim, shrinkage + eps)
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_cov", torch.eye(dim))
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, kind={self.kind!r}, eps={self.eps}, shrinkage={self.shrinkage}"
+        solver = f", solver={self.solver!r}, steps={self.steps}" if self.kind == "zca" else ""
+        return f"{self.dim}, kind={self.kind!r}, eps={self.eps}, shrinkage={self.shrinkage}{solver}"
+
+    def solver_for(self, device: torch.device) -> str:
+        """The ZCA solver used for tensors on ``device``: ``"auto"`` is newton_schulz on CUDA, eigh elsewhere."""
+        if self.solver != "auto":
+            return self.solver
+        return "newton_schulz" if torch.device(device).type == "cuda" else "eigh"
 
     def _matrix(self, cov: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(self.dim, dtype=cov.dtype, device=cov.device)
         scale = cov.diagonal().mean().clamp_min(1e-12)
         cov = (1 - self.shrinkage) * cov + (self.shrinkage + self.eps) * scale * eye
         if self.kind == "zca":
+            if self.solver_for(cov.device) == "newton_schulz":
+                return newton_schulz_inverse_sqrt(cov, self.steps)
             return _InverseSqrt.apply(cov)
         # cholesky_ex: no error check, which reads a flag from the GPU every step; the ridge keeps cov positive
         # definite, and a failure would surface as a non-finite loss (the recipes stop on it)

@@ -29,6 +29,8 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     (["--selection=best"], "--selection expects random | pool | greedy, got 'best'"),
     (["--greedy_m=0"], "--greedy_m must be a positive integer or null"),
     (["--whitening=zca", "--batch_size=64", "--proj_dim=128"], "needs batch_size > proj_dim"),
+    (["--whitening=cholesky", "--whitening_solver=newton_schulz"],
+     "--whitening_solver newton_schulz computes zca's inverse square root; whitening=cholesky takes none"),
     (["--target_accuracy=80"], "--target_accuracy needs --probe_every"),
     (["--config", "does/not/exist.yaml"], "config file does/not/exist.yaml not found"),
     (["--nope=1"], "unknown config key 'nope'; valid keys: dataset, split"),

@@ -42,6 +42,9 @@ def test_whitening_is_applied_per_view_and_exposed_as_the_selection_space():
     torch.testing.assert_close(out.z1, reference(model(x1)))
     assert objective.loss_space() == objective.whiten.whiten_running
     assert any(k.startswith("whiten.running") for k in objective.state_dict())
+    solver = create_objective(model, "infonce", dim=8, whitening="zca", whitening_solver="newton_schulz")
+    assert solver.whiten.solver == "newton_schulz"
+    torch.testing.assert_close(solver(x1, x2).z1, out.z1, atol=1e-4, rtol=1e-4)
 
 
 def test_ema_target_follows_the_cosine_schedule_and_is_state():

@@ -9,9 +9,9 @@ def anisotropic(n=1024, d=16, seed=0):
     return (torch.randn(n, d, generator=g) * torch.logspace(0, -1.5, d)) @ torch.randn(d, d, generator=g) + 3.0
 
 
-@pytest.mark.parametrize("kind", ["zca", "cholesky"])
-def test_output_covariance_is_identity(kind):
-    out = BatchWhitening(16, kind=kind, eps=1e-9)(anisotropic().double())
+@pytest.mark.parametrize("kind, solver", [("zca", "eigh"), ("zca", "newton_schulz"), ("cholesky", "eigh")])
+def test_output_covariance_is_identity(kind, solver):
+    out = BatchWhitening(16, kind=kind, eps=1e-9, solver=solver)(anisotropic().double())
     cov = torch.cov(out.T)
     torch.testing.assert_close(cov, torch.eye(16, dtype=torch.float64), atol=1e-4, rtol=0)
     assert out.mean(0).abs().max() < 1e-8
@@ -99,3 +99,72 @@ def test_zca_gradient_is_finite_and_correct_with_repeated_eigenvalues():
         numeric = (f(cov + d) - f(cov - d)) / (2 * step)
         analytic = (c.grad[i, j] + c.grad[j, i]) / 2 if i != j else c.grad[i, i]
         assert abs(float(numeric - analytic)) < 1e-6
+
+
+def projections(rank, n=512, d=128, seed=0):
+    """Low-rank projections plus a little noise: the covariance's condition number reaches ~1e5-1e6 with the ridge."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, rank, generator=g) @ torch.randn(rank, d, generator=g) + 0.01 * torch.randn(n, d, generator=g)
+
+
+@pytest.mark.parametrize("rank", [128, 40, 8, 1])
+def test_newton_schulz_is_as_accurate_as_float32_eigh(rank):
+    # against float64 eigh as the truth: the default step count reaches float32 eigh's accuracy on covariances
+    # conditioned up to the ridge's limit (rank 1 of 128 dims: ~1e6)
+    from spectral_ssl.whitening import _InverseSqrt, newton_schulz_inverse_sqrt, newton_schulz_steps
+
+    layer = BatchWhitening(128)
+    h = projections(rank)
+    centred = h - h.mean(0)
+    cov = centred.T @ centred / (centred.shape[0] - 1)
+    scale = cov.diagonal().mean()
+    ridged = cov + 1e-4 * scale * torch.eye(128)
+    truth = _InverseSqrt.apply(ridged.double())
+    error = {name: float((w.double() - truth).norm() / truth.norm()) for name, w in
+             (("eigh", _InverseSqrt.apply(ridged)),
+              ("newton_schulz", newton_schulz_inverse_sqrt(ridged, newton_schulz_steps(128, 1e-4))))}
+    assert error["newton_schulz"] <= max(2 * error["eigh"], 1e-3), error
+    assert newton_schulz_steps(128, 1e-4) == layer.steps == 24
+
+
+def test_newton_schulz_zca_whitens_and_matches_eigh_forward_and_backward():
+    # in float64 the default steps converge fully: the same outputs and gradients as eigh's closed-form backward
+    h = anisotropic(n=512, d=16).double().requires_grad_(True)
+    out = {}
+    for solver in ("eigh", "newton_schulz"):
+        layer = BatchWhitening(16, eps=1e-4, solver=solver)
+        y = layer(h)
+        (grad,) = torch.autograd.grad((y * torch.linspace(-1, 1, 16, dtype=torch.float64)).pow(2).sum(), h)
+        out[solver] = y.detach(), grad
+    torch.testing.assert_close(out["newton_schulz"][0], out["eigh"][0], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out["newton_schulz"][1], out["eigh"][1], atol=1e-10, rtol=1e-8)
+
+
+def test_newton_schulz_is_rotation_equivariant_and_runs_in_fp32_under_autocast():
+    h = anisotropic(d=8).double()
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
+    layer = BatchWhitening(8, eps=1e-6, solver="newton_schulz")
+    torch.testing.assert_close(layer(h @ q), layer(h) @ q, atol=1e-8, rtol=1e-6)
+    proj = torch.nn.Linear(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = BatchWhitening(16, solver="newton_schulz")(proj(torch.randn(64, 8)))
+    out.float().pow(2).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in proj.parameters())
+
+
+def test_auto_solver_iterates_on_cuda_only_and_is_eigh_on_the_cpu():
+    layer = BatchWhitening(16)
+    assert layer.solver == "auto" and layer.solver_for(torch.device("cuda", 0)) == "newton_schulz"
+    assert layer.solver_for("cpu") == "eigh" and BatchWhitening(16, solver="eigh").solver_for("cuda") == "eigh"
+    h = anisotropic(n=64, d=16)
+    torch.testing.assert_close(layer(h), BatchWhitening(16, solver="eigh")(h), rtol=0, atol=0)
+
+
+def test_bad_solver_arguments():
+    with pytest.raises(ValueError, match="solver must be one of"):
+        BatchWhitening(4, solver="svd")
+    with pytest.raises(ValueError, match="kind 'cholesky' takes none"):
+        BatchWhitening(4, kind="cholesky", solver="newton_schulz")
+    with pytest.raises(ValueError, match="steps"):
+        BatchWhitening(4, solver="newton_schulz", steps=0)
+    assert "steps=24" in repr(BatchWhitening(128))
