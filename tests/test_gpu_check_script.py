@@ -1,6 +1,7 @@
 """scripts/gpu_check.py: its float64 greedy reference against the torch loop, and the whole command at tiny scale on
 the CPU (every phase runs, results rewritten as JSON and markdown, nothing fails)."""
 
+import collections
 import json
 import warnings
 
@@ -53,6 +54,17 @@ def test_sync_sites_counts_the_lines_that_sync_inside_the_named_function_only(gp
     assert sorted(sites.values()) == [1, 3]
     assert all(site.startswith("test_gpu_check_script.py:") and "warnings.warn(message" in site for site in sites)
     assert not [w for w in others if "synchronizing" in str(w.message)]
+
+
+def test_syncs_every_step_fail_unless_the_design_needs_them(gpu_check):
+    sites = collections.Counter({"step.py:175 positions = positions.to(self.samples['idx'].device)": 20,
+                                 "whitening.py:30 lam, vecs = torch.linalg.eigh(cov)": 36,
+                                 "pretrain.py:218 'loss': accelerator.reduce(loss.detach(), 'mean').item()": 2})
+    per_step, unexpected, expected = gpu_check.classify_syncs(sites, steps=20, log_every=10)
+    assert len(per_step) == 2 and unexpected == ["whitening.py:30 lam, vecs = torch.linalg.eigh(cov)"]
+    assert "picks are read back" in expected
+    assert gpu_check.classify_syncs(collections.Counter(), 20, 10) == ([], [], "")
+
 
 
 def test_missing_data_is_one_line(gpu_check, tmp_path):

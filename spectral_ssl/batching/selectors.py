@@ -54,6 +54,7 @@ def greedy_select(
     *,
     dtype: torch.dtype | None = None,
     backend: str = "auto",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Greedy log-det batch selection.
 
@@ -79,6 +80,9 @@ def greedy_select(
             allow it (``block=1``, no ``window``), else the torch loop; ``"torch"`` / ``"triton"`` force one
             (``"triton"`` on CPU tensors only under ``TRITON_INTERPRET=1``, for tests). The backends draw the
             Greedy-m keys differently on CUDA, so their stochastic picks differ there (same distribution).
+        check_finite: Refuse non-finite embeddings with a ValueError. On a GPU the check reads a flag on the host
+            (a synchronisation that drains the GPU queue): a training loop that already stops on a non-finite loss
+            (whose projections these are) can pass ``False``; picks from non-finite embeddings are meaningless.
 
     Returns:
         (k,) LongTensor of unique indices into ``embeddings``, in pick order, on the embeddings' device.
@@ -112,7 +116,7 @@ def greedy_select(
         groups = groups.to(device)
     x = embeddings.detach().to(dtype)
     squares = torch.linalg.vecdot(x, x)  # (M,) |x|²: non-finite iff a row has a non-finite value (or overflows)
-    if not torch.isfinite(squares).all():
+    if check_finite and not torch.isfinite(squares).all():
         raise ValueError("embeddings have non-finite values (or overflow the scoring dtype).")
     fused = block == 1 and window is None
     if backend == "triton":

@@ -93,6 +93,12 @@ def test_bad_arguments_are_rejected():
         greedy_select(x, 4, eps=0)
     with pytest.raises(ValueError, match=r"\(M, D\)"):
         greedy_select(x[None], 4)
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        greedy_select(bad, 4)
+    # unchecked (a GPU training loop that stops on a non-finite loss): no host read and no error, k picks
+    assert greedy_select(bad, 4, check_finite=False).shape == (4,)
 
 
 def isotropic_batch(rank, d=16, n=32):
