@@ -17,13 +17,13 @@ Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 48
 2. speed (150 s): images/s of the model-only SimCLR step (channels_last, as the recipe trains; NCHW beside it)
    against the recipe end to end (random; Greedy-64 + ZCA) for the headline config; greedy_select k=512 of M=2048,
    D=128 (torch loop vs kernel); the spectral diagnostics' share of a step; ZCA whitening of one view by eigh and by
-   Newton–Schulz (``whitening_solver``: ms, difference); then, in this order and only while the
-   box has time left (the headline's minutes come first): the host synchronisations of 20 recipe steps by source
-   line (``torch.cuda.set_sync_debug_mode``, random and Greedy-64 + ZCA; a line that syncs every step fails: it
-   stalls the GPU queue; ``EXPECTED_SYNCS`` names the one the design needs, Greedy-m's picks read back); JPEG photos at 224 px (2048 photo-like 500 x 375 JPEGs written by
-   ``bench_jpeg.photo_jpeg``): the recipe end to end with ``decode=device`` (nvJPEG, views on the GPU) against the
-   model-only resnet50 SimCLR step, batch 128; the opt-in persistent greedy kernel against the k + 1 launches
-   (same picks, ms; in a child process with a 90 s limit).
+   Newton–Schulz (``whitening_solver``: ms, difference); then, in this order and only while the box has time left
+   (the headline's minutes come first): the host synchronisations of 20 recipe steps by source line
+   (``torch.cuda.set_sync_debug_mode``, random and Greedy-64 + ZCA; a line that syncs every step fails: it stalls
+   the GPU queue; ``EXPECTED_SYNCS`` names the one the design needs, Greedy-m's picks read back); JPEG photos at
+   224 px (2048 photo-like 500 x 375 JPEGs written by ``bench_jpeg.photo_jpeg``): the recipe end to end with
+   ``decode=device`` (nvJPEG, views on the GPU) against the model-only resnet50 SimCLR step, batch 128; the opt-in
+   persistent greedy kernel against the k + 1 launches (same picks, ms; in a child process with a 90 s limit).
    Targets: recipe >= 0.85x model-only; Greedy-64 + ZCA >= 0.9x random; kernel <= 1 ms; JPEG end to end >= 0.7x.
 3. headline (240 s of training, then the probe): ``recipes/configs/fashion_mnist_gpu.yaml`` for as many steps as fit
    in the box at the img/s the speed phase measured, then ``recipes/linear_probe.py`` on the full 60k/10k splits
