@@ -74,8 +74,8 @@ class BatchWhitening(nn.Module):
 
     ZCA's ``Σ_ε^{-1/2}`` comes from ``solver="eigh"`` (an eigen-decomposition; on CUDA it checks its status on the
     host, one synchronisation per call) or ``solver="newton_schulz"`` (matrix products only, no synchronisation; as
-    accurate as float32 eigh with ``newton_schulz_steps`` steps, the default; more work on a CPU); ``"auto"``
-    (default) takes newton_schulz for CUDA tensors and eigh for the others.
+    accurate as float32 eigh with ``newton_schulz_steps`` steps, the default; on CUDA in float64, out of TF32's
+    reach; more work on a CPU); ``"auto"`` (default) takes newton_schulz for CUDA tensors and eigh for the others.
 
     Output: ``(h − μ) W``. In eval mode the running statistics are used instead (diagnostics; training always uses
     batch statistics). Running mean/covariance are buffers, so they are checkpointed.
@@ -128,7 +128,10 @@ class BatchWhitening(nn.Module):
         cov = (1 - self.shrinkage) * cov + (self.shrinkage + self.eps) * scale * eye
         if self.kind == "zca":
             if self.solver_for(cov.device) == "newton_schulz":
-                return newton_schulz_inverse_sqrt(cov, self.steps)
+                # float64 on CUDA: a TF32 setting (torch.backends.cuda.matmul) never reaches it, and products of
+                # D x D matrices cost launches there, not FLOPs
+                work = cov.double() if cov.device.type == "cuda" else cov
+                return newton_schulz_inverse_sqrt(work, self.steps).to(cov.dtype)
             return _InverseSqrt.apply(cov)
         # cholesky_ex: no error check, which reads a flag from the GPU every step; the ridge keeps cov positive
         # definite, and a failure would surface as a non-finite loss (the recipes stop on it)
