@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from spectral_ssl import dist
 from spectral_ssl.batching.selectors import greedy_select, pool_select
@@ -157,6 +158,7 @@ class CandidatePool:
         self.skipped += int(batch.pop("skipped", 0) or 0)
         return self.prepare(batch) if self.prepare is not None else batch
 
+    @record_function("spectral_ssl.pool.fill")
     def fill(self) -> int:
         """Draw loader batches until the pool holds ``size`` candidates or the epoch's stream ends; pool size."""
         if self._batches is None:
@@ -170,6 +172,7 @@ class CandidatePool:
             self.samples = batch if self.samples is None else _concat(self.samples, batch)
         return len(self)
 
+    @record_function("spectral_ssl.pool.take")
     def take(self, positions: torch.Tensor) -> Batch:
         """Remove and return the candidates at ``positions`` (the rest stay for the next step)."""
         positions = positions.to(self.samples["idx"].device)
@@ -322,6 +325,7 @@ class BatchSelector(nn.Module):
                              "rows; the idx column must number rows 0..N-1 (pass the full dataset_size), or use "
                              "source='online'.")
 
+    @record_function("spectral_ssl.select.embed")
     def embed(self, model: nn.Module, images: torch.Tensor, idx: torch.Tensor, step: int,
               stats: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, D) float32 unit embeddings of the candidates (cache hits, the rest by a no-grad pass) and the (n,)
@@ -362,6 +366,7 @@ class BatchSelector(nn.Module):
         self._store(idx, self._unit(dist.gather(projections.detach().float(), differentiable=False)), step)
 
     # ---- the decision ----
+    @record_function("spectral_ssl.select.decide")
     def _decide(self, z: torch.Tensor, per_rank: int, world: int, step: int,
                 stats: dict[str, float]) -> torch.Tensor:
         """Global positions (world·B,) into the gathered pool z (world·per_rank, D), B from each rank's block."""
@@ -384,6 +389,7 @@ class BatchSelector(nn.Module):
         stats["pool_choice"] = float(best)
         return batches[best]
 
+    @record_function("spectral_ssl.select")  # named ranges for torch.profiler (scripts/gpu_check.py)
     def select(self, model: nn.Module, pool: CandidatePool, step: int,
                measure: bool = False) -> tuple[Batch | None, dict[str, float]]:
         """This process's batch for ``step`` and what the selection measured: ``(batch, stats)``; ``batch`` is
