@@ -89,6 +89,11 @@ def _convert(value: Any, tp: Any) -> Any:
             return value
         raise ValueError
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ValueError

@@ -21,6 +21,10 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     assert cfg.greedy_m is None and cfg.target_reff == "0.96*C" and cfg.resume is True
     assert parse_config(PretrainConfig, ["--target_reff=0.5"]).target_reff == 0.5
     assert parse_config(PretrainConfig, ["--loss=simclr"]).loss == "infonce"
+    # YAML 1.1 reads 1e-4 (no dot) as a string: float keys take it, on the command line and in a file
+    cfg_file.write_text("lr: 3e-3\n")
+    cfg = parse_config(PretrainConfig, ["--config", str(cfg_file), "--whitening_eps=1e-4", "--weight_decay", "5E-5"])
+    assert (cfg.lr, cfg.whitening_eps, cfg.weight_decay) == (3e-3, 1e-4, 5e-5)
 
 
 @pytest.mark.parametrize("args,message", [
