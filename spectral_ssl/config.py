@@ -89,11 +89,14 @@ def _convert(value: Any, tp: Any) -> Any:
             return value
         raise ValueError
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; 'nan' and 'inf' stay refused
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ValueError from None
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ValueError
