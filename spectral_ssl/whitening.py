@@ -41,12 +41,17 @@ class _InverseSqrt(torch.autograd.Function):
 
 
 def newton_schulz_steps(dim: int, floor: float) -> int:
-    """Coupled Newton–Schulz steps that take ``Σ^{-1/2}`` to float32 accuracy when every eigenvalue of ``Σ`` is at
-    least ``floor`` times the mean eigenvalue (the ridge plus the shrinkage guarantee it).
+    """Coupled Newton–Schulz steps that converge to ``Σ^{-1/2}`` when every eigenvalue of the D x D matrix ``Σ`` is
+    at least ``floor`` (0 < floor <= 1) times its mean eigenvalue.
 
-    After scaling by the trace the eigenvalues lie in [floor / D, 1]; the smallest one's inverse root ``√(D / floor)``
-    grows by at most 1.5x a step until it is reached, then the iteration converges quadratically (6 more steps).
+    In Σ's eigenbasis the iteration is the scalar ``z ← z (3 − λ z²) / 2`` from ``z = 1`` for each eigenvalue λ of
+    ``Σ / tr Σ``, which lie in [floor / D, 1]. For the smallest, z grows by a factor just under 1.5 a step while
+    ``λ z²`` is small, so about ``log_1.5 √(D / floor)`` steps bring it near ``λ^{-1/2}``; then it converges
+    quadratically: 6 more steps (tests/test_whitening.py runs the scalar iteration over D up to 8192 and floors down
+    to 1e-8: converged to 1e-12 in every case).
     """
+    if not 0 < floor <= 1:
+        raise ValueError(f"floor must be in (0, 1], got {floor!r}.")
     return math.ceil(0.5 * math.log(dim / floor) / math.log(1.5)) + 6
 
 
@@ -56,10 +61,11 @@ def newton_schulz_inverse_sqrt(cov: torch.Tensor, steps: int) -> torch.Tensor:
     ``Z / √(tr Σ)``. Matrix products only: no eigen-solver, no host synchronisation, capturable in a CUDA graph;
     autograd differentiates through the steps."""
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    three_halves = 1.5 * eye
     trace = cov.diagonal().sum().clamp_min(1e-12)
     y, z = cov / trace, eye
-    for _ in range(steps):
-        t = 1.5 * eye - 0.5 * (z @ y)
+    for _ in range(steps):  # three kernels a step
+        t = torch.addmm(three_halves, z, y, alpha=-0.5)
         y, z = y @ t, t @ z
     return z / trace.sqrt()
 
@@ -87,7 +93,8 @@ class BatchWhitening(nn.Module):
         shrinkage: Share ``s`` in [0, 1) of the covariance replaced by its isotropic part.
         momentum: Running-statistics update rate.
         solver: How ZCA computes ``Σ_ε^{-1/2}``: ``"auto"``, ``"eigh"`` or ``"newton_schulz"``.
-        steps: Newton–Schulz steps; ``None`` = ``newton_schulz_steps(dim, shrinkage + eps)``.
+        steps: Newton–Schulz steps; ``None`` = ``newton_schulz_steps(dim, (shrinkage + eps) / (1 + eps))`` (the
+            ridged covariance's smallest eigenvalue over its mean is at least that).
     """
 
     def __init__(self, dim: int, kind: str = "zca", eps: float = 1e-4, shrinkage: float = 0.0,
@@ -108,7 +115,7 @@ class BatchWhitening(nn.Module):
             raise ValueError(f"need eps > 0 and 0 <= shrinkage < 1, got eps={eps!r}, shrinkage={shrinkage!r}.")
         self.dim, self.kind, self.eps, self.shrinkage, self.momentum = dim, kind, eps, shrinkage, momentum
         self.solver = solver
-        self.steps = steps if steps is not None else newton_schulz_steps(dim, shrinkage + eps)
+        self.steps = steps if steps is not None else newton_schulz_steps(dim, (shrinkage + eps) / (1 + eps))
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_cov", torch.eye(dim))
 

@@ -127,6 +127,25 @@ def test_newton_schulz_is_as_accurate_as_float32_eigh(rank):
     assert newton_schulz_steps(128, 1e-4) == layer.steps == 24
 
 
+def test_newton_schulz_step_count_converges_for_every_dimension_and_floor():
+    # the matrix iteration in Σ's eigenbasis is the scalar z <- z (3 - λ z²) / 2 from z = 1; its slowest eigenvalue
+    # is the smallest, λ = floor / D after the trace scaling
+    from spectral_ssl.whitening import newton_schulz_steps
+
+    for dim in (2, 8, 16, 128, 512, 2048, 8192):
+        for floor in (1e-8, 1e-6, 1e-4, 1e-2, 0.1, 0.5, 0.99, 1.0):
+            lam, z = floor / dim, 1.0
+            for _ in range(newton_schulz_steps(dim, floor)):
+                z = z * (3 - lam * z * z) / 2
+            assert abs(lam * z * z - 1) < 1e-12, (dim, floor)
+    # a large ridge: the floor is (s + ε) / (1 + ε) of the mean eigenvalue, not s + ε (which would exceed 1)
+    assert BatchWhitening(8, eps=1e4).steps == newton_schulz_steps(8, 1e4 / (1 + 1e4)) >= 6
+    layer, h = BatchWhitening(8, eps=100.0, solver="newton_schulz"), anisotropic(d=8).double()
+    torch.testing.assert_close(layer(h), BatchWhitening(8, eps=100.0, solver="eigh")(h), atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match="floor"):
+        newton_schulz_steps(8, 1.5)
+
+
 def test_newton_schulz_zca_whitens_and_matches_eigh_forward_and_backward():
     # in float64 the default steps converge fully: the same outputs and gradients as eigh's closed-form backward
     h = anisotropic(n=512, d=16).double().requires_grad_(True)

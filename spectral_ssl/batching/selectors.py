@@ -82,7 +82,8 @@ def greedy_select(
             Greedy-m keys differently on CUDA, so their stochastic picks differ there (same distribution).
         check_finite: Refuse non-finite embeddings with a ValueError. On a GPU the check reads a flag on the host
             (a synchronisation that drains the GPU queue): a training loop that already stops on a non-finite loss
-            (whose projections these are) can pass ``False``; picks from non-finite embeddings are meaningless.
+            (whose projections these are) can pass ``False``, which zeroes non-finite values instead (the picks stay
+            k distinct valid indices; rows that were non-finite carry no information).
 
     Returns:
         (k,) LongTensor of unique indices into ``embeddings``, in pick order, on the embeddings' device.
@@ -115,6 +116,8 @@ def greedy_select(
                              f"equal G * quota (got k={k}, G={num_groups}) and block must be 1.")
         groups = groups.to(device)
     x = embeddings.detach().to(dtype)
+    if not check_finite:  # no host read: non-finite values become 0 on the device, so picks stay distinct and valid
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     squares = torch.linalg.vecdot(x, x)  # (M,) |x|²: non-finite iff a row has a non-finite value (or overflows)
     if check_finite and not torch.isfinite(squares).all():
         raise ValueError("embeddings have non-finite values (or overflow the scoring dtype).")

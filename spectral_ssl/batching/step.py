@@ -375,8 +375,8 @@ class BatchSelector(nn.Module):
         blocks = torch.arange(world, device=z.device) * per_rank
         if self.selection == "greedy":
             groups = torch.arange(world, device=z.device).repeat_interleave(per_rank) if world > 1 else None
-            # on a GPU no finiteness check (a host sync every step): z are the cached or fresh projections of the
-            # loss, whose non-finite values the recipe's FiniteWatch stops on
+            # on a GPU no finiteness check (a host sync every step; non-finite values are zeroed instead): z are the
+            # loss's projections, and the recipe's FiniteWatch stops on a non-finite loss at the next logging step
             return greedy_select(z, world * b, m=self.greedy_m, eps=self.eps, generator=gen, window=self.window,
                                  groups=groups, quota=b if world > 1 else None, check_finite=z.device.type != "cuda")
         # random and Pool-P: a random partition of each rank's candidates into batches of B

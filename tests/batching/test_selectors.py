@@ -97,8 +97,13 @@ def test_bad_arguments_are_rejected():
     bad[3, 1] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         greedy_select(bad, 4)
-    # unchecked (a GPU training loop that stops on a non-finite loss): no host read and no error, k picks
-    assert greedy_select(bad, 4, check_finite=False).shape == (4,)
+    # unchecked (a GPU training loop that stops on a non-finite loss): no host read, non-finite values zeroed, so
+    # the picks stay distinct and in range (NaN gains would let taken candidates be picked again)
+    bad[5] = float("inf")
+    bad[7, 0] = -float("inf")
+    for m in (None, 8):
+        picks = greedy_select(bad, 16, m=m, generator=torch.Generator().manual_seed(0), check_finite=False)
+        assert picks.unique().numel() == 16 and int(picks.min()) >= 0 and int(picks.max()) < len(bad)
 
 
 def isotropic_batch(rank, d=16, n=32):
