@@ -21,7 +21,7 @@ Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 48
    (the headline's minutes come first): the host synchronisations of 20 recipe steps by source line
    (``torch.cuda.set_sync_debug_mode``, random and Greedy-64 + ZCA; a line that syncs every step fails: it stalls
    the GPU queue; ``EXPECTED_SYNCS`` names the one the design needs, Greedy-m's picks read back); a torch.profiler
-   view of 20 steps, random and Greedy-64 + ZCA (the selection's named ranges, the costliest ops); the opt-in
+   view of 50 steps, random and Greedy-64 + ZCA (the selection's named ranges, the costliest ops); the opt-in
    persistent greedy kernel against the k + 1 launches (same picks, ms; in a child process with a 90 s limit); JPEG
    photos at 224 px (2048 photo-like 500 x 375 JPEGs written by ``bench_jpeg.photo_jpeg``): the recipe end to end
    with ``decode=device`` (nvJPEG, views on the GPU) against the model-only resnet50 SimCLR step, batch 128.
@@ -766,7 +766,7 @@ def profile_steps(report: Report, device, dataset: Path, work: Path, sizes: dict
 
     pretrain = load_recipe("pretrain")
     cuda = device.type == "cuda"
-    steps = 20 if cuda else 4
+    steps = 50 if cuda else 4  # the first step's one-off costs (compiles, graph capture) count 1/50 per step
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
 
     def device_us(e, own=False):

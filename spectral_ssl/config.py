@@ -358,7 +358,7 @@ class ObjectiveConfig:
     whitening_solver: Literal["auto", "eigh", "newton_schulz"] = arg(
         "auto", "zca's inverse square root: eigh (on CUDA one host synchronisation per view and step), newton_schulz "
         "(matrix products only: no synchronisation; float32-eigh accuracy; more work on a CPU) or auto (newton_schulz "
-        "on CUDA, eigh elsewhere)")
+        "on CUDA up to proj_dim 512, eigh elsewhere)")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -72,8 +72,9 @@ class Objective(nn.Module):
         whitening: ``"none"``, ``"zca"`` or ``"cholesky"`` (``BatchWhitening`` of each view's projections).
         dim: Projection dimension D (needed by whitening).
         whitening_eps: Whitening ridge, relative to the mean eigenvalue.
-        whitening_solver: How ZCA computes its inverse square root: ``"auto"`` (newton_schulz on CUDA, else eigh),
-            ``"eigh"`` or ``"newton_schulz"`` (matrix products only: no host synchronisation). See ``BatchWhitening``.
+        whitening_solver: How ZCA computes its inverse square root: ``"auto"`` (newton_schulz on CUDA to D=512,
+            else eigh), ``"eigh"`` or ``"newton_schulz"`` (matrix products only: no host synchronisation). See
+            ``BatchWhitening``.
         ema_momentum, ema_momentum_final: Ends of the cosine EMA schedule; ``None`` = the loss's
             ``default_momentum``.
     """

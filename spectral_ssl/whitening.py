@@ -13,6 +13,9 @@ import torch
 from torch import nn
 
 SOLVERS = ("auto", "eigh", "newton_schulz")
+# auto iterates up to this dimension: float64 products cost O(D³) a step and autograd keeps ~5 D x D matrices a step
+# (~250 MB a view at D = 512), where eigh's one synchronisation stops mattering beside its own cost
+AUTO_ITERATE_MAX_DIM = 512
 
 
 class _InverseSqrt(torch.autograd.Function):
@@ -81,7 +84,8 @@ class BatchWhitening(nn.Module):
     ZCA's ``Σ_ε^{-1/2}`` comes from ``solver="eigh"`` (an eigen-decomposition; on CUDA it checks its status on the
     host, one synchronisation per call) or ``solver="newton_schulz"`` (matrix products only, no synchronisation; as
     accurate as float32 eigh with ``newton_schulz_steps`` steps, the default; on CUDA in float64, out of TF32's
-    reach; more work on a CPU); ``"auto"`` (default) takes newton_schulz for CUDA tensors and eigh for the others.
+    reach; more work on a CPU); ``"auto"`` (default) takes newton_schulz for CUDA tensors of up to
+    ``AUTO_ITERATE_MAX_DIM`` (512) dimensions and eigh for the others.
 
     Output: ``(h − μ) W``. In eval mode the running statistics are used instead (diagnostics; training always uses
     batch statistics). Running mean/covariance are buffers, so they are checkpointed.
@@ -124,10 +128,12 @@ class BatchWhitening(nn.Module):
         return f"{self.dim}, kind={self.kind!r}, eps={self.eps}, shrinkage={self.shrinkage}{solver}"
 
     def solver_for(self, device: torch.device) -> str:
-        """The ZCA solver used for tensors on ``device``: ``"auto"`` is newton_schulz on CUDA, eigh elsewhere."""
+        """The ZCA solver used for tensors on ``device``: ``"auto"`` is newton_schulz on CUDA up to
+        ``AUTO_ITERATE_MAX_DIM`` dimensions, eigh elsewhere."""
         if self.solver != "auto":
             return self.solver
-        return "newton_schulz" if torch.device(device).type == "cuda" else "eigh"
+        iterate = torch.device(device).type == "cuda" and self.dim <= AUTO_ITERATE_MAX_DIM
+        return "newton_schulz" if iterate else "eigh"
 
     def _matrix(self, cov: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(self.dim, dtype=cov.dtype, device=cov.device)

@@ -175,6 +175,7 @@ def test_auto_solver_iterates_on_cuda_only_and_is_eigh_on_the_cpu():
     layer = BatchWhitening(16)
     assert layer.solver == "auto" and layer.solver_for(torch.device("cuda", 0)) == "newton_schulz"
     assert layer.solver_for("cpu") == "eigh" and BatchWhitening(16, solver="eigh").solver_for("cuda") == "eigh"
+    assert BatchWhitening(1024).solver_for("cuda") == "eigh"  # O(D³) float64 products and their memory: eigh
     h = anisotropic(n=64, d=16)
     torch.testing.assert_close(layer(h), BatchWhitening(16, solver="eigh")(h), rtol=0, atol=0)
 
