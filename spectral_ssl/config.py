@@ -87,6 +87,13 @@ def _convert(value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, str):  # YAML 1.1 reads 1e4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError from None
+        if isinstance(value, float) and value.is_integer():  # 1e4, 1.0e4, 512.0: whole numbers
+            return int(value)
         raise ValueError
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; 'nan' and 'inf' stay refused

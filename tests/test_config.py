@@ -25,6 +25,12 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     cfg_file.write_text("lr: 3e-3\n")
     cfg = parse_config(PretrainConfig, ["--config", str(cfg_file), "--whitening_eps=1e-4", "--weight_decay", "5E-5"])
     assert (cfg.lr, cfg.whitening_eps, cfg.weight_decay) == (3e-3, 1e-4, 5e-5)
+    cfg = parse_config(PretrainConfig, ["--max_steps=1e4", "--batch_size=512.0", "--warmup_steps=2.0e2"])
+    assert (cfg.max_steps, cfg.batch_size, cfg.warmup_steps) == (10000, 512, 200)
+    assert isinstance(cfg.max_steps, int) and isinstance(cfg.batch_size, int)
+    for bad in ("--batch_size=2.5", "--batch_size=1e400", "--batch_size=nan"):
+        with pytest.raises(ConfigError, match="--batch_size expects int"):
+            parse_config(PretrainConfig, [bad])
 
 
 @pytest.mark.parametrize("args,message", [
