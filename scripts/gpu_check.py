@@ -539,6 +539,18 @@ def headline_argv(dataset: Path, out: Path, steps: int, sizes: dict, log_every: 
             *sizes["headline_overrides"]]
 
 
+# the recipe arms the speed phase compares (timed, host syncs, profile): name -> their own arguments
+SPEED_ARMS = {"random": [], "Greedy-64 + ZCA": ["--selection=greedy", "--greedy_m=64", "--whitening=zca"]}
+
+
+def arm_argv(dataset: Path, work: Path, phase: str, name: str, steps: int, sizes: dict, log_every: int,
+             *extra: str) -> list[str]:
+    """The headline config's argv for speed arm ``name`` (``SPEED_ARMS``), in its own folder under work/phase."""
+    out = work / phase / name.replace(" + ", "_").replace("-", "").lower()
+    return [*headline_argv(dataset, out, steps, sizes, log_every), "--save_every=null", "--reff_samples=64", *extra,
+            *SPEED_ARMS[name]]
+
+
 def recipe_speed(pretrain, argv: list[str], steps: int, log_every: int) -> dict:
     start = time.perf_counter()
     out = pretrain.main(argv)
@@ -620,12 +632,9 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     pretrain = load_recipe("pretrain")
     steps = sizes["speed_steps"]
     speeds = {}
-    for name, extra in (("random", []), ("Greedy-64 + ZCA", ["--selection=greedy", "--greedy_m=64",
-                                                             "--whitening=zca"])):
-        out = work / "speed" / name.replace(" + ", "_").replace("-", "").lower()
-        speeds[name] = recipe_speed(pretrain, [*headline_argv(dataset, out, steps, sizes, sizes["log_every"]),
-                                               "--save_every=null", "--reff_samples=64", *extra], steps,
-                                    sizes["log_every"])
+    for name in SPEED_ARMS:
+        speeds[name] = recipe_speed(pretrain, arm_argv(dataset, work, "speed", name, steps, sizes, sizes["log_every"]),
+                                    steps, sizes["log_every"])
         report.figure(f"recipe {name}", speeds[name])
     random_ips = speeds["random"]["img_per_s"]
     ratio = random_ips / model_ips
@@ -736,11 +745,8 @@ def check_syncs(report: Report, device, dataset: Path, work: Path, sizes: dict) 
         return
     pretrain = load_recipe("pretrain")
     steps, log_every = 20, 10
-    for name, extra in (("random", []), ("Greedy-64 + ZCA", ["--selection=greedy", "--greedy_m=64",
-                                                             "--whitening=zca"])):
-        out = work / "syncs" / name.replace(" + ", "_").replace("-", "").lower()
-        argv = [*headline_argv(dataset, out, steps, sizes, log_every), "--save_every=null", "--reff_samples=64",
-                "--max_train_samples=4096", *extra]
+    for name in SPEED_ARMS:
+        argv = arm_argv(dataset, work, "syncs", name, steps, sizes, log_every, "--max_train_samples=4096")
         sites = sync_sites(lambda argv=argv: pretrain.main(argv), ("train", "pretrain.py"),
                            enable=lambda: torch.cuda.set_sync_debug_mode("warn"),
                            disable=lambda: torch.cuda.set_sync_debug_mode(0))
@@ -776,11 +782,8 @@ def profile_steps(report: Report, device, dataset: Path, work: Path, sizes: dict
     def ms(us):
         return round(us / 1000 / steps, 3)
 
-    for name, extra in (("random", []), ("Greedy-64 + ZCA", ["--selection=greedy", "--greedy_m=64",
-                                                             "--whitening=zca"])):
-        out = work / "profile" / name.replace(" + ", "_").replace("-", "").lower()
-        argv = [*headline_argv(dataset, out, steps, sizes, 10), "--save_every=null", "--reff_samples=64",
-                "--max_train_samples=4096", *extra]
+    for name in SPEED_ARMS:
+        argv = arm_argv(dataset, work, "profile", name, steps, sizes, 10, "--max_train_samples=4096")
         with profile(activities=activities) as prof:
             pretrain.main(argv)
         events = prof.key_averages()

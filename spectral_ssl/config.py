@@ -59,6 +59,18 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _finite_number(text: str) -> float:
+    """A number that YAML 1.1 left a string (exponents without a dot: 1e-4, 1e4), or a ValueError ('nan', 'inf' and
+    words included)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError from None
+    if not math.isfinite(number):
+        raise ValueError
+    return number
+
+
 def _convert(value: Any, tp: Any) -> Any:
     """``value`` as type ``tp`` or a ValueError; strings from the command line are read as YAML scalars."""
     origin = typing.get_origin(tp)
@@ -87,23 +99,14 @@ def _convert(value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str):  # YAML 1.1 reads 1e4 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError from None
+        if isinstance(value, str):
+            value = _finite_number(value)
         if isinstance(value, float) and value.is_integer():  # 1e4, 1.0e4, 512.0: whole numbers
             return int(value)
         raise ValueError
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; 'nan' and 'inf' stay refused
-            try:
-                number = float(value)
-            except ValueError:
-                raise ValueError from None
-            if not math.isfinite(number):
-                raise ValueError
-            return number
+        if isinstance(value, str):
+            return _finite_number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ValueError
