@@ -1,8 +1,10 @@
 """In-batch whitening of projections (docs/method.md, §Whitening and ambiguity A8).
 
 Sits between the projector and L2 normalisation: ``z = normalize(BatchWhitening(h))``. Each call whitens the batch
-it is given with that batch's own statistics (call it once per view), gradients flow through the mean and the
-whitening matrix (as in DBN / W-MSE), and the maths runs in float32 or better even under autocast.
+it is given with that batch's own statistics: once per (B, D) view, or every view of a (V, B, D) stack at once
+(batched kernels: half the launches for two views, one host synchronisation instead of two for eigh), gradients flow
+through the mean and the whitening matrix (as in DBN / W-MSE), and the maths runs in float32 or better even under
+autocast.
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ class _InverseSqrt(torch.autograd.Function):
         lam, vecs = torch.linalg.eigh(cov)
         root = lam.clamp_min(1e-12).sqrt()
         ctx.save_for_backward(vecs, root)
-        return (vecs / root) @ vecs.T
+        return (vecs / root.unsqueeze(-2)) @ vecs.mT
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         vecs, root = ctx.saved_tensors
-        divided = -1.0 / (root[:, None] * root[None, :] * (root[:, None] + root[None, :]))
-        sym = (grad + grad.T) / 2
-        return vecs @ (divided * (vecs.T @ sym @ vecs)) @ vecs.T
+        row, col = root.unsqueeze(-1), root.unsqueeze(-2)
+        divided = -1.0 / (row * col * (row + col))
+        sym = (grad + grad.mT) / 2
+        return vecs @ (divided * (vecs.mT @ sym @ vecs)) @ vecs.mT
 
 
 def newton_schulz_steps(dim: int, floor: float) -> int:
@@ -62,13 +65,15 @@ def newton_schulz_inverse_sqrt(cov: torch.Tensor, steps: int) -> torch.Tensor:
     """``Σ^{-1/2}`` of a symmetric positive-definite matrix by the coupled Newton–Schulz iteration (Higham, Functions
     of Matrices §6.7; IterNorm): ``Y₀ = Σ / tr Σ, Z₀ = I, T = (3I − Z Y) / 2, Y ← Y T, Z ← T Z``, then
     ``Z / √(tr Σ)``. Matrix products only: no eigen-solver, no host synchronisation, capturable in a CUDA graph;
-    autograd differentiates through the steps."""
+    autograd differentiates through the steps. ``cov`` is (D, D) or a (V, D, D) stack (batched products)."""
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    three_halves = 1.5 * eye
-    trace = cov.diagonal().sum().clamp_min(1e-12)
-    y, z = cov / trace, eye
+    trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)[..., None, None]
+    y = cov / trace
+    z = eye.expand_as(y)
+    three_halves = (1.5 * eye).expand_as(y)
+    fused = torch.addmm if cov.ndim == 2 else torch.baddbmm
     for _ in range(steps):  # three kernels a step
-        t = torch.addmm(three_halves, z, y, alpha=-0.5)
+        t = fused(three_halves, z, y, alpha=-0.5)
         y, z = y @ t, t @ z
     return z / trace.sqrt()
 
@@ -89,6 +94,9 @@ class BatchWhitening(nn.Module):
 
     Output: ``(h − μ) W``. In eval mode the running statistics are used instead (diagnostics; training always uses
     batch statistics). Running mean/covariance are buffers, so they are checkpointed.
+
+    Input (B, D), or a (V, B, D) stack of V views: each view whitened with its own statistics in one batched call,
+    the same as V calls in order (running statistics included), with half the kernel launches for two views.
 
     Args:
         dim: Feature dimension D.
@@ -136,8 +144,9 @@ class BatchWhitening(nn.Module):
         return "newton_schulz" if iterate else "eigh"
 
     def _matrix(self, cov: torch.Tensor) -> torch.Tensor:
+        """W of a (D, D) covariance or of each in a (V, D, D) stack."""
         eye = torch.eye(self.dim, dtype=cov.dtype, device=cov.device)
-        scale = cov.diagonal().mean().clamp_min(1e-12)
+        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
         cov = (1 - self.shrinkage) * cov + (self.shrinkage + self.eps) * scale * eye
         if self.kind == "zca":
             if self.solver_for(cov.device) == "newton_schulz":
@@ -149,12 +158,15 @@ class BatchWhitening(nn.Module):
         # cholesky_ex: no error check, which reads a flag from the GPU every step; the ridge keeps cov positive
         # definite, and a failure would surface as a non-finite loss (the recipes stop on it)
         chol = torch.linalg.cholesky_ex(cov).L
-        return torch.linalg.solve_triangular(chol, eye, upper=False).T  # L⁻ᵀ
+        return torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).mT  # L⁻ᵀ
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B, D) whitened, in the input's dtype (float32 inside)."""
-        self._check_shape(h, "B")
-        batch = h.shape[0]
+        """(B, D) -> (B, D), or (V, B, D) -> (V, B, D) with each view whitened by its own statistics; in the input's
+        dtype (float32 inside)."""
+        if h.ndim not in (2, 3) or h.shape[-1] != self.dim or h.numel() == 0:
+            raise ValueError(f"expected (B, {self.dim}) projections or a (V, B, {self.dim}) stack of views, got "
+                             f"{tuple(h.shape)}.")
+        batch = h.shape[-2]
         if self.training and batch <= self.dim:
             raise ValueError(f"batch whitening needs more samples than dimensions: batch size {batch} <= dim "
                              f"{self.dim}. Use a bigger batch, whiten sub-batches of size >= 2*dim, lower proj_dim, "
@@ -163,12 +175,14 @@ class BatchWhitening(nn.Module):
         with torch.autocast(device_type=h.device.type, enabled=False):
             x = h.to(dtype)
             if self.training:
-                mean = x.mean(0)
+                mean = x.mean(-2, keepdim=True)
                 centred = x - mean
-                cov = centred.T @ centred / (batch - 1)
-                with torch.no_grad():
-                    self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
-                    self.running_cov.lerp_(cov.detach().to(self.running_cov.dtype), self.momentum)
+                cov = centred.mT @ centred / (batch - 1)
+                with torch.no_grad():  # view by view, in order: the same statistics as one call per view
+                    for view_mean, view_cov in zip(mean.reshape(-1, self.dim), cov.reshape(-1, self.dim, self.dim),
+                                                   strict=True):
+                        self.running_mean.lerp_(view_mean.to(self.running_mean.dtype), self.momentum)
+                        self.running_cov.lerp_(view_cov.to(self.running_cov.dtype), self.momentum)
                 return (centred @ self._matrix(cov)).to(h.dtype)
             return self._with_running_statistics(x).to(h.dtype)
 

@@ -188,3 +188,32 @@ def test_bad_solver_arguments():
     with pytest.raises(ValueError, match="steps"):
         BatchWhitening(4, solver="newton_schulz", steps=0)
     assert "steps=24" in repr(BatchWhitening(128))
+
+
+@pytest.mark.parametrize("kind, solver", [("zca", "eigh"), ("zca", "newton_schulz"), ("cholesky", "auto")])
+def test_a_stack_of_views_is_the_same_as_one_call_per_view(kind, solver):
+    # outputs, gradients wrt every view and the running statistics, in training and in eval
+    views = [anisotropic(n=200, d=16, seed=s).double().requires_grad_(True) for s in (1, 2, 3)]
+    weights = torch.randn(3, 200, 16, dtype=torch.float64)
+    one, stacked = (BatchWhitening(16, kind=kind, solver=solver, momentum=0.3).double() for _ in range(2))
+    per_view = torch.stack([one(h) for h in views])
+    grads = torch.autograd.grad((per_view * weights).sum(), views)
+    together = stacked(torch.stack(views))
+    stacked_grads = torch.autograd.grad((together * weights).sum(), views)
+    torch.testing.assert_close(together, per_view, atol=1e-12, rtol=1e-10)
+    for a, b in zip(stacked_grads, grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    for name, buffer in one.state_dict().items():  # lerped view by view, in order
+        torch.testing.assert_close(stacked.state_dict()[name], buffer, atol=1e-14, rtol=0)
+    one.eval(), stacked.eval()
+    h = torch.stack(views).detach()
+    torch.testing.assert_close(stacked(h), torch.stack([one(v) for v in h]), atol=1e-12, rtol=1e-10)
+
+
+def test_stack_shapes_are_checked():
+    layer = BatchWhitening(4)
+    for shape in ((0, 10, 4), (2, 10, 5), (2, 2, 10, 4), (4,)):
+        with pytest.raises(ValueError, match=r"\(B, 4\) projections or a \(V, B, 4\) stack"):
+            layer(torch.randn(shape))
+    with pytest.raises(ValueError, match="batch size 3 <= dim 4"):
+        layer(torch.randn(2, 3, 4))
