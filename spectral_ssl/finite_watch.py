@@ -1,4 +1,5 @@
-"""Non-finite training steps: the first step whose loss or gradient norm was NaN/inf, found without stalling a GPU."""
+"""Non-finite training steps: the first step whose loss or gradient norm was NaN/inf, found without stalling a GPU;
+and ``keep_if_finite``, which keeps NaN/inf out of a module's training state (queues, ``u``, running statistics)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ class NonFiniteError(RuntimeError):
             message = (f"non-finite gradients at step {step} (no checkpoint holds them); resume from the last "
                        "checkpoint with a lower --lr, --grad_clip=1 or a larger --whitening_eps")
         super().__init__(message)
+
+
+@torch.no_grad()
+def keep_if_finite(new: torch.Tensor, old: torch.Tensor, *evidence: torch.Tensor) -> torch.Tensor:
+    """``new`` if it and every ``evidence`` tensor are all finite, else ``old``, decided on the device (no host
+    synchronisation): state updated from a non-finite batch keeps its previous value, so a caller that skips the
+    bad batch (AMP practice) goes on with intact state, while the batch's own loss is still non-finite."""
+    ok = torch.isfinite(new).all()
+    for tensor in evidence:
+        ok = ok & torch.isfinite(tensor).all().to(ok.device)
+    return torch.where(ok, new, old)
 
 
 class FiniteWatch:

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from spectral_ssl.finite_watch import keep_if_finite
+
 SOLVERS = ("auto", "eigh", "newton_schulz")
 # auto iterates up to this dimension: float64 products cost O(D³) a step and autograd keeps ~5 D x D matrices a step
 # (~250 MB a view at D = 512), where eigh's one synchronisation stops mattering beside its own cost
@@ -123,8 +125,13 @@ class BatchWhitening(nn.Module):
             raise ValueError(f"steps must be a positive integer or None, got {steps!r}.")
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-        if not eps > 0 or not 0 <= shrinkage < 1:
-            raise ValueError(f"need eps > 0 and 0 <= shrinkage < 1, got eps={eps!r}, shrinkage={shrinkage!r}.")
+        numbers = {"eps": eps, "shrinkage": shrinkage, "momentum": momentum}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        if not eps > 0 or not 0 <= shrinkage < 1 or not 0 <= momentum <= 1:
+            raise ValueError(f"need eps > 0, 0 <= shrinkage < 1 and 0 <= momentum <= 1, got eps={eps!r}, "
+                             f"shrinkage={shrinkage!r}, momentum={momentum!r}.")
         self.dim, self.kind, self.eps, self.shrinkage, self.momentum = dim, kind, eps, shrinkage, momentum
         self.solver = solver
         self.steps = steps if steps is not None else newton_schulz_steps(dim, (shrinkage + eps) / (1 + eps))
@@ -154,6 +161,11 @@ class BatchWhitening(nn.Module):
                 # D x D matrices cost launches there, not FLOPs
                 work = cov.double() if cov.device.type == "cuda" else cov
                 return newton_schulz_inverse_sqrt(work, self.steps).to(cov.dtype)
+            finite = torch.isfinite(cov).flatten(-2).all(-1)[..., None, None]  # per view
+            if cov.device.type == "cpu" and not finite.all():  # a free check on the CPU
+                # eigh raises on NaN; give that view NaN instead, as Newton–Schulz and Cholesky do: the loss is
+                # then non-finite and the caller's check (the recipes' FiniteWatch) stops or skips the step
+                return torch.where(finite, _InverseSqrt.apply(torch.where(finite, cov, eye)), float("nan"))
             return _InverseSqrt.apply(cov)
         # cholesky_ex: no error check, which reads a flag from the GPU every step; the ridge keeps cov positive
         # definite, and a failure would surface as a non-finite loss (the recipes stop on it)
@@ -167,10 +179,10 @@ class BatchWhitening(nn.Module):
             raise ValueError(f"expected (B, {self.dim}) projections or a (V, B, {self.dim}) stack of views, got "
                              f"{tuple(h.shape)}.")
         batch = h.shape[-2]
-        if self.training and batch <= self.dim:
+        if self.training and batch <= self.dim and (self.shrinkage == 0 or batch < 2):
             raise ValueError(f"batch whitening needs more samples than dimensions: batch size {batch} <= dim "
                              f"{self.dim}. Use a bigger batch, whiten sub-batches of size >= 2*dim, lower proj_dim, "
-                             "or raise shrinkage (e.g. 0.5) so the covariance is well conditioned.")
+                             "or set shrinkage > 0 (e.g. 0.5) so the covariance has full rank (batch size >= 2).")
         dtype = torch.promote_types(h.dtype, torch.float32)
         with torch.autocast(device_type=h.device.type, enabled=False):
             x = h.to(dtype)
@@ -179,10 +191,14 @@ class BatchWhitening(nn.Module):
                 centred = x - mean
                 cov = centred.mT @ centred / (batch - 1)
                 with torch.no_grad():  # view by view, in order: the same statistics as one call per view
+                    running_mean, running_cov = self.running_mean, self.running_cov
                     for view_mean, view_cov in zip(mean.reshape(-1, self.dim), cov.reshape(-1, self.dim, self.dim),
                                                    strict=True):
-                        self.running_mean.lerp_(view_mean.to(self.running_mean.dtype), self.momentum)
-                        self.running_cov.lerp_(view_cov.to(self.running_cov.dtype), self.momentum)
+                        running_mean = running_mean.lerp(view_mean.to(running_mean.dtype), self.momentum)
+                        running_cov = running_cov.lerp(view_cov.to(running_cov.dtype), self.momentum)
+                    # all or nothing: a non-finite batch leaves the statistics as they were
+                    self.running_mean.copy_(keep_if_finite(running_mean, self.running_mean, running_cov))
+                    self.running_cov.copy_(keep_if_finite(running_cov, self.running_cov, running_mean))
                 return (centred @ self._matrix(cov)).to(h.dtype)
             return self._with_running_statistics(x).to(h.dtype)
 

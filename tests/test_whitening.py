@@ -217,3 +217,26 @@ def test_stack_shapes_are_checked():
             layer(torch.randn(shape))
     with pytest.raises(ValueError, match="batch size 3 <= dim 4"):
         layer(torch.randn(2, 3, 4))
+
+
+@pytest.mark.parametrize("kind, solver", [("zca", "eigh"), ("zca", "newton_schulz"), ("cholesky", "auto")])
+def test_a_non_finite_batch_gives_nan_and_leaves_the_running_statistics(kind, solver):
+    layer = BatchWhitening(4, kind=kind, solver=solver)
+    layer(anisotropic(n=64, d=4))
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    bad = anisotropic(n=64, d=4, seed=1)
+    bad[5, 1] = float("nan")
+    out = layer(torch.stack([anisotropic(n=64, d=4, seed=2), bad]))
+    assert torch.isnan(out[1]).all() and torch.isfinite(out[0]).all()  # no error: NaN out, view by view
+    for key, value in layer.state_dict().items():  # all or nothing: the good view did not move them either
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_shrinkage_allows_batches_no_larger_than_the_dimension_and_momentum_is_checked():
+    out = BatchWhitening(8, shrinkage=0.5)(torch.randn(6, 8))
+    assert out.shape == (6, 8) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="batch size 1 <= dim 8"):
+        BatchWhitening(8, shrinkage=0.5)(torch.randn(1, 8))
+    for momentum in (-1, 5, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="momentum"):
+            BatchWhitening(8, momentum=momentum)

@@ -76,7 +76,8 @@ def create_loss(name: str, *, dim: int, dataset_size: int | None = None, gather_
     if "dataset_size" in accepted:
         if not dataset_size:
             raise ValueError(f"loss {name!r} keeps per-sample state and needs dataset_size (the number of training "
-                             "rows); this data has no known length: use a dataset with split metadata.")
+                             "rows): pass dataset_size=N; a streamed dataset without split metadata has no known "
+                             "length: use one with it.")
         args["dataset_size"] = dataset_size
     return LOSSES[name](**args)
 

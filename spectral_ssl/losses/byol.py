@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral_ssl.losses._validation import check_dim, check_pair, check_targets, fp32
+from spectral_ssl.losses._validation import check_dim, check_pair, check_targets, for_module, fp32
 
 
 def make_predictor(dim: int, hidden_dim: int, bias: bool = True) -> nn.Sequential:
@@ -61,4 +61,5 @@ class BYOLLoss(nn.Module):
         if z1.shape[0] < 2 and self.training:
             raise ValueError("the predictor's BatchNorm needs a batch of at least 2.")
         t1, t2 = targets if targets is not None else (z1, z2)
-        return negative_cosine(self.predictor(z1), t2) + negative_cosine(self.predictor(z2), t1)
+        q1, q2 = for_module(self.predictor, z1, z2)
+        return negative_cosine(self.predictor(q1), t2) + negative_cosine(self.predictor(q2), t1)

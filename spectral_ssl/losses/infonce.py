@@ -60,6 +60,8 @@ class InfoNCELoss(nn.Module):
             offset = dist.rank() * 2 * batch
         else:
             candidates, offset = local, 0
+        if candidates.shape[0] <= 2:  # the positive alone: loss 0, no gradient, nothing learnt
+            raise ValueError("InfoNCE needs negatives: a global batch of at least 2 images.")
         with full_precision(local):
             logits = local @ candidates.T / self.temperature  # (2B, W·2B): row a = anchor a, column c = candidate c
         rows = torch.arange(2 * batch, device=local.device)

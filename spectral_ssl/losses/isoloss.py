@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from spectral_ssl import dist
+from spectral_ssl.finite_watch import keep_if_finite
 from spectral_ssl.losses._validation import (
     check_dim,
     check_gather,
@@ -19,6 +20,7 @@ from spectral_ssl.losses._validation import (
     check_unit_interval,
     fp32,
     full_precision,
+    is_real,
 )
 
 METRICS = ("cos", "euc")
@@ -59,9 +61,9 @@ class IsoLoss(nn.Module):
                  metric: str = "cos", ema: bool = False, gather_distributed: bool = False) -> None:
         super().__init__()
         self.dim = check_dim("dim", dim)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 2:
+        if not is_real(alpha) or not 0 < alpha <= 2:
             raise ValueError(f"alpha must be in (0, 2], got {alpha!r}; IsoLoss uses 0.5, DirectCopy 1.")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+        if not is_real(eps) or eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps!r}; IsoLoss uses 0, DirectCopy 0.25.")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
@@ -80,19 +82,26 @@ class IsoLoss(nn.Module):
                 f"metric={self.metric}, ema={self.uses_target}")
 
     @torch.no_grad()
-    def update_correlation(self, z: torch.Tensor) -> None:
-        """``C ← ρC + (1 − ρ) ZᵀZ/N`` from detached projections (gathered), in float32 or better."""
-        z = z.detach().to(self.corr.dtype)
-        if self.gather_distributed:
-            z = dist.gather(z, differentiable=False)
-        z = z / z.shape[0] ** 0.5
-        self.corr.mul_(self.corr_momentum).add_((1 - self.corr_momentum) * (z.T @ z))
+    def update_correlation(self, *views: torch.Tensor) -> None:
+        """``C ← ρC + (1 − ρ) ZᵀZ/N`` for each view in turn, from detached projections (gathered), in float32 or
+        better; all or nothing: a non-finite value in any view leaves C as it was."""
+        corr = self.corr
+        for z in views:
+            z = z.detach().to(self.corr.dtype)
+            if self.gather_distributed:
+                z = dist.gather(z, differentiable=False)
+            z = z / z.shape[0] ** 0.5
+            corr = self.corr_momentum * corr + (1 - self.corr_momentum) * (z.T @ z)
+        self.corr.copy_(keep_if_finite(corr, self.corr))
 
     def predictor(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_P, W_P^½), D×D constants from the current C."""
         lam, vec = torch.linalg.eigh(self.corr.double())
         lam = lam.clamp(min=0)
-        lam_hat = lam / (lam.max() + _TINY) + self.eps
+        top = lam.max()
+        # no estimate yet (C = 0: before the first training call, e.g. evaluating a fresh loss): act as C = I, the
+        # isotropic predictor, instead of W_P = 0 (p = 0, a loss of ~1e8); decided on the device, no sync
+        lam_hat = torch.where(top > 0, lam / (top + _TINY), torch.ones_like(lam)) + self.eps
         self.eigenvalues.copy_(lam_hat.to(self.eigenvalues.dtype))
         w = (vec * lam_hat.pow(self.alpha)) @ vec.T
         w_sqrt = (vec * lam_hat.pow(self.alpha / 2)) @ vec.T
@@ -114,11 +123,9 @@ class IsoLoss(nn.Module):
         """z1, z2: (B, D) online projections (not normalised: the predictor acts on raw z); targets: (t1, t2)."""
         check_pair(z1, z2, self.dim)
         check_targets(targets, z1)
-        z1, z2 = fp32(z1, z2)
-        t1, t2 = fp32(*(targets if targets is not None else (z1, z2)))
+        z1, z2, t1, t2 = fp32(z1, z2, *(targets if targets is not None else (z1, z2)))  # one dtype
         if self.training:
-            self.update_correlation(z1)
-            self.update_correlation(z2)
+            self.update_correlation(z1, z2)
         w, w_sqrt = (m.to(z1.dtype) for m in self.predictor())
         with full_precision(z1):
             return self._pair(z1, t2, w, w_sqrt) + self._pair(z2, t1, w, w_sqrt)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
+from spectral_ssl.finite_watch import keep_if_finite
 from spectral_ssl.losses._validation import (
     check_dim,
     check_gather,
@@ -20,6 +21,7 @@ from spectral_ssl.losses._validation import (
     check_targets,
     fp32,
     full_precision,
+    is_integer,
 )
 
 
@@ -57,7 +59,7 @@ class MoCoLoss(nn.Module):
                  gather_distributed: bool = False) -> None:
         super().__init__()
         self.dim = check_dim("dim", dim)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+        if not is_integer(queue_size) or queue_size < 1:
             raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}; MoCo v2 uses 65536, small "
                              "datasets 4096-32768.")
         self.temperature = check_positive("temperature", temperature, "MoCo v2 uses 0.2")
@@ -85,16 +87,18 @@ class MoCoLoss(nn.Module):
         size = self.queue.shape[0]
         keys = keys[-size:]
         slots = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
-        self.queue[slots] = keys.to(self.queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
+        # all or nothing: non-finite keys leave the queue and its pointer as they were
+        self.queue[slots] = keep_if_finite(keys.to(self.queue.dtype), self.queue[slots])
+        self.queue_ptr.copy_(keep_if_finite((self.queue_ptr + len(keys)) % size, self.queue_ptr, keys))
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None,
                 targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """z1, z2: (B, D) online projections; targets: (k1, k2) key-encoder projections (normalised here)."""
         check_pair(z1, z2, self.dim)
         check_targets(targets, z1)
-        q1, q2 = (F.normalize(q, dim=1) for q in fp32(z1, z2))
-        k1, k2 = (F.normalize(k.detach(), dim=1) for k in fp32(*(targets if targets is not None else (z1, z2))))
+        q1, q2, k1, k2 = fp32(z1, z2, *(targets if targets is not None else (z1, z2)))  # one dtype
+        q1, q2 = F.normalize(q1, dim=1), F.normalize(q2, dim=1)
+        k1, k2 = F.normalize(k1.detach(), dim=1), F.normalize(k2.detach(), dim=1)
         queue = self.queue.detach().clone().to(q1.dtype)  # this step's negatives, before the enqueue
         loss = 0.5 * (self._direction(q1, k2, queue) + self._direction(q2, k1, queue))
         if self.training:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spectral_ssl.losses._validation import check_dim, check_pair
+from spectral_ssl.losses._validation import check_dim, check_pair, for_module
 from spectral_ssl.losses.byol import make_predictor, negative_cosine
 
 
@@ -40,4 +40,5 @@ class SimSiamLoss(nn.Module):
         if z1.shape[0] < 2 and self.training:
             raise ValueError("the predictor's BatchNorm needs a batch of at least 2.")
         # 2 − 2cos per term, so −½(cos + cos) = (Σ terms)/4 − 1
-        return (negative_cosine(self.predictor(z1), z2) + negative_cosine(self.predictor(z2), z1)) / 4 - 1
+        q1, q2 = for_module(self.predictor, z1, z2)
+        return (negative_cosine(self.predictor(q1), z2) + negative_cosine(self.predictor(q2), z1)) / 4 - 1

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ssl import dist
+from spectral_ssl.finite_watch import keep_if_finite
 from spectral_ssl.losses._validation import (
     check_gather,
     check_pair,
@@ -18,8 +19,10 @@ from spectral_ssl.losses._validation import (
     check_unit_interval,
     fp32,
     full_precision,
+    is_integer,
 )
 
+MIN_TEMPERATURE = 0.003  # the smallest τ whose float64 state cannot underflow (docstring)
 
 class SogCLRLoss(nn.Module):
     """Global contrastive loss with the per-sample moving average ``u`` (a persistent buffer indexed by ``idx``).
@@ -58,10 +61,13 @@ class SogCLRLoss(nn.Module):
     def __init__(self, dataset_size: int, temperature: float = 0.1, gamma: float = 0.9,
                  gather_distributed: bool = False) -> None:
         super().__init__()
-        if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 2:
+        if not is_integer(dataset_size) or dataset_size < 2:
             raise ValueError(f"dataset_size must be the number of training rows (an integer >= 2), got "
                              f"{dataset_size!r}.")
         self.temperature = check_positive("temperature", temperature, "SogCLR uses 0.1")
+        if self.temperature < MIN_TEMPERATURE:  # exp((s − 1)/τ) >= exp(−2/τ) underflows float64 below it: u = 0, 0/0
+            raise ValueError(f"temperature must be >= {MIN_TEMPERATURE} (below it the float64 state underflows to "
+                             f"0), got {temperature!r}; SogCLR uses 0.1.")
         self.gamma = check_unit_interval("gamma", gamma, "SogCLR uses 0.9")
         if self.gamma == 0:
             raise ValueError("gamma must be > 0 (gamma = 0 never updates u); SogCLR uses 0.9.")
@@ -78,12 +84,16 @@ class SogCLRLoss(nn.Module):
         if index is None:
             raise ValueError("SogCLR needs the dataset index of every sample (its per-sample state u is indexed by "
                              "it): call loss(z1, z2, index=batch['idx']).")
-        index = torch.as_tensor(index).reshape(-1)
-        if index.shape[0] != z1.shape[0]:
-            raise ValueError(f"index has {index.shape[0]} entries for a batch of {z1.shape[0]}.")
+        index = torch.as_tensor(index)
+        if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
+            raise ValueError(f"index must hold integer dataset indices, got dtype {index.dtype}.")
+        if index.shape != (z1.shape[0],):
+            raise ValueError(f"index must have shape ({z1.shape[0]},), one dataset index per pair, got "
+                             f"{tuple(index.shape)}.")
         # checked where it is (a CPU index, as the recipes pass it, costs a GPU run no host sync), then moved
-        if int(index.min()) < 0 or int(index.max()) >= self.u.shape[0]:
-            raise ValueError(f"index {int(index.max())} is outside [0, dataset_size={self.u.shape[0]}); pass "
+        outside = (index < 0) | (index >= self.u.shape[0])
+        if bool(outside.any()):
+            raise ValueError(f"index {int(index[outside][0])} is outside [0, dataset_size={self.u.shape[0]}); pass "
                              "dataset_size = the number of training rows and an idx column numbering them 0..N-1.")
         index = index.to(self.u.device, torch.long, non_blocking=True)
         batch = z1.shape[0]
@@ -115,5 +125,6 @@ class SogCLRLoss(nn.Module):
                 if gathered:
                     all_index = dist.gather(index.to(local.device), differentiable=False).to(self.u.device)
                     all_new = dist.gather(new, differentiable=False)
-                self.u[all_index] = all_new.to(self.u.device, self.u.dtype)
+                all_new = all_new.to(self.u.device, self.u.dtype)
+                self.u[all_index] = keep_if_finite(all_new, self.u[all_index])
         return loss

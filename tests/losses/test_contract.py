@@ -140,3 +140,51 @@ def test_each_class_owns_its_official_defaults():
 def build_default(name):
     cls = LOSSES[name]
     return cls(dim=D) if name in ("byol", "simsiam", "moco", "isoloss") else cls()
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_a_non_finite_batch_leaves_the_training_state_as_it_was(name):
+    # a caller that skips a bad batch (AMP practice) must go on with intact state: MoCo's queue, SogCLR's u,
+    # IsoLoss's correlation; the bad batch's own loss is still non-finite, so it is not hidden
+    loss_fn = build(name)
+    z1, z2 = batch()
+    targets = batch(seed=1) if loss_fn.uses_target else None
+    loss_fn(z1, z2, index=INDEX, targets=targets)  # some state to keep
+    before = {k: v.clone() for k, v in loss_fn.state_dict().items()}
+    bad = z1.clone()
+    bad[3, 2] = float("nan")
+    bad_targets = (bad, targets[1]) if targets is not None else None  # the same bad input reaches the target net
+    assert not torch.isfinite(loss_fn(bad, z2, index=INDEX, targets=bad_targets))
+    for key, value in loss_fn.state_dict().items():
+        if not key.startswith("predictor."):  # BatchNorm running statistics are torch's own
+            torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=False, msg=key)
+    assert torch.isfinite(loss_fn(z1, z2, index=INDEX, targets=targets))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("dtypes", [(torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16),
+                                    (torch.float64, torch.float64), (torch.float32, torch.float64)])
+def test_any_float_dtypes_give_a_finite_loss(name, dtypes):
+    loss_fn = build(name)
+    z1, z2 = (z.to(dtype) for z, dtype in zip(batch(), dtypes, strict=True))
+    targets = tuple(t.to(dtypes[1]) for t in batch(seed=1)) if loss_fn.uses_target else None
+    assert torch.isfinite(loss_fn(z1, z2, index=INDEX, targets=targets))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_non_float_projections_are_refused_in_one_line(name):
+    loss_fn = build(name)
+    z1, z2 = batch()
+    with pytest.raises(ValueError, match="z1 must be a floating-point torch.Tensor of projections, got a ndarray"):
+        loss_fn(z1.numpy(), z2, index=INDEX)
+    with pytest.raises(ValueError, match="z2 must be a floating-point torch.Tensor .* got a torch.int64 tensor"):
+        loss_fn(z1, z2.long(), index=INDEX)
+
+
+def test_numpy_scalars_are_numbers():
+    import numpy as np
+
+    from spectral_ssl.losses import create_loss
+
+    loss_fn = create_loss("moco", dim=np.int64(D), temperature=np.float32(0.2), queue_size=np.int64(32))
+    assert loss_fn.temperature == pytest.approx(0.2) and loss_fn.queue.shape == (32, D)

@@ -20,7 +20,7 @@ def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) ->
     return total / n
 
 
-@pytest.mark.parametrize("batch,dim,temperature", [(1, 3, 0.5), (4, 8, 0.1), (7, 16, 0.2), (16, 32, 1.0)])
+@pytest.mark.parametrize("batch,dim,temperature", [(2, 3, 0.5), (4, 8, 0.1), (7, 16, 0.2), (16, 32, 1.0)])
 def test_matches_slow_reference_value_and_gradient(batch, dim, temperature):
     z1 = torch.randn(batch, dim, dtype=torch.float64, requires_grad=True)
     z2 = torch.randn(batch, dim, dtype=torch.float64, requires_grad=True)
@@ -92,3 +92,9 @@ def test_rejects_mismatched_shapes():
 
 def test_registered_under_recipe_names():
     assert LOSSES["infonce"] is InfoNCELoss and LOSSES["simclr"] is InfoNCELoss
+
+
+def test_a_single_pair_has_no_negatives_and_is_refused():
+    # with one image the positive is the only candidate: a loss of 0 and no gradient, so nothing would be learnt
+    with pytest.raises(ValueError, match="needs negatives: a global batch of at least 2"):
+        InfoNCELoss(0.2)(torch.randn(1, 4), torch.randn(1, 4))

@@ -63,3 +63,13 @@ def test_correlation_ema_runs_once_per_view_in_training_only():
     torch.testing.assert_close(loss_fn.corr, torch.full((3, 3), 2.25))
     assert IsoLoss(3).corr_momentum == 0.5 and IsoLoss(3, ema=True).corr_momentum == 0.998
     assert IsoLoss(3, ema=True).uses_target and not IsoLoss(3).uses_target
+
+
+def test_a_fresh_loss_in_eval_uses_the_isotropic_predictor():
+    # C = 0 before the first training call: acting as C = I (W_P = I), not W_P = 0 (p = 0 and a loss of ~1e8)
+    fresh, isotropic = IsoLoss(dim=4).eval(), IsoLoss(dim=4).eval()
+    isotropic.corr.copy_(torch.eye(4))
+    z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
+    torch.testing.assert_close(fresh(z1, z2), isotropic(z1, z2), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fresh.eigenvalues, torch.ones(4))
+    assert abs(fresh(z1, z2).item()) < 10

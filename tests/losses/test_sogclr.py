@@ -84,3 +84,21 @@ def test_index_is_required_and_checked():
         loss_fn(torch.randn(4, 3), torch.randn(4, 3))
     with pytest.raises(ValueError, match="outside \\[0, dataset_size=10\\)"):
         loss_fn(torch.randn(4, 3), torch.randn(4, 3), index=torch.tensor([1, 2, 3, 10]))
+
+
+def test_index_must_be_one_integer_per_pair_and_the_message_names_the_bad_one():
+    loss_fn, z = SogCLRLoss(dataset_size=10), torch.randn(4, 3)
+    with pytest.raises(ValueError, match="integer dataset indices, got dtype torch.float32"):
+        loss_fn(z, z, index=torch.arange(4).float() + 0.7)
+    with pytest.raises(ValueError, match=r"shape \(4,\), one dataset index per pair, got \(2, 2\)"):
+        loss_fn(z, z, index=torch.arange(4).reshape(2, 2))
+    with pytest.raises(ValueError, match=r"index -5 is outside \[0, dataset_size=10\)"):
+        loss_fn(z, z, index=torch.tensor([-5, 1, 2, 7]))
+
+
+def test_temperature_below_the_float64_floor_is_refused():
+    # below 0.003, exp((s - 1)/τ) underflows float64 for opposite views: u = 0 and a NaN loss
+    with pytest.raises(ValueError, match="temperature must be >= 0.003"):
+        SogCLRLoss(dataset_size=10, temperature=0.001)
+    z = F.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
+    assert torch.isfinite(SogCLRLoss(dataset_size=10, temperature=0.003)(z, -z, index=torch.arange(6)))
