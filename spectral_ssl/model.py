@@ -196,17 +196,20 @@ class SpectralSSL(
                            directory, len(bad), ", ".join(bad[:3]))
         meta = config.get("spectral_ssl", {})
         proj = meta.get("projector", {})
+        model_args = dict(config.get("model_args") or {})
+        model_args.pop("num_classes", None)  # timm's own exports may set it; the backbone is always head-less
         try:
             model = cls(
                 backbone=config["architecture"],
                 proj_hidden_dim=int(proj.get("hidden_dim", 2048)),
                 proj_dim=int(proj.get("dim", 128)),
-                backbone_kwargs=config.get("model_args", {}),
+                backbone_kwargs=model_args,
             )
         except ValueError as e:
             raise ValueError(f"{directory / hub.CONFIG_NAME} describes a backbone this timm {timm.__version__} "
                              f"cannot build: {e} If the export was made with a newer timm, upgrade timm "
                              "(pip install -U timm).") from None
+        backbone_state = _without_classifier(model.backbone, backbone_state, directory)
         _load_state(model.backbone, backbone_state, strict, directory / hub.WEIGHTS_NAME, directory / hub.CONFIG_NAME)
         if projector_state is not None:
             _load_state(model.projector, projector_state, strict, directory / hub.PROJECTOR_NAME,
@@ -219,6 +222,20 @@ class SpectralSSL(
         model.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in model.data_config.items()}
         model.metadata = {k: v for k, v in meta.items() if k not in ("projector", "version")}
         return model.eval()
+
+
+def _without_classifier(backbone: nn.Module, state: dict[str, torch.Tensor], directory: Path
+                        ) -> dict[str, torch.Tensor]:
+    """``state`` less a timm classifier head that the head-less ``backbone`` lacks (a plain timm export of a
+    classifier, e.g. ``fc.weight``/``fc.bias``), as timm drops it when loading with ``num_classes=0``."""
+    classifier = backbone.pretrained_cfg.get("classifier") if hasattr(backbone, "pretrained_cfg") else None
+    names = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
+    own = backbone.state_dict()
+    head = [k for k in state if k not in own and any(k.startswith(f"{name}.") for name in names)]
+    if head:
+        logger.info("%s: left out the classifier head of the timm export (%s); the backbone is head-less",
+                    directory, ", ".join(head))
+    return {k: v for k, v in state.items() if k not in head}
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], strict: bool, weights: Path, config: Path) -> None:

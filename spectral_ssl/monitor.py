@@ -279,13 +279,25 @@ class SpectralMonitor:
             world, self._count, -1).split([older, self._last_batch], dim=1)]) for z in self._ordered())
         record, collapsed = None, False
         if dist.rank() == 0:
-            batch = max(self._last_batch * world, 2)
-            if self._count * world == batch:  # one batch in the window: the band of all of it
-                batch = None
-            record = {"step": self._calls if step is None else step,
-                      **spectral_record(z1, z2, self.temperature, monitor_temperature=self.monitor_temperature,
-                                        batch_size=batch, source=self.source)}
-            collapsed = self._collapsed(record)
+            step = self._calls if step is None else step
+            batch = self._last_batch * world
+            finite = torch.isfinite(z1).all(1) & torch.isfinite(z2).all(1)
+            left_out = int((~finite).sum())
+            if left_out:  # a NaN/inf batch is left out of the record, said once, never raised
+                batch = int(finite[-batch:].sum())
+                z1, z2 = z1[finite], z2[finite]
+                logger.warning("SpectralMonitor, step %d: %d of %d pairs in the window are not finite (NaN/inf) and "
+                               "are left out of the record", step, left_out, finite.shape[0])
+            if z1.shape[0] >= 2:
+                batch = max(batch, 2)
+                if z1.shape[0] == batch:  # one batch in the window: the band of all of it
+                    batch = None
+                record = {"step": step,
+                          **spectral_record(z1, z2, self.temperature, monitor_temperature=self.monitor_temperature,
+                                            batch_size=batch, source=self.source)}
+                if left_out:
+                    record["non_finite_pairs"] = left_out
+                collapsed = self._collapsed(record)
         if dist.is_distributed():  # every process acts on the main process's verdict
             collapsed = bool(dist.broadcast(torch.tensor([int(collapsed)], device=z1.device), src=0).item())
         self._streak = self._streak + 1 if collapsed else 0
@@ -358,13 +370,18 @@ class SpectralMonitor:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()`` (the buffer goes to the CPU; it follows z's device at the next update)."""
+        """Restore ``state_dict()`` (the buffer goes to the CPU; it follows z's device at the next update). A
+        monitor with a smaller ``window`` keeps the newest pairs."""
+        missing = sorted({"calls", "streak", "should_stop", "last_batch"} - set(state))
+        if missing:
+            raise ValueError(f"not a SpectralMonitor.state_dict(): missing {', '.join(missing)}.")
         self._calls, self._streak = int(state["calls"]), int(state["streak"])
         self.should_stop, self._last_batch = bool(state["should_stop"]), int(state["last_batch"])
         self._buffers, self._head, self._count = None, 0, 0
         if "z1" in state:
             self._buffers = tuple(torch.zeros(self.window, int(state["dim"])) for _ in range(2))
             self._write(state["z1"].float(), state["z2"].float())
+        self._last_batch = min(self._last_batch, self._count)
 
 
 class WatchHandle:

@@ -162,6 +162,22 @@ def test_plain_timm_export_without_projector_loads_with_fresh_projector(trained_
     torch.testing.assert_close(loaded.embed(x), trained_like.embed(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name, num_classes", [("test_resnet", 0), ("test_resnet", 10), ("test_vit", 10)])
+def test_exports_written_by_timm_itself_load_head_less(name, num_classes, tmp_path, caplog):
+    # timm's save_for_hf writes model_args with num_classes, and a classifier's head keys (fc.*, head.*)
+    from timm.models._hub import save_for_hf
+
+    torch.manual_seed(0)
+    plain = timm.create_model(name, num_classes=num_classes).eval()
+    save_for_hf(plain, tmp_path, safe_serialization=True, model_args={"num_classes": num_classes})
+    with caplog.at_level("INFO", logger="spectral_ssl"):
+        loaded = SpectralSSL.from_pretrained(tmp_path)
+    assert ("left out the classifier head" in caplog.text) == (num_classes > 0)
+    x = torch.randn(2, *plain.pretrained_cfg["input_size"])
+    torch.testing.assert_close(loaded.embed(x), plain.forward_head(plain.forward_features(x), pre_logits=True),
+                               rtol=0, atol=0)
+
+
 def test_check_input_names_the_key_to_fix_and_changes_nothing():
     model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
     before = {k: v.clone() for k, v in model.state_dict().items()}

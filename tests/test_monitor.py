@@ -179,6 +179,39 @@ def test_state_dict_round_trip_resumes_identically():
     assert empty.compute() is None
 
 
+
+def test_a_smaller_window_keeps_the_newest_pairs_and_a_foreign_state_is_one_line():
+    big = SpectralMonitor(every=100, window=8)
+    batches = [(torch.randn(3, 5), torch.randn(3, 5)) for _ in range(2)]
+    for step, (a, b) in enumerate(batches, start=1):
+        big.update(a, b, step)
+    small = SpectralMonitor(every=100, window=2)
+    small.load_state_dict(big.state_dict())
+    assert torch.equal(small.state_dict()["z1"], batches[-1][0][-2:])
+    assert small.compute(3)["n_samples"] == 4  # was a crash: the newest batch (3 rows) longer than the window
+    with pytest.raises(ValueError, match="not a SpectralMonitor.state_dict\\(\\): missing calls"):
+        small.load_state_dict({})
+
+
+def test_a_non_finite_batch_is_left_out_of_the_record_with_a_warning_never_raised(caplog):
+    monitor = SpectralMonitor(every=5, window=64, alarm=None)
+    good = [(torch.randn(8, 6), torch.randn(8, 6)) for _ in range(5)]
+    bad = good[0][0].clone()
+    bad[2, 3] = float("nan")
+    with caplog.at_level(logging.WARNING, logger="spectral_ssl"):
+        monitor.update(bad, good[0][1], 1)
+        for step in range(2, 6):
+            record = monitor.update(*good[step - 1], step)
+    assert "step 5: 1 of 40 pairs in the window are not finite" in caplog.text
+    assert record["non_finite_pairs"] == 1 and record["n_samples"] == 2 * 39
+    keep = torch.ones(40, dtype=torch.bool)
+    keep[2] = False
+    z1, z2 = (torch.cat([g[i] for g in good]) for i in range(2))
+    expected = spectral_record(z1[keep], z2[keep], 0.2, batch_size=8)
+    assert record["reff_cov"] == pytest.approx(expected["reff_cov"])
+    assert record["band_measured_mean"] == pytest.approx(expected["band_measured_mean"])
+
+
 def collapsed_pairs(n=32, d=16):
     base = torch.randn(d)
     return base + 1e-4 * torch.randn(n, d), base + 1e-4 * torch.randn(n, d)

@@ -260,6 +260,14 @@ class BatchSelector(nn.Module):
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
         if selection == "pool":
             source = "online"
+        _check_count("batch_size", batch_size)
+        _check_count("dim", dim, " (the projection dimension)")
+        if dataset_size is not None:
+            _check_count("dataset_size", dataset_size, " (the number of training rows) or None")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}.")
+        if not cache_dtype.is_floating_point:
+            raise ValueError(f"cache_dtype must be a floating-point dtype (float16 halves it), got {cache_dtype}.")
         if not isinstance(pool_factor, int) or pool_factor < 1 or not isinstance(pool_candidates, int) \
                 or pool_candidates < 1:
             raise ValueError(f"pool_factor and pool_candidates must be positive integers, got {pool_factor!r} and "

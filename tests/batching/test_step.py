@@ -156,6 +156,13 @@ def test_bad_arguments_name_the_fix():
         BatchSelector("greedy", B, D, source="cache")
     with pytest.raises(ValueError, match="greedy_m must be None"):
         BatchSelector("greedy", B, D, dataset_size=10, greedy_m=0)
+    for args, kwargs, message in (((-3, D), {}, "batch_size must be a positive integer, got -3"),
+                                  ((B, 0), {}, r"dim must be a positive integer \(the projection dimension\), got 0"),
+                                  ((B, D), {"dataset_size": -5}, "dataset_size must be a positive integer"),
+                                  ((B, D), {"seed": "a"}, "seed must be an integer"),
+                                  ((B, D), {"cache_dtype": torch.int64}, "cache_dtype must be a floating-point")):
+        with pytest.raises(ValueError, match=message):
+            BatchSelector("random", *args, **kwargs)
     selector = BatchSelector("greedy", B, D, dataset_size=10)
     with pytest.raises(ValueError, match="idx column must number rows 0..N-1"):
         selector.observe(torch.arange(20, 28), torch.randn(8, D), step=0)
