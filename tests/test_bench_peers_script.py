@@ -35,7 +35,7 @@ def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
 
 def test_textbook_nt_xent_equals_infonce(bench_peers):
     g = torch.Generator().manual_seed(0)
-    for b, d in ((1, 4), (5, 16), (32, 128)):
+    for b, d in ((2, 4), (5, 16), (32, 128)):
         z1 = F.normalize(torch.randn(b, d, generator=g), dim=1)
         z2 = F.normalize(torch.randn(b, d, generator=g), dim=1)
         textbook = bench_peers.nt_xent(z1, z2, 0.2).item()
