@@ -63,9 +63,13 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         train(run, cfg, accelerator, on_eta=on_eta if accelerator.is_main_process else None)
         return export(run, cfg, accelerator)
     except BaseException as e:
-        folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
+        released = folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
         if isinstance(e, (run_folder.RunFolderError, NonFiniteError)):  # e.g. a full disk, a NaN loss: one line
             raise SystemExit(f"error: {e}") from None
+        if isinstance(e, data.UndecodableImageError):  # met while streaming (the decoded cache meets it in build)
+            again = "" if released else " --resume=true (from the last checkpoint)"
+            raise SystemExit(f"error: {data.UndecodableImageError.one_line(e)} Then run the same command with"
+                             f"{again} --skip_corrupt=true") from None
         raise
     finally:
         folder.close()
@@ -93,6 +97,8 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     train_data = open_split(cfg, "split", streaming=cfg.data.streaming, label_column=None)
     # the export's R_eff and the online probe read eval_split: open it now, not after hours of training
     open_split(cfg, "eval_split", streaming=True, label_column=cfg.data.label_column if cfg.run.probe_every else None)
+    if cfg.run.probe_every:  # the online probe reads the training split's labels too
+        open_split(cfg, "split", streaming=True, label_column=cfg.data.label_column)
     cap = cfg.data.max_train_samples
     rows = train_data.num_rows if cap is None else min(train_data.num_rows or cap, cap)
     steps_per_epoch = rows // (cfg.optim.batch_size * world) if rows is not None else None
@@ -253,7 +259,8 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(run.model)
-        loader = run_eval_loader(final, cfg, cfg.data.eval_split, cfg.run.reff_samples)
+        # R_eff needs images only: no labels, and an undecodable one is left out rather than failing the export
+        loader = run_eval_loader(final, cfg, cfg.data.eval_split, cfg.run.reff_samples, labels=False)
         features, _ = extract_features(final, loader, device=run.device)
         metrics = run.folder.read_metrics()
         final.metadata = {
@@ -297,11 +304,12 @@ def open_split(cfg: PretrainConfig, split_key: str, **kwargs) -> data.ImageData:
         raise ConfigError(e.message(f"--{split_key}")) from None
 
 
-def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int):
-    """``split`` with the model's own preprocessing (its data_config), as a user of the export will read it."""
+def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int, labels: bool = True):
+    """``split`` with the model's own preprocessing (its data_config), as a user of the export will read it; without
+    ``labels`` (the export's R_eff) the label column is not read and undecodable images are skipped."""
     return eval_loader(cfg.data.dataset, split, transforms.Preprocessing.from_data_config(model.data_config),
-                       image_column=cfg.data.image_column, label_column=cfg.data.label_column, max_samples=limit,
-                       skip_corrupt=cfg.data.skip_corrupt)
+                       image_column=cfg.data.image_column, label_column=cfg.data.label_column if labels else None,
+                       max_samples=limit, skip_corrupt=cfg.data.skip_corrupt or not labels)
 
 
 def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) -> float:

@@ -259,8 +259,10 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 # ---- the recipes' configurations ----
+# label_column is read by the probes only; skip_corrupt rescues a run stopped by an undecodable image
 SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_limit", "push_to_hub", "num_workers",
-                            "resume", "overwrite_output_dir", "probe_every", "probe_samples", "target_accuracy")
+                            "resume", "overwrite_output_dir", "probe_every", "probe_samples", "target_accuracy",
+                            "label_column", "skip_corrupt")
 
 
 # the documented flat keys of the selectors and the argument of ``batching.create_selector`` each one fills

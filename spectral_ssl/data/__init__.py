@@ -18,7 +18,7 @@
 """
 
 from spectral_ssl.data.cache import AUTO_CACHE_BYTES, DecodedEpochLoader, DecodedSplit, cache_device, decoded_bytes
-from spectral_ssl.data.decode import DECODE_ERRORS, Uint8Transform, decode_image, to_uint8
+from spectral_ssl.data.decode import DECODE_ERRORS, Uint8Transform, UndecodableImageError, decode_image, to_uint8
 from spectral_ssl.data.epochs import DeviceViews, EpochBatches, EpochLoader
 from spectral_ssl.data.evaluation import eval_loader
 from spectral_ssl.data.readers import (
@@ -48,7 +48,7 @@ __all__ = [
     "AUTO_CACHE_BYTES", "DATA_SUFFIXES", "DECODE_ERRORS", "EVAL_INTERPOLATION", "IMAGENET_MEAN", "IMAGENET_STD",
     "IMAGE_SUFFIXES", "NO_LABEL", "READERS", "WORKER_CHUNK", "DataKeyError", "DecodedEpochLoader", "DecodedSplit",
     "DeviceViews", "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "TrainingInput", "TwoViewTransform",
-    "Uint8Transform", "cache_device", "collate_eval", "collate_views", "decode_image", "decoded_bytes",
-    "eval_loader", "load_images", "looks_local", "make_loader", "num_rows", "source_kind", "synthetic_dataset",
-    "to_uint8", "training_input",
+    "UndecodableImageError", "Uint8Transform", "cache_device", "collate_eval", "collate_views", "decode_image",
+    "decoded_bytes", "eval_loader", "load_images", "looks_local", "make_loader", "num_rows", "source_kind",
+    "synthetic_dataset", "to_uint8", "training_input",
 ]

@@ -27,6 +27,26 @@ from spectral_ssl.decode_need import DecodeNeed, ShortSideNeed
 DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError)
 
 
+class UndecodableImageError(ValueError):
+    """A row's image cannot be decoded and ``skip_corrupt`` is off. One line naming the row (and its file, when the
+    row has one) and the fix; the recipes stop on it in one line."""
+
+    @classmethod
+    def of(cls, row: dict[str, Any], error: BaseException) -> UndecodableImageError:
+        value = row.get("image")
+        path = value.get("path") if isinstance(value, dict) else None
+        where = f"idx {row.get('idx')}" + (f" ({path})" if path else "")
+        return cls(f"image at {where} cannot be decoded ({type(error).__name__}: {error}); fix or drop that row, or "
+                   "pass --skip_corrupt=true to skip undecodable images.")
+
+    @staticmethod
+    def one_line(error: BaseException) -> str:
+        """The message, also when a DataLoader worker re-raised it with the worker's traceback inside."""
+        text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        prefix = f"{UndecodableImageError.__module__}.{UndecodableImageError.__qualname__}: "
+        return text.removeprefix(prefix)
+
+
 def decode_image(value: Any, need: DecodeNeed | None = None, backend: str = "auto") -> Image.Image:
     """PIL RGB image from a datasets ``Image(decode=False)`` value (``{"bytes", "path"}``), a PIL image, bytes or a
     path.

@@ -18,7 +18,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from spectral_ssl.data.decode import DECODE_ERRORS, decode_image, decode_need_of
+from spectral_ssl.data.decode import DECODE_ERRORS, UndecodableImageError, decode_image, decode_need_of
 from spectral_ssl.data.jpeg import undecoded_jpeg
 from spectral_ssl.data.readers import NO_LABEL, Dataset, ImageData, _as_image_data
 
@@ -136,8 +136,7 @@ class _Stream(IterableDataset):
                 image = None if raw is not None else decode_image(row["image"], self.decode_need)
             except DECODE_ERRORS as e:
                 if not self.skip_corrupt:
-                    raise ValueError(f"image at idx {row['idx']} cannot be decoded ({type(e).__name__}: {e}); fix "
-                                     "or drop that row, or pass --skip_corrupt=true to skip undecodable images.") from e
+                    raise UndecodableImageError.of(row, e) from e
                 self.corrupt.append(int(row["idx"]))
                 skipped += 1
                 logger.warning("skipping undecodable image at idx %s (%d skipped so far)", row["idx"],

@@ -212,7 +212,7 @@ def test_a_truncated_jpeg_in_a_shard_is_refused_by_idx_or_skipped_and_counted(tm
     batches = list(loader)
     assert [i for b in batches for i in b["idx"].tolist()] == [0, 1, 2, 3, 4, 6, 7]
     assert loader.dataset.corrupt == [5] and sum(b["skipped"] for b in batches) == 1
-    with pytest.raises(ValueError, match=r"image at idx 5 cannot be decoded .*--skip_corrupt=true"):
+    with pytest.raises(ValueError, match=r"image at idx 5 \(000005.jpg\) cannot be decoded .*--skip_corrupt=true"):
         list(data.make_loader(opened, data.EvalTransform(8), batch_size=2, collate="eval", shuffle=False))
 
 

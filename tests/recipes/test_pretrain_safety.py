@@ -114,6 +114,39 @@ def test_corrupt_rows_are_skipped_counted_and_the_epoch_ends_normally(pretrain, 
     assert "Undecodable rows skipped: 4" in (out / "README.md").read_text()
 
 
+
+def test_an_undecodable_image_met_while_streaming_is_one_line_naming_the_file_and_the_run_goes_on(pretrain, tmp_path):
+    # uncached (a split over the cache limit, or cache_decoded=off): the bad file is met mid-run, after a checkpoint
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    write_images(data / "train", [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+                                  for _ in range(40)])
+    (data / "train" / "25.png").write_bytes(b"not a png")  # row 18 in name order: read for the 3rd batch of 8
+    args = tiny_args(data, tmp_path / "run", "--max_steps=4", "--save_every=1", "--eval_split=train",
+                     "--label_column=null", "--batch_size=8", "--image_size=16", "--shuffle_buffer=1",
+                     cache="off")
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(args)
+    message = str(e.value)
+    assert message.startswith("error: image at idx ") and "25.png) cannot be decoded" in message
+    assert message.endswith("Then run the same command with --resume=true (from the last checkpoint) "
+                            "--skip_corrupt=true") and "\n" not in message
+    out = pretrain.main([*args, "--resume=true", "--skip_corrupt=true"])  # skip_corrupt may change on resume
+    assert json.loads((out / "config.json").read_text())["spectral_ssl"]["steps"] == 4
+
+
+@pytest.mark.slow
+def test_the_export_needs_no_labels_and_leaves_out_an_undecodable_eval_image(pretrain, tmp_path):
+    # a wrong label_column and a corrupt eval image used to fail the run after training, at the export
+    data = tmp_path / "data"
+    write_images(data / "train", [Image.new("RGB", (16, 16), (i, 2 * i, 3 * i)) for i in range(16)])
+    write_images(data / "test", [Image.new("RGB", (16, 16), (i, i, i)) for i in range(8)])
+    (data / "test" / "3.png").write_bytes(b"not a png")
+    out = pretrain.main(tiny_args(data, tmp_path / "run", "--max_steps=2", "--batch_size=8", "--image_size=16",
+                                  "--label_column=no_such_column"))
+    assert json.loads((out / "config.json").read_text())["spectral_ssl"]["effective_rank"]["n_samples"] == 7
+
+
 def test_empty_split_stops_with_one_line(pretrain, tmp_path):
     data = tmp_path / "data"
     write_images(data / "train", [Image.new("RGB", (8, 8))] * 2)
