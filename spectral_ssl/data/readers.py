@@ -338,16 +338,29 @@ READERS: dict[str, Callable[[str, str, bool], Dataset]] = {
 
 
 def _shard_columns(ds: Dataset, columns: list[str], image_column: str,
-                   label_column: str | None) -> tuple[str, str | None]:
+                   label_column: str | None) -> tuple[str, str | None, list[str]]:
     """The members that default column names stand for in webdataset data (its columns are extensions): ``image``
-    -> the first of ``SHARD_IMAGE_KEYS`` present, else the first image member; ``label`` -> ``cls``. Explicit names
-    and names the data has are kept."""
+    -> each sample's first member of ``SHARD_IMAGE_KEYS`` (then other image members) that it holds; ``label`` ->
+    ``cls``. Explicit names and names the data has are kept. Returns (image column, label column, the image members
+    to merge into the image column: several when the shards mix formats, e.g. some samples .jpg, others .png)."""
+    members: list[str] = []
     if image_column == "image" and "image" not in columns:
         images = [c for c in columns if isinstance((ds.features or {}).get(c), datasets.Image)]
-        image_column = next((c for c in (*SHARD_IMAGE_KEYS, *images) if c in columns), image_column)
+        members = list(dict.fromkeys(c for c in (*SHARD_IMAGE_KEYS, *images) if c in columns))
+        image_column = members[0] if members else image_column
     if label_column == "label" and "label" not in columns:
         label_column = next((c for c in SHARD_LABEL_KEYS if c in columns), label_column)
-    return image_column, label_column
+    return image_column, label_column, members
+
+
+class _FirstImage:
+    """``ds.map`` function: the first of a sample's image members that it holds, into the first member's column."""
+
+    def __init__(self, members: list[str]) -> None:
+        self.members = members
+
+    def __call__(self, row: dict) -> dict:
+        return {self.members[0]: next((row[m] for m in self.members if row[m] is not None), None)}
 
 
 class _IntLabels:
@@ -402,7 +415,14 @@ def load_images(
     columns = _columns(ds)
     shards = "__key__" in columns  # webdataset samples: columns are member extensions
     if shards:
-        image_column, label_column = _shard_columns(ds, columns, image_column, label_column)
+        image_column, label_column, members = _shard_columns(ds, columns, image_column, label_column)
+        if len(members) > 1:  # mixed formats: every sample's own image, not the first format's (None elsewhere)
+            raw = datasets.Image(decode=False)
+            for member in members:
+                ds = ds.cast_column(member, raw)
+            features = datasets.Features({k: v for k, v in ds.features.items() if k not in members[1:]})
+            ds = ds.map(_FirstImage(members), remove_columns=members[1:], features=features)
+            columns = [c for c in columns if c not in members[1:]]
     wanted = {image_column: "image"}
     for name, role in ((image_column, "image_column"), (label_column, "label_column")):
         if name is not None and name not in columns:

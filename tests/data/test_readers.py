@@ -276,3 +276,23 @@ def test_hub_shards_map_members_and_select_splits(hub, layout):  # noqa: F811
             data.load_images("org/shards", "train", streaming=streaming, image_column="png")
         assert {"jpg", "cls", "__key__"} <= set(error.value.available)
     assert any("train-00001.tar" in r or "train/00001.tar" in r for r in hub.requests)
+
+
+def png(k: int, size: int = 8) -> bytes:
+    """``jpeg(k)``'s image as a PNG (lossless: the same level)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (8 * k + 4,) * 3).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_shards_that_mix_image_formats_give_every_sample_its_own_image(tmp_path, streaming):
+    # some samples .jpg, some .png, one .webp: `image` is each sample's own member, never None for the others
+    samples = make_samples(0, 9)
+    for k in (1, 4, 5, 8):
+        samples[k][1].pop("jpg")
+        samples[k][1]["png"] = png(k)
+    samples[6][1]["webp"] = samples[6][1].pop("jpg")  # a JPEG payload under .webp: decoded by content
+    write_split(tmp_path, "names", "train", [samples[:5], samples[5:]])
+    rows = list(data.load_images(str(tmp_path), "train", streaming=streaming).ds)
+    assert_canonical(rows, 9)
