@@ -42,6 +42,7 @@ from spectral_ssl.probe import (  # noqa: E402
     linear_probe,
     raw_pixel_features,
     recalibrate_batchnorm,
+    split_halves,
 )
 from spectral_ssl.spectral import effective_rank  # noqa: E402
 from spectral_ssl.transforms import Preprocessing  # noqa: E402
@@ -129,9 +130,13 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
     """Loader factories for the train and test splits with the export's preprocessing (each split opened once
     now, so a missing split or label column is reported before any feature is extracted)."""
     preprocessing = Preprocessing.from_data_config(model.data_config)
-    loaders = {}  # by role: train and test may be the same split with different caps
-    for role, split, limit in (("train", cfg.train_split, cfg.max_train_samples),
-                               ("test", cfg.test_split, cfg.max_test_samples)):
+    loaders = {}  # by role; one split for both: read once (both caps), then halved by ``probe``
+    same = cfg.train_split == cfg.test_split
+    caps = (cfg.max_train_samples, cfg.max_test_samples)
+    both = None if None in caps else sum(caps)
+    roles = ((("test", cfg.test_split, both),) if same else
+             (("train", cfg.train_split, cfg.max_train_samples), ("test", cfg.test_split, cfg.max_test_samples)))
+    for role, split, limit in roles:
         loaders[role] = (lambda split=split, limit=limit: eval_loader(
             dataset, split, preprocessing, image_column=cfg.image_column, label_column=cfg.label_column,
             batch_size=cfg.batch_size, max_samples=limit, num_workers=cfg.num_workers))
@@ -139,6 +144,9 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
             loaders[role]()  # opens the split: a missing split or label column fails here
         except DataKeyError as e:
             raise ConfigError(e.message(f"--{role}_split")) from None
+    if same:
+        print(f"--train_split and --test_split are both {cfg.test_split}: the probe is fitted on a seeded half of its "
+              "rows and scored on the other half")
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 
 
@@ -147,6 +155,8 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
     t0 = time.perf_counter()
     feats = {}
     for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
+        if role not in probe_data["loaders"]:  # the same split for both: halved below
+            continue
         batches = tqdm(probe_data["loaders"][role](), desc=f"{name}: {split} features", unit="batch", leave=False)
         try:  # a label that is no integer class, an undecodable image: one line naming the columns
             feats[role] = (raw_pixel_features(batches) if model is None
@@ -155,15 +165,20 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
             raise SystemExit(f"error: reading {probe_data['dataset']} split {split} (--image_column="
                              f"{cfg.image_column}, --label_column={cfg.label_column}, integer class labels): "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
+    if "train" in feats:
+        (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
+        fit_on, scored_on = cfg.train_split, cfg.test_split
+    else:  # never fitted and scored on the same rows
+        train_f, train_y, test_f, test_y = split_halves(*feats["test"], seed=cfg.seed)
+        fit_on, scored_on = f"{cfg.train_split} (a seeded half)", f"{cfg.test_split} (the other half)"
     t_feat = time.perf_counter() - t0
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)
     try:  # rows labelled -1 ("no label") are left out; a split without labels is one line
         result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed, device=device)  # on the GPU if any
     except ValueError as e:
         raise SystemExit(f"error: {name} probe on {probe_data['dataset']}: {e}") from None
-    out = {**result.to_dict(), "dataset": probe_data["dataset"], "split": cfg.test_split,
-           "train_split": cfg.train_split, "feature_seconds": round(t_feat, 2),
+    out = {**result.to_dict(), "dataset": probe_data["dataset"], "split": scored_on,
+           "train_split": fit_on, "feature_seconds": round(t_feat, 2),
            "effective_rank": float(effective_rank(test_f, "cov"))}
     if cfg.knn:
         out["knn"] = knn_probe(train_f, train_y, test_f, test_y, device=device).to_dict()

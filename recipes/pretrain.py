@@ -218,7 +218,8 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
         state.step += 1
         state.train_seconds += step_ms / 1000
         seen += x1.shape[0] * accelerator.num_processes
-        if state.step % cfg.run.log_every == 0 or state.step == run.total_steps:
+        probe_step = bool(cfg.run.probe_every) and state.step % cfg.run.probe_every == 0
+        if state.step % cfg.run.log_every == 0 or state.step == run.total_steps or probe_step:  # a row per probe
             elapsed = time.perf_counter() - tick
             metrics = {"step": state.step, "epoch": pool.epoch, "lr": lr, "img_per_s": seen / elapsed,
                        "loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm),
@@ -228,7 +229,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
                                            negatives=run.objective.negatives(), keys=out.keys)}
             if cfg.batching.selection != "random":
                 metrics.update({f"sel_{k}": v for k, v in selected.items()}, sel_share=selected["select_ms"] / step_ms)
-            if cfg.run.probe_every and state.step % cfg.run.probe_every == 0:
+            if probe_step:
                 metrics["knn_top1"] = online_knn(accelerator.unwrap_model(model), cfg, device)
                 model.train()
                 reached = cfg.run.target_accuracy and metrics["knn_top1"] >= cfg.run.target_accuracy

@@ -159,6 +159,14 @@ def linear_probe(
                        dropped)
 
 
+def split_halves(features: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
+    """(fit features, fit labels, held-out features, held-out labels): a seeded half of the rows and the other half,
+    for a probe of a split that has no separate test split (never fitted and scored on the same rows)."""
+    perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
+    fit, held = perm[: features.shape[0] // 2], perm[features.shape[0] // 2:]
+    return features[fit], labels[fit], features[held], labels[held]
+
+
 @torch.no_grad()
 def knn_probe(
     train_features: torch.Tensor,

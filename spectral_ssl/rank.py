@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spectral_ssl.probe import eval_loader, extract_features, knn_probe, linear_probe
+from spectral_ssl.probe import eval_loader, extract_features, knn_probe, linear_probe, split_halves
 from spectral_ssl.spectral import effective_rank
 from spectral_ssl.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -218,12 +218,6 @@ def spearman_permutation_p(x: Sequence[float], y: Sequence[float], n_permutation
     return (hits + 1) / (n_permutations + 1)
 
 
-def _split_halves(features: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
-    perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
-    fit, held = perm[: features.shape[0] // 2], perm[features.shape[0] // 2:]
-    return features[fit], labels[fit], features[held], labels[held]
-
-
 def score_model(loaded: LoadedModel, dataset: str, split: str, *, label_column: str | None = None,
                 train_split: str | None = None, image_column: str = "image", max_samples: int | None = None,
                 batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu") -> ModelScore:
@@ -242,7 +236,7 @@ def score_model(loaded: LoadedModel, dataset: str, split: str, *, label_column: 
     score = ModelScore(loaded.source, loaded.kind, feats.shape[1], feats.shape[0], **spectral_scores(feats))
     if label_column is not None:
         if train_split is None:
-            probe_data = _split_halves(feats, labels, seed)
+            probe_data = split_halves(feats, labels, seed)
         else:
             probe_data = (*features(train_split, True), feats, labels)
         score.knn_top1 = knn_probe(*probe_data).top1

@@ -139,7 +139,7 @@ def test_score_model_equals_the_scores_of_its_features(images, tmp_path):
     assert (score.n_samples, score.dim) == (48, 16)
     assert score.rankme == pytest.approx(float(ssl.effective_rank(feats, "rankme")), rel=1e-5)
     assert score.reff_cov == pytest.approx(float(ssl.effective_rank(feats, "cov")), rel=1e-5)
-    halves = rank._split_halves(feats, labels, 0)
+    halves = rank.split_halves(feats, labels, 0)
     assert halves[0].shape[0] == halves[2].shape[0] == 24
     assert score.knn_top1 == pytest.approx(knn_probe(*halves).top1)
     assert score.linear_top1 == pytest.approx(linear_probe(*halves, seed=0).top1)

@@ -103,3 +103,34 @@ def test_push_without_a_token_names_the_push_key_before_the_probe(linear_probe_r
                                          r"or set HF_TOKEN$"):
         linear_probe_recipe.main(["--model", str(export), "--push=org/x"])
     assert not (export / "linear_probe.json").exists()
+
+
+def test_one_split_for_both_is_halved_never_fitted_and_scored_on_the_same_rows(linear_probe_recipe, tmp_path,
+                                                                              capsys, monkeypatch):
+    from spectral_ssl import SpectralSSL
+    from spectral_ssl.data import synthetic_dataset
+
+    data = tmp_path / "train_only"
+    data.mkdir()
+    synthetic_dataset(num_rows=80, image_size=16, num_classes=2, seed=0).to_parquet(
+        str(data / "train-00000-of-00001.parquet"))
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.data_config.update(input_size=(3, 16, 16))
+    model.metadata = {"dataset": str(data)}
+    model.save_pretrained(tmp_path / "export")
+    seen = {}
+    real = linear_probe_recipe.linear_probe
+
+    def spy(train_f, train_y, test_f, test_y, **kwargs):
+        seen["rows"] = train_f, test_f
+        return real(train_f, train_y, test_f, test_y, **kwargs)
+
+    monkeypatch.setattr(linear_probe_recipe, "linear_probe", spy)
+    res = linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--train_split=train", "--test_split=train",
+                                    "--max_train_samples=40", "--max_test_samples=20", "--record=false"])
+    assert "fitted on a seeded half of its rows and scored on the other half" in capsys.readouterr().out
+    pre = res["pretrained"]
+    assert (pre["n_train"], pre["n_test"]) == (30, 30)  # one read of 40 + 20 rows, halved
+    assert pre["train_split"] == "train (a seeded half)" and pre["split"] == "train (the other half)"
+    fit, scored = seen["rows"]
+    assert not (fit[:, None, :] == scored[None, :, :]).all(-1).any()  # no row in both halves
