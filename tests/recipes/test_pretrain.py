@@ -206,3 +206,11 @@ def test_on_eta_is_called_once_with_the_seconds_left(pretrain, tiny_dataset, tmp
     assert len(calls) == 1
     left, img_per_s = calls[0]
     assert 0 < left < float("inf") and 0 < img_per_s < float("inf")
+
+
+@pytest.mark.slow
+def test_probe_every_probes_at_its_own_steps_each_with_a_metrics_row(pretrain, tiny_dataset, tmp_path):
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=4", "--log_every=4",
+                                  "--probe_every=1", "--probe_samples=16", "--save_every=null"))
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2, 3, 4] and all("knn_top1" in m for m in lines)
