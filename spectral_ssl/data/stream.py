@@ -123,10 +123,11 @@ class _Stream(IterableDataset):
         skip, limit = self.skip, self.limit
         if presharded:
             skip, limit = skip // workers, None if limit is None else limit // workers
-        skipped = 0  # undecodable rows since the last yielded sample (summed per batch by the collate functions)
+        skipped = 0  # undecodable rows since the last sample (summed per batch by the collate functions)
+        pending = None  # held back one row: undecodable rows after the last sample are counted on it
         for position, row in enumerate(rows):
             if limit is not None and position >= limit:
-                return
+                break
             if position < skip or (not presharded and position % workers != worker):
                 continue
             if self.keep_idx is not None and int(row["idx"]) not in self.keep_idx:
@@ -150,7 +151,12 @@ class _Stream(IterableDataset):
                 sample["view1"], sample["view2"] = self.transform(image)
             else:
                 sample["image"] = raw if raw is not None else self.transform(image)
-            yield sample
+            if pending is not None:
+                yield pending
+            pending = sample
+        if pending is not None:
+            pending["skipped"] += skipped
+            yield pending
 
 
 WORKER_CHUNK = 32  # samples a DataLoader worker sends at once (see _Stream.__iter__)

@@ -119,7 +119,9 @@ def test_rows_without_an_image_and_decompression_bombs_are_refused_by_idx_or_ski
         ds = data.load_images(str(tmp_path), "train", streaming=streaming)
         loader = data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False,
                                   drop_last=False, skip_corrupt=True)
-        assert [i for b in loader for i in b["idx"].tolist()] == [0, 2] and loader.dataset.corrupt == [1, 3]
+        batches = list(loader)
+        assert [i for b in batches for i in b["idx"].tolist()] == [0, 2] and loader.dataset.corrupt == [1, 3]
+        assert sum(b["skipped"] for b in batches) == 2  # the last row's too: counted on the sample before it
         with pytest.raises(ValueError, match=r"^image at idx 1 cannot be decoded \(ValueError: the row has no image "
                                              r"\(None\)\);.*--skip_corrupt=true"):
             list(data.make_loader(ds, data.EvalTransform(16), batch_size=1, collate="eval", shuffle=False))
