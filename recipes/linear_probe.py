@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
         if not cfg.dataset and model.metadata.get("dataset_local"):
             raise ConfigError(f"the export was trained on a local dataset ('{dataset}', a folder of the machine that "
                               "trained it); pass --dataset PATH")
+        run = model.metadata.get("config") or {}  # the run's own columns, when probing the data it trained on
+        own = cfg.dataset is None or cfg.dataset == run.get("dataset")
+        cfg.image_column = cfg.image_column or (own and run.get("image_column")) or "image"
+        cfg.label_column = cfg.label_column or (own and run.get("label_column")) or "label"
         local = Path(str(cfg.model).removeprefix("local-dir:"))
         if cfg.push == "model" and local.is_dir():
             raise ConfigError("--push=model needs a Hub model; pass --push=org/name for a local export")
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
         calibration = eval_loader(dataset, cfg.train_split, probe_data["preprocessing"],
                                   image_column=cfg.image_column, label_column=None,
                                   batch_size=cfg.batch_size, max_samples=cfg.bn_batches * cfg.batch_size,
-                                  shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)
+                                  shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
+                                  skip_corrupt=cfg.skip_corrupt)
         layers = recalibrate_batchnorm(baseline, (b["image"] for b in calibration), device=device)
         results["random_init"] = rnd = probe(baseline, probe_data, cfg, device, "random init")
         rnd.update(bn_recalibrated_layers=layers, bn_batches=cfg.bn_batches, zero_init_last=False)
@@ -139,10 +144,14 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
     for role, split, limit in roles:
         loaders[role] = (lambda split=split, limit=limit: eval_loader(
             dataset, split, preprocessing, image_column=cfg.image_column, label_column=cfg.label_column,
-            batch_size=cfg.batch_size, max_samples=limit, num_workers=cfg.num_workers))
+            batch_size=cfg.batch_size, max_samples=limit, num_workers=cfg.num_workers, skip_corrupt=cfg.skip_corrupt))
         try:
             loaders[role]()  # opens the split: a missing split or label column fails here
         except DataKeyError as e:
+            if e.role == "label_column":  # not "or --label_column=null": a probe needs labels
+                raise ConfigError(f"--label_column={e.value} not found in {e.dataset}; available columns: "
+                                  f"{', '.join(e.available) or 'none'}; the probe needs integer class labels: pass "
+                                  "--label_column=<one of them>") from None
             raise ConfigError(e.message(f"--{role}_split")) from None
     if same:
         print(f"--train_split and --test_split are both {cfg.test_split}: the probe is fitted on a seeded half of its "

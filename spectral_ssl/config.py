@@ -606,10 +606,13 @@ class ProbeConfig:
     dataset: str | None = arg(None, "dataset to probe on; null = the one the model was trained on")
     train_split: str = arg("train", "split the probe is fitted on")
     test_split: str = arg("test", "split the probe is scored on")
-    image_column: str = arg("image", "column holding the images")
-    label_column: str = arg("label", "column holding integer labels")
+    image_column: str | None = arg(None, "column holding the images; null = the run's (on its own dataset), else "
+                                   "'image'")
+    label_column: str | None = arg(None, "column holding integer class labels; null = the run's (on its own "
+                                   "dataset), else 'label'")
     max_train_samples: int | None = arg(None, "cap on train rows; null = whole split")
     max_test_samples: int | None = arg(None, "cap on test rows; null = whole split")
+    skip_corrupt: bool = arg(False, "skip undecodable images instead of stopping")
     batch_size: int = arg(512, "feature-extraction batch size")
     num_workers: int = arg(0, "DataLoader workers decoding the probe's images")
     knn: bool = arg(False, "also run a weighted kNN probe")

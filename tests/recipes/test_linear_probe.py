@@ -134,3 +134,26 @@ def test_one_split_for_both_is_halved_never_fitted_and_scored_on_the_same_rows(l
     assert pre["train_split"] == "train (a seeded half)" and pre["split"] == "train (the other half)"
     fit, scored = seen["rows"]
     assert not (fit[:, None, :] == scored[None, :, :]).all(-1).any()  # no row in both halves
+
+
+def test_the_runs_own_columns_are_used_on_its_dataset_and_a_missing_label_column_says_labels_are_needed(
+        linear_probe_recipe, tmp_path):
+    from spectral_ssl import SpectralSSL
+    from spectral_ssl.data import synthetic_dataset
+
+    data = tmp_path / "renamed"
+    data.mkdir()
+    for split, rows in (("train", 32), ("test", 16)):
+        ds = synthetic_dataset(num_rows=rows, image_size=16, num_classes=2, seed=0)
+        ds.rename_columns({"image": "img", "label": "y"}).to_parquet(str(data / f"{split}-00000-of-00001.parquet"))
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.data_config.update(input_size=(3, 16, 16))
+    model.metadata = {"dataset": str(data), "config": {"dataset": str(data), "image_column": "img",
+                                                       "label_column": "y"}}
+    model.save_pretrained(tmp_path / "export")
+    res = linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--record=false"])
+    assert res["pretrained"]["n_train"] == 32 and res["pretrained"]["n_test"] == 16
+    with pytest.raises(SystemExit) as e:
+        linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--label_column=label", "--record=false"])
+    assert str(e.value) == (f"error: --label_column=label not found in {data} split train; available columns: idx, "
+                            "img, y; the probe needs integer class labels: pass --label_column=<one of them>")
