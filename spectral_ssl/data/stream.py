@@ -287,7 +287,8 @@ def make_loader(
     collate_fn = collate_views if collate == "views" else collate_eval
     if num_workers and data.native_order:
         logger.warning("this stream has no idx column, so its idx is the stream position, which DataLoader workers "
-                       "would renumber; decoding in the main process (add an idx column to use num_workers).")
+                       "would renumber; decoding in the main process. To use num_workers: --streaming=false (an "
+                       "image folder or files of known length), or data with an idx column.")
         num_workers = 0
     # Own generator: creating an iterator must not draw from the global RNG, or a resumed run's augmentations
     # (which use the global RNG restored from the checkpoint when num_workers=0) would be shifted.
