@@ -220,16 +220,17 @@ def spearman_permutation_p(x: Sequence[float], y: Sequence[float], n_permutation
 
 def score_model(loaded: LoadedModel, dataset: str, split: str, *, label_column: str | None = None,
                 train_split: str | None = None, image_column: str = "image", max_samples: int | None = None,
-                batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu") -> ModelScore:
+                batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu",
+                skip_corrupt: bool = False) -> ModelScore:
     """Extract ``loaded``'s frozen features on ``split`` and score them; with ``label_column`` also the kNN and
     linear probes, fitted on ``train_split`` (or, when None, on a seeded half of ``split`` and scored on the other
-    half)."""
+    half); ``skip_corrupt`` leaves undecodable images out instead of stopping."""
     model = loaded.model.to(device)
 
     def features(which: str, labelled: bool) -> tuple[torch.Tensor, torch.Tensor]:
         loader = eval_loader(dataset, which, loaded.preprocessing, image_column=image_column,
                              label_column=label_column if labelled else None, batch_size=batch_size,
-                             max_samples=max_samples)
+                             max_samples=max_samples, skip_corrupt=skip_corrupt)
         return extract_features(model, loader, device=device)
 
     feats, labels = features(split, label_column is not None)
@@ -248,12 +249,13 @@ def score_model(loaded: LoadedModel, dataset: str, split: str, *, label_column: 
 def rank_models(models: Sequence[LoadedModel], dataset: str, split: str = "test", *,
                 label_column: str | None = None, train_split: str | None = None, image_column: str = "image",
                 max_samples: int | None = None, batch_size: int = 256, seed: int = 0,
-                device: str | torch.device = "cpu", permutations: int = 20000) -> RankReport:
+                device: str | torch.device = "cpu", permutations: int = 20000, skip_corrupt: bool = False
+                ) -> RankReport:
     """Score every model (``score_model``) and sort by RankMe, highest first; with labels and >= 3 models also
     Spearman's rho between RankMe and linear top-1 and its permutation p-value."""
     scores = [score_model(m, dataset, split, label_column=label_column, train_split=train_split,
                           image_column=image_column, max_samples=max_samples, batch_size=batch_size, seed=seed,
-                          device=device) for m in models]
+                          device=device, skip_corrupt=skip_corrupt) for m in models]
     scores.sort(key=lambda s: s.rankme, reverse=True)
     report = RankReport(dataset, split, scores, settings={
         "label_column": label_column, "train_split": train_split, "max_samples": max_samples, "seed": seed,
@@ -314,6 +316,14 @@ def write_report(report: RankReport, output: str | Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+def _flag(value: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no) for a command-line switch written ``--key=value``."""
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return lowered in ("true", "1", "yes")
+
+
 def main(argv: list[str] | None = None) -> RankReport:
     parser = argparse.ArgumentParser(prog="python -m spectral_ssl.rank", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,6 +338,8 @@ def main(argv: list[str] | None = None) -> RankReport:
     parser.add_argument("--max_samples", type=int, default=None, help="cap on the images per split")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip_corrupt", type=_flag, nargs="?", const=True, default=False,
+                        help="leave undecodable images out instead of stopping (--skip_corrupt or =true)")
     parser.add_argument("--output", default=None, help="folder for rank.json and rank.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -354,7 +366,8 @@ def main(argv: list[str] | None = None) -> RankReport:
     try:
         report = rank_models(loaded, args.dataset, args.split, label_column=args.label_column,
                              train_split=args.train_split, image_column=args.image_column,
-                             max_samples=args.max_samples, batch_size=args.batch_size, seed=args.seed, device=device)
+                             max_samples=args.max_samples, batch_size=args.batch_size, seed=args.seed, device=device,
+                             skip_corrupt=args.skip_corrupt)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     print(format_table(report))

@@ -169,6 +169,23 @@ def test_command_without_labels_ranks_only(images, tmp_path, capsys):
     assert "linear" not in capsys.readouterr().out
 
 
+
+def test_an_undecodable_image_stops_in_one_line_or_is_left_out_with_skip_corrupt(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos" / "test"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        Image.new("RGB", (32, 32), (40 * i, 10, 10)).save(folder / f"{i}.png")
+    (folder / "5.png").write_bytes(b"not a png")
+    export(tmp_path / "m", seed=0)
+    argv = ["--models", str(tmp_path / "m"), "--dataset", str(tmp_path / "photos")]
+    with pytest.raises(SystemExit) as e:
+        rank.main(argv)
+    assert "5.png) cannot be decoded" in str(e.value) and "--skip_corrupt=true" in str(e.value)
+    assert rank.main([*argv, "--skip_corrupt=true"]).scores[0].n_samples == 5
+
+
 @pytest.mark.parametrize("args, named", [
     (["--models", "MISSING"], "--models MISSING"),
     (["--split", "validation"], "--split=validation not found"),
