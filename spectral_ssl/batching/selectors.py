@@ -95,8 +95,8 @@ def greedy_select(
         raise ValueError(f"k must be an integer in [1, {total}] (the pool size), got {k!r}.")
     if m is not None and (not isinstance(m, int) or m < 1):
         raise ValueError(f"m must be None (exact greedy) or a positive integer, got {m!r}.")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps!r}.")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a number > 0, got {eps!r}.")
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive integer, got {block!r}.")
     if backend not in BACKENDS:
@@ -109,6 +109,12 @@ def greedy_select(
     if (groups is None) != (quota is None):
         raise ValueError("pass groups and quota together (or neither).")
     if groups is not None:
+        if not isinstance(groups, torch.Tensor) or groups.dtype.is_floating_point or groups.dtype == torch.bool \
+                or (groups.numel() and int(groups.min()) < 0):
+            raise ValueError("groups must be an integer tensor of (M,) labels 0..G-1 (the process that holds each "
+                             "candidate).")
+        if not isinstance(quota, int) or quota < 1:
+            raise ValueError(f"quota must be a positive integer, got {quota!r}.")
         num_groups = int(groups.max()) + 1 if groups.numel() else 0
         sizes = torch.bincount(groups, minlength=num_groups)
         if groups.shape != (total,) or block != 1 or k != num_groups * quota or bool((sizes < quota).any()):

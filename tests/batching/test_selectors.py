@@ -91,6 +91,13 @@ def test_bad_arguments_are_rejected():
         greedy_select(x, 4, m=0)
     with pytest.raises(ValueError, match="eps"):
         greedy_select(x, 4, eps=0)
+    with pytest.raises(ValueError, match="eps must be a number > 0, got None"):
+        greedy_select(x, 4, eps=None)
+    for groups in (torch.tensor([-1] * 20 + [1] * 20), torch.zeros(40)):
+        with pytest.raises(ValueError, match="groups must be an integer tensor of"):
+            greedy_select(x, 4, groups=groups, quota=2)
+    with pytest.raises(ValueError, match="quota must be a positive integer"):
+        greedy_select(x, 4, groups=torch.zeros(40, dtype=torch.long), quota=0)
     with pytest.raises(ValueError, match=r"\(M, D\)"):
         greedy_select(x[None], 4)
     bad = x.clone()
