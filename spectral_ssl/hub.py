@@ -45,14 +45,31 @@ _ARCH_CFG_KEYS = ("fixed_input_size", "first_conv", "classifier", "pool_size")
 _DATA_CFG_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+def _jsonable(value: Any, key: str = "config") -> Any:
+    """``value`` as plain JSON types: tuples as lists, numpy and 0-d torch scalars as numbers, paths as strings.
+
+    Anything else (a tensor, an object) raises one ``TypeError`` naming the key to fix, before a file is written.
+    """
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v, f"{key}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"{key}: key {k!r} ({type(k).__name__}) cannot be a JSON key; use a string.")
+            out[k] = _jsonable(v, f"{key}.{k}")
+        return out
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dim() == 0:
+        return value.item()
+    item = getattr(value, "item", None)  # numpy scalars (np.float32, np.int64, np.bool_)
+    if callable(item) and getattr(value, "shape", None) == ():
+        return item()
+    raise TypeError(f"{key}: {type(value).__name__} is not JSON-serialisable in an export's config.json; pass a "
+                    f"number, string, list or dict.")
 
 
 def global_pool_of(backbone: nn.Module) -> str | None:
@@ -119,6 +136,7 @@ def save_export(
     belong to one export.
     """
     directory = Path(directory)
+    config_text = json.dumps(_jsonable(config), indent=2) + "\n"  # bad metadata fails here, before a folder exists
     directory.mkdir(parents=True, exist_ok=True)
     finish_export(directory)  # an earlier, interrupted swap first
     staging = directory / STAGING
@@ -128,7 +146,7 @@ def save_export(
     if projector is not None:
         save_file({k: v.detach().contiguous().cpu() for k, v in projector.state_dict().items()},
                   staging / PROJECTOR_NAME)
-    (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (staging / CONFIG_NAME).write_text(config_text)
     if card is not None:
         (staging / CARD_NAME).write_text(card)
     # the previous export's projector goes with it; anything else in the folder (a pickle, notes) is not ours
@@ -483,7 +501,7 @@ def update_metadata(directory: str | Path, **entries: Any) -> dict[str, Any]:
         raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; pass the folder written by save_pretrained.")
     finish_export(directory)  # an earlier, interrupted swap first
     config = json.loads(config_path.read_text())
-    config.setdefault("spectral_ssl", {}).update(_jsonable(entries))
+    config.setdefault("spectral_ssl", {}).update(_jsonable(entries, "metadata"))
     card = render_card(config, plot=PLOT_NAME if (directory / PLOT_NAME).is_file() else None)
     staging = directory / STAGING  # config and card swapped in together, as save_export does: a kill leaves one
     shutil.rmtree(staging, ignore_errors=True)  # whole export, never a truncated config.json

@@ -157,6 +157,15 @@ class SpectralSSL(
         meta["version"] = __version__
         return hub.timm_config(self.backbone, self.backbone_name, self.backbone_kwargs, self.data_config, meta)
 
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
+        """Write the timm-native export to ``save_directory`` (``PyTorchModelHubMixin.save_pretrained``).
+
+        Metadata that JSON cannot hold raises one ``TypeError`` naming its key before anything is created or removed
+        (the mixin would first create the folder and delete an existing export's config.json).
+        """
+        self.export_config()
+        return super().save_pretrained(save_directory, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         # Called by PyTorchModelHubMixin.save_pretrained / push_to_hub: write the timm-native files ourselves (the
         # mixin's default would save prefixed keys that plain timm cannot load).

@@ -190,3 +190,34 @@ def test_an_export_named_with_the_home_folder_resolves(export, monkeypatch):
     for source in (f"~/{path.name}", f"local-dir:~/{path.name}"):
         assert hub.resolve_export(source) == path
     assert SpectralSSL.from_pretrained(f"~/{path.name}").metadata["steps"] == 7
+
+
+def test_metadata_json_cannot_hold_is_named_and_leaves_the_old_export(export):
+    model, path = export
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    model.metadata = {**model.metadata, "extra": {"curve": [1.0, torch.ones(3)]}}
+    with pytest.raises(TypeError, match=r"config\.spectral_ssl\.extra\.curve\[1\]: Tensor is not JSON-serialisable"):
+        model.save_pretrained(path)
+    assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before  # config.json included
+    fresh = path.parent / "never_made"
+    with pytest.raises(TypeError, match="extra"):
+        model.save_pretrained(fresh)
+    assert not fresh.exists()
+    with pytest.raises(TypeError, match=r"metadata\.note: object"):
+        hub.update_metadata(path, note=object())
+    assert (path / "config.json").read_bytes() == before["config.json"]
+
+
+def test_numpy_and_torch_scalars_and_paths_are_written_as_plain_json(tmp_path):
+    import pathlib
+
+    import numpy as np
+
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.metadata = {"top1": np.float32(81.5), "steps": np.int64(7), "reff": torch.tensor(3.25),
+                      "ok": np.bool_(True), "folder": pathlib.PurePosixPath("data/fmnist"), "shape": (3, 32)}
+    model.save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())["spectral_ssl"]
+    assert (meta["top1"], meta["steps"], meta["reff"], meta["ok"], meta["folder"], meta["shape"]) == (
+        81.5, 7, 3.25, True, "data/fmnist", [3, 32])
+    assert type(meta["steps"]) is int and type(meta["ok"]) is bool
