@@ -22,10 +22,21 @@ def _check(z: torch.Tensor, name: str = "z") -> torch.Tensor:
     if not isinstance(z, torch.Tensor) or z.ndim != 2:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"{name} must be an (N, D) tensor of embeddings, got {shape}.")
+    if 0 in z.shape:
+        raise ValueError(f"{name} is empty, shape {tuple(z.shape)}: pass at least one row of at least one value.")
     bad = (~torch.isfinite(z)).sum()
     if bad:
         raise ValueError(f"{name} has {int(bad)} non-finite values (NaN or inf); check the model/loss for divergence.")
     return z.to(_spectral_dtype(z.device))
+
+
+def _power_of_two_scaled(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z * 2**-e, 4**e)``: z brought to max |z| in [0.5, 1) by an exact power of two, and the factor that takes
+    its second moments back. The ranks are scale invariant and, the scaling being exact, equal to the bit what the
+    unscaled z gives; it keeps float64 products of very large (1e200) or very small (1e-200) values finite."""
+    _, e = torch.frexp(z.abs().amax())
+    e = torch.where(z.abs().amax() > 0, e, torch.zeros_like(e)).to(z.dtype)
+    return z * torch.exp2(-e), torch.exp2(2 * e)
 
 
 def small_eigvalsh(matrix: torch.Tensor) -> torch.Tensor:
@@ -46,14 +57,20 @@ def covariance_eigenvalues(z: torch.Tensor, centered: bool = True) -> torch.Tens
     Uses the D×D matrix when N >= D and the N×N Gram matrix otherwise (same non-zero eigenvalues). Returns
     ``min(N, D)`` values in the spectral dtype (float64 on CPU/CUDA).
     """
-    z = _check(z)
+    lam, scale = _scaled_covariance_eigenvalues(z, centered)
+    return lam * scale
+
+
+def _scaled_covariance_eigenvalues(z: torch.Tensor, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``covariance_eigenvalues`` of z brought to unit scale (``_power_of_two_scaled``), and the factor undoing it."""
+    z, scale = _power_of_two_scaled(_check(z))
     if centered:
         if z.shape[0] < 2:
             raise ValueError(f"a centred spectrum needs at least 2 samples, got {z.shape[0]}.")
         z = z - z.mean(dim=0, keepdim=True)
     n, d = z.shape
     gram = z.T @ z if n >= d else z @ z.T
-    return small_eigvalsh(gram / n).flip(0).clamp_min(0)
+    return small_eigvalsh(gram / n).flip(0).clamp_min(0), scale
 
 
 def _entropy_rank(weights: torch.Tensor, eps: float = COV_EPS) -> torch.Tensor:
@@ -90,7 +107,7 @@ def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float | None = 
     if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0):
         raise ValueError(f"eps must be a number >= 0 or None (the estimator's default), got {eps!r}.")
     if estimator == "rankme":
-        zz = _check(z)
+        zz, _ = _power_of_two_scaled(_check(z))
         gram = zz.T @ zz if zz.shape[0] >= zz.shape[1] else zz @ zz.T
         sigma = small_eigvalsh(gram).clamp_min(0).sqrt()  # singular values of z
         total = sigma.sum()
@@ -99,7 +116,7 @@ def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float | None = 
         p = sigma / total + (RANKME_EPS if eps is None else eps)
         p = p[p > 0]  # only with eps=0: 0·log 0 = 0
         return torch.exp(-(p * p.log()).sum())
-    lam = covariance_eigenvalues(z, centered=True)
+    lam, _ = _scaled_covariance_eigenvalues(z, centered=True)
     if estimator == "cov":
         return _entropy_rank(lam, COV_EPS if eps is None else eps)
     total, squares = lam.sum(), (lam**2).sum()
@@ -113,12 +130,12 @@ def spectrum_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:
     ``reff_pr`` and ``mean_norm2`` (‖μ‖², which equals 1 - trace for unit-norm rows).
     """
     zz = _check(z)
-    lam = covariance_eigenvalues(zz, centered=True)
+    lam, scale = _scaled_covariance_eigenvalues(zz, centered=True)
     trace = lam.sum()
     zero = torch.zeros((), dtype=lam.dtype, device=lam.device)
     return {
-        "trace": trace,
-        "lambda_max": lam[0],
+        "trace": trace * scale,
+        "lambda_max": lam[0] * scale,
         "p_max": lam[0] / trace if trace > 0 else zero,
         "reff_cov": _entropy_rank(lam),
         "reff_pr": trace**2 / (lam**2).sum() if trace > 0 else zero,

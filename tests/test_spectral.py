@@ -143,3 +143,28 @@ def test_spectrum_stats_are_consistent():
     assert st["trace"].item() == pytest.approx(1 - st["mean_norm2"].item(), rel=1e-9)  # unit rows
     assert st["p_max"].item() >= 1 / st["reff_cov"].item() - 1e-12  # Shannon entropy >= min-entropy
     assert st["trace"] / st["reff_pr"] <= st["lambda_max"] + 1e-12 <= st["trace"] / st["reff_pr"].sqrt() + 1e-9
+
+
+@pytest.mark.parametrize("estimator", ["cov", "rankme", "pr"])
+def test_rank_is_scale_invariant_down_to_the_bit_and_at_extreme_scales(estimator):
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(60, 10, generator=g, dtype=torch.float64) * torch.logspace(0, -3, 10, dtype=torch.float64)
+    ref = effective_rank(z, estimator)
+    assert 1.0 < ref < 10.0
+    assert effective_rank(z * 2.0**-70, estimator) == ref  # an exact rescaling gives the same bits
+    for scale in (1e200, 1e-200, 1e300):  # squares overflow / underflow float64 without the rescaling
+        torch.testing.assert_close(effective_rank(z * scale, estimator), ref, rtol=1e-12, atol=0)
+
+
+def test_spectrum_stats_keep_their_scale_at_extreme_scales():
+    z = torch.randn(40, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    stats, big = spectrum_stats(z), spectrum_stats(z * 2.0**400)
+    assert big["trace"] == stats["trace"] * 2.0**800 and big["lambda_max"] == stats["lambda_max"] * 2.0**800
+    assert big["reff_cov"] == stats["reff_cov"] and big["p_max"] == stats["p_max"]
+
+
+@pytest.mark.parametrize("estimator", ["cov", "rankme", "pr"])
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0)])
+def test_empty_embeddings_are_refused_in_one_line(estimator, shape):
+    with pytest.raises(ValueError, match=r"z is empty, shape \(\d, \d\)"):
+        effective_rank(torch.zeros(shape), estimator)
