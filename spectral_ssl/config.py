@@ -340,7 +340,7 @@ class ModelConfig:
     """The network: a timm backbone and the projector."""
 
     backbone: str = arg("resnet18", "any timm model name (created with num_classes=0)")
-    backbone_kwargs: dict = arg({}, "extra timm.create_model arguments, e.g. {in_chans: 1}")
+    backbone_kwargs: dict = arg({}, "extra timm.create_model arguments, e.g. {img_size: 32, patch_size: 4} for a ViT")
     proj_hidden_dim: int = arg(2048, "projector hidden width")
     proj_dim: int = arg(128, "projection dimension D")
     memory_format: Literal["channels_last", "contiguous"] = arg(

@@ -73,10 +73,18 @@ def _jsonable(value: Any, key: str = "config") -> Any:
 
 
 def global_pool_of(backbone: nn.Module) -> str | None:
-    """The pooling type of a timm model (``avg``, ``token``, ...), or None."""
-    pool = getattr(backbone, "global_pool", None)
-    pool = getattr(pool, "pool_type", pool)
-    return pool if isinstance(pool, str) and pool else None
+    """The pooling type of a timm model (``avg``, ``token``, ...), or None.
+
+    Read where timm's own Hub export reads it (``timm.models._input._get_global_pool``): a head that pools
+    (ConvNeXt's, RegNet's) holds it, else the model's ``global_pool``.
+    """
+    head = getattr(backbone, "head", None)
+    for pool in (getattr(head, "global_pool", None), getattr(head, "pool_type", None),
+                 getattr(backbone, "global_pool", None)):
+        pool = getattr(pool, "pool_type", pool)
+        if isinstance(pool, str):
+            return pool or None
+    return None
 
 
 def timm_config(
@@ -382,7 +390,7 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
         template_str=template.read_text(),
         title=repo_id or f"{config['architecture']} pretrained with spectral_ssl",
         architecture=config["architecture"],
-        num_features=config.get("num_features"),
+        num_features=meta.get("projector", {}).get("in_dim") or config.get("num_features"),  # the pooled width
         input_size=config.get("pretrained_cfg", {}).get("input_size"),
         repo_id=repo_id,
         meta={**meta, "dataset": _escape(dataset), "split": _escape(str(meta.get("split")))},

@@ -28,6 +28,10 @@ def create_backbone(name: str, backbone_kwargs: dict[str, Any] | None = None) ->
     if "num_classes" in kwargs:
         raise ValueError("backbone_kwargs must not set num_classes: the backbone is always built head-less "
                          "(num_classes=0); train a linear probe for classification.")
+    listed = sorted(FEATURE_MAP_KEYS & set(kwargs))
+    if listed:
+        raise ValueError(f"backbone_kwargs must not set {', '.join(listed)}: pretraining needs the pooled feature "
+                         "vector (num_classes=0), not timm's list of feature maps; drop the key.")
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See timm.list_models() for valid names."
@@ -36,7 +40,23 @@ def create_backbone(name: str, backbone_kwargs: dict[str, Any] | None = None) ->
         return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     except TypeError as e:
         raise ValueError(f"timm backbone {name!r} rejected backbone_kwargs {kwargs}: {e}. Remove or rename the "
-                         "offending key (it must be a keyword of the timm model's constructor).") from e
+                         "offending key (it must be a keyword of the timm model's constructor; a config file's "
+                         "backbone_kwargs stay when only the backbone changes: pass --backbone_kwargs={} to clear "
+                         "them).") from e
+    except (AssertionError, ValueError, RuntimeError) as e:  # timm checks argument values with assert
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"timm backbone {name!r} rejected backbone_kwargs {kwargs} ({type(e).__name__}: "
+                         f"{detail}); fix the offending value.") from None
+
+
+# timm factory keys that turn the model into a feature-map extractor (a list of maps, no pooled vector)
+FEATURE_MAP_KEYS = frozenset({"features_only", "out_indices", "feature_cls"})
+
+
+def feature_dim(backbone: nn.Module) -> int:
+    """Width of what a timm backbone built with ``num_classes=0`` returns: ``head_hidden_size`` where the head has
+    layers of its own (MobileNetV3/V4, GhostNet, HGNetV2: a conv or MLP after the pooling), else ``num_features``."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
 def make_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -91,7 +111,7 @@ class SpectralSSL(
         self.backbone_name = backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.backbone = create_backbone(backbone, self.backbone_kwargs)
-        self.num_features: int = self.backbone.num_features
+        self.num_features: int = feature_dim(self.backbone)
         self.projector = make_projector(self.num_features, proj_hidden_dim, proj_dim)
         cfg = self.backbone.pretrained_cfg
         self.data_config: dict[str, Any] = {
@@ -133,6 +153,14 @@ class SpectralSSL(
                              f"{fix}") from None
         finally:
             self.train(was_training)
+        embed = getattr(self.backbone, "patch_embed", None)
+        patch = getattr(embed, "patch_size", None)
+        patch = (patch, patch) if isinstance(patch, int) else tuple(patch or ())
+        if len(patch) == 2 and not getattr(embed, "dynamic_img_pad", False) and (image_size % patch[0]
+                                                                                  or image_size % patch[1]):
+            logger.warning("backbone %r cuts %dx%d images into %dx%d patches: the last %d pixel rows/columns are never "
+                           "seen; pick an image_size or patch_size that divides it", self.backbone_name, image_size,
+                           image_size, patch[0], patch[1], max(image_size % patch[0], image_size % patch[1]))
         if features.ndim != 2 or features.shape[1] != self.num_features:
             raise ValueError(f"backbone {self.backbone_name!r} returns features of shape {tuple(features.shape)} for "
                              f"{image_size}x{image_size} images, not (N, {self.num_features}); pick a backbone that "
@@ -153,7 +181,8 @@ class SpectralSSL(
         from spectral_ssl import __version__
 
         meta = copy.deepcopy(self.metadata)
-        meta["projector"] = {"hidden_dim": self.projector[0].out_features, "dim": self.projector[-1].out_features}
+        meta["projector"] = {"in_dim": self.num_features, "hidden_dim": self.projector[0].out_features,
+                             "dim": self.projector[-1].out_features}
         meta["version"] = __version__
         return hub.timm_config(self.backbone, self.backbone_name, self.backbone_kwargs, self.data_config, meta)
 

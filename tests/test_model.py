@@ -47,6 +47,66 @@ def test_bad_backbone_kwarg_and_num_classes_are_rejected():
         SpectralSSL("test_resnet", proj_dim=0)
 
 
+@pytest.mark.parametrize("name,kwargs,fragment", [
+    ("test_resnet", {"global_pool": "foo"}, r"\(AssertionError: Invalid pool type: foo\); fix the offending value"),
+    ("test_vit", {"global_pool": "foo"}, r"\(AssertionError: Only avg, .*\); fix the offending value"),
+    ("test_resnet", {"features_only": True}, "must not set features_only: pretraining needs the pooled feature"),
+    ("test_resnet", {"features_only": True, "out_indices": (1, 2)}, "must not set features_only, out_indices"),
+])
+def test_bad_backbone_kwarg_values_are_one_line(name, kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment) as e:  # timm asserts on values; features_only returns maps
+        SpectralSSL(name, proj_hidden_dim=8, proj_dim=4, backbone_kwargs=kwargs)
+    assert "\n" not in str(e.value) and e.value.__cause__ is None
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "ghostnet_050"])
+def test_a_head_with_layers_of_its_own_sizes_the_projector_and_exports(name, tmp_path):
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    model = SpectralSSL(name, proj_hidden_dim=16, proj_dim=8)
+    backbone = model.backbone
+    assert backbone.head_hidden_size > backbone.num_features  # a conv after the pooling: the output is wider
+    assert model.num_features == backbone.head_hidden_size == model.projector[0].in_features
+    model.check_input(32)
+    model.data_config.update(input_size=(3, 32, 32), crop_pct=1.0)
+    model.eval().save_pretrained(tmp_path)
+    assert f"({backbone.head_hidden_size}-d features" in (tmp_path / "README.md").read_text()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.embed(x)
+        assert ref.shape == (2, backbone.head_hidden_size)
+        torch.testing.assert_close(SpectralSSL.from_pretrained(tmp_path).embed(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()(x), ref,
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(AutoModel.from_pretrained(tmp_path).eval()(pixel_values=x).pooler_output, ref,
+                                   rtol=0, atol=1e-6)
+
+
+def test_global_pool_is_read_where_timm_reads_it(tmp_path):
+    from timm.models._input import _get_global_pool
+
+    from spectral_ssl.hub import global_pool_of
+
+    for name, kwargs in (("convnext_atto", {}), ("test_resnet", {"global_pool": "max"}), ("test_vit", {}),
+                         ("regnetx_002", {}), ("test_vit", {"global_pool": "avg"})):
+        backbone = create_backbone(name, kwargs)
+        assert global_pool_of(backbone) == _get_global_pool(backbone) and global_pool_of(backbone), name
+
+
+def test_a_patch_size_that_does_not_divide_the_image_is_named(caplog):
+    vit = SpectralSSL("vit_tiny_patch16_224", proj_hidden_dim=8, proj_dim=4,
+                      backbone_kwargs={"img_size": 30, "patch_size": 4})  # timm floors 30 / 4 to 7 patches
+    with caplog.at_level("WARNING", logger="spectral_ssl.model"):
+        vit.check_input(30)
+    assert "cuts 30x30 images into 4x4 patches: the last 2 pixel rows/columns are never seen" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spectral_ssl.model"):
+        SpectralSSL("vit_tiny_patch16_224", proj_hidden_dim=8, proj_dim=4,
+                    backbone_kwargs={"img_size": 32, "patch_size": 4}).check_input(32)
+    assert "patches" not in caplog.text
+
+
 def test_save_load_round_trip_is_exact(trained_like, tmp_path):
     trained_like.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors",
@@ -71,7 +131,8 @@ def test_config_is_timm_schema_without_inherited_supervised_tags(trained_like, t
     for inherited in ("hf_hub_id", "url", "origin_url", "paper_ids", "test_input_size"):
         assert inherited not in pcfg
     meta = cfg["spectral_ssl"]
-    assert meta["effective_rank"]["estimator"] == "cov" and meta["projector"] == {"hidden_dim": 32, "dim": 16}
+    assert meta["effective_rank"]["estimator"] == "cov"
+    assert meta["projector"] == {"in_dim": 96, "hidden_dim": 32, "dim": 16}
     from safetensors.torch import load_file
 
     keys = load_file(tmp_path / "model.safetensors").keys()
