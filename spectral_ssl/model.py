@@ -258,6 +258,8 @@ class SpectralSSL(
         pretrained_cfg = config.get("pretrained_cfg", {})
         model.data_config.update({k: pretrained_cfg[k] for k in model.data_config if k in pretrained_cfg})
         model.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in model.data_config.items()}
+        if isinstance(getattr(model.backbone, "pretrained_cfg", None), dict):  # what timm.data reads, as timm's
+            model.backbone.pretrained_cfg = {**model.backbone.pretrained_cfg, **model.data_config}  # own loader does
         model.metadata = {k: v for k, v in meta.items() if k not in ("projector", "version")}
         return model.eval()
 

@@ -252,14 +252,27 @@ class SpectralMonitor:
         Raises:
             CollapseError: with ``alarm="raise"``, on every process, when the alarm fires.
         """
-        if z1.ndim != 2 or z1.shape != z2.shape or z1.shape[0] < 1:
-            raise ValueError(f"z1 and z2 must both be (B, D) with the same shape and B >= 1, got {tuple(z1.shape)} "
-                             f"and {tuple(z2.shape)}.")
-        self._calls += 1
-        step = self._calls if step is None else int(step)
+        self.add(z1, z2, source)
+        return self.end_step(step)
+
+    @torch.no_grad()
+    def add(self, z1: torch.Tensor, z2: torch.Tensor, source: str | None = None) -> None:
+        """Add pairs to the window without counting a step (gradient accumulation: ``add`` every micro-batch, then
+        ``end_step`` once per optimizer step; ``update`` is the two in one call)."""
+        if not (isinstance(z1, torch.Tensor) and isinstance(z2, torch.Tensor)) or z1.ndim != 2 \
+                or z1.shape != z2.shape or z1.shape[0] < 1:
+            shapes = [tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__ for z in (z1, z2)]
+            raise ValueError(f"z1 and z2 must both be (B, D) tensors with the same shape and B >= 1, got "
+                             f"{shapes[0]} and {shapes[1]}.")
         if source is not None:
             self.source = source
         self._append(z1.detach().float(), z2.detach().float())
+
+    def end_step(self, step: int | None = None) -> dict[str, Any] | None:
+        """One training step is done: at ``step % every == 0`` compute and return a record (collective); None
+        counts the steps."""
+        self._calls += 1
+        step = self._calls if step is None else int(step)
         if step % self.every:
             return None
         return self.compute(step)
@@ -342,7 +355,7 @@ class SpectralMonitor:
         return self.last_record
 
     # ---- a forward hook: no loop edit ---------------------------------------------------------------------------
-    def watch(self, module: nn.Module, views: str = "auto") -> WatchHandle:
+    def watch(self, module: nn.Module, views: str = "auto", *, record: bool = True) -> WatchHandle:
         """Feed the monitor from the outputs of ``module`` (the projector) in training mode.
 
         Args:
@@ -350,6 +363,8 @@ class SpectralMonitor:
             views: ``"auto"``: two consecutive calls are the two views; a single call before the backward pass
                 (a 2N-row output of both views, concatenated) is split into halves. ``"concat"``: every call is
                 split. ``"pairs"``: consecutive calls are paired.
+            record: True: each pair found is one step (``update``). False: pairs are only added (``add``) and the
+                host calls ``end_step(step)`` once per optimizer step (gradient accumulation).
 
         Returns:
             A handle; ``handle.remove()`` removes the hook. ``handle.flush()`` (hosts, at the end of a step) splits
@@ -357,7 +372,7 @@ class SpectralMonitor:
         """
         if views not in ("auto", "concat", "pairs"):
             raise ValueError(f"views must be 'auto', 'concat' or 'pairs', got {views!r}.")
-        return WatchHandle(self, module, views)
+        return WatchHandle(self, module, views, record)
 
     # ---- resume ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -387,8 +402,9 @@ class SpectralMonitor:
 class WatchHandle:
     """The forward hook of ``SpectralMonitor.watch``; ``remove()`` detaches it."""
 
-    def __init__(self, monitor: SpectralMonitor, module: nn.Module, views: str) -> None:
+    def __init__(self, monitor: SpectralMonitor, module: nn.Module, views: str, record: bool = True) -> None:
         self.monitor, self.views = monitor, views
+        self._feed = monitor.update if record else monitor.add
         self.source = f"watch:{type(module).__name__}"
         self.pending: list[torch.Tensor] = []
         self._handle = module.register_forward_hook(self._hook)
@@ -405,7 +421,7 @@ class WatchHandle:
             z1, z2 = self.pending
             self.pending = []
             if z1.shape == z2.shape:
-                self.monitor.update(z1, z2, source=self.source)
+                self._feed(z1, z2, source=self.source)
         elif self.views == "auto" and z.requires_grad:
             z.register_hook(self._on_backward)
 
@@ -415,7 +431,7 @@ class WatchHandle:
     def _split(self, z: torch.Tensor) -> None:
         half = z.shape[0] // 2
         if half >= 1 and z.shape[0] == 2 * half:
-            self.monitor.update(z[:half], z[half:], source=self.source)
+            self._feed(z[:half], z[half:], source=self.source)
 
     def flush(self) -> None:
         """End of a step: a single pending 2N-row output is split into its two views ("auto")."""

@@ -252,3 +252,13 @@ def test_check_input_names_the_key_to_fix_and_changes_nothing():
         vit.check_input(32)
     assert "\n" not in str(e.value) and "--image_size" in str(e.value) and "{img_size: 32}" in str(e.value)
     vit.check_input(224)
+
+
+def test_timm_data_config_of_a_loaded_backbone_is_the_exports(trained_like, tmp_path):
+    trained_like.save_pretrained(tmp_path)
+    loaded = SpectralSSL.from_pretrained(tmp_path)
+    resolved = timm.data.resolve_model_data_config(loaded.backbone)
+    plain = timm.data.resolve_model_data_config(timm.create_model(f"local-dir:{tmp_path}", pretrained=True))
+    assert resolved == {k: tuple(v) if isinstance(v, list) else v for k, v in plain.items()}  # JSON gives lists
+    assert (resolved["input_size"], resolved["mean"], resolved["interpolation"]) == (
+        (3, 32, 32), (0.3, 0.3, 0.3), "bilinear")

@@ -26,7 +26,12 @@ def find_projector(model: nn.Module, name: str | None = None) -> nn.Module | Non
     """The projector submodule of ``model``: ``name`` (a dotted path) if given, else the first of
     ``PROJECTOR_NAMES`` it has (also under a ``module``/``model`` wrapper attribute); None when there is none."""
     if name is not None:
-        return model.get_submodule(name)
+        try:
+            return model.get_submodule(name)
+        except AttributeError:
+            children = [n for n, _ in model.named_modules() if n][:12]
+            raise ValueError(f"projector={name!r}: {type(model).__name__} has no submodule {name!r}; its submodules "
+                             f"include {children}.") from None
     for holder in (model, getattr(model, "module", None), getattr(model, "model", None)):
         for attr in PROJECTOR_NAMES:
             candidate = getattr(holder, attr, None) if holder is not None else None
@@ -39,6 +44,17 @@ def loggable(record: dict[str, Any], prefix: str = "spectral/") -> dict[str, flo
     """The numbers of a record as floats, keys prefixed (strings such as ``source`` and ``step`` are left out)."""
     return {f"{prefix}{k}": float(v) for k, v in record.items()
             if k != "step" and isinstance(v, (int, float, bool))}
+
+
+def check_arguments(monitor: Any, prefix: Any) -> None:
+    """The adapters' shared argument checks, one line each."""
+    from spectral_ssl.monitor import SpectralMonitor
+
+    if monitor is not None and not isinstance(monitor, SpectralMonitor):
+        raise ValueError(f"monitor must be a spectral_ssl.SpectralMonitor (or None, with its arguments passed as "
+                         f"keywords), got {type(monitor).__name__}.")
+    if not isinstance(prefix, str):
+        raise ValueError(f"prefix must be a string (e.g. 'spectral/'), got {prefix!r}.")
 
 
 def lazy_class(module_name: str, name: str, build: Callable[[], type]) -> Callable[[str], Any]:

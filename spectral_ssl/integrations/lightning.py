@@ -7,7 +7,8 @@ The projections come from ``outputs[key]`` when ``training_step`` returns ``{"lo
 a forward hook on the module's projector (``projector=`` a dotted name, default: the first of ``projection_head``,
 ``projector``, ...). Records go to ``trainer.callback_metrics`` (``pl_module.log_dict``) and, at the record's step
 whatever ``log_every_n_steps`` is, to every logger of the trainer, under ``spectral/``; a ``"stop"`` alarm sets
-``trainer.should_stop``. The callback's state (the monitor's) is saved in Lightning checkpoints.
+``trainer.should_stop``. A record is decided once per optimizer step (``accumulate_grad_batches`` micro-batches all
+add their pairs), at ``trainer.global_step``. The callback's state (the monitor's) is saved in Lightning checkpoints.
 Lightning is imported when the class is first used, never by ``import spectral_ssl``.
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from spectral_ssl.integrations import find_projector, lazy_class, loggable
+import torch
+
+from spectral_ssl.integrations import check_arguments, find_projector, lazy_class, loggable
 from spectral_ssl.monitor import SpectralMonitor
 
 
@@ -49,31 +52,49 @@ def _build() -> type:
             super().__init__()
             if monitor is not None and monitor_kwargs:
                 raise ValueError("pass either a monitor or SpectralMonitor arguments, not both.")
+            check_arguments(monitor, prefix)
             self.monitor = monitor if monitor is not None else SpectralMonitor(**monitor_kwargs)
             self.key, self.projector, self.prefix = key, projector, prefix
             self.handle = None
             self._before_hook: dict[str, Any] | None = None
+            self._step = 0  # the optimizer step the last micro-batch belonged to
 
         def on_train_start(self, trainer, pl_module) -> None:
+            self._step = trainer.global_step
             module = find_projector(pl_module, self.projector)
             if module is not None:
                 self._before_hook = self.monitor.state_dict()  # undone if training_step returns the views
-                self.handle = self.monitor.watch(module)
+                self.handle = self.monitor.watch(module, record=False)
+
+        def _views(self, value: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape[0] % 2 == 0 and value.shape[0]:
+                return value.chunk(2)  # both views concatenated, as the hook splits them
+            if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, torch.Tensor) for v in value):
+                return value[0], value[1]
+            what = (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else
+                    f"a {type(value).__name__}" + (f" of {len(value)}" if isinstance(value, (tuple, list)) else ""))
+            raise ValueError(f"outputs[{self.key!r}] must be the two views (z1, z2), each (B, D), or both "
+                             f"concatenated as one (2B, D) tensor; training_step returned {what}.")
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            # every micro-batch adds its pairs; a record is decided once per optimizer step (gradient accumulation)
             if isinstance(outputs, Mapping) and self.key in outputs:
                 if self.handle is not None:  # the returned views take precedence over the hook
                     self.handle.remove()
                     self.handle = None
                     self.monitor.load_state_dict(self._before_hook)
-                z1, z2 = outputs[self.key]
-                self.monitor.update(z1, z2, step=trainer.global_step, source=f"outputs[{self.key!r}]")
+                z1, z2 = self._views(outputs[self.key])
+                self.monitor.add(z1, z2, source=f"outputs[{self.key!r}]")
             elif self.handle is not None:
                 self.handle.flush()
             else:
                 raise ValueError(f"SpectralMonitorCallback found no projections: return {{'loss': loss, "
                                  f"{self.key!r}: (z1, z2)}} from training_step, or name the projector submodule "
                                  "with projector='...'.")
+            if trainer.global_step == self._step:  # inside an accumulation window: no optimizer step yet
+                return
+            self._step = trainer.global_step
+            self.monitor.end_step(trainer.global_step)
             record = self.monitor.take_record()
             if record is not None:
                 metrics = loggable(record, self.prefix)

@@ -9,10 +9,13 @@ logs on the main process only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from spectral_ssl.integrations import loggable
+from spectral_ssl.integrations import check_arguments, loggable
+
+logger = logging.getLogger(__name__)
 
 
 def tracker_log(accelerator: Any, prefix: str = "spectral/") -> Callable[[dict[str, Any]], None]:
@@ -25,8 +28,16 @@ def tracker_log(accelerator: Any, prefix: str = "spectral/") -> Callable[[dict[s
     if not callable(getattr(accelerator, "log", None)):
         raise TypeError(f"tracker_log needs an object with a log(values, step=) method (an accelerate.Accelerator), "
                         f"got {type(accelerator).__name__}.")
+    check_arguments(None, prefix)
+    warned = False
 
     def log(record: dict[str, Any]) -> None:
+        nonlocal warned
+        if getattr(accelerator, "trackers", None) == [] and not warned:  # accelerate only warns at init
+            warned = True
+            logger.warning("tracker_log: the accelerator has no tracker, so the spectral records go nowhere; pass "
+                           "log_with= a tracker that is installed (pip install 'spectral_ssl[trackers]' gives "
+                           "TensorBoard; wandb and trackio install on their own) and call init_trackers().")
         accelerator.log(loggable(record, prefix), step=record["step"])
 
     return log

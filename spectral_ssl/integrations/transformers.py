@@ -8,15 +8,29 @@
 A forward hook on the model's projector is set in ``on_train_begin`` (``projector=`` a dotted name, default: the first
 of ``projection_head``, ``projector``, ...): a 2N-row output is split into the two views, two calls are paired. A
 ``"stop"`` alarm sets ``control.should_training_stop``. Without ``set_trainer`` records are appended to
-``state.log_history``. transformers is imported when the class is first used, never by ``import spectral_ssl``.
+``state.log_history``. A record is decided once per optimizer step (after ``gradient_accumulation_steps`` forwards),
+at ``state.global_step``. The monitor's state is saved in each Trainer checkpoint (``spectral_monitor_<process>.pt``)
+and restored by ``trainer.train(resume_from_checkpoint=...)`` from ``output_dir/checkpoint-<step>``. transformers is
+imported when the class is first used, never by ``import spectral_ssl``.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
-from spectral_ssl.integrations import find_projector, lazy_class, loggable
+import torch
+
+from spectral_ssl.integrations import check_arguments, find_projector, lazy_class, loggable
 from spectral_ssl.monitor import SpectralMonitor
+
+logger = logging.getLogger(__name__)
+
+
+def state_path(args: Any, step: int) -> Path:
+    """Where the monitor's state of process ``args.process_index`` goes in the Trainer's checkpoint of ``step``."""
+    return Path(args.output_dir) / f"checkpoint-{step}" / f"spectral_monitor_{args.process_index}.pt"
 
 
 def _build() -> type:
@@ -37,6 +51,7 @@ def _build() -> type:
                      trainer: Any = None, prefix: str = "spectral/", **monitor_kwargs: Any) -> None:
             if monitor is not None and monitor_kwargs:
                 raise ValueError("pass either a monitor or SpectralMonitor arguments, not both.")
+            check_arguments(monitor, prefix)
             self.monitor = monitor if monitor is not None else SpectralMonitor(**monitor_kwargs)
             self.projector, self.trainer, self.prefix = projector, trainer, prefix
             self.handle = None
@@ -49,11 +64,25 @@ def _build() -> type:
             if module is None:
                 raise ValueError("SpectralMonitorCallback found no projector to watch: name it with "
                                  "projector='submodule.path'.")
-            self.handle = self.monitor.watch(module)
+            self.handle = self.monitor.watch(module, record=False)  # pairs added per forward, decided per step
+            if state.global_step > 0:  # resumed: the Trainer has restored its state from checkpoint-<step>
+                path = state_path(args, state.global_step)
+                if path.is_file():
+                    self.monitor.load_state_dict(torch.load(path, weights_only=True))
+                else:
+                    logger.warning("resumed at step %d without the spectral monitor's state (no %s): its window and "
+                                   "alarm streak start empty", state.global_step, path)
+
+        def on_save(self, args, state, control, **kwargs):
+            path = state_path(args, state.global_step)
+            if path.parent.is_dir():  # beside the Trainer's own checkpoint files
+                torch.save(self.monitor.state_dict(), path)
 
         def on_step_end(self, args, state, control, **kwargs):
+            # once per optimizer step, after gradient_accumulation_steps forwards
             if self.handle is not None:
                 self.handle.flush()
+            self.monitor.end_step(state.global_step)
             record = self.monitor.take_record()
             if record is not None:
                 logs = loggable(record, self.prefix)

@@ -82,3 +82,59 @@ def test_the_monitor_state_resumes_from_a_lightning_checkpoint(tmp_path):
     trainer.fit(TinySimCLR(return_z=True), data, ckpt_path=tmp_path / "last.ckpt")
     state = resumed.monitor.state_dict()
     assert state["calls"] == 5 and torch.equal(state["z1"][:64 - 16], first.monitor.state_dict()["z1"][16:])
+
+
+@pytest.mark.parametrize("return_z", [True, False])
+def test_gradient_accumulation_decides_once_per_optimizer_step(return_z, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    records = []
+    callback = SpectralMonitorCallback(ssl.SpectralMonitor(every=2, window=64, log=records.append))
+    fit(TinySimCLR(return_z=return_z), callback, max_steps=4, accumulate_grad_batches=2,
+        logger=CSVLogger(tmp_path, name="run"))
+    assert [r["step"] for r in records] == [2, 4]  # not at step 0, not twice under one step, not per micro-batch
+    assert records[-1]["n_samples"] == 2 * 64  # 4 steps x 2 micro-batches x 16 pairs, the window keeps 64
+    lines = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()
+    step = lines[0].split(",").index("step")
+    assert [row.split(",")[step] for row in lines[1:]] == ["2", "4"]
+
+
+class ReturnsZ(TinySimCLR):
+    def __init__(self, make_z):
+        super().__init__(return_z=True)
+        self.make_z = make_z
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        return {"loss": out["loss"], "z": self.make_z(*out["z"])}
+
+
+def test_views_returned_concatenated_count_as_the_pair():
+    torch.manual_seed(0)
+    pair = SpectralMonitorCallback(every=2, window=64)
+    fit(ReturnsZ(lambda z1, z2: (z1, z2)), pair, max_steps=2, logger=False)
+    torch.manual_seed(0)
+    concat = SpectralMonitorCallback(every=2, window=64)
+    fit(ReturnsZ(lambda z1, z2: torch.cat([z1, z2])), concat, max_steps=2, logger=False)
+    assert concat.monitor.last_record["reff_cov"] == pair.monitor.last_record["reff_cov"]
+
+
+@pytest.mark.parametrize("make_z,fragment", [
+    (lambda z1, z2: (z1,), "training_step returned a tuple of 1"),
+    (lambda z1, z2: [z1, z2, z1], "training_step returned a list of 3"),
+    (lambda z1, z2: {"a": z1, "b": z2}, "training_step returned a dict"),
+    (lambda z1, z2: torch.cat([z1, z2])[:-1], r"training_step returned a tensor of shape \(31, 8\)"),
+])
+def test_malformed_views_are_one_line_naming_the_output(make_z, fragment):
+    with pytest.raises(ValueError, match=r"outputs\['z'\] must be the two views \(z1, z2\).*" + fragment):
+        fit(ReturnsZ(make_z), SpectralMonitorCallback(every=2, window=64), max_steps=1, logger=False)
+
+
+def test_bad_callback_arguments_are_one_line():
+    with pytest.raises(ValueError, match="monitor must be a spectral_ssl.SpectralMonitor"):
+        SpectralMonitorCallback({"every": 1})
+    with pytest.raises(ValueError, match="prefix must be a string"):
+        SpectralMonitorCallback(prefix=None)
+    with pytest.raises(ValueError, match=r"projector='model.nope': TinySimCLR has no submodule 'model.nope'; its "
+                                         r"submodules include \['backbone'"):
+        fit(TinySimCLR(), SpectralMonitorCallback(projector="model.nope"), max_steps=1, logger=False)

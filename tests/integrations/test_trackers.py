@@ -67,3 +67,25 @@ def test_find_projector_by_name_or_by_convention():
     assert find_projector(torch.nn.Linear(2, 2)) is None
     assert loggable({"step": 3, "reff_cov": 2, "centered": True, "source": "x"}) == {
         "spectral/reff_cov": 2.0, "spectral/centered": 1.0}
+
+
+def test_an_accelerator_without_trackers_is_said_once_and_a_bad_prefix_refused(caplog):
+    from spectral_ssl.integrations.trackers import tracker_log
+
+    class NoTrackers:
+        trackers = []
+
+        def __init__(self):
+            self.calls = []
+
+        def log(self, values, step=None):
+            self.calls.append(step)
+
+    acc = NoTrackers()
+    log = tracker_log(acc)
+    with caplog.at_level("WARNING", logger="spectral_ssl.integrations.trackers"):
+        log({"step": 1, "reff_cov": 2.0})
+        log({"step": 2, "reff_cov": 2.5})
+    assert caplog.text.count("the accelerator has no tracker") == 1 and acc.calls == [1, 2]
+    with pytest.raises(ValueError, match="prefix must be a string"):
+        tracker_log(acc, prefix=None)

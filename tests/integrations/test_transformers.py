@@ -62,3 +62,41 @@ def test_a_collapsed_run_stops_through_control(tmp_path):
     callback = SpectralMonitorCallback(every=1, window=64, alarm="stop", patience=2)
     trainer = train(TwoViews(collapsed=True), callback, tmp_path, max_steps=20)
     assert callback.monitor.should_stop and trainer.state.global_step == 2
+
+
+def test_gradient_accumulation_decides_once_per_optimizer_step(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    records = []
+    callback = SpectralMonitorCallback(ssl.SpectralMonitor(every=2, window=64, log=records.append))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8,
+                             gradient_accumulation_steps=2, learning_rate=0.1, report_to=[], use_cpu=True,
+                             save_strategy="no", logging_steps=1000, disable_tqdm=True)
+    trainer = Trainer(model=TwoViews(), args=args, train_dataset=Rows(), callbacks=[callback])
+    trainer.train()
+    assert [r["step"] for r in records] == [2, 4]
+    assert [row["step"] for row in trainer.state.log_history if "spectral/reff_cov" in row] == [2, 4]
+
+
+def test_the_monitor_state_resumes_with_the_trainer_checkpoint(tmp_path, caplog):
+    from transformers import Trainer, TrainingArguments
+
+    def trainer_for(callback, max_steps):
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=16,
+                                 learning_rate=0.1, report_to=[], use_cpu=True, save_strategy="steps", save_steps=2,
+                                 logging_steps=1000, disable_tqdm=True)
+        return Trainer(model=TwoViews(), args=args, train_dataset=Rows(), callbacks=[callback])
+
+    first = SpectralMonitorCallback(every=100, window=64, alarm="stop", patience=5)
+    trainer_for(first, 2).train()
+    saved = first.monitor.state_dict()
+    assert (tmp_path / "checkpoint-2" / "spectral_monitor_0.pt").is_file() and saved["calls"] == 2
+    resumed = SpectralMonitorCallback(every=100, window=64, alarm="stop", patience=5)
+    trainer_for(resumed, 3).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    state = resumed.monitor.state_dict()
+    assert state["calls"] == 3 and torch.equal(state["z1"][:32], saved["z1"])  # the window went on from step 2
+    (tmp_path / "checkpoint-3" / "spectral_monitor_0.pt").unlink()
+    fresh = SpectralMonitorCallback(every=100, window=64)
+    with caplog.at_level("WARNING", logger="spectral_ssl.integrations.transformers"):
+        trainer_for(fresh, 4).train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
+    assert "resumed at step 3 without the spectral monitor's state" in caplog.text
