@@ -385,3 +385,20 @@ def test_between_records_update_only_copies_into_the_buffer(monkeypatch):
     for step in range(1, 5):
         assert monitor.update(torch.empty(32, 8, device="meta"), torch.empty(32, 8, device="meta"), step) is None
     assert monitor._buffers[0].device.type == "meta" and monitor._count == 50
+
+
+def test_add_then_end_step_equals_update_and_counts_optimizer_steps():
+    g = torch.Generator().manual_seed(5)
+    micro = [(torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)) for _ in range(8)]
+    one, split = SpectralMonitor(every=2, window=64), SpectralMonitor(every=2, window=64)
+    for step in range(1, 5):  # 4 optimizer steps of 2 micro-batches
+        a, b = micro[2 * step - 2], micro[2 * step - 1]
+        one.update(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), step)
+        split.add(*a)
+        split.add(*b)
+        assert split.end_step(step) is not None if step % 2 == 0 else split.end_step(step) is None
+    assert split.last_record["step"] == 4 and split.last_record["n_samples"] == one.last_record["n_samples"] == 2 * 64
+    assert split.last_record["reff_cov"] == pytest.approx(one.last_record["reff_cov"], rel=1e-6)
+    assert split.state_dict()["calls"] == one.state_dict()["calls"] == 4
+    with pytest.raises(ValueError, match=r"z1 and z2 must both be \(B, D\) tensors.*got \(8, 6\) and list"):
+        split.add(micro[0][0], [1, 2])
