@@ -67,12 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
             raise ConfigError("--push=model needs a Hub model; pass --push=org/name for a local export")
         if cfg.push:
             hub.require_token("--push")
+        out_path = Path(cfg.output) if cfg.output else (local / "linear_probe.json" if local.is_dir() else None)
+        if out_path is not None and out_path.is_file() and not is_probe_result(out_path):
+            raise ConfigError(f"--output {out_path} is an existing file that is not a linear_probe result and would "
+                              "be replaced; name a new file")
         probe_data = split_loaders(model, dataset, cfg)  # opens both splits: a wrong split or column fails here
     except (ConfigError, ValueError, FileNotFoundError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    out_path = Path(cfg.output) if cfg.output else (local / "linear_probe.json" if local.is_dir() else None)
     results = {"model": str(cfg.model), "complete": False}  # written as each probe ends: a killed probe keeps them
     results["pretrained"] = probe(model, probe_data, cfg, device, "pretrained")
     save_results(results, out_path)
@@ -88,13 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
                                   batch_size=cfg.batch_size, max_samples=cfg.bn_batches * cfg.batch_size,
                                   shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
                                   skip_corrupt=cfg.skip_corrupt)
-        layers = recalibrate_batchnorm(baseline, (b["image"] for b in calibration), device=device)
+        used = []  # the batches there were (a small split has fewer than --bn_batches)
+        layers = recalibrate_batchnorm(baseline, (used.append(1) or b["image"] for b in calibration), device=device)
         results["random_init"] = rnd = probe(baseline, probe_data, cfg, device, "random init")
-        rnd.update(bn_recalibrated_layers=layers, bn_batches=cfg.bn_batches, zero_init_last=False)
+        rnd.update(bn_recalibrated_layers=layers, bn_batches=len(used), zero_init_last=False)
         baselines["random init (fair)"] = rnd["top1"]
         save_results(results, out_path)
         print(f"random init  : linear top-1 {rnd['top1']:.2f} %  top-5 {rnd['top5']:.2f} %{knn_text(rnd)}  "
-              f"(R_eff {rnd['effective_rank']:.1f}; standard init, BatchNorm statistics from {cfg.bn_batches} "
+              f"(R_eff {rnd['effective_rank']:.1f}; standard init, BatchNorm statistics from {len(used)} "
               "training batches)")
     if cfg.compare_raw_pixels:
         results["raw_pixels"] = raw = probe(None, probe_data, cfg, device, "raw pixels")
@@ -120,14 +124,26 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def is_probe_result(path: Path) -> bool:
+    """True when ``path`` holds a results JSON this recipe wrote (which a new probe may replace)."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(found, dict) and {"model", "complete"} <= found.keys()
+
+
 def save_results(results: dict, path: Path | None) -> bool:
     """Write ``results`` as JSON to ``path`` (its folders created), replacing the file whole; False without a path."""
     if path is None:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(path)
+    except OSError as e:
+        raise SystemExit(f"error: --output {path}: {e.strerror or e}; choose another --output") from None
     return True
 
 
@@ -154,8 +170,8 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
                                   "--label_column=<one of them>") from None
             raise ConfigError(e.message(f"--{role}_split")) from None
     if same:
-        print(f"--train_split and --test_split are both {cfg.test_split}: the probe is fitted on a seeded half of its "
-              "rows and scored on the other half")
+        print(f"--train_split and --test_split are both {cfg.test_split}: the probe is fitted on seeded rows of it "
+              "(a half, or --max_train_samples) and scored on other rows (--max_test_samples, or the rest)")
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 
 
@@ -178,8 +194,10 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
         (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
         fit_on, scored_on = cfg.train_split, cfg.test_split
     else:  # never fitted and scored on the same rows
-        train_f, train_y, test_f, test_y = split_halves(*feats["test"], seed=cfg.seed)
-        fit_on, scored_on = f"{cfg.train_split} (a seeded half)", f"{cfg.test_split} (the other half)"
+        train_f, train_y, test_f, test_y = split_halves(*feats["test"], seed=cfg.seed,
+                                                        sizes=(cfg.max_train_samples, cfg.max_test_samples))
+        part = "a seeded half" if cfg.max_train_samples is None and cfg.max_test_samples is None else "seeded rows"
+        fit_on, scored_on = f"{cfg.train_split} ({part})", f"{cfg.test_split} (the other {part.split()[-1]})"
     t_feat = time.perf_counter() - t0
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)
     try:  # rows labelled -1 ("no label") are left out; a split without labels is one line

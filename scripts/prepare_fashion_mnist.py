@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import re
 import struct
 import sys
 import time
@@ -60,6 +61,9 @@ def _features():
                               "idx": datasets.Value("int64")})
 
 
+SHARD_NAME = re.compile(r"(train|test)-\d{5}-of-\d{5}\.parquet")  # what write_split writes, and nothing else
+
+
 def write_split(output: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Write one split as ``{split}-0000i-of-0000n.parquet`` shards (so load_dataset finds the split by name)."""
     import datasets
@@ -106,6 +110,12 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--force", action="store_true", help="rebuild even if the output is complete")
     args = p.parse_args(argv)
     output, source = Path(args.output), Path(args.source)
+    if output.exists() and not output.is_dir():
+        sys.exit(f"error: --output {output} is a file; pass a folder (new, or one this script wrote).")
+    foreign = sorted(p.name for p in output.iterdir() if not SHARD_NAME.fullmatch(p.name)) if output.is_dir() else []
+    if foreign:
+        sys.exit(f"error: --output {output} holds files this script did not write ({', '.join(foreign[:3])}"
+                 f"{', ...' if len(foreign) > 3 else ''}); pass a new folder or one this script wrote.")
     if output.is_dir() and not args.force and is_complete(output):
         print(f"{output} is complete (60000 train / 10000 test); --force rebuilds it")
         return output
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
                      f"({type(e).__name__}). Install them with `apt-get install dataset-fashion-mnist` "
                      "or pass --source DIR.")
     output.mkdir(parents=True, exist_ok=True)
-    for old in output.glob("*.parquet"):
+    for old in output.iterdir():  # only this script's shards are there (checked above)
         old.unlink()
     for split, (images, labels) in splits.items():
         write_split(output, split, images, labels)

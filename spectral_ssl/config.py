@@ -540,7 +540,8 @@ def check_output_file(path: str, key: str) -> str:
     return path
 
 
-def check_dataset_folder(dataset: str | None, key: str = "dataset", output_dir: str | None = None) -> None:
+def check_dataset_folder(dataset: str | None, key: str = "dataset", output_dir: str | None = None,
+                         output_key: str = "output_dir") -> None:
     """A ConfigError when a local ``dataset`` folder is a spectral_ssl run folder (its train_config.json and metrics
     would be read as data) or holds ``output_dir`` (the run's files would mix with the data and be read as data the
     next time)."""
@@ -553,8 +554,8 @@ def check_dataset_folder(dataset: str | None, key: str = "dataset", output_dir: 
     require(refusal is None, key, str(refusal))
     if output_dir is not None:
         out = Path(output_dir).resolve()
-        require(out != folder and folder not in out.parents, "output_dir", f"{output_dir} is inside --{key} {dataset}: "
-                "the run's files would mix with the data (and be read as data); choose an --output_dir outside it")
+        require(out != folder and folder not in out.parents, output_key, f"{output_dir} is inside --{key} {dataset}: "
+                f"the run's files would mix with the data (and be read as data); choose an --{output_key} outside it")
 
 
 @dataclass

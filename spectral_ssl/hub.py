@@ -399,6 +399,7 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
         probe={**probe, "dataset": _escape(probe_dataset), "split": _escape(str(probe.get("split")))} if probe
         else probe,
         probe_top1=_fmt(probe.get("top1")),
+        probe_top5=_fmt(probe.get("top5")),
         # a fenced block: a backquote in a value could close it (JSON's \u0060 keeps it a backquote)
         training_config=json.dumps(meta.get("config", {}), indent=2, sort_keys=True).replace("`", "\\u0060"),
         plot=plot,

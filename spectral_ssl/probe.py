@@ -159,11 +159,30 @@ def linear_probe(
                        dropped)
 
 
-def split_halves(features: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
-    """(fit features, fit labels, held-out features, held-out labels): a seeded half of the rows and the other half,
-    for a probe of a split that has no separate test split (never fitted and scored on the same rows)."""
-    perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
-    fit, held = perm[: features.shape[0] // 2], perm[features.shape[0] // 2:]
+def split_halves(features: torch.Tensor, labels: torch.Tensor, seed: int,
+                 sizes: tuple[int | None, int | None] = (None, None)) -> tuple[torch.Tensor, ...]:
+    """(fit features, fit labels, held-out features, held-out labels): seeded disjoint parts of the rows, for a probe
+    of a split that has no separate test split (never fitted and scored on the same rows).
+
+    ``sizes``: (fit rows, held-out rows), each None for "not capped". Both None: a half and the other half. One
+    given: that many rows (at most half), the rest for the other part. Both given: those many, or the same
+    proportion of the rows there are when the split is shorter.
+    """
+    n = features.shape[0]
+    fit_cap, held_cap = sizes
+    if fit_cap is not None and held_cap is not None:
+        n_fit = min(fit_cap, round(n * fit_cap / (fit_cap + held_cap)))
+        n_held = min(held_cap, n - n_fit)
+    elif fit_cap is not None:
+        n_fit = min(fit_cap, n // 2)
+        n_held = n - n_fit
+    elif held_cap is not None:
+        n_held = min(held_cap, n // 2)
+        n_fit = n - n_held
+    else:
+        n_fit, n_held = n // 2, n - n // 2
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    fit, held = perm[:n_fit], perm[n_fit:n_fit + n_held]
     return features[fit], labels[fit], features[held], labels[held]
 
 

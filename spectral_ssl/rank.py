@@ -262,8 +262,10 @@ def rank_models(models: Sequence[LoadedModel], dataset: str, split: str = "test"
         "probe_fit": train_split or f"seeded half of {split}"})
     if label_column is not None and len(scores) >= 3:
         rankme, linear = [s.rankme for s in scores], [s.linear_top1 for s in scores]
-        report.spearman_rankme_linear = spearman(rankme, linear)
-        report.spearman_p_value = spearman_permutation_p(rankme, linear, permutations, seed)
+        rho = spearman(rankme, linear)
+        if math.isfinite(rho):  # undefined (None, strict JSON) when RankMe or top-1 is the same for every model
+            report.spearman_rankme_linear = rho
+            report.spearman_p_value = spearman_permutation_p(rankme, linear, permutations, seed)
     return report
 
 
@@ -316,6 +318,17 @@ def write_report(report: RankReport, output: str | Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+def _positive(value: str) -> int:
+    """A whole number >= 1 for ``--max_samples`` / ``--batch_size``."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return number
+
+
 def _flag(value: str) -> bool:
     """``true``/``false`` (also 1/0, yes/no) for a command-line switch written ``--key=value``."""
     lowered = value.strip().lower()
@@ -335,14 +348,22 @@ def main(argv: list[str] | None = None) -> RankReport:
     parser.add_argument("--label_column", default=None, help="integer labels: adds kNN, linear probe and Spearman")
     parser.add_argument("--train_split", default=None,
                         help="split the probes are fitted on (default: a seeded half of --split)")
-    parser.add_argument("--max_samples", type=int, default=None, help="cap on the images per split")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--max_samples", type=_positive, default=None, help="cap on the images per split")
+    parser.add_argument("--batch_size", type=_positive, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip_corrupt", type=_flag, nargs="?", const=True, default=False,
                         help="leave undecodable images out instead of stopping (--skip_corrupt or =true)")
     parser.add_argument("--output", default=None, help="folder for rank.json and rank.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.output:  # before any model is scored, not after
+        from spectral_ssl.config import ConfigError, check_dataset_folder, check_output_dir
+
+        try:
+            args.output = check_output_dir(args.output, "output")
+            check_dataset_folder(args.dataset, output_dir=args.output, output_key="output")
+        except ConfigError as e:
+            raise SystemExit(f"error: {e}") from None
     loaded = []
     for source in args.models:
         try:
@@ -372,7 +393,10 @@ def main(argv: list[str] | None = None) -> RankReport:
         raise SystemExit(f"error: {e}") from None
     print(format_table(report))
     if args.output:
-        json_path, png_path = write_report(report, args.output)
+        try:
+            json_path, png_path = write_report(report, args.output)
+        except OSError as e:
+            raise SystemExit(f"error: --output {args.output}: {e.strerror or e}; choose another --output") from None
         print(f"written: {json_path}, {png_path}")
     return report
 

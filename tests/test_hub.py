@@ -43,7 +43,7 @@ def test_update_metadata_records_probe_without_touching_weights(export):
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["spectral_ssl"]["linear_probe"]["top1"] == 81.5
     assert cfg["spectral_ssl"]["effective_rank"]["value"] == 12.34  # other metadata kept
-    assert "81.50 %" in (path / "README.md").read_text()
+    assert "top-1 **81.50 %**, top-5 99.00 %." in (path / "README.md").read_text()
     assert (path / "model.safetensors").read_bytes() == weights
     assert SpectralSSL.from_pretrained(path).metadata["linear_probe"]["top1"] == 81.5
 
@@ -171,7 +171,7 @@ def test_update_metadata_killed_while_writing_leaves_a_whole_export(export, monk
     assert "linear_probe" not in config["spectral_ssl"] and SpectralSSL.from_pretrained(path).metadata["steps"] == 7
     hub.update_metadata(path, linear_probe={"top1": 81.5, "top5": 99.0, "dataset": "fmnist", "split": "test"})
     assert json.loads((path / "config.json").read_text())["spectral_ssl"]["linear_probe"]["top1"] == 81.5
-    assert "81.50 %" in (path / "README.md").read_text() and not (path / hub.STAGING).exists()
+    assert "top-1 **81.50 %**, top-5 99.00 %." in (path / "README.md").read_text() and not (path / hub.STAGING).exists()
 
 
 def test_an_export_into_a_folder_keeps_the_files_that_are_not_its_own(tmp_path):

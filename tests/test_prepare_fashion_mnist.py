@@ -78,3 +78,21 @@ def test_missing_source_without_network_names_the_package(prepare, tmp_path, mon
 def test_real_debian_labels_parse(prepare):
     labels = prepare.read_idx(Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"))
     assert labels.shape == (10_000,) and set(np.unique(labels).tolist()) == set(range(10))
+
+
+def test_an_output_holding_other_files_or_being_a_file_is_refused_and_kept(prepare, fake_source, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "my_other_dataset.parquet").write_bytes(b"user data")
+    with pytest.raises(SystemExit, match=r"^error: --output .*mine holds files this script did not write "
+                                         r"\(my_other_dataset.parquet\)"):
+        prepare.main(["--source", str(fake_source), "--output", str(mine), "--force"])
+    assert (mine / "my_other_dataset.parquet").read_bytes() == b"user data"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit, match=r"^error: --output .*afile is a file"):
+        prepare.main(["--source", str(fake_source), "--output", str(tmp_path / "afile")])
+    out = tmp_path / "out"  # a folder this script wrote, with a stale shard of an older layout: rebuilt whole
+    out.mkdir()
+    (out / "train-00000-of-00003.parquet").write_bytes(b"stale")
+    prepare.main(["--source", str(fake_source), "--output", str(out)])
+    assert prepare.is_complete(out) and not (out / "train-00000-of-00003.parquet").exists()

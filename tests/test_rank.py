@@ -230,3 +230,33 @@ def test_a_run_folder_as_dataset_is_one_line_naming_it(tmp_path, monkeypatch):
         rank.main(["--models", str(tmp_path / "m"), "--dataset", str(run)])
     assert str(e.value) == (f"error: {run} is a spectral_ssl run or export folder, not a dataset (it holds "
                             "train_config.json); pass the image folder or dataset it was trained on.")
+
+
+def test_a_bad_output_is_refused_before_any_model_is_scored(images, tmp_path, monkeypatch):
+    export(tmp_path / "m", seed=0)
+    monkeypatch.setattr(rank, "rank_models", None)  # never reached
+    (tmp_path / "afile").write_text("x")
+    argv = ["--models", str(tmp_path / "m"), "--dataset", str(images)]
+    with pytest.raises(SystemExit, match=r"^error: --output .*afile is an existing file, not a folder"):
+        rank.main([*argv, "--output", str(tmp_path / "afile")])
+    with pytest.raises(SystemExit, match=r"^error: --output .* is inside --dataset .*; choose an --output outside it$"):
+        rank.main([*argv, "--output", str(images / "ranked")])
+    assert not (images / "ranked").exists()
+
+
+def test_a_spearman_that_is_undefined_is_none_and_the_json_strict(images, tmp_path, monkeypatch):
+    import json
+
+    for k in range(3):
+        export(tmp_path / f"m{k}", seed=0)  # three equal models: RankMe and top-1 tie, rho undefined
+    report = rank.main(["--models", *(str(tmp_path / f"m{k}") for k in range(3)), "--dataset", str(images),
+                        "--label_column", "label", "--output", str(tmp_path / "out")])
+    assert report.spearman_rankme_linear is None and report.spearman_p_value is None
+    json.loads((tmp_path / "out" / "rank.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+
+
+@pytest.mark.parametrize("flag", ["--max_samples", "--batch_size"])
+def test_counts_must_be_positive(images, tmp_path, flag, capsys):
+    with pytest.raises(SystemExit):
+        rank.main(["--models", str(tmp_path / "m"), "--dataset", str(images), flag, "-3"])
+    assert f"argument {flag}: expected a whole number >= 1, got '-3'" in capsys.readouterr().err

@@ -423,13 +423,16 @@ def load_images(
             features = datasets.Features({k: v for k, v in ds.features.items() if k not in members[1:]})
             ds = ds.map(_FirstImage(members), remove_columns=members[1:], features=features)
             columns = [c for c in columns if c not in members[1:]]
+    if label_column is not None and label_column == image_column:
+        raise ValueError(f"--image_column and --label_column are both {image_column!r} in {dataset} split {split}; "
+                         f"the images and the labels are two columns (available: {', '.join(columns)})")
     wanted = {image_column: "image"}
     for name, role in ((image_column, "image_column"), (label_column, "label_column")):
         if name is not None and name not in columns:
             raise DataKeyError(role, name, columns, f"{dataset} split {split}")
     if label_column is not None:
         wanted[label_column] = "label"
-    has_idx = idx_column in columns
+    has_idx = idx_column in columns and idx_column not in (image_column, label_column)
     if has_idx:
         wanted[idx_column] = "idx"
     int_labels = shards and label_column is not None and not _is_integer(ds, label_column)

@@ -296,3 +296,17 @@ def test_shards_that_mix_image_formats_give_every_sample_its_own_image(tmp_path,
     write_split(tmp_path, "names", "train", [samples[:5], samples[5:]])
     rows = list(data.load_images(str(tmp_path), "train", streaming=streaming).ds)
     assert_canonical(rows, 9)
+
+
+def test_one_column_for_images_and_labels_is_one_line_and_an_idx_label_column_is_no_index(tmp_path):
+    from spectral_ssl.data import load_images, synthetic_dataset
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    synthetic_dataset(num_rows=6, image_size=8, num_classes=2, seed=0).to_parquet(
+        str(folder / "train-00000-of-00001.parquet"))
+    with pytest.raises(ValueError, match=r"^--image_column and --label_column are both 'label' in .* split train; "
+                                         r"the images and the labels are two columns \(available: .*image.*\)$"):
+        load_images(str(folder), "train", image_column="label", label_column="label")
+    rows = list(load_images(str(folder), "train", streaming=True, label_column="idx").ds)  # idx as the label
+    assert [r["label"] for r in rows] == list(range(6))

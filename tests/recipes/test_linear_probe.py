@@ -11,6 +11,8 @@ def test_probe_recipe_records_result_in_export(pretrain, linear_probe_recipe, ti
     res = linear_probe_recipe.main(["--model", str(out), "--compare_random_init", "--knn"])
     printed = capsys.readouterr().out
     assert "pretrained" in printed and "random init" in printed
+    assert "BatchNorm statistics from 1 training batches" in printed  # 96 rows: one batch, not --bn_batches=20
+    assert res["random_init"]["bn_batches"] == 1
     for arm in ("pretrained", "random_init"):
         assert res[arm]["n_train"] == 96 and res[arm]["n_test"] == 48 and 0 <= res[arm]["top1"] <= 100
     cfg = json.loads((out / "config.json").read_text())
@@ -128,12 +130,19 @@ def test_one_split_for_both_is_halved_never_fitted_and_scored_on_the_same_rows(l
     monkeypatch.setattr(linear_probe_recipe, "linear_probe", spy)
     res = linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--train_split=train", "--test_split=train",
                                     "--max_train_samples=40", "--max_test_samples=20", "--record=false"])
-    assert "fitted on a seeded half of its rows and scored on the other half" in capsys.readouterr().out
+    assert "fitted on seeded rows of it (a half, or --max_train_samples)" in capsys.readouterr().out
     pre = res["pretrained"]
-    assert (pre["n_train"], pre["n_test"]) == (30, 30)  # one read of 40 + 20 rows, halved
-    assert pre["train_split"] == "train (a seeded half)" and pre["split"] == "train (the other half)"
+    assert (pre["n_train"], pre["n_test"]) == (40, 20)  # one read of 40 + 20 rows, each cap kept
+    assert pre["train_split"] == "train (seeded rows)" and pre["split"] == "train (the other rows)"
     fit, scored = seen["rows"]
-    assert not (fit[:, None, :] == scored[None, :, :]).all(-1).any()  # no row in both halves
+    assert not (fit[:, None, :] == scored[None, :, :]).all(-1).any()  # no row in both parts
+    res = linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--train_split=train", "--test_split=train",
+                                    "--max_train_samples=30", "--record=false"])
+    assert (res["pretrained"]["n_train"], res["pretrained"]["n_test"]) == (30, 50)  # the cap, then the rest
+    res = linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--train_split=train", "--test_split=train",
+                                    "--record=false"])
+    assert (res["pretrained"]["n_train"], res["pretrained"]["n_test"]) == (40, 40)
+    assert res["pretrained"]["train_split"] == "train (a seeded half)"
 
 
 def test_the_runs_own_columns_are_used_on_its_dataset_and_a_missing_label_column_says_labels_are_needed(
@@ -157,3 +166,24 @@ def test_the_runs_own_columns_are_used_on_its_dataset_and_a_missing_label_column
         linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--label_column=label", "--record=false"])
     assert str(e.value) == (f"error: --label_column=label not found in {data} split train; available columns: idx, "
                             "img, y; the probe needs integer class labels: pass --label_column=<one of them>")
+
+
+def test_an_output_that_is_no_probe_result_is_refused_before_the_probe(linear_probe_recipe, tiny_export):
+    export, _ = tiny_export
+    weights = (export / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match=r"^error: --output .*model.safetensors is an existing file that is not a "
+                                         r"linear_probe result and would be replaced; name a new file$"):
+        linear_probe_recipe.main(["--model", str(export), "--output", str(export / "model.safetensors")])
+    assert (export / "model.safetensors").read_bytes() == weights
+
+
+def test_an_output_that_cannot_be_written_after_the_probe_is_one_line(linear_probe_recipe, tiny_export, monkeypatch,
+                                                                       tmp_path):
+    path = tmp_path / "out.json"
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(path), "write_text", refuse)
+    with pytest.raises(SystemExit, match=r"^error: --output .*out.json: Permission denied; choose another --output$"):
+        linear_probe_recipe.save_results({"model": "x", "complete": True}, path)
