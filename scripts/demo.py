@@ -61,6 +61,10 @@ def load_script(path: Path):
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)  # extra --key=value overrides for the pretrain recipe
+    if {"-h", "--help"} & set(argv):  # before anything is prepared or trained
+        print(f"{__doc__}\nusage: python scripts/demo.py [--key=value ...]: each --key=value overrides the demo's "
+              "config; `python recipes/pretrain.py --help` lists the keys.")
+        return
     import torch
 
     config, (probe_train, probe_test) = choose_config(torch.cuda.is_available())

@@ -460,9 +460,9 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
 
     directory = Path(directory)
     check_repo_id(repo_id)
-    if token is None:  # a missing login or offline mode: one line now, not an HTTP 401 after the upload started
-        require_token("pushing to the Hub")
     config, backbone, projector = read_export(directory)  # refuses folders without safetensors weights, pickles
+    if token is None:  # a missing login or offline mode: one line now, not an HTTP 401 after the upload started
+        require_token("pushing to the Hub")  # after the local checks: a wrong folder is said first
     bad = non_finite_weights(backbone, projector)
     if bad:
         raise ValueError(f"{directory} holds non-finite (NaN/Inf) weights in {len(bad)} tensors ({', '.join(bad[:3])})"

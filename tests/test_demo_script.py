@@ -45,3 +45,10 @@ def test_the_demo_prints_one_eta_line_from_the_recipes_estimate(demo, monkeypatc
     # 300 s of pretraining; 12 000 probe images at the reference speed: 143 s
     assert lines == ["demo: about 8 min left on this machine (pretraining 5 min, probes 3 min)"]
     assert len(calls) == 1
+
+
+def test_help_prepares_and_trains_nothing(demo, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "load_script", lambda path: pytest.fail(f"{path} loaded for --help"))
+    demo.main(["--help"])
+    out = capsys.readouterr().out
+    assert "make demo" in out and "python recipes/pretrain.py --help" in out

@@ -250,4 +250,6 @@ def test_the_push_script_without_a_token_or_offline_is_one_line_before_any_reque
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit, match=r"^error: pushing to the Hub needs the Hub and HF_HUB_OFFLINE=1 is set"):
         script.main([str(out), "org/offline"])
+    with pytest.raises(SystemExit, match=r"^error: .*typo.* (does not exist|has no config.json)"):
+        script.main([str(tmp_path / "typo"), "org/offline"])  # the folder is checked before the Hub is needed
     assert len(hub_server.requests) == requests  # nothing was sent
