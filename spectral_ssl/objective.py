@@ -121,6 +121,9 @@ class Objective(nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, index: torch.Tensor | None = None) -> ObjectiveOutput:
         """Two (B, C, H, W) views (and their (B,) dataset indices) -> ``ObjectiveOutput``."""
+        if x1.shape[0] != x2.shape[0]:
+            raise ValueError(f"the two views must hold the same images: x1 has {x1.shape[0]} and x2 {x2.shape[0]} "
+                             "rows.")
         model = self.__dict__["online"]
         p1, p2 = model(x1), model(x2)
         # both views in one batched call: half the kernel launches, the same result as one call per view

@@ -178,6 +178,9 @@ class BatchWhitening(nn.Module):
         if h.ndim not in (2, 3) or h.shape[-1] != self.dim or h.numel() == 0:
             raise ValueError(f"expected (B, {self.dim}) projections or a (V, B, {self.dim}) stack of views, got "
                              f"{tuple(h.shape)}.")
+        if not h.dtype.is_floating_point:
+            raise ValueError(f"expected floating-point projections, got {h.dtype} (the output is in the input's dtype, "
+                             "so integers would be truncated); pass h.float().")
         batch = h.shape[-2]
         if self.training and batch <= self.dim and (self.shrinkage == 0 or batch < 2):
             raise ValueError(f"batch whitening needs more samples than dimensions: batch size {batch} <= dim "

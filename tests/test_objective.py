@@ -75,3 +75,9 @@ def test_moco_negatives_are_the_queue_and_bad_arguments_are_one_line():
         Objective(tiny_model(), InfoNCELoss(), whitening="pca", dim=8)
     with pytest.raises(ValueError, match="takes no argument 'gamma'"):
         create_objective(tiny_model(), "moco", dim=8, gamma=0.5)
+
+
+def test_views_of_different_batch_sizes_are_one_line():
+    objective = create_objective(tiny_model(), "infonce", dim=8)
+    with pytest.raises(ValueError, match="the two views must hold the same images: x1 has 4 and x2 3 rows"):
+        objective(torch.randn(4, 3, 16, 16), torch.randn(3, 3, 16, 16))

@@ -240,3 +240,9 @@ def test_shrinkage_allows_batches_no_larger_than_the_dimension_and_momentum_is_c
     for momentum in (-1, 5, float("nan"), "0.1"):
         with pytest.raises(ValueError, match="momentum"):
             BatchWhitening(8, momentum=momentum)
+
+
+def test_integer_projections_are_refused_not_truncated():
+    white = BatchWhitening(4)
+    with pytest.raises(ValueError, match=r"expected floating-point projections, got torch.int64 .*pass h.float\(\)"):
+        white(torch.randint(-5, 5, (32, 4)))

@@ -23,7 +23,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,14 @@ BACKENDS = ("auto", "torch", "triton")
 
 def _scores_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def check_positive(key: str, value: Any, none_ok: bool = False) -> None:
+    """One line naming ``key`` unless ``value`` is a finite number > 0 (or None with ``none_ok``)."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{key} must be a finite number > 0{' or None' if none_ok else ''}, got {value!r}.")
 
 
 @torch.no_grad()
@@ -88,15 +98,18 @@ def greedy_select(
     Returns:
         (k,) LongTensor of unique indices into ``embeddings``, in pick order, on the embeddings' device.
     """
-    if embeddings.ndim != 2:
-        raise ValueError(f"embeddings must be (M, D), got {tuple(embeddings.shape)}.")
+    if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
+        shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+        raise ValueError(f"embeddings must be an (M, D) tensor, got {shape}.")
     total, dim = embeddings.shape
-    if not isinstance(k, int) or not 1 <= k <= total:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= total:
         raise ValueError(f"k must be an integer in [1, {total}] (the pool size), got {k!r}.")
-    if m is not None and (not isinstance(m, int) or m < 1):
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
         raise ValueError(f"m must be None (exact greedy) or a positive integer, got {m!r}.")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a number > 0, got {eps!r}.")
+    check_positive("eps", eps)
+    check_positive("window", window, none_ok=True)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive integer, got {block!r}.")
     if backend not in BACKENDS:
@@ -110,10 +123,10 @@ def greedy_select(
         raise ValueError("pass groups and quota together (or neither).")
     if groups is not None:
         if not isinstance(groups, torch.Tensor) or groups.dtype.is_floating_point or groups.dtype == torch.bool \
-                or (groups.numel() and int(groups.min()) < 0):
+                or groups.ndim != 1 or (groups.numel() and int(groups.min()) < 0):
             raise ValueError("groups must be an integer tensor of (M,) labels 0..G-1 (the process that holds each "
                              "candidate).")
-        if not isinstance(quota, int) or quota < 1:
+        if isinstance(quota, bool) or not isinstance(quota, int) or quota < 1:
             raise ValueError(f"quota must be a positive integer, got {quota!r}.")
         num_groups = int(groups.max()) + 1 if groups.numel() else 0
         sizes = torch.bincount(groups, minlength=num_groups)
@@ -278,9 +291,8 @@ def resolve_target(target: float | str | None, dim: int, batch: int, num_classes
             raise ValueError(f"target {target!r} is a multiple of the number of classes; pass num_classes.")
         value = float(match.group(1)) * num_classes
     else:
+        check_positive("target", target)
         value = float(target)
-        if value <= 0:
-            raise ValueError(f"target must be positive, got {target!r}.")
         if value < 1:
             value *= dim
     reachable = 0.95 * min(batch - 1, dim)
@@ -301,8 +313,10 @@ def pool_select(candidates: torch.Tensor, target: float | None = None, estimator
             closest to it (use ``resolve_target`` for fractions of D and multiples of C).
         estimator: Effective-rank estimator (see ``spectral_ssl.effective_rank``).
     """
-    if candidates.ndim != 3 or candidates.shape[0] < 1:
-        raise ValueError(f"candidates must be (P, B, D) with P >= 1, got {tuple(candidates.shape)}.")
+    if not isinstance(candidates, torch.Tensor) or candidates.ndim != 3 or candidates.shape[0] < 1:
+        shape = tuple(candidates.shape) if isinstance(candidates, torch.Tensor) else type(candidates).__name__
+        raise ValueError(f"candidates must be a (P, B, D) tensor with P >= 1, got {shape}.")
+    check_positive("target", target, none_ok=True)
     ranks = torch.stack([effective_rank(c, estimator) for c in candidates])
     if target is None:
         return int(ranks.argmax())

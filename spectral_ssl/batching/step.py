@@ -33,7 +33,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from spectral_ssl import dist
-from spectral_ssl.batching.selectors import greedy_select, pool_select
+from spectral_ssl.batching.selectors import check_positive, greedy_select, pool_select
 from spectral_ssl.spectral import effective_rank
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class CandidatePool:
     """
 
     def __init__(self, loaders: Any, size: int, prepare: Callable[[Batch], Batch] | None = None) -> None:
+        _check_count("size", size, " (candidates per decision: BatchSelector.pool_size)")
         self.loaders = loaders if hasattr(loaders, "reread") else _FixedBatches(loaders)
         self.size, self.prepare = size, prepare
         self.epoch = 0
@@ -156,7 +157,14 @@ class CandidatePool:
 
     def _prepared(self, batch: Batch) -> Batch:
         self.skipped += int(batch.pop("skipped", 0) or 0)
-        return self.prepare(batch) if self.prepare is not None else batch
+        batch = self.prepare(batch) if self.prepare is not None else batch
+        views, idx = batch.get("views"), batch.get("idx")
+        if not isinstance(views, (tuple, list)) or not views or not all(isinstance(v, torch.Tensor) for v in views) \
+                or not isinstance(idx, torch.Tensor) or any(len(v) != len(idx) for v in views):
+            raise ValueError("a pool batch must be a dict with 'views', a tuple of (N, ...) tensors (the augmented "
+                             "views), and 'idx', the (N,) dataset row numbers; got keys "
+                             f"{sorted(batch)} with views of type {type(views).__name__}.")
+        return batch
 
     @record_function("spectral_ssl.pool.fill")
     def fill(self) -> int:
@@ -266,7 +274,10 @@ class BatchSelector(nn.Module):
             _check_count("dataset_size", dataset_size, " (the number of training rows) or None")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}.")
-        if not cache_dtype.is_floating_point:
+        check_positive("eps", eps)
+        check_positive("target", target, none_ok=True)
+        check_positive("window", window, none_ok=True)
+        if not isinstance(cache_dtype, torch.dtype) or not cache_dtype.is_floating_point:
             raise ValueError(f"cache_dtype must be a floating-point dtype (float16 halves it), got {cache_dtype}.")
         if not isinstance(pool_factor, int) or pool_factor < 1 or not isinstance(pool_candidates, int) \
                 or pool_candidates < 1:
@@ -324,12 +335,20 @@ class BatchSelector(nn.Module):
 
     def _unit(self, projections: torch.Tensor) -> torch.Tensor:
         """Projections -> unit vectors in the selection space (after ``transform``), float32."""
+        if projections.ndim != 2 or projections.shape[1] != self.dim:
+            raise ValueError(f"the model's projections have shape {tuple(projections.shape)}, but the selector was "
+                             f"built with dim={self.dim}; pass the model's projection dimension as dim.")
         z = projections.float()
         return F.normalize(self.transform(z).float() if self.transform is not None else z, dim=1)
 
     def _check_idx(self, idx: torch.Tensor) -> None:
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.cache.shape[0]):
-            raise ValueError(f"dataset idx {int(idx.max())} is outside the selection cache of {self.cache.shape[0]} "
+        if not isinstance(idx, torch.Tensor) or idx.ndim != 1 or idx.dtype.is_floating_point \
+                or idx.dtype in (torch.bool, torch.complex64, torch.complex128):
+            what = f"{idx.dtype} of shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"idx must be a 1-D integer tensor of dataset row numbers, got {what}.")
+        bad = idx[(idx < 0) | (idx >= self.cache.shape[0])]
+        if len(bad):
+            raise ValueError(f"dataset idx {int(bad[0])} is outside the selection cache of {self.cache.shape[0]} "
                              "rows; the idx column must number rows 0..N-1 (pass the full dataset_size), or use "
                              "source='online'.")
 
@@ -361,6 +380,10 @@ class BatchSelector(nn.Module):
         """Write gathered unit embeddings (identical on every rank, so the caches stay identical)."""
         idx = idx.cpu()  # a CPU index (one process) stays where it is; a gathered one comes back once
         self._check_idx(idx)
+        if z.device.type == "cpu":  # a free host check here: non-finite rows keep their last finite embedding (or
+            finite = torch.isfinite(z).all(1)  # stay misses), so a recovered model is not stopped by a stale NaN;
+            if not bool(finite.all()):  # on a GPU greedy zeroes non-finite values instead, with no host sync
+                idx, z = idx[finite], z[finite]
         self.cache[idx.to(self.cache.device, non_blocking=True)] = z.to(self.cache.device, self.cache.dtype)
         self.cache_step[idx] = step
 
@@ -369,6 +392,10 @@ class BatchSelector(nn.Module):
         """Store the trained samples' (gathered) projections in the cache; call after each training forward."""
         if not self.cache.shape[0]:
             return
+        self._check_idx(idx)
+        if projections.ndim != 2 or projections.shape[0] != len(idx):
+            raise ValueError(f"projections must be (len(idx), dim) = ({len(idx)}, {self.dim}), got "
+                             f"{tuple(projections.shape)}.")
         if dist.is_distributed():
             idx = dist.gather(idx.to(projections.device), differentiable=False)
         self._store(idx, self._unit(dist.gather(projections.detach().float(), differentiable=False)), step)
@@ -409,6 +436,11 @@ class BatchSelector(nn.Module):
         ``pool_choice``; with ``measure=True`` the R_eff of the chosen global batch and of a random batch from the
         same pool (``reff_chosen``, ``reff_random``).
         """
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"step must be an integer (the decision is a function of seed and step), got {step!r}.")
+        if pool.size < self.batch_size:  # no batch could ever be made: not the end of an epoch
+            raise ValueError(f"the CandidatePool holds {pool.size} candidates, fewer than batch_size={self.batch_size}"
+                             f"; build it with CandidatePool(loaders, selector.pool_size) ({self.pool_size}).")
         start, stats = time.perf_counter(), {}
         device = next(model.parameters()).device
         world, rank = dist.world_size(), dist.rank()
@@ -473,8 +505,7 @@ class PoolSelector(BatchSelector):
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         _check_space(space)
         _check_count("candidates", candidates)
-        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0):
-            raise ValueError(f"target must be None or a positive R_eff, got {target!r}.")
+        check_positive("target", target, none_ok=True)
         super().__init__("pool", batch_size, dim, dataset_size, pool_candidates=candidates, target=target,
                          source="online", seed=seed, transform=transform if space == "loss" else None)
 
@@ -500,9 +531,8 @@ class GreedySelector(BatchSelector):
         _check_count("pool_factor", pool_factor)
         if m is not None:
             _check_count("m", m, " (None = exact greedy)")
-        for key, value in (("eps", eps), ("window", window)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"{key} must be a positive number{' or None' * (key == 'window')}, got {value!r}.")
+        check_positive("eps", eps)
+        check_positive("window", window, none_ok=True)
         super().__init__("greedy", batch_size, dim, dataset_size, pool_factor=pool_factor, greedy_m=m, eps=eps,
                          window=window, source=source, seed=seed, cache_dtype=cache_dtype,
                          transform=transform if space == "loss" else None)

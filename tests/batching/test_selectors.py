@@ -91,7 +91,7 @@ def test_bad_arguments_are_rejected():
         greedy_select(x, 4, m=0)
     with pytest.raises(ValueError, match="eps"):
         greedy_select(x, 4, eps=0)
-    with pytest.raises(ValueError, match="eps must be a number > 0, got None"):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0, got None"):
         greedy_select(x, 4, eps=None)
     for groups in (torch.tensor([-1] * 20 + [1] * 20), torch.zeros(40)):
         with pytest.raises(ValueError, match="groups must be an integer tensor of"):

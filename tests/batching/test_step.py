@@ -188,9 +188,9 @@ def test_create_selector_builds_each_selector_with_its_own_defaults():
     ("random", {"m": 4}, r"selection 'random' takes no argument 'm'; its arguments are \[\]"),
     ("pool", {"pool_factor": 4}, r"selection 'pool' takes no argument 'pool_factor'; its arguments are .*candidates"),
     ("pool", {"candidates": 0}, "candidates must be a positive integer, got 0"),
-    ("pool", {"target": -1}, "target must be None or a positive R_eff"),
+    ("pool", {"target": -1}, "target must be a finite number > 0 or None, got -1"),
     ("greedy", {"m": 0, "source": "online"}, r"m must be a positive integer \(None = exact greedy\), got 0"),
-    ("greedy", {"eps": 0, "source": "online"}, "eps must be a positive number, got 0"),
+    ("greedy", {"eps": 0, "source": "online"}, "eps must be a finite number > 0, got 0"),
     ("greedy", {"space": "raw", "source": "online"}, "space must be one of"),
     ("best", {}, "unknown selection 'best'"),
 ])
@@ -272,3 +272,77 @@ def test_a_transform_puts_candidates_in_the_space_the_loss_sees(source):
     else:
         selector.observe(torch.arange(8), raw[:8], step=5)
         torch.testing.assert_close(selector.cache[:8].float(), expected[:8], atol=2e-3, rtol=0)
+
+
+def test_a_non_finite_observe_does_not_poison_the_cache_on_the_cpu():
+    model = tiny_model()
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=2, source="cache")
+    run_epoch(selector, model, batches())
+    before = selector.cache.clone()
+    bad = torch.randn(B, D)
+    bad[2, 1] = float("nan")
+    selector.observe(torch.arange(B), bad, step=50)  # a diverged step, then the model recovers
+    assert torch.equal(selector.cache[2], before[2]) and int(selector.cache_step[2]) < 50  # its last finite one
+    assert torch.isfinite(selector.cache.float()).all() and int(selector.cache_step[0]) == 50
+    trained, _ = run_epoch(selector, model, batches(), step=60)  # no "non-finite" refusal on later pools
+    assert sorted(torch.cat(trained).tolist()) == list(range(64))
+
+
+def test_misuse_of_the_selector_is_one_line_naming_the_argument():
+    model = tiny_model()
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=2, source="cache")
+    small = CandidatePool(batches(), B - 1)
+    with pytest.raises(ValueError, match=r"the CandidatePool holds 7 candidates, fewer than batch_size=8; build it "
+                                         r"with CandidatePool\(loaders, selector.pool_size\) \(16\)"):
+        selector.select(model, small, 0)
+    for size in (0, -5, 2.5):
+        with pytest.raises(ValueError, match="size must be a positive integer"):
+            CandidatePool(batches(), size)
+    pool = CandidatePool(batches(), selector.pool_size)
+    with pytest.raises(ValueError, match="step must be an integer"):
+        selector.select(model, pool, 1.0)
+    with pytest.raises(ValueError, match=r"dataset idx -3 is outside the selection cache of 64 rows"):
+        selector.observe(torch.tensor([-3, 5]), torch.randn(2, D), step=0)
+    with pytest.raises(ValueError, match=r"idx must be a 1-D integer tensor of dataset row numbers, got torch.float32"):
+        selector.observe(torch.arange(8.0), torch.randn(8, D), step=0)
+    with pytest.raises(ValueError, match=r"projections must be \(len\(idx\), dim\) = \(8, 6\), got \(7, 6\)"):
+        selector.observe(torch.arange(8), torch.randn(7, D), step=0)
+    wide = BatchSelector("greedy", B, D + 2, dataset_size=64, pool_factor=2, source="online")
+    with pytest.raises(ValueError, match=r"projections have shape \(16, 6\), but the selector was built with dim=8"):
+        wide.select(model, CandidatePool(batches(), wide.pool_size), 0)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"eps": float("inf")}, "eps must be a finite number > 0, got inf"),
+    ({"window": 0.0}, "window must be a finite number > 0 or None, got 0.0"),
+    ({"window": float("nan")}, "window must be a finite number > 0 or None, got nan"),
+])
+def test_degenerate_numbers_are_refused_by_the_selectors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GreedySelector(B, D, source="online", **kwargs)
+    with pytest.raises(ValueError, match=message):
+        greedy_select(torch.randn(16, D), 4, **kwargs)
+
+
+def test_a_non_finite_pool_target_is_refused():
+    from spectral_ssl.batching import pool_select, resolve_target
+
+    for target in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="target must be a finite number > 0"):
+            PoolSelector(B, D, target=target)
+        with pytest.raises(ValueError, match="target must be a finite number > 0"):
+            pool_select(torch.randn(3, B, D), target=target)
+        with pytest.raises(ValueError, match="target must be a finite number > 0"):
+            resolve_target(target, dim=D, batch=B)
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 16\]"):
+        greedy_select(torch.randn(16, D), True)
+
+
+@pytest.mark.parametrize("edit", [lambda b: b.pop("idx"), lambda b: b.update(views=b["views"][0]),
+                                  lambda b: b.update(idx=b["idx"][:3])])
+def test_a_malformed_pool_batch_is_one_line(edit):
+    loader = batches()
+    for batch in loader:
+        edit(batch)
+    with pytest.raises(ValueError, match=r"a pool batch must be a dict with 'views', a tuple of \(N, \.\.\.\) tensors"):
+        CandidatePool(loader, B).fill()
