@@ -341,11 +341,15 @@ class BatchSelector(nn.Module):
         z = projections.float()
         return F.normalize(self.transform(z).float() if self.transform is not None else z, dim=1)
 
-    def _check_idx(self, idx: torch.Tensor) -> None:
+    def _check_idx(self, idx: torch.Tensor, values: bool = True) -> None:
+        """One line unless ``idx`` is a 1-D integer tensor of rows of the cache (``values=False``: its type only,
+        which reads nothing from a GPU)."""
         if not isinstance(idx, torch.Tensor) or idx.ndim != 1 or idx.dtype.is_floating_point \
                 or idx.dtype in (torch.bool, torch.complex64, torch.complex128):
             what = f"{idx.dtype} of shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise ValueError(f"idx must be a 1-D integer tensor of dataset row numbers, got {what}.")
+        if not values:
+            return
         bad = idx[(idx < 0) | (idx >= self.cache.shape[0])]
         if len(bad):
             raise ValueError(f"dataset idx {int(bad[0])} is outside the selection cache of {self.cache.shape[0]} "
@@ -392,7 +396,7 @@ class BatchSelector(nn.Module):
         """Store the trained samples' (gathered) projections in the cache; call after each training forward."""
         if not self.cache.shape[0]:
             return
-        self._check_idx(idx)
+        self._check_idx(idx, values=False)  # the values once on the CPU (_store): no extra read of a GPU idx
         if projections.ndim != 2 or projections.shape[0] != len(idx):
             raise ValueError(f"projections must be (len(idx), dim) = ({len(idx)}, {self.dim}), got "
                              f"{tuple(projections.shape)}.")
