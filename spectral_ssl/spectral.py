@@ -108,8 +108,9 @@ def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float | None = 
         raise ValueError(f"eps must be a number >= 0 or None (the estimator's default), got {eps!r}.")
     if estimator == "rankme":
         zz, _ = _power_of_two_scaled(_check(z))
-        gram = zz.T @ zz if zz.shape[0] >= zz.shape[1] else zz @ zz.T
-        sigma = small_eigvalsh(gram).clamp_min(0).sqrt()  # singular values of z
+        # singular values directly (on the CPU, as small_eigvalsh solves): the square roots of a Gram matrix's
+        # eigenvalues turn a zero singular value into ~1e-8·σ_max, which shifted RankMe by ~1e-6 on rank-deficient z
+        sigma = torch.linalg.svdvals(zz if zz.device.type == "cpu" else zz.cpu()).to(zz.device)
         total = sigma.sum()
         if total <= 0:
             return torch.zeros((), dtype=sigma.dtype, device=sigma.device)

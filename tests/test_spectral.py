@@ -168,3 +168,17 @@ def test_spectrum_stats_keep_their_scale_at_extreme_scales():
 def test_empty_embeddings_are_refused_in_one_line(estimator, shape):
     with pytest.raises(ValueError, match=r"z is empty, shape \(\d, \d\)"):
         effective_rank(torch.zeros(shape), estimator)
+
+
+@pytest.mark.parametrize("n,d,r", [(5, 9, 2), (64, 32, 2), (16, 64, 1)])
+def test_rankme_of_rank_deficient_embeddings_equals_numpy_svd(n, d, r):
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((n, r)) @ rng.standard_normal((r, d))
+    s = np.linalg.svd(z, compute_uv=False)
+    for eps in (1e-7, 0.0):
+        p = s / s.sum() + eps
+        p = p[p > 0]
+        reference = float(np.exp(-(p * np.log(p)).sum()))
+        assert float(effective_rank(torch.tensor(z), "rankme", eps=eps)) == pytest.approx(reference, rel=1e-12)
+    if r == 1:  # one direction: RankMe 1 (it was 1.0000009 from the square roots of Gram eigenvalues)
+        assert float(effective_rank(torch.tensor(z), "rankme", eps=0.0)) == pytest.approx(1.0, abs=1e-12)
