@@ -28,7 +28,7 @@ own keys (selection, whitening, seed, output_dir) are not accepted there.
 Scales:
 
 * reduced CPU scale (the defaults; about 30 minutes for 5 arms x 3 seeds on 2 CPU cores): ``data/fashion_mnist``
-  (``python benchmarks/prepare_fashion_mnist.py``), ``make demo``'s half-width resnet18 at 32 px, batch 128, projection
+  (``python scripts/prepare_fashion_mnist.py``), ``make demo``'s half-width resnet18 at 32 px, batch 128, projection
   dim 64 (ZCA needs batch > dim), lr 2e-3 with 20 warm-up steps, the first 6000 training rows (46 steps an epoch,
   decoded once), 120 steps (2.6 epochs), kNN on 500 + 500 images every 20 steps, linear probe on 3000 / 1000
   images. Sized from a pilot: the random arm's kNN top-1 climbs from 47 % at step 25 to ~65 % at steps 100-150,
