@@ -34,8 +34,9 @@ def _power_of_two_scaled(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(z * 2**-e, 4**e)``: z brought to max |z| in [0.5, 1) by an exact power of two, and the factor that takes
     its second moments back. The ranks are scale invariant and, the scaling being exact, equal to the bit what the
     unscaled z gives; it keeps float64 products of very large (1e200) or very small (1e-200) values finite."""
-    _, e = torch.frexp(z.abs().amax())
-    e = torch.where(z.abs().amax() > 0, e, torch.zeros_like(e)).to(z.dtype)
+    peak = z.abs().amax()
+    _, e = torch.frexp(peak)
+    e = torch.where(peak > 0, e, torch.zeros_like(e)).to(z.dtype)
     return z * torch.exp2(-e), torch.exp2(2 * e)
 
 
@@ -57,13 +58,14 @@ def covariance_eigenvalues(z: torch.Tensor, centered: bool = True) -> torch.Tens
     Uses the D×D matrix when N >= D and the N×N Gram matrix otherwise (same non-zero eigenvalues). Returns
     ``min(N, D)`` values in the spectral dtype (float64 on CPU/CUDA).
     """
-    lam, scale = _scaled_covariance_eigenvalues(z, centered)
+    lam, scale = _scaled_covariance_eigenvalues(_check(z), centered)
     return lam * scale
 
 
 def _scaled_covariance_eigenvalues(z: torch.Tensor, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``covariance_eigenvalues`` of z brought to unit scale (``_power_of_two_scaled``), and the factor undoing it."""
-    z, scale = _power_of_two_scaled(_check(z))
+    """``covariance_eigenvalues`` of a checked z (``_check``) brought to unit scale (``_power_of_two_scaled``), and
+    the factor undoing it."""
+    z, scale = _power_of_two_scaled(z)
     if centered:
         if z.shape[0] < 2:
             raise ValueError(f"a centred spectrum needs at least 2 samples, got {z.shape[0]}.")
@@ -117,7 +119,7 @@ def effective_rank(z: torch.Tensor, estimator: str = "cov", eps: float | None = 
         p = sigma / total + (RANKME_EPS if eps is None else eps)
         p = p[p > 0]  # only with eps=0: 0·log 0 = 0
         return torch.exp(-(p * p.log()).sum())
-    lam, _ = _scaled_covariance_eigenvalues(z, centered=True)
+    lam, _ = _scaled_covariance_eigenvalues(_check(z), centered=True)
     if estimator == "cov":
         return _entropy_rank(lam, COV_EPS if eps is None else eps)
     total, squares = lam.sum(), (lam**2).sum()

@@ -509,7 +509,6 @@ class PoolSelector(BatchSelector):
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         _check_space(space)
         _check_count("candidates", candidates)
-        check_positive("target", target, none_ok=True)
         super().__init__("pool", batch_size, dim, dataset_size, pool_candidates=candidates, target=target,
                          source="online", seed=seed, transform=transform if space == "loss" else None)
 
@@ -535,8 +534,6 @@ class GreedySelector(BatchSelector):
         _check_count("pool_factor", pool_factor)
         if m is not None:
             _check_count("m", m, " (None = exact greedy)")
-        check_positive("eps", eps)
-        check_positive("window", window, none_ok=True)
         super().__init__("greedy", batch_size, dim, dataset_size, pool_factor=pool_factor, greedy_m=m, eps=eps,
                          window=window, source=source, seed=seed, cache_dtype=cache_dtype,
                          transform=transform if space == "loss" else None)
