@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from spectral_ssl import cpu_threads
@@ -36,11 +37,10 @@ from spectral_ssl.data import DataKeyError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.probe import (  # noqa: E402
     eval_loader,
-    extract_features,
+    extract_features_of,
     fair_random_init,
     knn_probe,
     linear_probe,
-    raw_pixel_features,
     recalibrate_batchnorm,
     split_halves,
 )
@@ -48,7 +48,9 @@ from spectral_ssl.spectral import effective_rank  # noqa: E402
 from spectral_ssl.transforms import Preprocessing  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, *, on_result: Callable[[str, dict], None] | None = None) -> dict:
+    """Probe the export (and the baselines asked for); ``on_result(arm, result)`` is called as each arm's result is
+    saved (``pretrained``, ``random_init``, ``raw_pixels``), e.g. to report the first before the baselines end."""
     try:
         cfg = parse_config(ProbeConfig, sys.argv[1:] if argv is None else argv, description=__doc__)
         model = SpectralSSL.from_pretrained(cfg.model)
@@ -77,12 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     results = {"model": str(cfg.model), "complete": False}  # written as each probe ends: a killed probe keeps them
-    results["pretrained"] = probe(model, probe_data, cfg, device, "pretrained")
-    save_results(results, out_path)
-    pre = results["pretrained"]
-    print(f"pretrained   : linear top-1 {pre['top1']:.2f} %  top-5 {pre['top5']:.2f} %"
-          f"{knn_text(pre)}  (R_eff of test features {pre['effective_rank']:.1f} / {model.num_features})")
-    baselines = {}
+    arms = {"pretrained": model}  # every arm's features in one pass over the images (each decoded once)
     if cfg.compare_random_init:
         torch.manual_seed(cfg.seed)
         baseline = fair_random_init(model).to(device)
@@ -93,17 +90,33 @@ def main(argv: list[str] | None = None) -> dict:
                                   skip_corrupt=cfg.skip_corrupt)
         used = []  # the batches there were (a small split has fewer than --bn_batches)
         layers = recalibrate_batchnorm(baseline, (used.append(1) or b["image"] for b in calibration), device=device)
-        results["random_init"] = rnd = probe(baseline, probe_data, cfg, device, "random init")
+        arms["random_init"] = baseline
+    if cfg.compare_raw_pixels:
+        arms["raw_pixels"] = None
+    features = split_features(arms, probe_data, cfg, device)
+    results["pretrained"] = pre = probe(features.pop("pretrained"), probe_data, cfg, device, "pretrained")
+    save_results(results, out_path)
+    if on_result:
+        on_result("pretrained", pre)
+    print(f"pretrained   : linear top-1 {pre['top1']:.2f} %  top-5 {pre['top5']:.2f} %"
+          f"{knn_text(pre)}  (R_eff of test features {pre['effective_rank']:.1f} / {model.num_features})")
+    baselines = {}
+    if cfg.compare_random_init:
+        results["random_init"] = rnd = probe(features.pop("random_init"), probe_data, cfg, device, "random init")
         rnd.update(bn_recalibrated_layers=layers, bn_batches=len(used), zero_init_last=False)
         baselines["random init (fair)"] = rnd["top1"]
         save_results(results, out_path)
+        if on_result:
+            on_result("random_init", rnd)
         print(f"random init  : linear top-1 {rnd['top1']:.2f} %  top-5 {rnd['top5']:.2f} %{knn_text(rnd)}  "
               f"(R_eff {rnd['effective_rank']:.1f}; standard init, BatchNorm statistics from {len(used)} "
               "training batches)")
     if cfg.compare_raw_pixels:
-        results["raw_pixels"] = raw = probe(None, probe_data, cfg, device, "raw pixels")
+        results["raw_pixels"] = raw = probe(features.pop("raw_pixels"), probe_data, cfg, device, "raw pixels")
         baselines["raw pixels"] = raw["top1"]
         save_results(results, out_path)
+        if on_result:
+            on_result("raw_pixels", raw)
         print(f"raw pixels   : linear top-1 {raw['top1']:.2f} %  top-5 {raw['top5']:.2f} %{knn_text(raw)}  "
               f"({raw['dim']} normalised pixel values)")
     for name, top1 in baselines.items():
@@ -175,21 +188,33 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
     return {"dataset": dataset, "preprocessing": preprocessing, "loaders": loaders}
 
 
-def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device: torch.device, name: str) -> dict:
-    """Features of both splits (the model's, or raw pixels with ``model=None``), then the linear (and kNN) probe."""
-    t0 = time.perf_counter()
-    feats = {}
+def split_features(arms: dict[str, SpectralSSL | None], probe_data: dict, cfg: ProbeConfig,
+                   device: torch.device) -> dict[str, dict]:
+    """Features of both splits for every arm (a model's, or raw pixels for ``None``), reading each split once:
+    ``{arm: {role: (features, labels)}}`` with roles ``train`` and ``test`` (``test`` only when both are the same
+    split; ``probe`` halves it)."""
+    t0, feats = time.perf_counter(), {name: {} for name in arms}
     for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
-        if role not in probe_data["loaders"]:  # the same split for both: halved below
+        if role not in probe_data["loaders"]:  # the same split for both: halved by probe
             continue
-        batches = tqdm(probe_data["loaders"][role](), desc=f"{name}: {split} features", unit="batch", leave=False)
+        batches = tqdm(probe_data["loaders"][role](), desc=f"{split} features ({', '.join(arms)})", unit="batch",
+                       leave=False)
         try:  # a label that is no integer class, an undecodable image: one line naming the columns
-            feats[role] = (raw_pixel_features(batches) if model is None
-                           else extract_features(model, batches, device=device))
+            found = extract_features_of(arms, batches, device=device)
         except ValueError as e:
             raise SystemExit(f"error: reading {probe_data['dataset']} split {split} (--image_column="
                              f"{cfg.image_column}, --label_column={cfg.label_column}, integer class labels): "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        for name in arms:
+            feats[name][role] = found[name]
+    seconds = round(time.perf_counter() - t0, 2)
+    for name in arms:
+        feats[name]["seconds"] = seconds
+    return feats
+
+
+def probe(feats: dict, probe_data: dict, cfg: ProbeConfig, device: torch.device, name: str) -> dict:
+    """The linear (and kNN) probe of one arm's features (``split_features``)."""
     if "train" in feats:
         (train_f, train_y), (test_f, test_y) = feats["train"], feats["test"]
         fit_on, scored_on = cfg.train_split, cfg.test_split
@@ -198,18 +223,29 @@ def probe(model: SpectralSSL | None, probe_data: dict, cfg: ProbeConfig, device:
                                                         sizes=(cfg.max_train_samples, cfg.max_test_samples))
         part = "a seeded half" if cfg.max_train_samples is None and cfg.max_test_samples is None else "seeded rows"
         fit_on, scored_on = f"{cfg.train_split} ({part})", f"{cfg.test_split} (the other {part.split()[-1]})"
-    t_feat = time.perf_counter() - t0
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)
     try:  # rows labelled -1 ("no label") are left out; a split without labels is one line
         result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed, device=device)  # on the GPU if any
     except ValueError as e:
         raise SystemExit(f"error: {name} probe on {probe_data['dataset']}: {e}") from None
     out = {**result.to_dict(), "dataset": probe_data["dataset"], "split": scored_on,
-           "train_split": fit_on, "feature_seconds": round(t_feat, 2),
-           "effective_rank": float(effective_rank(test_f, "cov"))}
+           "train_split": fit_on, "feature_seconds": feats["seconds"],
+           "effective_rank": reff_of(test_f, name)}
     if cfg.knn:
         out["knn"] = knn_probe(train_f, train_y, test_f, test_y, device=device).to_dict()
     return out
+
+
+REFF_MAX_SIDE = 4096  # raw pixels of large images: their R_eff (an eigendecomposition) would take minutes of CPU
+
+
+def reff_of(features: torch.Tensor, name: str) -> float | None:
+    """The effective rank of the test features; for raw pixels None when both sides exceed ``REFF_MAX_SIDE``."""
+    if name == "raw pixels" and min(features.shape) > REFF_MAX_SIDE:
+        print(f"{name}: R_eff of the {features.shape[0]} x {features.shape[1]} test features not computed (both "
+              f"sides > {REFF_MAX_SIDE}; recorded as null)")
+        return None
+    return float(effective_rank(features, "cov"))
 
 
 def knn_text(result: dict) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
     except USER_ERRORS as e:  # a user mistake: one line, no traceback
         if folder is not None:
             folder.close()
-        raise SystemExit(f"error: {e}") from None
+        # a configuration error is the same on every process: one line from the main process, not N
+        same_everywhere = isinstance(e, (ConfigError, ValueError)) and not isinstance(e, data.UndecodableImageError)
+        raise SystemExit(1 if same_everywhere and int(os.environ.get("RANK", "0")) != 0 else f"error: {e}") from None
     try:
         train(run, cfg, accelerator, on_eta=on_eta if accelerator.is_main_process else None)
         return export(run, cfg, accelerator)
@@ -228,7 +231,8 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
                                            monitor_temperature=cfg.objective.monitor_temperature,
                                            negatives=run.objective.negatives(), keys=out.keys)}
             if cfg.batching.selection != "random":
-                metrics.update({f"sel_{k}": v for k, v in selected.items()}, sel_share=selected["select_ms"] / step_ms)
+                metrics.update({f"sel_{k}": v for k, v in selected.items()},  # share of a step not measuring
+                               sel_share=selected["select_ms"] / (step_ms - selected.get("measure_ms", 0.0)))
             if probe_step:
                 metrics["knn_top1"] = online_knn(accelerator.unwrap_model(model), cfg, device)
                 model.train()

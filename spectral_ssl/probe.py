@@ -228,23 +228,48 @@ def extract_features(model: nn.Module, loader: Iterable, device: str | torch.dev
     ``loader`` yields dicts with ``image`` (B, 3, H, W) and ``label`` (B,), or ``(images, labels)`` tuples. The
     model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    embed = model.embed if hasattr(model, "embed") else model
-    feats, labels = [], []
+    return extract_features_of({"model": model}, loader, device=device, max_batches=max_batches)["model"]
+
+
+@torch.no_grad()
+def extract_features_of(models: dict[str, nn.Module | None], loader: Iterable,
+                        device: str | torch.device | None = None, max_batches: int | None = None
+                        ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``extract_features`` of several models in one pass over ``loader`` (each image read and decoded once):
+    ``{name: (features, labels)}``. A model of ``None`` gives the raw-pixel baseline's features
+    (``raw_pixel_features``). ``device``: where the models run (default: the first model's parameters').
+    Every model's train/eval mode is restored afterwards.
+    """
+    if not models:
+        raise ValueError("models is empty: pass {name: model (or None for raw pixels)}.")
+    nets = {name: m for name, m in models.items() if m is not None}
+    modes = {name: m.training for name, m in nets.items()}
+    if device is not None:
+        device = torch.device(device)
+    elif nets:
+        device = next(next(iter(nets.values())).parameters()).device
+    embeds = {name: m.embed if hasattr(m, "embed") else m for name, m in nets.items()}
+    feats: dict[str, list[torch.Tensor]] = {name: [] for name in models}
+    labels = []
     try:
+        for m in nets.values():
+            m.eval()
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             images, y = (batch["image"], batch["label"]) if isinstance(batch, dict) else batch
-            feats.append(embed(images.to(device)).float().cpu())
+            on_device = images.to(device) if nets else None
+            for name in models:
+                feats[name].append(embeds[name](on_device).float().cpu() if name in nets
+                                   else images.float().flatten(1).cpu())
             labels.append(torch.as_tensor(y).long().cpu() if y is not None else torch.full((images.shape[0],), -1))
     finally:
-        model.train(was_training)
-    if not feats:
+        for name, m in nets.items():
+            m.train(modes[name])
+    if not labels:
         raise ValueError("the loader yielded no batches; check the split and max_samples.")
-    return torch.cat(feats), torch.cat(labels)
+    y = torch.cat(labels)
+    return {name: (torch.cat(f), y) for name, f in feats.items()}
 
 
 def eval_loader(dataset: str, split: str, preprocessing: Preprocessing | None = None, **kwargs: Any) -> Iterable[dict]:
@@ -301,11 +326,4 @@ def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor], devi
 def raw_pixel_features(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C·H·W) flattened, normalised pixels and (N,) labels of every batch: the raw-pixel baseline's features
     (``linear_probe`` standardises them per pixel, i.e. logistic regression on standardised pixels)."""
-    feats, labels = [], []
-    for batch in loader:
-        images, y = (batch["image"], batch["label"]) if isinstance(batch, dict) else batch
-        feats.append(images.float().flatten(1).cpu())
-        labels.append(torch.as_tensor(y).long().cpu() if y is not None else torch.full((images.shape[0],), -1))
-    if not feats:
-        raise ValueError("the loader yielded no batches; check the split and max_samples.")
-    return torch.cat(feats), torch.cat(labels)
+    return extract_features_of({"pixels": None}, loader)["pixels"]

@@ -481,13 +481,16 @@ class DeviceAugment(nn.Module):
         self._check_batch(batch)
         params = {k: v.to(batch.device) for k, v in params.items()}
         group = max(1, CPU_GROUP_BYTES // (4 * 3 * self.image_size ** 2))
-        if batch.device.type != "cpu" or batch.shape[0] <= group:
-            return self._one_group(batch, params, view)
-        out = batch.new_empty((batch.shape[0], 3, self.image_size, self.image_size), dtype=torch.float32)
-        for i in range(0, batch.shape[0], group):  # each group normalised straight into its rows: no final cat
-            self._one_group(batch[i:i + group], {k: v[i:i + group] for k, v in params.items()}, view,
-                            out=out[i:i + group])
-        return out
+        # float32 whatever the caller's autocast (the recipe draws batches inside it): the blur's convolution and
+        # the crop's interpolation are on autocast's bf16 list
+        with torch.autocast(batch.device.type, enabled=False):
+            if batch.device.type != "cpu" or batch.shape[0] <= group:
+                return self._one_group(batch, params, view)
+            out = batch.new_empty((batch.shape[0], 3, self.image_size, self.image_size), dtype=torch.float32)
+            for i in range(0, batch.shape[0], group):  # each group normalised straight into its rows: no final cat
+                self._one_group(batch[i:i + group], {k: v[i:i + group] for k, v in params.items()}, view,
+                                out=out[i:i + group])
+            return out
 
     def _one_group(self, batch: torch.Tensor, params: dict[str, torch.Tensor], view: int,
                    out: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from spectral_ssl import dist
 from spectral_ssl.finite_watch import keep_if_finite
 
 SOLVERS = ("auto", "eigh", "newton_schulz")
@@ -96,6 +97,12 @@ class BatchWhitening(nn.Module):
 
     Output: ``(h − μ) W``. In eval mode the running statistics are used instead (diagnostics; training always uses
     batch statistics). Running mean/covariance are buffers, so they are checkpointed.
+
+    Several processes (a torch.distributed process group): each whitens its own batch with that batch's statistics
+    (as per-GPU BatchNorm does), and the running statistics are updated with the average of the processes' batch
+    statistics (one all-reduce a training call), so every process holds the same running statistics: the selection
+    space is the same on every rank, and the checkpoint (written by the main process) holds for all of them. Every
+    process must then call it in training mode, as it calls a loss that gathers.
 
     Input (B, D), or a (V, B, D) stack of V views: each view whitened with its own statistics in one batched call,
     the same as V calls in order (running statistics included), with half the kernel launches for two views.
@@ -194,9 +201,12 @@ class BatchWhitening(nn.Module):
                 centred = x - mean
                 cov = centred.mT @ centred / (batch - 1)
                 with torch.no_grad():  # view by view, in order: the same statistics as one call per view
+                    means, covs = mean.reshape(-1, self.dim), cov.reshape(-1, self.dim, self.dim)
+                    if dist.is_distributed():  # every process keeps the same running statistics (see the class)
+                        packed = dist.all_reduce_sum(torch.cat([means, covs.flatten(1)], 1)) / dist.world_size()
+                        means, covs = packed[:, :self.dim], packed[:, self.dim:].view_as(covs)
                     running_mean, running_cov = self.running_mean, self.running_cov
-                    for view_mean, view_cov in zip(mean.reshape(-1, self.dim), cov.reshape(-1, self.dim, self.dim),
-                                                   strict=True):
+                    for view_mean, view_cov in zip(means, covs, strict=True):
                         running_mean = running_mean.lerp(view_mean.to(running_mean.dtype), self.momentum)
                         running_cov = running_cov.lerp(view_cov.to(running_cov.dtype), self.momentum)
                     # all or nothing: a non-finite batch leaves the statistics as they were

@@ -95,6 +95,9 @@ def test_tiny_run_goes_through_every_phase(gpu_check, tmp_path):
     assert (out / "headline_probe.json").is_file() and (out / "headline_metrics.jsonl").is_file()
     markdown = (out / "gpu_check.md").read_text()
     assert "| headline | Fashion-MNIST linear top-1 |" in markdown
+    names = [r["check"] for r in rows]  # the verdict as soon as the pretrained probe ends, the baselines after it
+    assert names.index("Fashion-MNIST linear top-1") < names.index("baselines (same probe, same images)")
+    assert figures["recipe random"]["rows"] == 512  # the speed arms decode a capped split; the headline scales it
     tta = by_name.get("one more seed")
     assert tta is not None and tta["status"] in ("INFO", "SKIP")
     if tta["status"] == "INFO":

@@ -150,3 +150,31 @@ def test_a_split_with_only_minus_one_labels_names_the_label_column():
         knn_probe(x, y, x, torch.full_like(y, -1))
     with pytest.raises(ValueError, match=r"the train split has no labels"):
         linear_probe(x, torch.full_like(y, -1), x, y)
+
+
+def test_features_of_several_models_read_the_loader_once_and_equal_each_alone():
+    from spectral_ssl.probe import extract_features_of, raw_pixel_features
+
+    torch.manual_seed(0)
+    a, b = Tiny().train(), Tiny().eval()
+    batches = [{"image": torch.randn(5, 3, 8, 8), "label": torch.arange(5)}, (torch.randn(3, 3, 8, 8), None)]
+    reads = []
+
+    def loader():
+        for batch in batches:
+            reads.append(1)
+            yield batch
+
+    both = extract_features_of({"a": a, "pixels": None, "b": b}, loader())
+    assert len(reads) == len(batches)  # one pass for every arm
+    assert list(both) == ["a", "pixels", "b"] and a.training and not b.training  # modes restored
+    for name, model in (("a", a), ("b", b)):
+        alone = extract_features(model, batches)
+        assert torch.equal(both[name][0], alone[0]) and torch.equal(both[name][1], alone[1])
+    pixels = raw_pixel_features(batches)
+    assert torch.equal(both["pixels"][0], pixels[0]) and pixels[0].shape == (8, 192)
+    assert both["pixels"][1].tolist() == [0, 1, 2, 3, 4, -1, -1, -1]
+    with pytest.raises(ValueError, match="models is empty"):
+        extract_features_of({}, batches)
+    with pytest.raises(ValueError, match="no batches"):
+        extract_features_of({"a": a}, [])

@@ -246,3 +246,46 @@ def test_integer_projections_are_refused_not_truncated():
     white = BatchWhitening(4)
     with pytest.raises(ValueError, match=r"expected floating-point projections, got torch.int64 .*pass h.float\(\)"):
         white(torch.randint(-5, 5, (32, 4)))
+
+
+WB, WD = 12, 4
+
+
+def _rank_batches(rank):
+    g = torch.Generator().manual_seed(100 + rank)
+    return [torch.randn(2, WB, WD, generator=g, dtype=torch.float64) * (1 + rank) for _ in range(2)]
+
+
+def _whitening_worker(out_dir):
+    from accelerate import Accelerator
+
+    from tests.launch import save_rank_result
+
+    acc = Accelerator(cpu=True)
+    white = BatchWhitening(WD).double().train()
+    outs = [white(h) for h in _rank_batches(acc.process_index)]
+    save_rank_result({"outs": outs, "mean": white.running_mean, "cov": white.running_cov}, out_dir)
+
+
+@pytest.mark.slow
+def test_two_processes_whiten_their_own_batch_and_keep_the_same_running_statistics(tmp_path):
+    # per-GPU batch statistics for the output; the running statistics (selection space, checkpoint of rank 0)
+    # updated with the processes' average, so every rank holds the same
+    from tests.launch import load_rank_results, spawn_launcher
+
+    spawn_launcher(_whitening_worker, args=(str(tmp_path),), num_processes=2)
+    ranks = load_rank_results(tmp_path)
+    solo = [BatchWhitening(WD).double().train() for _ in range(2)]
+    expected_mean, expected_cov = torch.zeros(WD, dtype=torch.float64), torch.eye(WD, dtype=torch.float64)
+    for step in range(2):
+        for r in range(2):  # each rank's output: its own batch whitened by its own statistics
+            torch.testing.assert_close(ranks[r]["outs"][step], solo[r](_rank_batches(r)[step]))
+        for view in range(2):
+            hs = [_rank_batches(r)[step][view] for r in range(2)]
+            mean = sum(h.mean(0) for h in hs) / 2
+            cov = sum(torch.cov(h.T) for h in hs) / 2
+            expected_mean, expected_cov = expected_mean.lerp(mean, 0.1), expected_cov.lerp(cov, 0.1)
+    for r in range(2):
+        torch.testing.assert_close(ranks[r]["mean"], expected_mean)
+        torch.testing.assert_close(ranks[r]["cov"], expected_cov)
+    assert torch.equal(ranks[0]["cov"], ranks[1]["cov"]) and torch.equal(ranks[0]["mean"], ranks[1]["mean"])

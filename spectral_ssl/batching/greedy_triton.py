@@ -213,7 +213,9 @@ def greedy_triton(x: torch.Tensor, k: int, m: int | None = None, eps: float = 1e
         plan.run()  # eager (also compiles every kernel variant before a capture)
         if use_graph:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: a DataLoader's pin-memory thread allocating pinned memory meanwhile (streaming input)
+            # must not invalidate the capture, as it would under the default "global" mode
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 plan.run()
             plan.graph = graph
             _GRAPHS[key] = plan

@@ -134,22 +134,27 @@ def greedy_select(
             raise ValueError(f"groups must be (M,) labels 0..G-1 with at least quota={quota} members each, k must "
                              f"equal G * quota (got k={k}, G={num_groups}) and block must be 1.")
         groups = groups.to(device)
-    x = embeddings.detach().to(dtype)
-    if not check_finite:  # no host read: non-finite values become 0 on the device, so picks stay distinct and valid
-        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    squares = torch.linalg.vecdot(x, x)  # (M,) |x|²: non-finite iff a row has a non-finite value (or overflows)
-    if check_finite and not torch.isfinite(squares).all():
-        raise ValueError("embeddings have non-finite values (or overflow the scoring dtype).")
-    fused = block == 1 and window is None
-    if backend == "triton":
-        if not fused:
-            raise ValueError("backend='triton' supports block=1 and window=None only; use backend='auto' or 'torch'.")
-        if not greedy_triton.usable(device):
-            raise ValueError("backend='triton' needs triton and CUDA embeddings (or TRITON_INTERPRET=1 for CPU "
-                             "tensors); use backend='auto' or 'torch'.")
-    if backend == "triton" or (backend == "auto" and fused and device.type == "cuda" and greedy_triton.usable(device)):
-        return greedy_triton.greedy_triton(x, k, m=m, eps=eps, generator=generator, groups=groups, quota=quota)
-    return _greedy_torch(x, squares, embeddings, k, m, eps, generator, block, window, groups, quota)
+    # autocast off: vecdot and the pick loop's mat-vecs are on autocast's lower-precision list, so under a caller's
+    # bf16 autocast the gains would be scored in bf16 (other picks, a lower log det)
+    with torch.autocast(device.type, enabled=False):
+        x = embeddings.detach().to(dtype)
+        if not check_finite:  # no host read: non-finite values become 0 on the device (picks stay distinct, valid)
+            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        squares = torch.linalg.vecdot(x, x)  # (M,) |x|²: non-finite iff a row has a non-finite value (or overflows)
+        if check_finite and not torch.isfinite(squares).all():
+            raise ValueError("embeddings have non-finite values (or overflow the scoring dtype).")
+        fused = block == 1 and window is None
+        if backend == "triton":
+            if not fused:
+                raise ValueError("backend='triton' supports block=1 and window=None only; use backend='auto' or "
+                                 "'torch'.")
+            if not greedy_triton.usable(device):
+                raise ValueError("backend='triton' needs triton and CUDA embeddings (or TRITON_INTERPRET=1 for CPU "
+                                 "tensors); use backend='auto' or 'torch'.")
+        if backend == "triton" or (backend == "auto" and fused and device.type == "cuda"
+                                   and greedy_triton.usable(device)):
+            return greedy_triton.greedy_triton(x, k, m=m, eps=eps, generator=generator, groups=groups, quota=quota)
+        return _greedy_torch(x, squares, embeddings, k, m, eps, generator, block, window, groups, quota)
 
 
 def _greedy_torch(x: torch.Tensor, squares: torch.Tensor, embeddings: torch.Tensor, k: int, m: int | None,

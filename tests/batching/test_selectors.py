@@ -228,3 +228,14 @@ def test_device_loop_equals_the_host_loop(options):
         runs.append(_greedy_torch(x, (x * x).sum(1), x, 30, options.get("m"), 1e-2, generator,
                                   options.get("block", 1), None, groups, quota, host=host))
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("m", [None, 8])
+def test_autocast_does_not_reach_the_scores(m):
+    # the recipe selects inside accelerator.autocast(): vecdot and mv are on autocast's bf16 list, so the gains
+    # must be scored with autocast off (bf16 gains pick other candidates; the CPU loop could not even read them)
+    x = unit_pool(m=300, d=32, seed=6).float()
+    plain = greedy_select(x, 64, m=m, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = greedy_select(x, 64, m=m, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(plain, under)

@@ -78,6 +78,27 @@ def test_greedy_picks_what_greedy_select_picks_on_the_pool_and_beats_random():
     assert stats["select_ms"] > 0 and stats["pool_size"] == 64
 
 
+@pytest.mark.parametrize("selection", ["greedy", "random"])
+def test_select_ms_leaves_the_measurement_out(selection, monkeypatch):
+    # logging steps also measure R_eff (chosen vs random): that is not the selection's cost (GPU check's share)
+    import time
+
+    from spectral_ssl.batching import step as step_module
+
+    slow = step_module.effective_rank
+
+    def sleepy(*args, **kwargs):
+        time.sleep(0.15)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "effective_rank", sleepy)
+    selector = BatchSelector(selection, B, D, source="online", pool_factor=4)
+    _, stats = selector.select(tiny_model(), CandidatePool(batches(), selector.pool_size), step=0, measure=True)
+    assert stats["measure_ms"] >= 300 and 0 < stats["select_ms"] < 150
+    _, quiet = selector.select(tiny_model(), CandidatePool(batches(), selector.pool_size), step=0)
+    assert "measure_ms" not in quiet and quiet["select_ms"] > 0
+
+
 def test_pool_with_one_candidate_is_the_random_batch():
     model = tiny_model()
     picks = []

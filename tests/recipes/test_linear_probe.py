@@ -49,10 +49,14 @@ def test_probe_results_are_written_as_each_probe_ends_into_a_new_folder(pretrain
                          "--max_steps=1", "--reff_samples=32", "--shuffle_buffer=64"])
     results = tmp_path / "new" / "nested" / "probe.json"
 
-    def killed(*args, **kwargs):  # the baseline dies after the pretrained probe was measured
-        raise KeyboardInterrupt
+    fit = linear_probe_recipe.probe
 
-    monkeypatch.setattr(linear_probe_recipe, "fair_random_init", killed)
+    def killed(feats, probe_data, cfg, device, name):  # the baseline dies after the pretrained probe was measured
+        if name == "random init":
+            raise KeyboardInterrupt
+        return fit(feats, probe_data, cfg, device, name)
+
+    monkeypatch.setattr(linear_probe_recipe, "probe", killed)
     with pytest.raises(KeyboardInterrupt):
         linear_probe_recipe.main(["--model", str(out), "--compare_random_init", f"--output={results}",
                                   "--record=false"])
@@ -187,3 +191,27 @@ def test_an_output_that_cannot_be_written_after_the_probe_is_one_line(linear_pro
     monkeypatch.setattr(type(path), "write_text", refuse)
     with pytest.raises(SystemExit, match=r"^error: --output .*out.json: Permission denied; choose another --output$"):
         linear_probe_recipe.save_results({"model": "x", "complete": True}, path)
+
+
+def test_every_arm_is_extracted_in_one_pass_per_split(pretrain, linear_probe_recipe, tiny_dataset, tmp_path,
+                                                      monkeypatch, capsys):
+    # the probe's cost on a GPU is reading and decoding the images: the baselines share the pretrained arm's pass
+    out = pretrain.main(["--dataset", str(tiny_dataset), f"--output_dir={tmp_path / 'run'}",
+                         "--backbone=test_resnet", "--proj_hidden_dim=32", "--proj_dim=16", "--batch_size=16",
+                         "--max_steps=1", "--reff_samples=32", "--shuffle_buffer=64"])
+    passes, read = [], linear_probe_recipe.extract_features_of
+
+    def counted(arms, batches, **kwargs):
+        passes.append(list(arms))
+        return read(arms, batches, **kwargs)
+
+    monkeypatch.setattr(linear_probe_recipe, "extract_features_of", counted)
+    monkeypatch.setattr(linear_probe_recipe, "REFF_MAX_SIDE", 8)  # raw pixels wider than this: R_eff not computed
+    reported = []
+    res = linear_probe_recipe.main(["--model", str(out), "--compare_random_init", "--compare_raw_pixels", "--knn",
+                                    "--record=false"], on_result=lambda arm, result: reported.append((arm, result)))
+    assert passes == [["pretrained", "random_init", "raw_pixels"]] * 2  # train, test
+    assert reported == [(arm, res[arm]) for arm in ("pretrained", "random_init", "raw_pixels")]  # as each one ends
+    assert res["raw_pixels"]["effective_rank"] is None and "not computed" in capsys.readouterr().out
+    assert res["pretrained"]["effective_rank"] > 0 and res["random_init"]["effective_rank"] > 0
+    assert res["pretrained"]["n_test"] == res["random_init"]["n_test"] == res["raw_pixels"]["n_test"]

@@ -1,5 +1,6 @@
 import functools
 import json
+import math
 
 import pytest
 import torch
@@ -77,31 +78,42 @@ def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_da
     assert any(not torch.equal(a[key], value) for key, value in load_file(other / "model.safetensors").items())
 
 
-@pytest.mark.slow
-def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
-    """The recipe under a real 2-process launcher (gloo): gathered loss, one export, global batch 2 x B."""
+def torchrun(tiny_dataset, out, *extra: str):
+    """The recipe under a real 2-process launcher (torchrun, gloo on the CPU): the finished process."""
+    import os
+    import socket
     import subprocess
     import sys
     from pathlib import Path
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "pretrain.py"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    out = tmp_path / "ddp"
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", str(recipe),
-           *tiny_args(tiny_dataset, out, "--max_steps=3", "--batch_size=8", "--selection=greedy", "--greedy_m=8")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**__import__("os").environ,
-                                                                                  "OMP_NUM_THREADS": "1"})
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", f"--master_port={port}", str(recipe),
+           *tiny_args(tiny_dataset, out, *extra)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
+    """The recipe under a real 2-process launcher (gloo): gathered loss, one export, global batch 2 x B."""
+    out = tmp_path / "ddp"
+    proc = torchrun(tiny_dataset, out, "--max_steps=3", "--batch_size=8", "--selection=greedy", "--greedy_m=8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = SpectralSSL.from_pretrained(out).metadata
     assert meta["global_batch"] == 16 and meta["steps"] == 3
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [2, 3] and lines[-1]["band_containment"] == 1.0
     assert lines[0]["sel_pool_size"] == 32 and lines[0]["sel_reff_chosen"] > 0  # 4 x 8 candidates per rank
+
+
+@pytest.mark.slow
+def test_a_configuration_error_under_two_processes_is_one_line(tiny_dataset, tmp_path):
+    # every process meets it: the main process says it, the others exit quietly (torchrun adds its own report)
+    proc = torchrun(tiny_dataset, tmp_path / "bad", "--loss=moco", "--loss_kwargs={queue_size: -1}", "--max_steps=2")
+    assert proc.returncode != 0
+    assert (proc.stdout + proc.stderr).count("error: queue_size must be a positive integer") == 1, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -214,3 +226,16 @@ def test_probe_every_probes_at_its_own_steps_each_with_a_metrics_row(pretrain, t
                                   "--probe_every=1", "--probe_samples=16", "--save_every=null"))
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3, 4] and all("knn_top1" in m for m in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [("--selection=greedy", "--greedy_m=8", "--whitening=zca", "--batch_size=24"),
+                                   ("--loss=moco", "--selection=pool"), ("--loss=sogclr", "--selection=greedy"),
+                                   ("--loss=byol", "--whitening=cholesky", "--batch_size=24"), ("--loss=isoloss",)])
+def test_bf16_autocast_on_the_cpu(pretrain, tiny_dataset, tmp_path, extra):
+    # what a GPU runs (mixed_precision auto = bf16 there), on the CPU: every loss, selector and whitening under
+    # autocast (greedy's gains were once scored in bf16: other picks, and a crash reading them on the CPU)
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "bf16", "--max_steps=4", "--mixed_precision=bf16",
+                                  *extra))
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4] and all(math.isfinite(m["loss"]) for m in metrics)
