@@ -163,6 +163,10 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                        cfg.data.cache_decoded, cfg.data.augment_on, resumed)
     state.train_seconds += inputs.decode_seconds  # the cache's decode pass is training time
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    if resumed is not None and resumed > total:  # else it would export the longer model under the shorter config
+        key = f"--max_steps={cfg.optim.max_steps}" if cfg.optim.max_steps else f"--epochs={cfg.optim.epochs}"
+        raise ConfigError(f"{key} ({total} steps) is below the step of the checkpoint it resumes ({resumed}); resume "
+                          f"with at least {resumed} steps, or start a new --output_dir")
     accelerator.print(f"pretrain: {cfg.data.dataset} [{cfg.data.split}] {rows or 'unknown'} rows, "
                       f"{steps_per_epoch or '?'} steps/epoch, {total} steps, global batch "
                       f"{cfg.optim.batch_size * world} ({world} process{'es' * (world > 1)}), {cfg.model.backbone} on "

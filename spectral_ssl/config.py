@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,23 @@ import yaml
 
 class ConfigError(ValueError):
     """A user mistake in the configuration; ``str(e)`` is one line that names the key and the fix."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 exponent floats without a dot (1e-3, 1E5, -2.5e+3, .5e1), which
+    YAML 1.1 leaves strings: at every depth, so ``{gamma: 1e-1}`` holds a float as ``gamma: 0.1`` does."""
+
+
+# appended after SafeLoader's own resolvers (add_implicit_resolver copies them for the subclass): int, dotted float,
+# bool, null and the others still win; a word such as e5, 1e or 1.2.3 stays a string
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
+
+
+def _load_yaml(text: str) -> Any:
+    """``text`` read as YAML (safe: plain data only), exponent numbers as floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
 
 
 def arg(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002  (argparse's word)
@@ -60,8 +78,8 @@ def _describe(tp: Any) -> str:
 
 
 def _finite_number(text: str) -> float:
-    """A number that YAML 1.1 left a string (exponents without a dot: 1e-4, 1e4), or a ValueError ('nan', 'inf' and
-    words included)."""
+    """A number given as a string (e.g. quoted in a YAML file: '1e-4'), or a ValueError ('nan', 'inf' and words
+    included)."""
     try:
         number = float(text)
     except ValueError:
@@ -91,7 +109,7 @@ def _convert(value: Any, tp: Any) -> Any:
             return value
         raise ValueError
     if isinstance(value, str) and tp is not str:
-        value = yaml.safe_load(value) if value.strip() else None
+        value = _load_yaml(value) if value.strip() else None
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -107,7 +125,7 @@ def _convert(value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, str):
             return _finite_number(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise ValueError
     if tp is str:
@@ -134,15 +152,26 @@ def check_fields(config: Any) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         try:
-            setattr(config, f.name, _convert(value, hints[f.name]))
+            converted = _convert(value, hints[f.name])
         except ValueError:
             raise ConfigError(f"--{f.name} expects {_describe(hints[f.name])}, got {value!r}") from None
+        if isinstance(converted, dict):  # the *_kwargs keys: passed on as keyword arguments
+            bad = [k for k in converted if not isinstance(k, str)]
+            if bad:
+                raise ConfigError(f"--{f.name} keys must be argument names, e.g. {{name: value}}; got the key "
+                                  f"{bad[0]!r} in {value!r}")
+        setattr(config, f.name, converted)
 
 
 def require(ok: bool, key: str, message: str) -> None:
     """A one-line ConfigError about ``--key`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"--{key} {message}")
+
+
+def check_seed(seed: int, key: str = "seed") -> None:
+    """A ConfigError unless ``seed`` is one numpy and torch accept (an integer in [0, 2**32 - 1])."""
+    require(0 <= seed <= 2**32 - 1, key, f"must be an integer in [0, 2**32 - 1], got {seed}")
 
 
 def positive(config: Any, *keys: str, allow_zero: bool = False) -> None:
@@ -221,15 +250,7 @@ def parse_config(config_cls: type, argv: list[str], description: str | None = No
     loaded: dict[str, Any] = {}
     path = values.pop("config", None)
     if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as e:
-            where = getattr(e, "problem_mark", None)
-            line = f" line {where.line + 1}" if where is not None else ""
-            raise ConfigError(f"config file {path}{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the "
-                              "file") from None
+        loaded = _read_config_file(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of config keys")
     keys = config_keys(config_cls)
@@ -248,6 +269,33 @@ def parse_config(config_cls: type, argv: list[str], description: str | None = No
     return config_cls(**groups.pop(None, {}), **{g: hints[g](**v) for g, v in groups.items()})
 
 
+def _read_config_file(path: str) -> Any:
+    """The YAML data of ``--config`` file ``path``, or a ConfigError (one line naming the file) when it is missing, a
+    folder, unreadable, not UTF-8 text or not valid YAML."""
+    require(bool(path.strip()), "config", "is empty; name a YAML file of config keys")
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass --config a YAML file")
+    if not file.exists():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} on line {line}); save "
+                          "it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read ({e.strerror or type(e).__name__}); check its "
+                          "permissions") from None
+    try:
+        return _load_yaml(text) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # a ReaderError's text spans two lines
+        raise ConfigError(f"config file {path}{line} is not valid YAML ({problem}); fix the file") from None
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     """The configuration as flat, plain JSON-able data, one entry per key whatever the grouping (for
     train_config.json, the resume check, trackers and the model card)."""
@@ -262,7 +310,7 @@ def config_dict(config: Any) -> dict[str, Any]:
 # label_column is read by the probes only; skip_corrupt rescues a run stopped by an undecodable image
 SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_limit", "push_to_hub", "num_workers",
                             "resume", "overwrite_output_dir", "probe_every", "probe_samples", "target_accuracy",
-                            "label_column", "skip_corrupt")
+                            "label_column", "skip_corrupt", "reff_samples")
 
 
 # the documented flat keys of the selectors and the argument of ``batching.create_selector`` each one fills
@@ -311,6 +359,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        require(bool(self.dataset.strip()), "dataset", "is empty; name a Hub dataset (org/name) or a local folder")
         for key in ("image_size", "shuffle_buffer"):
             require(getattr(self, key) >= 1, key, f"must be a positive integer, got {getattr(self, key)!r}")
         require(self.max_train_samples is None or self.max_train_samples >= 1, "max_train_samples",
@@ -470,6 +519,7 @@ class OptimConfig:
             require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)!r}")
         require(self.epochs >= 1 or self.max_steps, "epochs", "must be >= 1 (or set --max_steps)")
         require(self.batch_size >= 2, "batch_size", "must be >= 2 (a contrastive batch needs negatives)")
+        check_seed(self.seed)
 
 
 @dataclass
@@ -636,6 +686,7 @@ class ProbeConfig:
         require(self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
         require(self.bn_batches >= 0, "bn_batches", f"must be >= 0, got {self.bn_batches}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        check_seed(self.seed)
         for key in ("max_train_samples", "max_test_samples"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")

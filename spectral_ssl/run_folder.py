@@ -54,7 +54,7 @@ _RUN_FILES = ("config.json", "model.safetensors", METRICS, TRAIN_CONFIG)
 # ``--overwrite_output_dir`` removes; anything else in the folder is the user's and makes it refuse
 RUN_ENTRIES = frozenset({*_RUN_FILES, CHECKPOINTS, LOCK, "projector.safetensors", "README.md",
                          "spectral_diagnostics.png", "linear_probe.json", ".linear_probe.json.tmp",
-                         ".export-staging"})
+                         ".export-staging", f".{METRICS}.tmp", f".{TRAIN_CONFIG}.tmp"})
 
 
 def holds_run(path: Path) -> bool:
@@ -135,6 +135,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` whole: written to ``.<name>.tmp``, fsynced, renamed over it (a kill leaves the old
+    file or the new one, never an emptied or half-written one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def parse_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``; a line that does not parse (torn by a full disk or a kill during its write)
+    is left out with a warning naming it, so that it never blocks a resume or an export."""
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            logger.warning("%s line %d is not a metrics row (torn by an interrupted write?); left out: %.80s", path,
+                           number, line)
+            continue
+        rows.append(row)
+    return rows
+
+
 def write_manifest(folder: Path) -> None:
     """``manifest.json``: size and SHA-256 of every other file below ``folder`` (files fsynced first)."""
     entries = {}
@@ -176,9 +207,16 @@ _LOCATION_KEYS = ("output_dir",)
 
 
 def _differing(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two configs, except those a resume may change."""
+    """Keys whose values differ between two configs, except those a resume may change (a dataset path written
+    with or without a trailing slash is the same)."""
+    def same(key: str) -> bool:
+        a, b = saved.get(key), config.get(key)
+        if key == "dataset" and isinstance(a, str) and isinstance(b, str):
+            return a.rstrip("/") == b.rstrip("/")
+        return a == b
+
     return sorted(k for k in set(saved) | set(config)
-                  if k not in SAFE_TO_CHANGE_ON_RESUME and k not in _LOCATION_KEYS and saved.get(k) != config.get(k))
+                  if k not in SAFE_TO_CHANGE_ON_RESUME and k not in _LOCATION_KEYS and not same(k))
 
 
 class TrainState:
@@ -238,13 +276,13 @@ class RunFolder:
                                  "another --output_dir")
         self._clear = bool(holds and overwrite)  # done by start(): a run that fails to build keeps the old one
         self._resume = resume
-        if resume and (self.path / TRAIN_CONFIG).is_file():
-            saved = self._read_config(self.path / TRAIN_CONFIG)
-            self._check_not_edited(saved)
+        saved = self._saved_config() if resume else None
+        if saved is not None:
             self._check_same_run(saved)
         elif resume and holds:
-            raise RunFolderError(f"output_dir {self.path} has no {TRAIN_CONFIG}, so it cannot be checked that it holds "
-                                 "this run; use --overwrite_output_dir=true or another --output_dir")
+            raise RunFolderError(f"output_dir {self.path} has no {TRAIN_CONFIG} (nor a checkpoint holding a copy), so "
+                                 "it cannot be checked that it holds this run; use --overwrite_output_dir=true or "
+                                 "another --output_dir")
 
     def _lock(self) -> None:
         self._lock_file = (self.path / LOCK).open("a+")
@@ -273,21 +311,51 @@ class RunFolder:
                                  "--output_dir")
         return saved
 
-    def _check_not_edited(self, saved: dict[str, Any]) -> None:
-        """Refuse a ``train_config.json`` edited by hand: it must match the copy in the newest checkpoint (the
-        config the saved weights trained with) on every key that a resume may not change."""
+    def _trained_config(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint's copy of the config (the one its weights trained with) and its path; None without
+        a checkpoint (or one written before checkpoints held a copy)."""
         for checkpoint in reversed(checkpoint_dirs(self.checkpoints)):
             if (checkpoint / TRAIN_CONFIG).is_file():
-                trained = self._read_config(checkpoint / TRAIN_CONFIG)
-                break
-        else:
+                try:
+                    return checkpoint / TRAIN_CONFIG, self._read_config(checkpoint / TRAIN_CONFIG)
+                except RunFolderError:
+                    continue  # a damaged checkpoint: start() skips it too (its manifest fails)
+        return None
+
+    def _saved_config(self) -> dict[str, Any] | None:
+        """The run's config to compare a resume with: ``train_config.json``, or, where it is missing or unreadable
+        (a kill during a write by an older version, a deletion), the newest checkpoint's copy (``start`` writes it
+        back). None when the folder holds neither."""
+        path, trained = self.path / TRAIN_CONFIG, self._trained_config()
+        if path.is_file():
+            try:
+                saved = self._read_config(path)
+            except RunFolderError:
+                if trained is None:
+                    raise
+                logger.warning("%s is not readable; the resume is checked against %s, the copy the newest checkpoint "
+                               "trained with (and %s is rewritten from it)", path, trained[0], TRAIN_CONFIG)
+                return trained[1]
+            self._check_not_edited(saved, trained)
+            return saved
+        if trained is not None:
+            logger.warning("%s is missing; the resume is checked against %s, the copy the newest checkpoint trained "
+                           "with", path, trained[0])
+            return trained[1]
+        return None
+
+    def _check_not_edited(self, saved: dict[str, Any], trained: tuple[Path, dict[str, Any]] | None) -> None:
+        """Refuse a ``train_config.json`` edited by hand: it must match the copy in the newest checkpoint (the
+        config the saved weights trained with) on every key that a resume may not change."""
+        if trained is None:
             return  # no checkpoint yet (nothing trained to protect), or one written before checkpoints held a copy
+        checkpoint_config, trained = trained
         edited = _differing(trained, saved)
         if edited:
             detail = "; ".join(f"{k}: trained with {trained.get(k)!r}, file says {saved.get(k)!r}" for k in edited[:6])
             raise RunFolderError(f"--resume=true: {self.path / TRAIN_CONFIG} was edited after the run trained "
                                  f"({detail}); restore {', '.join(edited)} in it (the run trained with the values "
-                                 f"recorded in {checkpoint / TRAIN_CONFIG}), or start a new --output_dir")
+                                 f"recorded in {checkpoint_config}), or start a new --output_dir")
 
     def _check_same_run(self, saved: dict[str, Any]) -> None:
         changed = _differing(saved, self.config)
@@ -299,7 +367,10 @@ class RunFolder:
 
     def close(self) -> None:
         if self._metrics is not None:
-            self._metrics.close()
+            try:
+                self._metrics.close()
+            except OSError as e:  # its last flush failed (a full disk): already reported by log_metrics
+                logger.warning("closing %s: %s", self.path / METRICS, e)
             self._metrics = None
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
@@ -362,7 +433,7 @@ class RunFolder:
                     if child.name in RUN_ENTRIES and child.name != LOCK:
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
                 self._clear = False
-            (self.path / TRAIN_CONFIG).write_text(json.dumps(self.config, indent=2))
+            write_atomically(self.path / TRAIN_CONFIG, json.dumps(self.config, indent=2))
             for tmp in self.checkpoints.glob(".tmp-step_*") if self.checkpoints.is_dir() else []:
                 shutil.rmtree(tmp, ignore_errors=True)  # a save interrupted before its rename
         for candidate in reversed(checkpoint_dirs(self.checkpoints)):
@@ -411,22 +482,34 @@ class RunFolder:
 
     # ---- metrics ----
     def _truncate_metrics(self, step: int) -> None:
+        """Keep the rows up to ``step`` (the checkpoint's), whole lines only, replaced atomically."""
         path = self.path / METRICS
         if self.main and path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [row for row in parse_metrics(path) if row.get("step", 0) <= step]
+            write_atomically(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         if not self.main:
             return
-        if self._metrics is None:
-            self._metrics = (self.path / METRICS).open("a")
-        self._metrics.write(json.dumps(metrics) + "\n")
-        self._metrics.flush()
+        try:
+            if self._metrics is None:
+                self._metrics = (self.path / METRICS).open("a")
+            self._metrics.write(json.dumps(metrics) + "\n")
+            self._metrics.flush()
+        except OSError as e:  # a full disk: one line, and the checkpoints stay (a torn row is dropped on resume)
+            try:
+                free = f"{shutil.disk_usage(self.path).free / 2**20:.0f} MB free there"
+            except OSError:
+                free = "free space unknown"
+            previous = checkpoint_dirs(self.checkpoints)
+            then = (f"then rerun with --resume=true (it continues from {previous[-1].name})" if previous
+                    else "then run the command again (no checkpoint was saved yet)")
+            raise RunFolderError(f"metrics could not be written to {self.path / METRICS} ({type(e).__name__}: "
+                                 f"{e.strerror or e}; {free}); free some space or choose an --output_dir on another "
+                                 f"disk, {then}") from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / METRICS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return parse_metrics(path)

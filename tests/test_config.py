@@ -50,11 +50,61 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     (["--selection=pool", "--selection_kwargs={m: 32}"],
      "--selection_kwargs has 'm', which selection 'pool' does not take; its arguments are ['candidates', 'space', "
      "'target']"),
+    (["--loss_kwargs={1: 2}"], "--loss_kwargs keys must be argument names, e.g. {name: value}; got the key 1"),
+    (["--backbone_kwargs={null: 1}"], "--backbone_kwargs keys must be argument names"),
+    (["--selection_kwargs={true: 1}"], "--selection_kwargs keys must be argument names"),
+    (["--augment_kwargs={1e-1: 2, grayscale_p: 0}"], "--augment_kwargs keys must be argument names"),
+    (["--seed=-1"], "--seed must be an integer in [0, 2**32 - 1], got -1"),
+    (["--seed=99999999999"], "--seed must be an integer in [0, 2**32 - 1], got 99999999999"),
+    (["--seed=4294967296"], "--seed must be an integer in [0, 2**32 - 1]"),
+    (["--dataset="], "--dataset is empty"),
+    (["--dataset", "  "], "--dataset is empty"),
+    (["--config="], "--config is empty"),
 ])
 def test_mistakes_are_one_line_config_errors(args, message):
     with pytest.raises(ConfigError) as e:
         parse_config(PretrainConfig, args)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_seed_bounds_are_accepted_by_both_recipes():
+    assert parse_config(PretrainConfig, ["--seed=4294967295"]).optim.seed == 2**32 - 1
+    assert parse_config(PretrainConfig, ["--seed=0"]).optim.seed == 0
+    assert parse_config(ProbeConfig, ["--model=o/n", "--seed=4294967295"]).seed == 2**32 - 1
+    for bad in ("-1", "4294967296"):
+        with pytest.raises(ConfigError, match=r"^--seed must be an integer in \[0, 2\*\*32 - 1\]"):
+            parse_config(ProbeConfig, ["--model=o/n", f"--seed={bad}"])
+
+
+def test_exponent_numbers_inside_kwargs_are_floats_on_the_command_line_and_in_a_file(tmp_path):
+    # YAML 1.1 reads 1e-1 (no dot) as a string; the *_kwargs values are passed on as they are read
+    cfg = parse_config(PretrainConfig, ["--loss=sogclr", "--loss_kwargs={gamma: 1e-1}",
+                                        "--backbone_kwargs={drop_rate: 1e-1}",
+                                        "--augment_kwargs={crop_scale: [1e-1, 1.0]}",
+                                        "--selection=greedy", "--selection_kwargs={eps: 1E-3}"])
+    assert cfg.objective.loss_kwargs == {"gamma": 0.1} and isinstance(cfg.loss_kwargs["gamma"], float)
+    assert cfg.model.backbone_kwargs == {"drop_rate": 0.1}
+    assert cfg.data.augment_kwargs == {"crop_scale": [0.1, 1.0]}
+    assert cfg.batching.selection_kwargs == {"eps": 0.001}
+    loss = create_loss(cfg.loss, dim=cfg.proj_dim, dataset_size=100, temperature=cfg.temperature, **cfg.loss_kwargs)
+    assert loss.gamma == 0.1
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("loss: sogclr\nloss_kwargs: {gamma: 1e-1}\naugment_kwargs:\n  crop_scale: [5E-1, 1.0]\n"
+                        "  nested: {a: [-2.5e+3, .5e1, 1e5]}\nlr: 2e-3\n")
+    cfg = parse_config(PretrainConfig, ["--config", str(cfg_file)])
+    assert cfg.objective.loss_kwargs == {"gamma": 0.1} and cfg.optim.lr == 0.002
+    assert cfg.data.augment_kwargs == {"crop_scale": [0.5, 1.0], "nested": {"a": [-2500.0, 5.0, 100000.0]}}
+    # words that only look like numbers stay strings; other YAML scalars keep their types
+    cfg = parse_config(PretrainConfig, ["--backbone_kwargs={a: e5, b: 1e, c: 1.2.3, d: 1e5e5, e: 10, f: true, "
+                                        "g: '1e-1', h: 0x10}"])
+    assert cfg.backbone_kwargs == {"a": "e5", "b": "1e", "c": "1.2.3", "d": "1e5e5", "e": 10, "f": True,
+                                   "g": "1e-1", "h": 16}
+
+
+def test_a_number_too_large_for_a_float_key_is_refused_as_before():
+    for bad in ("--lr=1e400", "--lr=-1e400", "--greedy_window=1e999"):
+        with pytest.raises(ConfigError, match=r"^--(lr|greedy_window) expects float"):
+            parse_config(PretrainConfig, [bad])
 
 
 def test_flat_selection_keys_fill_the_selectors_own_arguments():
@@ -78,6 +128,32 @@ def test_yaml_file_errors_name_the_file_and_line(tmp_path):
     bad.write_text("queue_size: 10\n")
     with pytest.raises(ConfigError, match=rf"unknown config key 'queue_size' in {bad}"):
         parse_config(PretrainConfig, ["--config", str(bad)])
+
+
+def test_config_files_that_cannot_be_read_are_one_line_naming_the_file(tmp_path, monkeypatch):
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes(b"lr: 0.1\n# caf\xe9\n\xff\n")
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    nul = tmp_path / "nul.yaml"
+    nul.write_text("lr: 0.1\x00\n")
+    cases = [(binary, f"config file {binary} is not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8"),
+             (folder, f"config file {folder} is a directory; pass --config a YAML file"),
+             (nul, f"config file {nul} is not valid YAML (unacceptable character #x0000")]
+    for path, message in cases:
+        with pytest.raises(ConfigError) as e:
+            parse_config(PretrainConfig, ["--config", str(path)])
+        assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    unreadable = tmp_path / "locked.yaml"
+    unreadable.write_text("lr: 0.1\n")
+
+    def refuse(self, *args, **kwargs):  # as chmod 000 for a non-root user
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(ConfigError, match=rf"^config file {unreadable} cannot be read \(Permission denied\); check "
+                                          r"its permissions$"):
+        parse_config(PretrainConfig, ["--config", str(unreadable)])
 
 
 def test_help_lists_every_key_with_its_default(capsys):

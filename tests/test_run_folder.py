@@ -335,3 +335,118 @@ def test_train_state_resumes_its_counters_through_a_checkpoint(tmp_path):
     folder, acc, resumed = start_run(tmp_path / "run", {"lr": 1.0}, resume=True, state=TrainState())
     assert resumed.state_dict() == {"step": 4, "train_seconds": 1.5, "time_to_accuracy": {"target": 90.0, "step": 4}}
     folder.close()
+
+
+def _run_with_checkpoint(path, config, rows=(1, 2, 3)):
+    """A run that logged ``rows`` and checkpointed at step 2, then stopped (closed)."""
+    folder, acc, state = start_run(path, config)
+    for step in rows:
+        folder.log_metrics({"step": step})
+        if step == 2:
+            state.step = 2
+            folder.save_checkpoint(acc, 2)
+    folder.close()
+
+
+def test_a_torn_metrics_line_never_blocks_a_resume_or_a_read(tmp_path, caplog):
+    # a full disk or a kill during a write leaves half a row at the end: dropped with a warning naming it
+    run = tmp_path / "run"
+    _run_with_checkpoint(run, {})
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss')
+    with caplog.at_level("WARNING"):
+        assert [m["step"] for m in RunFolder(run, {}).read_metrics()] == [1, 2, 3]
+        folder, acc, state = start_run(run, {}, resume=True)
+    assert "metrics.jsonl line 4 is not a metrics row" in caplog.text and state.step == 2
+    folder.log_metrics({"step": 3})
+    folder.close()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]  # every line parses
+
+
+def test_a_full_disk_while_logging_metrics_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatch):
+    import errno
+
+    folder, acc, state = start_run(tmp_path / "run", {})
+    folder.log_metrics({"step": 1})
+    state.step = 2
+    folder.save_checkpoint(acc, 2)
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")  # its flush fails again
+
+    folder._metrics = Full()
+    with pytest.raises(RunFolderError) as e:
+        folder.log_metrics({"step": 3})
+    message = str(e.value)
+    assert message.startswith("metrics could not be written to") and "No space left on device" in message
+    assert "MB free" in message and "--resume=true (it continues from step_000002)" in message
+    folder.close()  # tolerates the failing close, and unlocks
+    RunFolder(tmp_path / "run", {}).open(resume=True, overwrite=False)
+
+
+@pytest.mark.parametrize("damage", ["missing", "torn"])
+def test_a_lost_train_config_resumes_from_the_checkpoints_copy(tmp_path, caplog, damage):
+    # each checkpoint keeps the config it trained with: a missing or unreadable train_config.json is not a reason
+    # to overwrite the run (which would delete the checkpoints)
+    config = {"lr": 1.0, "seed": 0}
+    run = tmp_path / "run"
+    _run_with_checkpoint(run, config)
+    saved = run / "train_config.json"
+    if damage == "missing":
+        saved.unlink()
+    else:
+        saved.write_text(saved.read_text()[:10])
+    with pytest.raises(RunFolderError, match=r"lr differ from the saved run"):  # still checked against the copy
+        RunFolder(run, {**config, "lr": 0.5}).open(resume=True, overwrite=False)
+    with caplog.at_level("WARNING"):
+        folder, _, state = start_run(run, config, resume=True)
+    assert "the copy the newest checkpoint trained with" in caplog.text and state.step == 2
+    assert json.loads(saved.read_text()) == config  # written back whole
+    folder.close()
+
+
+@pytest.mark.parametrize("name", ["train_config.json", "metrics.jsonl"])
+def test_metrics_and_train_config_are_replaced_whole(tmp_path, monkeypatch, name):
+    # a resume rewrites both files: a failure (a kill) mid-write must leave the old file, not an emptied one
+    import os
+
+    from spectral_ssl import run_folder
+
+    run = tmp_path / "run"
+    _run_with_checkpoint(run, {})  # metrics of steps 1-3, checkpoint at 2: a resume rewrites both files
+    before = {file: (run / file).read_text() for file in ("metrics.jsonl", "train_config.json")}
+
+    class Killed(BaseException):
+        pass
+
+    replace = os.replace
+
+    def killed(src, dst, *args, **kwargs):  # os is everyone's module: only this run's renames die
+        if Path(dst) == run / name:
+            raise Killed
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(run_folder.os, "replace", killed)
+    with pytest.raises(Killed):
+        start_run(run, {}, resume=True)
+    monkeypatch.undo()
+    assert {file: (run / file).read_text() for file in before} == before
+    folder, _, state = start_run(run, {}, resume=True)  # the leftover .tmp files are the run's own
+    assert state.step == 2 and [m["step"] for m in folder.read_metrics()] == [1, 2]
+    folder.close()
+
+
+def test_a_dataset_path_with_a_trailing_slash_and_a_new_reff_samples_resume(tmp_path):
+    config = {"dataset": "data/fashion_mnist", "reff_samples": 2000, "lr": 1.0}
+    _run_with_checkpoint(tmp_path / "run", config)
+    folder, _, state = start_run(tmp_path / "run", {**config, "dataset": "data/fashion_mnist/", "reff_samples": 64},
+                                 resume=True)  # the same folder; the export's sample count is not training
+    assert state.step == 2
+    folder.close()
+    with pytest.raises(RunFolderError, match="dataset differ"):
+        RunFolder(tmp_path / "run", {**config, "dataset": "data/other"}).open(resume=True, overwrite=False)

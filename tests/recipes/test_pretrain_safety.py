@@ -194,6 +194,11 @@ def test_missing_eval_split_is_reported_before_training(pretrain, tmp_path):
     (["--cache_decoded=disk"], "--cache_decoded expects auto | off | ram | device"),
     (["--push_to_hub=just-a-name"], "--push_to_hub: repo id 'just-a-name' must look like 'org/name'"),
     (["--push_to_hub=org/a/b"], "--push_to_hub: repo id 'org/a/b' must look like 'org/name'"),
+    (["--loss_kwargs={1: 2}"], "--loss_kwargs keys must be argument names"),
+    (["--seed=-1"], "--seed must be an integer in [0, 2**32 - 1], got -1"),
+    (["--seed=99999999999"], "--seed must be an integer in [0, 2**32 - 1]"),
+    (["--dataset="], "--dataset is empty"),
+    (["--config", "."], "config file . is a directory"),
 ])
 def test_user_mistakes_exit_with_one_line(pretrain, tiny_dataset, tmp_path, args, fragment):
     with pytest.raises(SystemExit) as e:
@@ -412,3 +417,15 @@ def test_an_export_on_a_full_disk_or_a_failed_push_is_one_line(pretrain, tiny_da
                                          r"scripts/push_to_hub.py .* org/x`\)$"):
         pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=1", "--resume=true", "--push_to_hub=org/x"))
     assert (out / "config.json").is_file()  # the resume exported; only the push failed
+
+
+@pytest.mark.slow
+def test_a_resume_with_fewer_steps_than_its_checkpoint_is_refused(pretrain, tiny_dataset, tmp_path):
+    # else the longer model would be exported under the shorter config (its card: steps 4, max_steps 2)
+    out = tmp_path / "run"
+    pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=4", "--save_every=2"))
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(tiny_args(tiny_dataset, out, "--max_steps=2", "--save_every=2", "--resume=true"))
+    assert str(e.value) == ("error: --max_steps=2 (2 steps) is below the step of the checkpoint it resumes (4); "
+                            "resume with at least 4 steps, or start a new --output_dir")
+    assert json.loads((out / "config.json").read_text())["spectral_ssl"]["steps"] == 4  # the export untouched
