@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         released = folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
         if isinstance(e, (run_folder.RunFolderError, NonFiniteError)):  # e.g. a full disk, a NaN loss: one line
             raise SystemExit(f"error: {e}") from None
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C: what to run next (said by the script; a caller gets the error)
+            saved = run_folder.checkpoint_dirs(folder.checkpoints)
+            e.args = (f"stopped at step {run.state.step}; " + (
+                f"the same command with --resume=true continues from {folder.checkpoints / saved[-1].name}" if saved
+                else "no checkpoint was saved yet: run the command again"),)
+            raise
         if isinstance(e, data.UndecodableImageError):  # met while streaming (the decoded cache meets it in build)
             again = "" if released else " --resume=true (from the last checkpoint)"
             raise SystemExit(f"error: {data.UndecodableImageError.one_line(e)} Then run the same command with"
@@ -337,4 +343,8 @@ def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) ->
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as e:  # one line, not a traceback (exit status 130, as a shell's for Ctrl-C)
+        print(f"\ninterrupted: {e}" if e.args else "\ninterrupted", file=sys.stderr)
+        raise SystemExit(130) from None

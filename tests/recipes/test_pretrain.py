@@ -162,7 +162,8 @@ def test_greedy_with_a_resume_still_trains_every_sample_once_per_epoch(pretrain,
 
     args = tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--save_every=2", "--selection=greedy")
     monkeypatch.setattr(lr_schedule, "warmup_cosine", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"^stopped at step 3; the same command with --resume=true continues "
+                                                r"from .*checkpoints/step_000002$"):  # what Ctrl-C prints
         pretrain.main(args)
     monkeypatch.setattr(lr_schedule, "warmup_cosine", real_lr_at)
     saved = torch.load(tmp_path / "run" / "checkpoints" / "step_000002" / "custom_checkpoint_1.pkl",
