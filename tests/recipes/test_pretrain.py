@@ -236,7 +236,17 @@ def test_probe_every_probes_at_its_own_steps_each_with_a_metrics_row(pretrain, t
 def test_bf16_autocast_on_the_cpu(pretrain, tiny_dataset, tmp_path, extra):
     # what a GPU runs (mixed_precision auto = bf16 there), on the CPU: every loss, selector and whitening under
     # autocast (greedy's gains were once scored in bf16: other picks, and a crash reading them on the CPU)
-    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "bf16", "--max_steps=4", "--mixed_precision=bf16",
-                                  *extra))
+    from accelerate.state import AcceleratorState, GradientState
+
+    def fresh_state():  # accelerate keeps one precision per process: other tests in this one ran without bf16
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+    fresh_state()
+    try:
+        out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "bf16", "--max_steps=4", "--mixed_precision=bf16",
+                                      *extra))
+    finally:
+        fresh_state()
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [2, 4] and all(math.isfinite(m["loss"]) for m in metrics)
