@@ -41,7 +41,20 @@ class ConfigError(ValueError):
 
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also reads YAML 1.2 exponent floats without a dot (1e-3, 1E5, -2.5e+3, .5e1), which
-    YAML 1.1 leaves strings: at every depth, so ``{gamma: 1e-1}`` holds a float as ``gamma: 0.1`` does."""
+    YAML 1.1 leaves strings: at every depth, so ``{gamma: 1e-1}`` holds a float as ``gamma: 0.1`` does; and refuses
+    a key given twice in one mapping (PyYAML keeps the last silently: an edit that added ``lr`` below an old one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:  # the mapping's own keys: a merged one (<<: *base) may be overridden
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key) if isinstance(key, typing.Hashable) else None
+        return super().construct_mapping(node, deep=deep)
 
 
 # appended after SafeLoader's own resolvers (add_implicit_resolver copies them for the subclass): int, dotted float,
@@ -155,6 +168,10 @@ def check_fields(config: Any) -> None:
             converted = _convert(value, hints[f.name])
         except ValueError:
             raise ConfigError(f"--{f.name} expects {_describe(hints[f.name])}, got {value!r}") from None
+        except yaml.YAMLError as e:  # a command-line value that is no YAML (e.g. --loss_kwargs='{a: 1, a: 2}')
+            problem = " ".join(str(getattr(e, "problem", None) or e).split())
+            raise ConfigError(f"--{f.name} expects {_describe(hints[f.name])} written as YAML, got {value!r} "
+                              f"({problem})") from None
         if isinstance(converted, dict):  # the *_kwargs keys: passed on as keyword arguments
             bad = [k for k in converted if not isinstance(k, str)]
             if bad:

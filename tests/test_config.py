@@ -268,3 +268,24 @@ def test_the_probe_model_expands_the_home_folder(tmp_path, monkeypatch):
     for given, expanded in (("~/run", str(tmp_path / "run")), ("local-dir:~/run", f"local-dir:{tmp_path / 'run'}"),
                             ("org/name", "org/name"), ("hf-hub:org/name", "hf-hub:org/name")):
         assert parse_config(ProbeConfig, [f"--model={given}"]).model == expanded
+
+
+def test_a_key_given_twice_and_a_value_that_is_no_yaml_are_one_line(tmp_path):
+    # PyYAML keeps the last of two equal keys silently; a command-line value that is no YAML was a traceback
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: x\nlr: 0.1\nbatch_size: 8\nlr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"run.yaml line 4 is not valid YAML \(the key 'lr' appears twice\)"):
+        parse_config(PretrainConfig, ["--config", str(config)])
+    config.write_text("dataset: x\nloss_kwargs: {queue_size: 8, queue_size: 9}\n")
+    with pytest.raises(ConfigError, match=r"line 2 is not valid YAML \(the key 'queue_size' appears twice\)"):
+        parse_config(PretrainConfig, ["--config", str(config)])
+    for value, problem in (("{a: 1, a: 2}", "the key 'a' appears twice"), ("{a: ", "expected the node content")):
+        with pytest.raises(ConfigError) as e:
+            parse_config(PretrainConfig, ["--dataset=x", f"--loss_kwargs={value}"])
+        assert str(e.value).startswith(f"--loss_kwargs expects dict written as YAML, got {value!r} ({problem}")
+        assert "\n" not in str(e.value)
+    config.write_text("dataset: x\nlr: 0.1\noptimizer: sgd\n")  # distinct keys still load
+    assert parse_config(PretrainConfig, ["--config", str(config)]).optim.lr == 0.1
+    from spectral_ssl.config import _load_yaml  # a merged key (<<: *base) that the mapping overrides is no repeat
+
+    assert _load_yaml("base: &b {lr: 0.1, seed: 1}\nrun:\n  <<: *b\n  lr: 0.2\n")["run"] == {"lr": 0.2, "seed": 1}
