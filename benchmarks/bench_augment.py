@@ -93,7 +93,7 @@ def kornia_pipeline(views: tuple[AugmentConfig, AugmentConfig], image_size: int,
     return run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--image", type=int, default=32, help="output side of the views")
@@ -102,7 +102,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--presets", nargs="+", default=["simclr", "byol"])
     p.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,16 +142,25 @@ def main() -> None:
         print(f"{preset:<8} {method:<28} {dev:<40} {rate:>10.0f}")
     rate = {(r[0], r[1].split()[0], r[2]): r[3] for r in rows}
     print("ratios (img/s over img/s):")
+    ratios = []  # one per (b)/(b3) row: its rate over PIL (a) and over kornia (c), None where that row is absent
     for preset, method, dev, value in rows:
         tag = method.split()[0]
         if tag not in ("(b)", "(b3)"):
             continue
         line = f"  {preset:<8} {tag:<5}{dev:<40}"
+        ratio = {"preset": preset, "method": method, "device": dev, "over_pil": None, "over_kornia": None}
         if (preset, "(a)", device_name(cpu)) in rate:
-            line += f"  {tag} / PIL (a) = {value / rate[(preset, '(a)', device_name(cpu))]:6.1f}x"
+            ratio["over_pil"] = value / rate[(preset, "(a)", device_name(cpu))]
+            line += f"  {tag} / PIL (a) = {ratio['over_pil']:6.1f}x"
         if (preset, "(c)", dev) in rate:
-            line += f"  {tag} / kornia (c) = {value / rate[(preset, '(c)', dev)]:6.2f}x"
+            ratio["over_kornia"] = value / rate[(preset, "(c)", dev)]
+            line += f"  {tag} / kornia (c) = {ratio['over_kornia']:6.2f}x"
+        ratios.append(ratio)
         print(line)
+    return {"batch": args.batch, "repeats": args.repeats, "torch": torch.__version__,
+            "rows": [{"preset": r[0], "method": r[1], "device": r[2], "img_per_s": r[3]} for r in rows],
+            "ratios": ratios}
+
 
 if __name__ == "__main__":
     main()

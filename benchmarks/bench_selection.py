@@ -1,7 +1,7 @@
 """Greedy log-det batch selection against its baselines, side by side in one run.
 
     python benchmarks/bench_selection.py [--k 512] [--pool 2048] [--dim 128] [--repeats 3] [--device cpu|cuda]
-                                      [--no-step]
+                                      [--no-step] [--backbone resnet18]
 
 On float32 unit vectors (random, and clustered near a low-rank subspace), in milliseconds:
 (a) ``spectral_ssl.batching.greedy_select`` (exact greedy, Sherman–Morrison gains, O(k·(M·D + D²))), scored in
@@ -12,7 +12,7 @@ On float32 unit vectors (random, and clustered near a low-rank subspace), in mil
     log det(εI + X_SᵀX_S) = D·log ε + log det(L_S);
 (c) block picks (top-``block`` gains per step, gains updated within the block): time, objective against exact
     greedy, share of the exact picks;
-(d) one SimCLR training step of timm resnet18 with batch k (two views at 32 px) on the same device.
+(d) one SimCLR training step of timm ``--backbone`` (resnet18) with batch k (two views at 32 px) on the same device.
 Objectives are F = log det(εI + X_SᵀX_S) in float64; relative gaps are taken on F − D·log ε (F over the empty set),
 since F itself can be near zero or negative.
 """
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-step", action="store_true", help="skip (d), the SimCLR training step")
+    p.add_argument("--backbone", default="resnet18", help="timm backbone of (d)'s training step")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     k, eps = args.k, args.eps
@@ -122,9 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
             row[f"block{block}_ms"] = ms
         results[label] = row
     if not args.no_step:
-        step_ms = timed(simclr_step("resnet18", k, args.dim, device), args.repeats, device)
+        step_ms = timed(simclr_step(args.backbone, k, args.dim, device), args.repeats, device)
         share = 100 * results["random"]["torch_fp32_ms"] / step_ms
-        print(f"(d) resnet18 SimCLR training step, batch {k} x 2 views @ 32 px: {step_ms:.1f} ms; "
+        print(f"(d) {args.backbone} SimCLR training step, batch {k} x 2 views @ 32 px: {step_ms:.1f} ms; "
               f"selection (a) fp32 is {share:.1f} % of it")
         results["step_ms"] = step_ms
     return results

@@ -1,6 +1,7 @@
 """Short Fashion-MNIST runs of every method and selector through the recipe, each probed the same way.
 
     python benchmarks/compare_recipes.py [--max_steps 200] [--only simclr,moco] [--out outputs/compare]
+                                      [--dataset data/fashion_mnist] [--pretrain_args "--batch_size=64 ..."]
 
 Each run is ``recipes/pretrain.py --config CONFIG --max_steps=N`` (plus the run's overrides), then
 ``recipes/linear_probe.py`` on the export (multinomial logistic regression on frozen backbone features of all 60k
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -52,13 +54,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--only", default="", help="comma-separated run names (default: all): " + ", ".join(RUNS))
     p.add_argument("--out", default="outputs/compare")
     p.add_argument("--max_train_samples", type=int, default=0, help="probe: cap the train split (0 = all)")
+    p.add_argument("--max_test_samples", type=int, default=0, help="probe: cap the test split (0 = all)")
+    p.add_argument("--dataset", default="", help="a prepared dataset for every run (default: the configs' "
+                   "data/fashion_mnist, prepared first)")
+    p.add_argument("--pretrain_args", default="", help="more pretrain overrides for every run, one string "
+                   "(e.g. \"--backbone=test_resnet --batch_size=16\"); they win over the run's own")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(RUNS)
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         raise SystemExit(f"error: unknown run(s) {unknown}; valid: {', '.join(RUNS)}")
 
-    import_file(ROOT / "scripts" / "prepare_fashion_mnist.py").main([])
+    if not args.dataset:
+        import_file(ROOT / "scripts" / "prepare_fashion_mnist.py").main([])
+    common = [f"--dataset={args.dataset}"] if args.dataset else []
+    common += shlex.split(args.pretrain_args)
+    caps = [f"--{key}={value}" for key, value in (("max_train_samples", args.max_train_samples),
+                                                   ("max_test_samples", args.max_test_samples)) if value > 0]
     pretrain = import_file(ROOT / "recipes" / "pretrain.py")
     probe = import_file(ROOT / "recipes" / "linear_probe.py")
     out_root = Path(args.out)
@@ -68,10 +80,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out = out_root / name.replace(" + ", "_").replace(" ", "_").lower()
         t = time.perf_counter()
         pretrain.main(["--config", str(CONFIGS / config), f"--max_steps={args.max_steps}", f"--output_dir={out}",
-                       "--save_every=0", "--log_every=25", *extra])
+                       "--save_every=null", "--log_every=25", *extra, *common])
         t_pre = time.perf_counter() - t
         t = time.perf_counter()
-        res = probe.main(["--model", str(out), f"--max_train_samples={args.max_train_samples}"])["pretrained"]
+        res = probe.main(["--model", str(out), *caps])["pretrained"]
         t_probe = time.perf_counter() - t
         m = last_metrics(out / "metrics.jsonl")
         meta = json.loads((out / "config.json").read_text())["spectral_ssl"]
