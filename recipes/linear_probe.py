@@ -262,8 +262,9 @@ def push_probe(cfg: ProbeConfig, local: Path, record: dict) -> str:
                 shutil.copyfile(path, Path(tmp) / path.name)
         hub.update_metadata(tmp, linear_probe=record)
         try:
+            public = hub.public_metadata({"linear_probe": record})["linear_probe"]  # no path of this machine
             return hub.push_export(tmp, repo, commit_message=f"Linear probe: top-1 {record['top1']:.2f} % on "
-                                                             f"{record['dataset']} {record['split']}")
+                                                             f"{public['dataset']} {public['split']}")
         except (ValueError, RuntimeError) as e:
             raise SystemExit(f"error: {e}") from None
 

@@ -709,4 +709,11 @@ class ProbeConfig:
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
         if self.output is not None:  # found now, not after the probe
             self.output = check_output_file(self.output, "output")
+        if self.push not in (None, "model"):  # found now, not after the probe
+            from spectral_ssl.hub import check_repo_id
+
+            try:
+                check_repo_id(self.push)
+            except ValueError as e:
+                raise ConfigError(f"--push: {e}") from None
         check_dataset_folder(self.dataset)

@@ -351,7 +351,7 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
 
     meta = public_metadata(config.get("spectral_ssl", {}))  # a card never shows a path of this machine
     loss, selection = meta.get("loss", "unknown"), meta.get("selection", "random")
-    tags = ["spectral-ssl", "self-supervised", "image-feature-extraction", "timm", str(loss), f"selection-{selection}"]
+    tags = [CARD_TAG, "self-supervised", "image-feature-extraction", "timm", str(loss), f"selection-{selection}"]
     reff = meta.get("effective_rank") or {}
     probe = meta.get("linear_probe") or {}
     dataset = str(meta.get("dataset") or "unknown")
@@ -409,8 +409,10 @@ def render_card(config: dict[str, Any], repo_id: str | None = None, template_pat
 def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs: Any) -> Path:
     """Turn ``source`` into a local export folder.
 
-    ``source`` is a folder, ``local-dir:FOLDER``, a Hub repo id ``org/name`` or ``hf-hub:org/name`` (downloaded
-    through the HF cache, so ``HF_HUB_OFFLINE=1`` works once cached). Only safetensors weights are fetched.
+    ``source`` is a folder, ``local-dir:FOLDER``, a Hub repo id ``org/name`` or ``hf-hub:org/name`` (timm's
+    ``hf-hub:org/name@revision`` too; downloaded through the HF cache, so ``HF_HUB_OFFLINE=1`` works once cached).
+    Only safetensors weights are fetched (a repo with pickled weights only is named as such, not downloaded).
+    Network failures are one-line ``OSError``s (``ConnectionError``).
     """
     text = str(source)
     if text.startswith("local-dir:"):
@@ -418,17 +420,31 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
         if not Path(text).is_dir():
             raise FileNotFoundError(f"local-dir:{text} is not a folder.")
     if Path(text).expanduser().is_dir():  # ~/runs/x is a folder of this machine, not a literal '~'
-        return Path(text).expanduser()
+        folder = Path(text).expanduser()
+        if not (folder / CONFIG_NAME).is_file() and REPO_ID.match(text):  # said by read_export, with the way out
+            raise FileNotFoundError(f"{text} is a local folder without {CONFIG_NAME} (not an export); for the Hub "
+                                    f"repo of that name pass 'hf-hub:{text}'.")
+        return folder
     repo_id = text[len("hf-hub:"):] if text.startswith("hf-hub:") else text
+    repo_id, _, at = repo_id.partition("@")  # timm's hf-hub:org/name@revision
+    if at and revision is not None and at != revision:
+        raise ValueError(f"{source!r} names revision {at!r} and revision={revision!r} was passed; pass one of them")
+    revision = revision or at or None
+    hub_kwargs.pop("map_location", None)  # PyTorchModelHubMixin's keyword: the weights load to the CPU anyway
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
         raise FileNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id like 'org/name' "
                                 "(use 'hf-hub:org/name' or 'local-dir:PATH' to be explicit).")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[
-            CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, *PICKLE_NAMES], **hub_kwargs))
+            CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, PLOT_NAME], **hub_kwargs))
     except RevisionNotFoundError:
         raise FileNotFoundError(f"revision {revision!r} does not exist in the Hub repo {repo_id}; pass an existing "
                                 "branch, tag or commit.") from None
@@ -438,17 +454,47 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
     except LocalEntryNotFoundError:
         raise FileNotFoundError(f"{repo_id} is not in the Hugging Face cache and the Hub cannot be reached (or "
                                 "HF_HUB_OFFLINE=1): download it once with a network, or pass a local folder.") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "?"
+        raise ConnectionError(f"downloading {repo_id} from the Hub failed (HTTP {status}: {str(e).splitlines()[0]})"
+                              "; retry, or pass a local folder.") from None
+    except Exception as e:
+        if type(e).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):  # not all are OSErrors
+            raise ConnectionError(f"downloading {repo_id} from the Hub failed: the connection broke "
+                                  f"({type(e).__name__}: {e}); retry, or pass a local folder.") from None
+        raise
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"Hub repo {repo_id} has no {CONFIG_NAME}; it is not a timm/spectral_ssl export.")
+    if not (folder / WEIGHTS_NAME).is_file():
+        _refuse_pickle_only_repo(repo_id, revision, hub_kwargs.get("token"))
     return folder
 
 
+def _refuse_pickle_only_repo(repo_id: str, revision: str | None, token: Any) -> None:
+    """A downloaded repo without ``model.safetensors``: name its pickled weights, if any, without downloading them
+    (``read_export`` then says what to do either way)."""
+    from huggingface_hub import HfApi
+
+    try:
+        files = set(HfApi(token=token).list_repo_files(repo_id, revision=revision))
+    except Exception:  # noqa: BLE001 - offline, or the listing failed: read_export's message still applies
+        return
+    pickles = sorted(files & set(PICKLE_NAMES))
+    if pickles:
+        raise ValueError(f"Hub repo {repo_id} holds only pickle weights ({', '.join(pickles)}); spectral_ssl loads "
+                         "safetensors only (pickles can run code), so they were not downloaded. Convert them with "
+                         "`safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')` and "
+                         "push that.")
+
+
 PUSH_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME)
+CARD_TAG = "spectral-ssl"  # in the front matter of every card spectral_ssl renders (``keep_card`` looks for it)
 
 
 def push_export(directory: str | Path, repo_id: str, *, revision: str | None = None, private: bool | None = None,
-                commit_message: str | None = None, token: str | None = None) -> str:
-    """Upload an export folder to a Hub model repo in one commit; returns the commit URL.
+                commit_message: str | None = None, token: str | None = None, create_pr: bool = False) -> str:
+    """Upload an export folder to a Hub model repo in one commit; returns the commit URL (with ``create_pr``, the
+    commit opens a pull request against ``revision`` (default: main) and the pull request's URL is returned).
 
     Uploads exactly the export (``config.json``, ``model.safetensors``, ``projector.safetensors``, the card
     re-rendered for ``repo_id``, and ``*.png`` plots next to them): never checkpoints, metrics or pickles. The local
@@ -479,9 +525,10 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        if revision:
+        if revision and not create_pr:  # a pull request targets an existing branch
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.create_commit(repo_id, operations, revision=revision,
+        keep_card(api, repo_id, revision, operations)
+        info = api.create_commit(repo_id, operations, revision=revision, create_pr=create_pr,
                                  commit_message=commit_message or f"Upload {config['architecture']} (spectral_ssl)")
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "?"
@@ -495,8 +542,31 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
             raise RuntimeError(f"pushing {directory} to {repo_id} failed: the connection broke ({type(e).__name__}: "
                                f"{e}); the local export is unchanged, run the same push again to retry.") from None
         raise
-    logger.info("pushed %s to %s (%s)", directory, repo_id, info.commit_url)
-    return info.commit_url
+    url = info.pr_url if create_pr and info.pr_url else info.commit_url
+    logger.info("pushed %s to %s (%s)", directory, repo_id, url)
+    return url
+
+
+def keep_card(api: Any, repo_id: str, revision: str | None, operations: list) -> None:
+    """Leave out the card upload when the repo holds a README.md that spectral_ssl did not write (its own license,
+    text): replaced silently, a user's card (and its license) would be lost. Logged as a warning."""
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RevisionNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id, CARD_NAME, revision=revision)
+    except (EntryNotFoundError, RevisionNotFoundError):
+        return  # no card yet (or a new branch): ours is written
+    except HfHubHTTPError as e:
+        if e.response is not None and e.response.status_code == 404:
+            return
+        raise
+    text = Path(path).read_text(errors="replace")
+    if CARD_TAG in text.split("\n---", 1)[0]:  # our own front matter: re-rendered
+        return
+    operations[:] = [op for op in operations if op.path_in_repo != CARD_NAME]
+    logger.warning("%s already has a %s that spectral_ssl did not write: it is kept (the export's card is not "
+                   "uploaded); delete it on the Hub, or merge the export's card into it, to show the export's "
+                   "diagnostics", repo_id, CARD_NAME)
 
 
 def update_metadata(directory: str | Path, **entries: Any) -> dict[str, Any]:

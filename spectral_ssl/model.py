@@ -203,16 +203,28 @@ class SpectralSSL(
         hub.save_export(save_directory, self.backbone, self.projector, config,
                         card=hub.render_card(config, plot=plot))
 
-    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
-                    commit_message: str | None = None, token: str | None = None, **_: Any) -> str:
+    def push_to_hub(self, repo_id: str, *, revision: str | None = None, branch: str | None = None,
+                    create_pr: bool | None = None, private: bool | None = None, commit_message: str | None = None,
+                    token: str | None = None, config: Any = None, model_card_kwargs: Any = None,
+                    **unsupported: Any) -> str:
         """Export to a temporary folder and upload it to the Hub model repo ``repo_id`` (see
-        ``spectral_ssl.hub.push_export``); returns the commit URL."""
+        ``spectral_ssl.hub.push_export``); returns the commit URL (the pull request's with ``create_pr=True``).
+
+        ``branch`` is ``PyTorchModelHubMixin``'s name for ``revision``; its ``config`` and ``model_card_kwargs``
+        (passed by ``save_pretrained(push_to_hub=True)``) are ignored: the export writes its own config and card.
+        Its file-pattern arguments do not apply to an export (always the same files) and are refused.
+        """
         import tempfile
 
+        if unsupported:
+            raise TypeError(f"push_to_hub() does not take {', '.join(sorted(unsupported))}: an export pushes its "
+                            "own files (config.json, model.safetensors, projector.safetensors, the card, plots)")
+        if branch is not None and revision is not None and branch != revision:
+            raise TypeError(f"push_to_hub() got branch={branch!r} and revision={revision!r}; pass one of them")
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp)
-            return hub.push_export(tmp, repo_id, revision=revision, private=private, commit_message=commit_message,
-                                   token=token)
+            return hub.push_export(tmp, repo_id, revision=revision or branch, private=private,
+                                   commit_message=commit_message, token=token, create_pr=bool(create_pr))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,

@@ -43,6 +43,7 @@ class Store:
         self.lock = threading.Lock()
         self.fail: dict[str, list[str]] = {}  # route name -> queue of "500" | "drop"
         self.requests: list[str] = []
+        self.summaries: list[tuple[str, str]] = []  # (repo_id, commit message) of every commit: public on the Hub
 
     def create(self, repo_id: str, repo_type: str = "model") -> bool:
         with self.lock:
@@ -75,6 +76,7 @@ class Store:
             sha = hashlib.sha1(f"{repo_id}/{len(repo['commits'])}/{summary}".encode()).hexdigest()
             repo["commits"].append((sha, files))
             repo["branches"][branch] = sha
+            self.summaries.append((repo_id, summary))
             return sha
 
     def put(self, repo_id: str, files: dict[str, bytes], repo_type: str = "dataset", summary: str = "put") -> str:
@@ -235,10 +237,17 @@ class Handler(BaseHTTPRequestHandler):
                         if value["oid"] not in store.blobs:
                             return self._err(400, "BadRequest", f"fake hub: LFS object {value['oid']} not uploaded")
                         adds[value["path"]] = store.blobs[value["oid"]]
-                sha = store.commit(repo_id, rev or "main", adds, deletes, summary, repo_type)
                 prefix = "" if repo_type == "model" else segment + "/"
+                branch, pr_url = rev or "main", None
+                if "create_pr=1" in url.query or "create_pr=true" in url.query.lower():  # a pull request's ref
+                    branches = store.get(repo_id, repo_type)["branches"]
+                    number = 1 + sum(name.startswith("refs/pr/") for name in branches)
+                    branch = f"refs/pr/{number}"
+                    branches[branch] = branches[rev or "main"]
+                    pr_url = f"http://{self.headers['Host']}/{prefix}{repo_id}/discussions/{number}"
+                sha = store.commit(repo_id, branch, adds, deletes, summary, repo_type)
                 return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{prefix}{repo_id}/commit/{sha}",
-                                        "commitOid": sha, "pullRequestUrl": None})
+                                        "commitOid": sha, "pullRequestUrl": pr_url})
             sha, files = found
             if verb == "paths-info":
                 body = self._body().decode()
@@ -260,6 +269,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, _tree(files, prefix, recursive), head=head)
         match = re.match(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
         if match and method in ("GET", "HEAD"):
+            if method == "GET" and self._injected("resolve"):  # a download's connection broken (or a 500)
+                return None
             segment, repo_id, rev, file_path = match.groups()
             repo_type = REPO_TYPES[segment or "models"]
             if store.get(repo_id, repo_type) is None:

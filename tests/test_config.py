@@ -289,3 +289,10 @@ def test_a_key_given_twice_and_a_value_that_is_no_yaml_are_one_line(tmp_path):
     from spectral_ssl.config import _load_yaml  # a merged key (<<: *base) that the mapping overrides is no repeat
 
     assert _load_yaml("base: &b {lr: 0.1, seed: 1}\nrun:\n  <<: *b\n  lr: 0.2\n")["run"] == {"lr": 0.2, "seed": 1}
+
+
+def test_a_probe_push_to_a_bad_repo_id_is_refused_before_the_probe():
+    with pytest.raises(ConfigError, match="^--push: .*must look like 'org/name'"):
+        parse_config(ProbeConfig, ["--model=org/x", "--push=not a repo"])
+    assert parse_config(ProbeConfig, ["--model=org/x", "--push"]).push == "model"
+    assert parse_config(ProbeConfig, ["--model=org/x", "--push=org/y"]).push == "org/y"

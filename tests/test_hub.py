@@ -221,3 +221,10 @@ def test_numpy_and_torch_scalars_and_paths_are_written_as_plain_json(tmp_path):
     assert (meta["top1"], meta["steps"], meta["reff"], meta["ok"], meta["folder"], meta["shape"]) == (
         81.5, 7, 3.25, True, "data/fmnist", [3, 32])
     assert type(meta["steps"]) is int and type(meta["ok"]) is bool
+
+
+def test_a_stream_of_unknown_length_says_so_in_the_card_not_none(export):
+    _, path = export
+    hub.update_metadata(path, epochs=None)  # pretrain records None when the stream's length is unknown
+    card = (path / "README.md").read_text()
+    assert "| 7 | n/a (stream of unknown length) | 32 |" in card and "None" not in card

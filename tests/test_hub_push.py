@@ -253,3 +253,63 @@ def test_the_push_script_without_a_token_or_offline_is_one_line_before_any_reque
     with pytest.raises(SystemExit, match=r"^error: .*typo.* (does not exist|has no config.json)"):
         script.main([str(tmp_path / "typo"), "org/offline"])  # the folder is checked before the Hub is needed
     assert len(hub_server.requests) == requests  # nothing was sent
+
+
+def test_push_to_a_branch_or_a_pull_request_leaves_main_and_other_arguments_are_refused(hub_server, export):
+    # PyTorchModelHubMixin's branch= and create_pr= were swallowed: such a push landed on main
+    model, _ = export
+    model.push_to_hub("org/tiny")
+    main = hub_server.files("org/tiny", "main")[0]
+    model.push_to_hub("org/tiny", branch="dev")
+    assert "dev" in hub_server.get("org/tiny")["branches"] and hub_server.files("org/tiny", "main")[0] == main
+    url = model.push_to_hub("org/tiny", create_pr=True)
+    assert url.endswith("/org/tiny/discussions/1") and hub_server.files("org/tiny", "main")[0] == main
+    assert "model.safetensors" in hub_server.files("org/tiny", "refs/pr/1")[1]
+    with pytest.raises(TypeError, match="does not take allow_patterns"):
+        model.push_to_hub("org/tiny", allow_patterns=["*.json"])
+    with pytest.raises(TypeError, match="branch='a' and revision='b'"):
+        model.push_to_hub("org/tiny", branch="a", revision="b")
+    assert hub_server.files("org/tiny", "main")[0] == main
+
+
+def test_a_broken_download_is_one_line_and_timms_revision_form_and_map_location_load(hub_server, export, tmp_path,
+                                                                                     monkeypatch):
+    _, out = export
+    hub.push_export(out, "org/tiny")
+    hub.push_export(out, "org/tiny", revision="v1")
+    hub_server.fail["resolve"] = ["drop"] * 20  # more than the client's retries
+    with pytest.raises(ConnectionError, match="downloading org/tiny from the Hub failed"):
+        SpectralSSL.from_pretrained("org/tiny")
+    hub_server.fail.clear()
+    v1 = SpectralSSL.from_pretrained("hf-hub:org/tiny@v1", map_location="cpu")  # timm's form; the mixin's keyword
+    assert v1.metadata == SpectralSSL.from_pretrained("org/tiny", revision="v1").metadata
+    with pytest.raises(ValueError, match="names revision 'v1' and revision='main'"):
+        SpectralSSL.from_pretrained("org/tiny@v1", revision="main")
+    shadow = tmp_path / "cwd" / "org" / "tiny"  # a local folder named like the repo
+    shadow.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.raises(FileNotFoundError, match="pass 'hf-hub:org/tiny'"):
+        SpectralSSL.from_pretrained("org/tiny")
+    assert SpectralSSL.from_pretrained("hf-hub:org/tiny").metadata
+
+
+def test_only_safetensors_and_the_plot_are_downloaded_and_a_users_own_card_is_kept(hub_server, export, caplog):
+    _, out = export
+    (out / "spectral_diagnostics.png").write_bytes(b"\x89PNG fake")
+    hub.push_export(out, "org/tiny")
+    hub_server.put("org/tiny", {"pytorch_model.bin": b"pickle"}, repo_type="model")
+    folder = hub.resolve_export("org/tiny")
+    assert (folder / "spectral_diagnostics.png").is_file() and not (folder / "pytorch_model.bin").exists()
+    hub_server.put("org/pickled", {"config.json": b'{"architecture": "test_resnet"}', "pytorch_model.bin": b"x"},
+                   repo_type="model")
+    with pytest.raises(ValueError, match="holds only pickle weights \\(pytorch_model.bin\\).*not downloaded"):
+        SpectralSSL.from_pretrained("org/pickled")
+    mine = b"---\nlicense: mit\n---\n# my model\n"
+    hub_server.put("org/mine", {"README.md": mine}, repo_type="model")
+    with caplog.at_level("WARNING"):
+        hub.push_export(out, "org/mine")
+    files = hub_server.files("org/mine", "main")[1]
+    assert files["README.md"] == mine and "model.safetensors" in files  # the user's card (and license) kept
+    assert "already has a README.md that spectral_ssl did not write" in caplog.text
+    hub.push_export(out, "org/tiny", commit_message="again")  # a card spectral_ssl wrote is re-rendered
+    assert b"spectral-ssl" in hub_server.files("org/tiny", "main")[1]["README.md"]

@@ -38,7 +38,11 @@ def test_pretrain_pushes_and_the_probe_updates_the_card_on_the_hub(pretrain, lin
     config = json.loads(files["config.json"])
     assert config["spectral_ssl"]["linear_probe"]["top1"] == res["pretrained"]["top1"]
     assert f"{res['pretrained']['top1']:.2f}" in files["README.md"].decode()
+    assert "spectral_diagnostics.png" in files["README.md"].decode()  # the card still shows the plot
     assert "linear_probe" not in json.loads((out / "config.json").read_text())["spectral_ssl"]  # local untouched
+    summary = hub_server.summaries[-1][1]  # public on the Hub: the dataset by its folder name, no local path
+    assert summary.startswith("Linear probe: top-1") and tiny_dataset.name in summary and str(tmp_path) not in summary
+    assert str(tiny_dataset.parent) not in summary
 
 
 @pytest.mark.slow
