@@ -206,14 +206,14 @@ def scale_args(args) -> dict:
                                                                         "--reff_samples=64",
                                                                         "--max_train_samples=512"],
                     probe_limits=["--max_train_samples=256", "--max_test_samples=128"], headline_max_steps=6,
-                    speed_rows=512,
+                    speed_rows=512, headline_rows=512,
                     jpeg=dict(images=24, photo=(64, 48), backbone="test_resnet", image_size=32, batch=8, workers=0,
                               steps=4, log_every=2))
     return dict(backbone="resnet18", backbone_kwargs="{channels: [32, 64, 128, 256]}", image_size=32, batch=128,
                 proj_dim=64, hidden=512, matrix_steps=10, matrix_rows=2048, speed_steps=200, log_every=20,
                 kernel_shapes=KERNEL_SHAPES, augment_batch=256, cache_rows=4096, headline_overrides=[],
                 probe_limits=[f"--num_workers={max(1, min(14, (os.cpu_count() or 2) - 2))}"],
-                headline_max_steps=None, speed_rows=SPEED_ROWS,
+                headline_max_steps=None, speed_rows=SPEED_ROWS, headline_rows=FULL_ROWS,
                 jpeg=dict(images=2048, photo=(500, 375), backbone="resnet50", image_size=224, batch=128, workers=10,
                           steps=40, log_every=5))
 
@@ -656,7 +656,7 @@ def phase_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) 
     gpu = device.type == "cuda"
     report.check("speed", "one-off decode of the split", "INFO", f"{speeds['random']['decode_s']:.1f} s for "
                  f"{sizes['speed_rows']} rows (part of train_seconds; the headline plans its steps around it, scaled "
-                 f"to the {FULL_ROWS} rows it decodes)")
+                 f"to the {sizes['headline_rows']} rows it decodes)")
     report.check("speed", "recipe random / model-only", ("PASS" if ratio >= TARGETS["recipe_over_model"] else "FAIL")
                  if gpu else "INFO", f"{random_ips:.0f} / {model_ips:.0f} img/s = {ratio:.3f} (target >= 0.85)",
                  ratio=ratio)
@@ -940,7 +940,7 @@ def phase_headline(report: Report, device, dataset: Path, work: Path, sizes: dic
     batch = int(over.get("batch_size", cfg["batch_size"]))
     measured = report.data["figures"].get("recipe random", {})
     if measured.get("rows"):  # the speed arm decoded its rows: the headline decodes the whole split
-        decode_s = measured["decode_s"] * FULL_ROWS / measured["rows"]
+        decode_s = measured["decode_s"] * sizes["headline_rows"] / measured["rows"]
     else:
         decode_s = 40 if device.type == "cuda" else 5
     ips = measured_ips or 1000.0
