@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None, *, on_result: Callable[[str, dict], None
                                   shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
                                   skip_corrupt=cfg.skip_corrupt)
         used = []  # the batches there were (a small split has fewer than --bn_batches)
-        layers = recalibrate_batchnorm(baseline, (used.append(1) or b["image"] for b in calibration), device=device)
+        try:  # an undecodable training image: the same one line as the probe's own pass
+            layers = recalibrate_batchnorm(baseline, (used.append(1) or b["image"] for b in calibration),
+                                           device=device)
+        except ValueError as e:
+            raise SystemExit(read_error(probe_data, cfg, cfg.train_split, e)) from None
         arms["random_init"] = baseline
     if cfg.compare_raw_pixels:
         arms["raw_pixels"] = None
@@ -202,15 +206,20 @@ def split_features(arms: dict[str, SpectralSSL | None], probe_data: dict, cfg: P
         try:  # a label that is no integer class, an undecodable image: one line naming the columns
             found = extract_features_of(arms, batches, device=device)
         except ValueError as e:
-            raise SystemExit(f"error: reading {probe_data['dataset']} split {split} (--image_column="
-                             f"{cfg.image_column}, --label_column={cfg.label_column}, integer class labels): "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise SystemExit(read_error(probe_data, cfg, split, e)) from None
         for name in arms:
             feats[name][role] = found[name]
     seconds = round(time.perf_counter() - t0, 2)
     for name in arms:
         feats[name]["seconds"] = seconds
     return feats
+
+
+def read_error(probe_data: dict, cfg: ProbeConfig, split: str, e: ValueError) -> str:
+    """One line for a split that cannot be read (a label that is no integer class, an undecodable image)."""
+    return (f"error: reading {probe_data['dataset']} split {split} (--image_column={cfg.image_column}, "
+            f"--label_column={cfg.label_column}, integer class labels): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 def probe(feats: dict, probe_data: dict, cfg: ProbeConfig, device: torch.device, name: str) -> dict:

@@ -219,3 +219,43 @@ def test_every_arm_is_extracted_in_one_pass_per_split(pretrain, linear_probe_rec
     assert res["raw_pixels"]["effective_rank"] is None and "not computed" in capsys.readouterr().out
     assert res["pretrained"]["effective_rank"] > 0 and res["random_init"]["effective_rank"] > 0
     assert res["pretrained"]["n_test"] == res["random_init"]["n_test"] == res["raw_pixels"]["n_test"]
+
+
+@pytest.fixture()
+def corrupt_dataset(tmp_path):
+    """Tiny splits whose row 5 holds bytes that are no image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spectral_ssl.data import synthetic_dataset
+
+    folder = tmp_path / "corrupt"
+    folder.mkdir()
+    for split, rows in (("train", 32), ("test", 16)):
+        path = folder / f"{split}-00000-of-00001.parquet"
+        synthetic_dataset(num_rows=rows, image_size=16, num_classes=2, seed=0).to_parquet(str(path))
+        table = pq.read_table(path)
+        images = table.column("image").to_pylist()
+        images[5] = {"bytes": b"not an image", "path": None}
+        field = table.schema.field("image")
+        pq.write_table(table.set_column(table.schema.get_field_index("image"), field,
+                                        pa.array(images, type=field.type)), path)
+    return folder
+
+
+@pytest.mark.parametrize("caps", [[], ["--max_train_samples=4", "--max_test_samples=4", "--batch_size=4"]])
+def test_an_undecodable_training_image_is_one_line_with_the_random_init_baseline(linear_probe_recipe,
+                                                                                 corrupt_dataset, tmp_path, caps):
+    # the BatchNorm calibration pass reads the train split before (or beyond) the probe's pass: its error is the
+    # same one line as the probe's, not a traceback
+    from spectral_ssl import SpectralSSL
+
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.data_config.update(input_size=(3, 16, 16))
+    model.metadata = {"dataset": str(corrupt_dataset)}
+    model.save_pretrained(tmp_path / "export")
+    with pytest.raises(SystemExit) as e:
+        linear_probe_recipe.main(["--model", str(tmp_path / "export"), "--compare_random_init", "--record=false",
+                                  *caps])
+    assert str(e.value).startswith(f"error: reading {corrupt_dataset} split train") and "idx 5" in str(e.value)
+    assert "\n" not in str(e.value)
