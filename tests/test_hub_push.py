@@ -190,6 +190,8 @@ def test_push_script_and_model_push_to_hub(hub_server, export, capsys):
         script.main([str(out), "bad id"])
     with pytest.raises(SystemExit, match="error: .*no config.json"):
         script.main([str(out / "checkpoints"), "org/scripted"])
+    url = script.main([str(out), "org/scripted", "--create-pr"])  # main untouched, a pull request opened
+    assert url.endswith("/org/scripted/discussions/1") and "refs/pr/1" in hub_server.get("org/scripted")["branches"]
     model.push_to_hub("org/from-model")
     assert set(hub_server.files("org/from-model", "main")[1]) >= {"config.json", "model.safetensors"}
     assert not any("token" in r.lower() for r in hub_server.requests)  # never in a URL
