@@ -411,17 +411,22 @@ class RunFolder:
         """The one-line error of a checkpoint that could not be written; its partial folder is removed."""
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        advice = self._full_disk_advice(self.checkpoints, note=", which is intact")
+        return RunFolderError(f"checkpoint step {step} could not be written to {self.checkpoints} "
+                              f"({type(error).__name__}: {detail}; {advice}")
+
+    def _full_disk_advice(self, where: Path, note: str = "") -> str:
+        """The tail of a full-disk error: the free space at ``where`` and what to run once there is room (``note``
+        follows the name of the checkpoint a resume continues from)."""
         try:
-            free = f"{shutil.disk_usage(self.checkpoints).free / 2**20:.0f} MB free there"
+            free = f"{shutil.disk_usage(where).free / 2**20:.0f} MB free there"
         except OSError:
             free = "free space unknown"
-        detail = (str(error).strip().splitlines() or [""])[0][:200]
         previous = checkpoint_dirs(self.checkpoints)
-        then = (f"then rerun with --resume=true (it continues from {previous[-1].name}, which is intact)" if previous
+        then = (f"then rerun with --resume=true (it continues from {previous[-1].name}{note})" if previous
                 else "then run the command again (no checkpoint was saved yet)")
-        return RunFolderError(f"checkpoint step {step} could not be written to {self.checkpoints} "
-                              f"({type(error).__name__}: {detail}; {free}); free some space or choose an --output_dir "
-                              f"on another disk, {then}")
+        return f"{free}); free some space or choose an --output_dir on another disk, {then}"
 
     def start(self, accelerator: Any, state: Any) -> int | None:
         """Claim the folder for this run (``train_config.json``, written only once the run is built, so a run that
@@ -497,16 +502,8 @@ class RunFolder:
             self._metrics.write(json.dumps(metrics) + "\n")
             self._metrics.flush()
         except OSError as e:  # a full disk: one line, and the checkpoints stay (a torn row is dropped on resume)
-            try:
-                free = f"{shutil.disk_usage(self.path).free / 2**20:.0f} MB free there"
-            except OSError:
-                free = "free space unknown"
-            previous = checkpoint_dirs(self.checkpoints)
-            then = (f"then rerun with --resume=true (it continues from {previous[-1].name})" if previous
-                    else "then run the command again (no checkpoint was saved yet)")
             raise RunFolderError(f"metrics could not be written to {self.path / METRICS} ({type(e).__name__}: "
-                                 f"{e.strerror or e}; {free}); free some space or choose an --output_dir on another "
-                                 f"disk, {then}") from None
+                                 f"{e.strerror or e}; {self._full_disk_advice(self.path)}") from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / METRICS
