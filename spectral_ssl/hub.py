@@ -455,11 +455,11 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
         raise FileNotFoundError(f"{repo_id} is not in the Hugging Face cache and the Hub cannot be reached (or "
                                 "HF_HUB_OFFLINE=1): download it once with a network, or pass a local folder.") from None
     except HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else "?"
+        status = _http_status(e)
         raise ConnectionError(f"downloading {repo_id} from the Hub failed (HTTP {status}: {str(e).splitlines()[0]})"
                               "; retry, or pass a local folder.") from None
     except Exception as e:
-        if type(e).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):  # not all are OSErrors
+        if _broken_connection(e):
             raise ConnectionError(f"downloading {repo_id} from the Hub failed: the connection broke "
                                   f"({type(e).__name__}: {e}); retry, or pass a local folder.") from None
         raise
@@ -468,6 +468,17 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
     if not (folder / WEIGHTS_NAME).is_file():
         _refuse_pickle_only_repo(repo_id, revision, hub_kwargs.get("token"))
     return folder
+
+
+def _http_status(error: Exception) -> int | str:
+    """The HTTP status of a huggingface_hub ``HfHubHTTPError`` ("?" without a response)."""
+    response = getattr(error, "response", None)
+    return response.status_code if response is not None else "?"
+
+
+def _broken_connection(error: Exception) -> bool:
+    """A dropped or timed-out connection, raised by the HTTP client itself (not all of its errors are OSErrors)."""
+    return type(error).__module__.startswith(("httpx", "httpcore", "requests", "urllib3"))
 
 
 def _refuse_pickle_only_repo(repo_id: str, revision: str | None, token: Any) -> None:
@@ -531,14 +542,14 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
         info = api.create_commit(repo_id, operations, revision=revision, create_pr=create_pr,
                                  commit_message=commit_message or f"Upload {config['architecture']} (spectral_ssl)")
     except HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else "?"
+        status = _http_status(e)
         raise RuntimeError(f"pushing {directory} to {repo_id} failed (HTTP {status}: {str(e).splitlines()[0]}); "
                            "the local export is unchanged, run the same push again to retry.") from None
     except OSError as e:  # connection refused / reset / timeouts (httpx errors are not all OSErrors, see below)
         raise RuntimeError(f"pushing {directory} to {repo_id} failed ({type(e).__name__}: {e}); the local export "
                            "is unchanged, run the same push again to retry.") from None
     except Exception as e:
-        if type(e).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):
+        if _broken_connection(e):
             raise RuntimeError(f"pushing {directory} to {repo_id} failed: the connection broke ({type(e).__name__}: "
                                f"{e}); the local export is unchanged, run the same push again to retry.") from None
         raise
@@ -557,7 +568,7 @@ def keep_card(api: Any, repo_id: str, revision: str | None, operations: list) ->
     except (EntryNotFoundError, RevisionNotFoundError):
         return  # no card yet (or a new branch): ours is written
     except HfHubHTTPError as e:
-        if e.response is not None and e.response.status_code == 404:
+        if _http_status(e) == 404:
             return
         raise
     text = Path(path).read_text(errors="replace")
