@@ -98,29 +98,28 @@ def main(argv: list[str] | None = None, *, on_result: Callable[[str, dict], None
     if cfg.compare_raw_pixels:
         arms["raw_pixels"] = None
     features = split_features(arms, probe_data, cfg, device)
-    results["pretrained"] = pre = probe(features.pop("pretrained"), probe_data, cfg, device, "pretrained")
-    save_results(results, out_path)
-    if on_result:
-        on_result("pretrained", pre)
+
+    def probed(arm: str, name: str, **facts) -> dict:  # fitted, saved (a killed probe keeps it) and reported
+        results[arm] = {**probe(features.pop(arm), probe_data, cfg, device, name), **facts}
+        save_results(results, out_path)
+        if on_result:
+            on_result(arm, results[arm])
+        return results[arm]
+
+    pre = probed("pretrained", "pretrained")
     print(f"pretrained   : linear top-1 {pre['top1']:.2f} %  top-5 {pre['top5']:.2f} %"
           f"{knn_text(pre)}  (R_eff of test features {pre['effective_rank']:.1f} / {model.num_features})")
     baselines = {}
     if cfg.compare_random_init:
-        results["random_init"] = rnd = probe(features.pop("random_init"), probe_data, cfg, device, "random init")
-        rnd.update(bn_recalibrated_layers=layers, bn_batches=len(used), zero_init_last=False)
+        rnd = probed("random_init", "random init", bn_recalibrated_layers=layers, bn_batches=len(used),
+                     zero_init_last=False)
         baselines["random init (fair)"] = rnd["top1"]
-        save_results(results, out_path)
-        if on_result:
-            on_result("random_init", rnd)
         print(f"random init  : linear top-1 {rnd['top1']:.2f} %  top-5 {rnd['top5']:.2f} %{knn_text(rnd)}  "
               f"(R_eff {rnd['effective_rank']:.1f}; standard init, BatchNorm statistics from {len(used)} "
               "training batches)")
     if cfg.compare_raw_pixels:
-        results["raw_pixels"] = raw = probe(features.pop("raw_pixels"), probe_data, cfg, device, "raw pixels")
+        raw = probed("raw_pixels", "raw pixels")
         baselines["raw pixels"] = raw["top1"]
-        save_results(results, out_path)
-        if on_result:
-            on_result("raw_pixels", raw)
         print(f"raw pixels   : linear top-1 {raw['top1']:.2f} %  top-5 {raw['top5']:.2f} %{knn_text(raw)}  "
               f"({raw['dim']} normalised pixel values)")
     for name, top1 in baselines.items():
