@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C: what to run next (said by the script; a caller gets the error)
             saved = run_folder.checkpoint_dirs(folder.checkpoints)
             e.args = (f"stopped at step {run.state.step}; " + (
-                f"the same command with --resume=true continues from {folder.checkpoints / saved[-1].name}" if saved
+                f"the same command with --resume=true continues from {saved[-1]}" if saved
                 else "no checkpoint was saved yet: run the command again"),)
             raise
         if isinstance(e, data.UndecodableImageError):  # met while streaming (the decoded cache meets it in build)

@@ -481,8 +481,8 @@ class DeviceAugment(nn.Module):
         self._check_batch(batch)
         params = {k: v.to(batch.device) for k, v in params.items()}
         group = max(1, CPU_GROUP_BYTES // (4 * 3 * self.image_size ** 2))
-        # float32 whatever the caller's autocast (the recipe draws batches inside it): the blur's convolution and
-        # the crop's interpolation are on autocast's bf16 list
+        # float32 whatever the caller's autocast (the recipe draws batches inside it): the blur's convolutions and
+        # the grayscale's einsum are on autocast's bf16 list
         with torch.autocast(batch.device.type, enabled=False):
             if batch.device.type != "cpu" or batch.shape[0] <= group:
                 return self._one_group(batch, params, view)
