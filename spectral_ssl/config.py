@@ -50,10 +50,12 @@ class _Loader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, typing.Hashable) and key in seen:
+            if not isinstance(key, typing.Hashable):  # SafeLoader's own construct_mapping refuses it
+                continue
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice",
                                                         key_node.start_mark)
-            seen.add(key) if isinstance(key, typing.Hashable) else None
+            seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -67,6 +69,11 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
 def _load_yaml(text: str) -> Any:
     """``text`` read as YAML (safe: plain data only), exponent numbers as floats."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What a YAML error says, on one line (a ReaderError's text spans two)."""
+    return " ".join(str(getattr(error, "problem", None) or error).split())
 
 
 def arg(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002  (argparse's word)
@@ -169,9 +176,8 @@ def check_fields(config: Any) -> None:
         except ValueError:
             raise ConfigError(f"--{f.name} expects {_describe(hints[f.name])}, got {value!r}") from None
         except yaml.YAMLError as e:  # a command-line value that is no YAML (e.g. --loss_kwargs='{a: 1, a: 2}')
-            problem = " ".join(str(getattr(e, "problem", None) or e).split())
             raise ConfigError(f"--{f.name} expects {_describe(hints[f.name])} written as YAML, got {value!r} "
-                              f"({problem})") from None
+                              f"({_yaml_problem(e)})") from None
         if isinstance(converted, dict):  # the *_kwargs keys: passed on as keyword arguments
             bad = [k for k in converted if not isinstance(k, str)]
             if bad:
@@ -309,8 +315,7 @@ def _read_config_file(path: str) -> Any:
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # a ReaderError's text spans two lines
-        raise ConfigError(f"config file {path}{line} is not valid YAML ({problem}); fix the file") from None
+        raise ConfigError(f"config file {path}{line} is not valid YAML ({_yaml_problem(e)}); fix the file") from None
 
 
 def config_dict(config: Any) -> dict[str, Any]:
