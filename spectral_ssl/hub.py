@@ -16,11 +16,13 @@ fails with "got multiple values for keyword argument 'num_classes'" otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -436,33 +438,25 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
                                 "(use 'hf-hub:org/name' or 'local-dir:PATH' to be explicit).")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
-        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[
-            CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, PLOT_NAME], **hub_kwargs))
-    except RevisionNotFoundError:
-        raise FileNotFoundError(f"revision {revision!r} does not exist in the Hub repo {repo_id}; pass an existing "
-                                "branch, tag or commit.") from None
-    except RepositoryNotFoundError:
-        raise FileNotFoundError(f"Hub repo {repo_id} not found (or private: log in with `hf auth login` or set "
-                                "HF_TOKEN); for a local folder, check the path.") from None
-    except LocalEntryNotFoundError:
-        raise FileNotFoundError(f"{repo_id} is not in the Hugging Face cache and the Hub cannot be reached (or "
-                                "HF_HUB_OFFLINE=1): download it once with a network, or pass a local folder.") from None
-    except HfHubHTTPError as e:
-        status = _http_status(e)
-        raise ConnectionError(f"downloading {repo_id} from the Hub failed (HTTP {status}: {str(e).splitlines()[0]})"
-                              "; retry, or pass a local folder.") from None
-    except Exception as e:
-        if _broken_connection(e):
-            raise ConnectionError(f"downloading {repo_id} from the Hub failed: the connection broke "
-                                  f"({type(e).__name__}: {e}); retry, or pass a local folder.") from None
-        raise
+    with hub_failures(ConnectionError, f"downloading {repo_id} from the Hub failed", "retry, or pass a local folder."):
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[
+                CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, PLOT_NAME], **hub_kwargs))
+        except RevisionNotFoundError:
+            raise FileNotFoundError(f"revision {revision!r} does not exist in the Hub repo {repo_id}; pass an "
+                                    "existing branch, tag or commit.") from None
+        except RepositoryNotFoundError:
+            raise FileNotFoundError(f"Hub repo {repo_id} not found (or private: log in with `hf auth login` or set "
+                                    "HF_TOKEN); for a local folder, check the path.") from None
+        except LocalEntryNotFoundError:
+            raise FileNotFoundError(f"{repo_id} is not in the Hugging Face cache and the Hub cannot be reached (or "
+                                    "HF_HUB_OFFLINE=1): download it once with a network, or pass a local folder."
+                                    ) from None
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"Hub repo {repo_id} has no {CONFIG_NAME}; it is not a timm/spectral_ssl export.")
     if not (folder / WEIGHTS_NAME).is_file():
@@ -474,6 +468,25 @@ def _http_status(error: Exception) -> int | str:
     """The HTTP status of a huggingface_hub ``HfHubHTTPError`` ("?" without a response)."""
     response = getattr(error, "response", None)
     return response.status_code if response is not None else "?"
+
+
+@contextlib.contextmanager
+def hub_failures(error: type[Exception], failed: str, advice: str, *, os_errors: bool = False) -> Iterator[None]:
+    """Turn a Hub call's HTTP error or broken connection into one line, ``error(f"{failed} (...); {advice}")``: the
+    HTTP status and first line of the Hub's answer, or the HTTP client's connection error (``os_errors``: any
+    OSError too, e.g. connection refused on upload). Anything else propagates unchanged."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError as e:
+        raise error(f"{failed} (HTTP {_http_status(e)}: {str(e).splitlines()[0]}); {advice}") from None
+    except Exception as e:
+        if _broken_connection(e):
+            raise error(f"{failed}: the connection broke ({type(e).__name__}: {e}); {advice}") from None
+        if os_errors and isinstance(e, OSError):
+            raise error(f"{failed} ({type(e).__name__}: {e}); {advice}") from None
+        raise
 
 
 def _broken_connection(error: Exception) -> bool:
@@ -513,7 +526,6 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
     ``token``, ``HF_TOKEN`` or the login cache and is never written anywhere.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     directory = Path(directory)
     check_repo_id(repo_id)
@@ -534,25 +546,14 @@ def push_export(directory: str | Path, repo_id: str, *, revision: str | None = N
     card = render_card(config, repo_id=repo_id, plot=PLOT_NAME if (directory / PLOT_NAME).is_file() else None)
     operations.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode()))
     api = HfApi(token=token)
-    try:
+    with hub_failures(RuntimeError, f"pushing {directory} to {repo_id} failed",
+                      "the local export is unchanged, run the same push again to retry.", os_errors=True):
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision and not create_pr:  # a pull request targets an existing branch
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         keep_card(api, repo_id, revision, operations)
         info = api.create_commit(repo_id, operations, revision=revision, create_pr=create_pr,
                                  commit_message=commit_message or f"Upload {config['architecture']} (spectral_ssl)")
-    except HfHubHTTPError as e:
-        status = _http_status(e)
-        raise RuntimeError(f"pushing {directory} to {repo_id} failed (HTTP {status}: {str(e).splitlines()[0]}); "
-                           "the local export is unchanged, run the same push again to retry.") from None
-    except OSError as e:  # connection refused / reset / timeouts (httpx errors are not all OSErrors, see below)
-        raise RuntimeError(f"pushing {directory} to {repo_id} failed ({type(e).__name__}: {e}); the local export "
-                           "is unchanged, run the same push again to retry.") from None
-    except Exception as e:
-        if _broken_connection(e):
-            raise RuntimeError(f"pushing {directory} to {repo_id} failed: the connection broke ({type(e).__name__}: "
-                               f"{e}); the local export is unchanged, run the same push again to retry.") from None
-        raise
     url = info.pr_url if create_pr and info.pr_url else info.commit_url
     logger.info("pushed %s to %s (%s)", directory, repo_id, url)
     return url

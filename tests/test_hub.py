@@ -228,3 +228,25 @@ def test_a_stream_of_unknown_length_says_so_in_the_card_not_none(export):
     hub.update_metadata(path, epochs=None)  # pretrain records None when the stream's length is unknown
     card = (path / "README.md").read_text()
     assert "| 7 | n/a (stream of unknown length) | 32 |" in card and "None" not in card
+
+
+def test_hub_failures_are_one_line_and_other_errors_pass_through():
+    import httpx2 as httpx  # huggingface_hub's HTTP client
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = httpx.Response(503, request=httpx.Request("POST", "http://hub/api/x"))
+    cases = [(HfHubHTTPError("503 Server Error: busy\ndetails", response=response), False,
+              r"^pushing failed \(HTTP 503: 503 Server Error: busy\); retry\.$"),
+             (httpx.ReadTimeout("timed out"), False,
+              r"^pushing failed: the connection broke \(ReadTimeout: timed out\)"),
+             (ConnectionRefusedError(111, "refused"), True,
+              r"^pushing failed \(ConnectionRefusedError: .*refused\); retry")]
+    for raised, os_errors, message in cases:
+        with pytest.raises(RuntimeError, match=message) as caught:
+            with hub.hub_failures(RuntimeError, "pushing failed", "retry.", os_errors=os_errors):
+                raise raised
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    for raised in (ConnectionRefusedError(111, "refused"), FileNotFoundError("x"), KeyError("k")):  # not Hub errors
+        with pytest.raises(type(raised)):
+            with hub.hub_failures(ConnectionError, "downloading failed", "retry."):
+                raise raised
