@@ -34,7 +34,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from spectral_ssl import data, dist, hub, lr_schedule, run_folder, transforms  # noqa: E402
 from spectral_ssl.batching import CandidatePool, create_selector, resolve_target  # noqa: E402
-from spectral_ssl.config import ConfigError, PretrainConfig, config_dict, parse_config  # noqa: E402
+from spectral_ssl.config import ConfigError, PretrainConfig, config_defaults, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
 from spectral_ssl.eta import EtaClock  # noqa: E402
 from spectral_ssl.finite_watch import FiniteWatch, NonFiniteError  # noqa: E402
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
     try:
         cfg = parse_config(PretrainConfig, sys.argv[1:] if argv is None else argv, description=__doc__)
         accelerator = make_accelerator(cfg)
-        folder = run_folder.RunFolder(cfg.run.output_dir, config_dict(cfg), main_process=accelerator.is_main_process)
+        folder = run_folder.RunFolder(cfg.run.output_dir, config_dict(cfg), main_process=accelerator.is_main_process,
+                                      defaults=config_defaults(PretrainConfig))
         folder.open(resume=cfg.run.resume, overwrite=cfg.run.overwrite_output_dir)  # lock, refuse another run's folder
         run = build(cfg, accelerator, folder)
     except USER_ERRORS as e:  # a user mistake: one line, no traceback
@@ -117,6 +118,9 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     if steps_per_epoch is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
+    if cfg.objective.whitening != "none" and cfg.optim.batch_size * world <= cfg.model.proj_dim:
+        raise ConfigError(f"whitening needs a global batch > proj_dim (got {cfg.optim.batch_size} x {world} "
+                          f"process(es) <= {cfg.model.proj_dim}); raise --batch_size or lower --proj_dim")
     views = transforms.augment_views(cfg.data.augment, cfg.data.image_size, cfg.data.augment_kwargs)
     on_device = cfg.data.augment_on in ("auto", "device")
     # the inputs, in one place: written into the model's data_config (exported), read back by every eval loader
@@ -132,6 +136,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                  gather_distributed=world > 1, whitening=cfg.objective.whitening,
                                  whitening_eps=cfg.objective.whitening_eps,
                                  whitening_solver=cfg.objective.whitening_solver,
+                                 whitening_sync=cfg.objective.whitening_sync,
                                  ema_momentum=cfg.objective.ema_momentum,
                                  ema_momentum_final=cfg.objective.ema_momentum_final,
                                  temperature=cfg.objective.temperature,

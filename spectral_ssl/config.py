@@ -240,7 +240,7 @@ def _parser(config_cls: type, description: str | None) -> argparse.ArgumentParse
         else:
             target = sections[group]
         choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else None
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = _default(f)
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} "
                                       f"[{_describe(tp)}; default: {default!r}]")
@@ -316,6 +316,15 @@ def _read_config_file(path: str) -> Any:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"config file {path}{line} is not valid YAML ({_yaml_problem(e)}); fix the file") from None
+
+
+def config_defaults(config_cls: type) -> dict[str, Any]:
+    """Every key's default, flat (as ``config_dict``), read from the class without building (checking) one."""
+    return {f.name: _default(f) for _, f, _ in config_keys(config_cls)}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -442,6 +451,10 @@ class ObjectiveConfig:
         "auto", "zca's inverse square root: eigh (on CUDA one host synchronisation per view and step), newton_schulz "
         "(matrix products only: no synchronisation; float32-eigh accuracy; more work on a CPU) or auto (newton_schulz "
         "on CUDA up to proj_dim 512, eigh elsewhere)")
+    whitening_sync: bool = arg(False, "whiten with the statistics of the global batch (every process's rows, as "
+                               "SyncBatchNorm): the result does not depend on the number of processes, and a "
+                               "process's batch_size may be <= proj_dim when the global batch is larger; false: each "
+                               "process whitens its own batch (per-GPU BatchNorm)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -650,9 +663,10 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         data, model, objective, optim, run = self.data, self.model, self.objective, self.optim, self.run
-        require(objective.whitening == "none" or optim.batch_size > model.proj_dim, "whitening",
-                f"needs batch_size > proj_dim (got {optim.batch_size} <= {model.proj_dim}); raise --batch_size or "
-                "lower --proj_dim")
+        # with whitening_sync the global batch counts: the recipe checks it once it knows the number of processes
+        require(objective.whitening == "none" or objective.whitening_sync or optim.batch_size > model.proj_dim,
+                "whitening", f"needs batch_size > proj_dim (got {optim.batch_size} <= {model.proj_dim}); raise "
+                "--batch_size, lower --proj_dim, or with several processes set --whitening_sync=true")
         require(run.target_accuracy is None or (run.probe_every and data.label_column), "target_accuracy",
                 "needs --probe_every (the online probe measures it) and a --label_column")
         require(not run.probe_every or data.label_column, "probe_every", "needs a --label_column (the online kNN "

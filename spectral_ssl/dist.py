@@ -75,10 +75,32 @@ def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     return x
 
 
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum ``x`` over processes (out of place, no gradient); identity without a process group."""
+class _AllReduceSumLayer(torch.autograd.Function):
+    """All-reduce (sum) whose backward all-reduces the incoming gradients: every rank uses the same sum S, so the
+    gradient of the sum of the per-rank losses w.r.t. this rank's summand is the sum over ranks of dL_r/dS (as in
+    SyncBatchNorm)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.detach().clone().contiguous()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone().contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_sum(x: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+    """Sum ``x`` over processes (out of place); identity without a process group. With ``differentiable=True``
+    gradients flow back to every rank's ``x`` (see ``_AllReduceSumLayer``), with the same convention as ``gather``:
+    DDP's gradient averaging then yields the gradient of the mean of the per-rank losses."""
     if not is_distributed():
         return x
+    if differentiable and x.requires_grad:
+        return _AllReduceSumLayer.apply(x)
     x = x.detach().clone()
     dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x

@@ -72,6 +72,8 @@ class Objective(nn.Module):
         whitening: ``"none"``, ``"zca"`` or ``"cholesky"`` (``BatchWhitening`` of each view's projections).
         dim: Projection dimension D (needed by whitening).
         whitening_eps: Whitening ridge, relative to the mean eigenvalue.
+        whitening_sync: Whiten with the global batch's statistics under several processes (``BatchWhitening``'s
+            ``sync``).
         whitening_solver: How ZCA computes its inverse square root: ``"auto"`` (newton_schulz on CUDA to D=512,
             else eigh), ``"eigh"`` or ``"newton_schulz"`` (matrix products only: no host synchronisation). See
             ``BatchWhitening``.
@@ -80,8 +82,8 @@ class Objective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, *, whitening: str = "none", dim: int | None = None,
-                 whitening_eps: float = 1e-4, whitening_solver: str = "auto", ema_momentum: float | None = None,
-                 ema_momentum_final: float | None = None) -> None:
+                 whitening_eps: float = 1e-4, whitening_solver: str = "auto", whitening_sync: bool = False,
+                 ema_momentum: float | None = None, ema_momentum_final: float | None = None) -> None:
         super().__init__()
         if whitening not in WHITENINGS:
             raise ValueError(f"whitening must be one of {WHITENINGS}, got {whitening!r}.")
@@ -89,8 +91,8 @@ class Objective(nn.Module):
             raise ValueError("whitening needs dim (the projection dimension D).")
         self.loss = loss
         self.target = copy.deepcopy(model).requires_grad_(False) if getattr(loss, "uses_target", False) else None
-        self.whiten = (BatchWhitening(dim, kind=whitening, eps=whitening_eps, solver=whitening_solver)
-                       if whitening != "none" else None)
+        self.whiten = (BatchWhitening(dim, kind=whitening, eps=whitening_eps, solver=whitening_solver,
+                                      sync=whitening_sync) if whitening != "none" else None)
         base, final = getattr(loss, "default_momentum", (None, None))
         self.momentum = (base if ema_momentum is None else ema_momentum,
                          final if ema_momentum_final is None else ema_momentum_final)
@@ -146,13 +148,12 @@ class Objective(nn.Module):
 
 def create_objective(model: nn.Module, loss: str, *, dim: int, dataset_size: int | None = None,
                      gather_distributed: bool = False, whitening: str = "none", whitening_eps: float = 1e-4,
-                     whitening_solver: str = "auto", ema_momentum: float | None = None,
-                     ema_momentum_final: float | None = None,
-                     **loss_kwargs: Any) -> Objective:
+                     whitening_solver: str = "auto", whitening_sync: bool = False, ema_momentum: float | None = None,
+                     ema_momentum_final: float | None = None, **loss_kwargs: Any) -> Objective:
     """``Objective`` around ``model`` with loss ``loss`` built by ``create_loss(loss, dim=dim, ...,
     **loss_kwargs)`` (each loss owns its defaults and checks its arguments)."""
     built = create_loss(loss, dim=dim, dataset_size=dataset_size, gather_distributed=gather_distributed,
                         **loss_kwargs)
     return Objective(model, built, whitening=whitening, dim=dim, whitening_eps=whitening_eps,
-                     whitening_solver=whitening_solver, ema_momentum=ema_momentum,
+                     whitening_solver=whitening_solver, whitening_sync=whitening_sync, ema_momentum=ema_momentum,
                      ema_momentum_final=ema_momentum_final)

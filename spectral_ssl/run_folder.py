@@ -206,10 +206,13 @@ def checkpoint_dirs(root: Path) -> list[Path]:
 _LOCATION_KEYS = ("output_dir",)
 
 
-def _differing(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def _differing(saved: dict[str, Any], config: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
     """Keys whose values differ between two configs, except those a resume may change (a dataset path written
-    with or without a trailing slash is the same)."""
+    with or without a trailing slash is the same; a key the saved run does not have, added by a later version, is
+    the same when ``config`` holds its default from ``defaults``)."""
     def same(key: str) -> bool:
+        if key not in saved and defaults is not None and key in defaults and config.get(key) == defaults[key]:
+            return True
         a, b = saved.get(key), config.get(key)
         if key == "dataset" and isinstance(a, str) and isinstance(b, str):
             return a.rstrip("/") == b.rstrip("/")
@@ -240,12 +243,15 @@ class RunFolder:
     Args:
         path: The folder.
         config: This run's configuration (plain data), saved as ``train_config.json`` and compared on resume.
+        defaults: Every key's default: a key missing from the saved configuration (a run started by an earlier
+            version, before the key existed) then counts as unchanged when this run leaves it at its default.
         main_process: Only the main process writes, locks and renames; every process calls every method (some wait
             for each other through the accelerator).
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], main_process: bool = True) -> None:
-        self.path, self.config, self.main = Path(path), config, main_process
+    def __init__(self, path: str | Path, config: dict[str, Any], main_process: bool = True,
+                 defaults: dict[str, Any] | None = None) -> None:
+        self.path, self.config, self.main, self.defaults = Path(path), config, main_process, defaults
         self.checkpoints = self.path / CHECKPOINTS
         self._lock_file = None
         self._metrics = None
@@ -358,7 +364,7 @@ class RunFolder:
                                  f"recorded in {checkpoint_config}), or start a new --output_dir")
 
     def _check_same_run(self, saved: dict[str, Any]) -> None:
-        changed = _differing(saved, self.config)
+        changed = _differing(saved, self.config, self.defaults)
         if changed:
             detail = "; ".join(f"{k}: {saved.get(k)!r} -> {self.config.get(k)!r}" for k in changed[:6])
             raise RunFolderError(f"--resume=true: {', '.join(changed)} differ from the saved run in {self.path} "

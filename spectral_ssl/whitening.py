@@ -98,11 +98,15 @@ class BatchWhitening(nn.Module):
     Output: ``(h − μ) W``. In eval mode the running statistics are used instead (diagnostics; training always uses
     batch statistics). Running mean/covariance are buffers, so they are checkpointed.
 
-    Several processes (a torch.distributed process group): each whitens its own batch with that batch's statistics
-    (as per-GPU BatchNorm does), and the running statistics are updated with the average of the processes' batch
-    statistics (one all-reduce a training call), so every process holds the same running statistics: the selection
-    space is the same on every rank, and the checkpoint (written by the main process) holds for all of them. Every
-    process must then call it in training mode, as it calls a loss that gathers.
+    Several processes (a torch.distributed process group): by default each whitens its own batch with that batch's
+    statistics (as per-GPU BatchNorm does), and the running statistics are updated with the average of the
+    processes' batch statistics (one all-reduce a training call), so every process holds the same running
+    statistics: the selection space is the same on every rank, and the checkpoint (written by the main process)
+    holds for all of them. With ``sync=True`` (as SyncBatchNorm) the mean and covariance are those of the global
+    batch, every process's rows together (two differentiable all-reduces a training call, gradients through both):
+    the output is what one process whitening the whole batch gives, so the result does not depend on the number of
+    processes, and a process's own batch may be smaller than D as long as the global batch is larger. Either way,
+    every process must call it in training mode, as it calls a loss that gathers.
 
     Input (B, D), or a (V, B, D) stack of V views: each view whitened with its own statistics in one batched call,
     the same as V calls in order (running statistics included), with half the kernel launches for two views.
@@ -116,11 +120,14 @@ class BatchWhitening(nn.Module):
         solver: How ZCA computes ``Σ_ε^{-1/2}``: ``"auto"``, ``"eigh"`` or ``"newton_schulz"``.
         steps: Newton–Schulz steps; ``None`` = ``newton_schulz_steps(dim, (shrinkage + eps) / (1 + eps))`` (the
             ridged covariance's smallest eigenvalue over its mean is at least that).
+        sync: Whiten with the statistics of the global batch of every process (no effect without a process group).
     """
 
     def __init__(self, dim: int, kind: str = "zca", eps: float = 1e-4, shrinkage: float = 0.0,
-                 momentum: float = 0.1, solver: str = "auto", steps: int | None = None) -> None:
+                 momentum: float = 0.1, solver: str = "auto", steps: int | None = None, sync: bool = False) -> None:
         super().__init__()
+        if not isinstance(sync, bool):
+            raise ValueError(f"sync must be True or False, got {sync!r}.")
         if kind not in ("zca", "cholesky"):
             raise ValueError(f"kind must be 'zca' or 'cholesky', got {kind!r}.")
         if solver not in SOLVERS:
@@ -140,14 +147,15 @@ class BatchWhitening(nn.Module):
             raise ValueError(f"need eps > 0, 0 <= shrinkage < 1 and 0 <= momentum <= 1, got eps={eps!r}, "
                              f"shrinkage={shrinkage!r}, momentum={momentum!r}.")
         self.dim, self.kind, self.eps, self.shrinkage, self.momentum = dim, kind, eps, shrinkage, momentum
-        self.solver = solver
+        self.solver, self.sync = solver, sync
         self.steps = steps if steps is not None else newton_schulz_steps(dim, (shrinkage + eps) / (1 + eps))
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_cov", torch.eye(dim))
 
     def extra_repr(self) -> str:
         solver = f", solver={self.solver!r}, steps={self.steps}" if self.kind == "zca" else ""
-        return f"{self.dim}, kind={self.kind!r}, eps={self.eps}, shrinkage={self.shrinkage}{solver}"
+        sync = ", sync=True" if self.sync else ""
+        return f"{self.dim}, kind={self.kind!r}, eps={self.eps}, shrinkage={self.shrinkage}{solver}{sync}"
 
     def solver_for(self, device: torch.device) -> str:
         """The ZCA solver used for tensors on ``device``: ``"auto"`` is newton_schulz on CUDA up to
@@ -189,20 +197,27 @@ class BatchWhitening(nn.Module):
             raise ValueError(f"expected floating-point projections, got {h.dtype} (the output is in the input's dtype, "
                              "so integers would be truncated); pass h.float().")
         batch = h.shape[-2]
-        if self.training and batch <= self.dim and (self.shrinkage == 0 or batch < 2):
-            raise ValueError(f"batch whitening needs more samples than dimensions: batch size {batch} <= dim "
-                             f"{self.dim}. Use a bigger batch, whiten sub-batches of size >= 2*dim, lower proj_dim, "
-                             "or set shrinkage > 0 (e.g. 0.5) so the covariance has full rank (batch size >= 2).")
+        synced = self.sync and dist.is_distributed()
+        # with sync, the global batch (equal batches per process assumed here; the maths counts the real rows)
+        rows = batch * dist.world_size() if synced else batch
+        if self.training and rows <= self.dim and (self.shrinkage == 0 or rows < 2):
+            what = f"global batch size {rows} (all processes)" if synced else f"batch size {batch}"
+            raise ValueError(f"batch whitening needs more samples than dimensions: {what} <= dim {self.dim}. Use a "
+                             "bigger batch, whiten sub-batches of size >= 2*dim, lower proj_dim, or set shrinkage > 0 "
+                             "(e.g. 0.5) so the covariance has full rank (batch size >= 2).")
         dtype = torch.promote_types(h.dtype, torch.float32)
         with torch.autocast(device_type=h.device.type, enabled=False):
             x = h.to(dtype)
             if self.training:
-                mean = x.mean(-2, keepdim=True)
-                centred = x - mean
-                cov = centred.mT @ centred / (batch - 1)
+                if synced:
+                    mean, centred, cov = self._global_statistics(x)
+                else:
+                    mean = x.mean(-2, keepdim=True)
+                    centred = x - mean
+                    cov = centred.mT @ centred / (batch - 1)
                 with torch.no_grad():  # view by view, in order: the same statistics as one call per view
                     means, covs = mean.reshape(-1, self.dim), cov.reshape(-1, self.dim, self.dim)
-                    if dist.is_distributed():  # every process keeps the same running statistics (see the class)
+                    if dist.is_distributed() and not synced:  # every process keeps the same running statistics
                         packed = dist.all_reduce_sum(torch.cat([means, covs.flatten(1)], 1)) / dist.world_size()
                         means, covs = packed[:, :self.dim], packed[:, self.dim:].view_as(covs)
                     running_mean, running_cov = self.running_mean, self.running_cov
@@ -214,6 +229,18 @@ class BatchWhitening(nn.Module):
                     self.running_cov.copy_(keep_if_finite(running_cov, self.running_cov, running_mean))
                 return (centred @ self._matrix(cov)).to(h.dtype)
             return self._with_running_statistics(x).to(h.dtype)
+
+    @staticmethod
+    def _global_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean (..., 1, D), ``x`` centred by it and unbiased covariance (..., D, D) of every process's rows of ``x``
+        (..., B, D) together, differentiable: the sums and row count in one all-reduce, then the centred products in
+        a second (centring first, as one process does, rather than E[xxᵀ] − μμᵀ, which cancels in float32)."""
+        count = torch.full((*x.shape[:-2], 1), float(x.shape[-2]), dtype=x.dtype, device=x.device)
+        totals = dist.all_reduce_sum(torch.cat([x.sum(-2), count], -1), differentiable=True)
+        rows = totals[..., -1:].unsqueeze(-1)  # (..., 1, 1)
+        mean = totals[..., :-1].unsqueeze(-2) / rows
+        centred = x - mean
+        return mean, centred, dist.all_reduce_sum(centred.mT @ centred, differentiable=True) / (rows - 1)
 
     def _check_shape(self, h: torch.Tensor, rows: str) -> None:
         if h.ndim != 2 or h.shape[1] != self.dim:

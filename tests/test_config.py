@@ -67,6 +67,13 @@ def test_mistakes_are_one_line_config_errors(args, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_synced_whitening_leaves_the_batch_check_to_the_recipe():
+    # the global batch decides, and only the recipe knows the number of processes
+    cfg = parse_config(PretrainConfig, ["--whitening=zca", "--whitening_sync=true", "--batch_size=64",
+                                        "--proj_dim=128"])
+    assert cfg.objective.whitening_sync is True
+
+
 def test_seed_bounds_are_accepted_by_both_recipes():
     assert parse_config(PretrainConfig, ["--seed=4294967295"]).optim.seed == 2**32 - 1
     assert parse_config(PretrainConfig, ["--seed=0"]).optim.seed == 0

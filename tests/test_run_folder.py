@@ -234,6 +234,21 @@ def test_a_hand_edited_train_config_is_refused_naming_the_key(tmp_path):
     folder.close()
 
 
+def test_a_key_added_after_the_run_started_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
+    folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0})  # saved by a version without "sync"
+    state.step = 2
+    folder.save_checkpoint(acc, 2)
+    folder.close()
+    defaults = {"lr": 0.1, "sync": False}
+    with pytest.raises(RunFolderError, match=r"sync differ from the saved run .*\(sync: None -> True\)"):
+        RunFolder(tmp_path / "run", {"lr": 1.0, "sync": True}, defaults=defaults).open(resume=True, overwrite=False)
+    with pytest.raises(RunFolderError, match=r"sync differ"):  # without defaults a new key is a change
+        RunFolder(tmp_path / "run", {"lr": 1.0, "sync": False}).open(resume=True, overwrite=False)
+    folder = RunFolder(tmp_path / "run", {"lr": 1.0, "sync": False}, defaults=defaults)
+    folder.open(resume=True, overwrite=False)
+    folder.close()
+
+
 def test_an_overwrite_that_fails_before_the_run_starts_keeps_the_previous_run(tmp_path):
     folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0})
     state.step = 2

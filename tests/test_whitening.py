@@ -289,3 +289,65 @@ def test_two_processes_whiten_their_own_batch_and_keep_the_same_running_statisti
         torch.testing.assert_close(ranks[r]["mean"], expected_mean)
         torch.testing.assert_close(ranks[r]["cov"], expected_cov)
     assert torch.equal(ranks[0]["cov"], ranks[1]["cov"]) and torch.equal(ranks[0]["mean"], ranks[1]["mean"])
+
+
+SB, SD = 6, 8  # a process's batch is smaller than D; the global batch (2 x 6 = 12) is larger
+
+
+def _sync_rank_input(rank, step):
+    g = torch.Generator().manual_seed(10 * step + rank)
+    return torch.randn(2, SB, SD, generator=g, dtype=torch.float64) * (1 + rank) + rank  # other means per rank
+
+
+def _sync_weights(step):
+    return torch.randn(2, 2 * SB, SD, generator=torch.Generator().manual_seed(50 + step), dtype=torch.float64)
+
+
+def _sync_whitening_worker(out_dir, kind):
+    from accelerate import Accelerator
+
+    from tests.launch import save_rank_result
+
+    acc = Accelerator(cpu=True)
+    r = acc.process_index
+    white = BatchWhitening(SD, kind=kind, sync=True).double().train()
+    outs, grads = [], []
+    for step in range(2):
+        h = _sync_rank_input(r, step).requires_grad_(True)
+        out = white(h)
+        (out * _sync_weights(step)[:, r * SB:(r + 1) * SB]).sum().backward()  # this rank's share of the loss
+        outs.append(out.detach())
+        grads.append(h.grad)
+    save_rank_result({"outs": outs, "grads": grads, "mean": white.running_mean, "cov": white.running_cov}, out_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["zca", "cholesky"])
+def test_synced_whitening_of_two_processes_equals_one_process_whitening_the_whole_batch(tmp_path, kind):
+    # outputs, running statistics and the gradient of the sum of the ranks' losses w.r.t. each rank's rows equal
+    # one process whitening the concatenated batch, although each process's own batch (6) is smaller than D (8)
+    from tests.launch import load_rank_results, spawn_launcher
+
+    spawn_launcher(_sync_whitening_worker, args=(str(tmp_path), kind), num_processes=2)
+    ranks = load_rank_results(tmp_path)
+    solo = BatchWhitening(SD, kind=kind).double().train()
+    for step in range(2):
+        h = torch.cat([_sync_rank_input(r, step) for r in range(2)], 1).requires_grad_(True)
+        out = solo(h)
+        (out * _sync_weights(step)).sum().backward()
+        for r in range(2):
+            rows = slice(r * SB, (r + 1) * SB)
+            torch.testing.assert_close(ranks[r]["outs"][step], out.detach()[:, rows])
+            torch.testing.assert_close(ranks[r]["grads"][step], h.grad[:, rows])
+    for r in range(2):
+        torch.testing.assert_close(ranks[r]["mean"], solo.running_mean)
+        torch.testing.assert_close(ranks[r]["cov"], solo.running_cov)
+
+
+def test_sync_is_plain_whitening_without_a_process_group_and_is_checked():
+    h = torch.randn(2, 32, 4, generator=torch.Generator().manual_seed(0))
+    synced, plain = BatchWhitening(4, sync=True), BatchWhitening(4)
+    assert torch.equal(synced(h), plain(h)) and torch.equal(synced.running_cov, plain.running_cov)
+    assert "sync=True" in repr(synced)
+    with pytest.raises(ValueError, match="sync must be True or False, got 'yes'"):
+        BatchWhitening(4, sync="yes")

@@ -109,6 +109,20 @@ def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow
+def test_synced_whitening_under_two_processes_whitens_a_global_batch_above_proj_dim(tiny_dataset, tmp_path):
+    # 12 rows a process <= proj_dim 16 < 24 rows in all: only the global batch's covariance has full rank
+    out = tmp_path / "sync"
+    proc = torchrun(tiny_dataset, out, "--max_steps=2", "--batch_size=12", "--whitening=zca", "--whitening_sync=true",
+                    "--save_every=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert math.isfinite(metrics[-1]["loss"]) and metrics[-1]["reff_cov"] > 8  # whitened, not collapsed
+    meta = SpectralSSL.from_pretrained(out).metadata
+    assert meta["global_batch"] == 24 and meta["config"]["whitening_sync"] is True
+    assert torch.isfinite(custom_state(out / "checkpoints" / "step_000002")["whiten.running_cov"]).all()
+
+
+@pytest.mark.slow
 def test_a_configuration_error_under_two_processes_is_one_line(tiny_dataset, tmp_path):
     # every process meets it: the main process says it, the others exit quietly (torchrun adds its own report)
     proc = torchrun(tiny_dataset, tmp_path / "bad", "--loss=moco", "--loss_kwargs={queue_size: -1}", "--max_steps=2")

@@ -147,6 +147,12 @@ def test_the_export_needs_no_labels_and_leaves_out_an_undecodable_eval_image(pre
     assert json.loads((out / "config.json").read_text())["spectral_ssl"]["effective_rank"]["n_samples"] == 7
 
 
+def test_synced_whitening_needs_a_global_batch_above_proj_dim(pretrain, tiny_dataset, tmp_path):
+    # the config cannot know the number of processes; the recipe checks it (one process here: 16 <= 16)
+    with pytest.raises(SystemExit, match=r"^error: whitening needs a global batch > proj_dim \(got 16 x 1 process"):
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--whitening=zca", "--whitening_sync=true"))
+
+
 def test_empty_split_stops_with_one_line(pretrain, tmp_path):
     data = tmp_path / "data"
     write_images(data / "train", [Image.new("RGB", (8, 8))] * 2)
