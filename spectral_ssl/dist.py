@@ -68,6 +68,13 @@ def gather(x: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
     return torch.cat(out, dim=0)
 
 
+def collective_device() -> torch.device:
+    """Where this process's tensors for a collective live: its current CUDA device under NCCL, else the CPU (gloo)."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Return rank ``src``'s ``x`` on every rank (in place when distributed); identity without a process group."""
     if is_distributed():

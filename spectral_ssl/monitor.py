@@ -177,9 +177,10 @@ class SpectralMonitor:
                  alarm: str | None = None, *, min_rank_fraction: float = 0.05, min_std_fraction: float = 0.1,
                  patience: int = 3, log: Callable[[dict[str, Any]], Any] | None = None,
                  monitor_temperature: float = 0.2) -> None:
-        for name, value in (("every", every), ("window", window), ("patience", patience)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        for name, value, least in (("every", every, 1), ("window", window, 2), ("patience", patience, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                why = " (a record needs at least 2 pairs)" if name == "window" else ""
+                raise ValueError(f"{name} must be an integer >= {least}{why}, got {value!r}.")
         if alarm not in ALARM_ACTIONS:
             raise ValueError(f"alarm must be one of {ALARM_ACTIONS}, got {alarm!r}.")
         for name, value in (("temperature", temperature), ("monitor_temperature", monitor_temperature)):
@@ -260,9 +261,9 @@ class SpectralMonitor:
         """Add pairs to the window without counting a step (gradient accumulation: ``add`` every micro-batch, then
         ``end_step`` once per optimizer step; ``update`` is the two in one call)."""
         if not (isinstance(z1, torch.Tensor) and isinstance(z2, torch.Tensor)) or z1.ndim != 2 \
-                or z1.shape != z2.shape or z1.shape[0] < 1:
+                or z1.shape != z2.shape or z1.shape[0] < 1 or z1.shape[1] < 1:
             shapes = [tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__ for z in (z1, z2)]
-            raise ValueError(f"z1 and z2 must both be (B, D) tensors with the same shape and B >= 1, got "
+            raise ValueError(f"z1 and z2 must both be (B, D) tensors with the same shape, B >= 1 and D >= 1, got "
                              f"{shapes[0]} and {shapes[1]}.")
         if source is not None:
             self.source = source
@@ -283,17 +284,40 @@ class SpectralMonitor:
 
         Returns the record on the main process (None elsewhere, and before any update).
         """
-        if self._buffers is None or self._count < 2:
-            return None
-        world, older = dist.world_size(), self._count - self._last_batch
-        # every process's window, ordered [older rows of each rank; newest batch of each rank]: the last rows are
-        # then the newest global batch (the band's), and the spectra do not depend on the row order
-        z1, z2 = (torch.cat([part.reshape(-1, z.shape[1]) for part in dist.gather(z, differentiable=False).view(
-            world, self._count, -1).split([older, self._last_batch], dim=1)]) for z in self._ordered())
+        world = dist.world_size()
+        if world == 1:
+            if self._buffers is None or self._count < 2:
+                return None
+            z1, z2 = self._ordered()
+            last_total = self._last_batch
+        else:  # every process must take part in the same collectives, whatever its own window holds
+            device = self._buffers[0].device if self._buffers is not None else dist.collective_device()
+            dim = self._buffers[0].shape[1] if self._buffers is not None else 0
+            sizes = dist.gather(torch.tensor([[self._count, self._last_batch, dim]], device=device),
+                                differentiable=False).tolist()
+            counts, lasts = [c for c, _, _ in sizes], [b for _, b, _ in sizes]
+            dim = max(d for _, _, d in sizes)
+            if sum(counts) < 2:
+                return None
+            olds = [c - b for c, b in zip(counts, lasts)]
+            rows_old, rows_new = max(olds), max(lasts)
+            parts = []
+            for z in (self._ordered() if self._buffers is not None else (torch.zeros(0, dim, device=device),) * 2):
+                older, newest = z.split([self._count - self._last_batch, self._last_batch])
+                padded = torch.zeros(rows_old + rows_new, dim, dtype=z.dtype, device=device)
+                padded[:older.shape[0]] = older
+                padded[rows_old:rows_old + newest.shape[0]] = newest
+                full = dist.gather(padded, differentiable=False).view(world, rows_old + rows_new, dim)
+                # every process's window, ordered [older rows of each rank; newest batch of each rank]: the last
+                # rows are then the newest global batch (the band's); the spectra do not depend on the row order
+                parts.append(torch.cat([full[r, :olds[r]] for r in range(world)]
+                                       + [full[r, rows_old:rows_old + lasts[r]] for r in range(world)]))
+            z1, z2 = parts
+            last_total = sum(lasts)
         record, collapsed = None, False
         if dist.rank() == 0:
             step = self._calls if step is None else step
-            batch = self._last_batch * world
+            batch = last_total
             finite = torch.isfinite(z1).all(1) & torch.isfinite(z2).all(1)
             left_out = int((~finite).sum())
             if left_out:  # a NaN/inf batch is left out of the record, said once, never raised

@@ -402,3 +402,42 @@ def test_add_then_end_step_equals_update_and_counts_optimizer_steps():
     assert split.state_dict()["calls"] == one.state_dict()["calls"] == 4
     with pytest.raises(ValueError, match=r"z1 and z2 must both be \(B, D\) tensors.*got \(8, 6\) and list"):
         split.add(micro[0][0], [1, 2])
+
+
+def test_a_window_of_one_pair_or_zero_width_projections_are_one_line():
+    with pytest.raises(ValueError, match=r"window must be an integer >= 2 \(a record needs at least 2 pairs\), got 1"):
+        SpectralMonitor(window=1)  # was accepted, and then no record was ever computed
+    with pytest.raises(ValueError, match=r"D >= 1, got \(4, 0\) and \(4, 0\)"):
+        SpectralMonitor(every=1).update(torch.randn(4, 0), torch.randn(4, 0), 1)  # was a reshape error from torch
+
+
+def _uneven_worker(out_dir):
+    from accelerate import Accelerator
+
+    from tests.launch import save_rank_result
+
+    r = Accelerator(cpu=True).process_index
+    g = torch.Generator().manual_seed(3)
+    z = [[torch.randn(b, 5, generator=g) for _ in range(2)] for b in (8, 1, 8, 6)]  # rank 0: 8, 8; rank 1: 1, 6
+    monitor = SpectralMonitor(every=1, window=64)
+    records = [monitor.update(*z[2 * s + r], s + 1) for s in range(2)]
+    save_rank_result({"records": records}, out_dir)
+
+
+@pytest.mark.slow
+def test_processes_with_uneven_windows_record_together(tmp_path):
+    """Step 1: rank 1 holds 1 pair (< 2); step 2: the ranks hold 16 and 7 pairs. Was: rank 1 skipped the gather and
+    rank 0 waited in it forever (a), or gloo aborted on the unequal shapes (b)."""
+    from tests.launch import load_rank_results, spawn_launcher
+
+    spawn_launcher(_uneven_worker, args=(str(tmp_path),), num_processes=2)
+    ranks = load_rank_results(tmp_path)
+    g = torch.Generator().manual_seed(3)
+    z = [[torch.randn(b, 5, generator=g) for _ in range(2)] for b in (8, 1, 8, 6)]
+    main = ranks[0]["records"]
+    assert ranks[1]["records"] == [None, None] and main[0]["n_samples"] == 2 * 9 and main[1]["n_samples"] == 2 * 23
+    # [older rows of each rank; newest batch of each rank]
+    reference = spectral_record(*(torch.cat([z[0][v], z[1][v], z[2][v], z[3][v]]) for v in range(2)), 0.2,
+                                batch_size=14)
+    for key in ("reff_cov", "reff_rankme", "band_measured_mean", "uniformity"):
+        assert main[1][key] == pytest.approx(reference[key], rel=1e-6)

@@ -14,13 +14,17 @@ Lightning is imported when the class is first used, never by ``import spectral_s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from spectral_ssl import dist
 from spectral_ssl.integrations import check_arguments, find_projector, lazy_class, loggable
 from spectral_ssl.monitor import SpectralMonitor
+
+logger = logging.getLogger(__name__)
 
 
 def _callback_base() -> type:
@@ -111,10 +115,20 @@ def _build() -> type:
                 self.handle = None
 
         def state_dict(self) -> dict[str, Any]:
-            return self.monitor.state_dict()
+            # Lightning writes the checkpoint from rank 0 only, but calls this on every rank (dump_checkpoint):
+            # gather each process's window so that every rank resumes its own
+            return {"ranks": dist.gather_objects(self.monitor.state_dict())}
 
         def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-            self.monitor.load_state_dict(state_dict)
+            if "ranks" not in state_dict:  # a checkpoint of one process's state (older versions)
+                self.monitor.load_state_dict(state_dict)
+                return
+            ranks, rank = state_dict["ranks"], dist.rank()
+            if len(ranks) != dist.world_size():
+                logger.warning("the checkpoint holds the spectral monitor's state of %d processes, this run has %d: "
+                               "each process starts from process %d's window", len(ranks), dist.world_size(),
+                               rank % len(ranks))
+            self.monitor.load_state_dict(ranks[rank % len(ranks)])
 
     return SpectralMonitorCallback
 

@@ -70,8 +70,11 @@ def _build() -> type:
                 if path.is_file():
                     self.monitor.load_state_dict(torch.load(path, weights_only=True))
                 else:
+                    # a TrainerCallback never sees the resume path: a checkpoint outside output_dir is not found
                     logger.warning("resumed at step %d without the spectral monitor's state (no %s): its window and "
-                                   "alarm streak start empty", state.global_step, path)
+                                   "alarm streak start empty; to keep them when resuming from a checkpoint outside "
+                                   "output_dir, copy its spectral_monitor_*.pt files there first", state.global_step,
+                                   path)
 
         def on_save(self, args, state, control, **kwargs):
             path = state_path(args, state.global_step)

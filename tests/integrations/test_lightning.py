@@ -138,3 +138,20 @@ def test_bad_callback_arguments_are_one_line():
     with pytest.raises(ValueError, match=r"projector='model.nope': TinySimCLR has no submodule 'model.nope'; its "
                                          r"submodules include \['backbone'"):
         fit(TinySimCLR(), SpectralMonitorCallback(projector="model.nope"), max_steps=1, logger=False)
+
+
+def test_every_process_resumes_its_own_window(monkeypatch):
+    """Lightning writes the checkpoint from rank 0 only: the callback's state must hold every rank's window (was:
+    rank 0's, so that rank 1 resumed with rank 0's pairs)."""
+    from spectral_ssl import dist
+
+    callbacks = [SpectralMonitorCallback(every=100, window=8) for _ in range(2)]
+    for r, callback in enumerate(callbacks):
+        callback.monitor.update(torch.full((4, 3), float(r)), torch.full((4, 3), float(r)), 1)
+    monkeypatch.setattr(dist, "gather_objects", lambda obj: [c.monitor.state_dict() for c in callbacks])
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    state = callbacks[0].state_dict()  # what rank 0 writes
+    monkeypatch.setattr(dist, "rank", lambda: 1)
+    resumed = SpectralMonitorCallback(every=100, window=8)
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.monitor.state_dict()["z1"], torch.ones(4, 3))  # rank 1's own pairs
