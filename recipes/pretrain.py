@@ -33,7 +33,7 @@ from accelerate.utils import set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from spectral_ssl import data, dist, hub, lr_schedule, run_folder, transforms  # noqa: E402
-from spectral_ssl.batching import CandidatePool, create_selector, resolve_target  # noqa: E402
+from spectral_ssl.batching import CandidatePool, ResumeError, create_selector, resolve_target  # noqa: E402
 from spectral_ssl.config import ConfigError, PretrainConfig, config_defaults, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
 from spectral_ssl.eta import EtaClock  # noqa: E402
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         return export(run, cfg, accelerator)
     except BaseException as e:
         released = folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
-        if isinstance(e, (run_folder.RunFolderError, NonFiniteError)):  # e.g. a full disk, a NaN loss: one line
+        if isinstance(e, (run_folder.RunFolderError, NonFiniteError, ResumeError)):  # a full disk, a NaN loss: one line
             raise SystemExit(f"error: {e}") from None
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C: what to run next (said by the script; a caller gets the error)
             saved = run_folder.checkpoint_dirs(folder.checkpoints)

@@ -363,7 +363,8 @@ class DataConfig:
     label_column: str | None = arg("label", "column holding integer labels (online probe only; null = none)")
     streaming: bool = arg(True, "stream the data (IterableDataset) instead of loading it map-style")
     shuffle_buffer: int = arg(10_000, "rows in the streaming shuffle buffer")
-    num_workers: int = arg(0, "DataLoader workers decoding images (exact mid-epoch resume needs 0)")
+    num_workers: int = arg(0, "DataLoader workers decoding images (a stream of at least this many shards: "
+                           "exact mid-epoch resume needs 0)")
     max_train_samples: int | None = arg(None, "cap on the rows per epoch (quick runs): with the decoded cache the "
                                         "split's first N rows every epoch, streamed the first N of each epoch's "
                                         "shuffled stream; null = the whole split")

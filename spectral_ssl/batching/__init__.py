@@ -13,6 +13,7 @@ from spectral_ssl.batching.step import (
                                         GreedySelector,
                                         PoolSelector,
                                         RandomSelector,
+                                        ResumeError,
                                         create_selector,
                                         frozen_norm_statistics,
                                         selector_arguments,
@@ -20,5 +21,5 @@ from spectral_ssl.batching.step import (
 )
 
 __all__ = ["SELECTIONS", "SELECTORS", "SOURCES", "BatchSelector", "CandidatePool", "GreedySelector", "PoolSelector",
-           "RandomSelector", "create_selector", "frozen_norm_statistics", "greedy_select", "log_det_objective",
-           "pool_select", "resolve_target", "selector_arguments", "step_seed"]
+           "RandomSelector", "ResumeError", "create_selector", "frozen_norm_statistics", "greedy_select",
+           "log_det_objective", "pool_select", "resolve_target", "selector_arguments", "step_seed"]

@@ -36,6 +36,11 @@ from spectral_ssl import dist
 from spectral_ssl.batching.selectors import check_positive, greedy_select, pool_select
 from spectral_ssl.spectral import effective_rank
 
+
+class ResumeError(RuntimeError):
+    """A checkpoint that cannot be continued as saved (e.g. the dataset changed under it): one line naming the way
+    out; the recipe stops on it without a traceback."""
+
 logger = logging.getLogger(__name__)
 
 SELECTIONS = ("random", "pool", "greedy")
@@ -83,7 +88,8 @@ class _FixedBatches:
             return None
         merged = functools.reduce(_concat, read)
         wanted = set(keep_idx)
-        return _take(merged, torch.tensor([i for i, v in enumerate(merged["idx"].tolist()) if v in wanted]))
+        return _take(merged, torch.tensor([i for i, v in enumerate(merged["idx"].tolist()) if v in wanted],
+                                          dtype=torch.long))
 
 
 class CandidatePool:
@@ -131,8 +137,8 @@ class CandidatePool:
         if keep:
             batch = self._reread(skip, keep)
             if batch is None or len(batch["idx"]) != len(keep):
-                raise RuntimeError(f"resume could not re-read the {len(keep)} samples waiting in the selection pool; "
-                                   "the dataset changed since the checkpoint. Start a new output_dir.")
+                raise ResumeError(f"resume could not re-read the {len(keep)} samples waiting in the selection pool; "
+                                  "the dataset changed since the checkpoint. Start a new output_dir.")
             self.samples = batch
         self._carried = self._drawn_at_start = None
         self._batches = iter(self.loaders(self.epoch, skip))
@@ -150,7 +156,7 @@ class CandidatePool:
             return batch
         wanted, parts = set(keep), []
         for batch in self.loaders.origin_batches(self.epoch, skip, keep):
-            rows = torch.tensor([i for i, v in enumerate(batch["idx"].tolist()) if v in wanted])
+            rows = torch.tensor([i for i, v in enumerate(batch["idx"].tolist()) if v in wanted], dtype=torch.long)
             batch["skipped"] = 0
             parts.append(_take(self._prepared(batch), rows))
         return functools.reduce(_concat, parts) if parts else None

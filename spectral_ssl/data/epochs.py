@@ -62,6 +62,8 @@ class EpochLoader:
 
     def reread(self, epoch: int, read_batches: int, keep_idx: list[int]) -> dict | None:
         read = read_batches * self.batch_size * self.world_size
+        if self.num_workers > 1:  # workers reading their own shards served other rows first: look through the epoch
+            read = self.max_samples or 2**62  # (the stream stops once every row in keep_idx is found)
         loader = make_loader(self.data, self.transform, batch_size=len(keep_idx), epoch=epoch, drop_last=False,
                              max_samples=min(read, self.max_samples or read), keep_idx=keep_idx, **self._common())
         return next(iter(loader), None)

@@ -8,6 +8,7 @@ fixed-size uint8 tensors collated into one uint8 batch (augmentations then run b
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -60,6 +61,7 @@ class _Stream(IterableDataset):
         self.shuffle, self.buffer, self.skip, self.limit, self.skip_corrupt = (shuffle, shuffle_buffer, skip, limit,
                                                                                skip_corrupt)
         self.corrupt: list[int] = []
+        self._by_position = False
 
     def _rank_stream(self) -> Iterable[dict]:
         """Undecoded rows of this rank, in this epoch's order (a datasets stream, or a generator)."""
@@ -77,6 +79,12 @@ class _Stream(IterableDataset):
             ds.set_epoch(self.epoch)
             return ds
         return self._native_rows(ds)
+
+    def presharded(self, workers: int) -> bool:
+        """Whether ``workers`` DataLoader workers each read their own shards of this stream (``_samples``): the
+        served order then depends on the workers, and a resume in the middle of an epoch is approximate."""
+        rows = self._rank_stream() if workers > 1 and self.limit is None else None
+        return isinstance(rows, datasets.IterableDataset) and rows.num_shards >= workers
 
     def _native_rows(self, ds: datasets.IterableDataset) -> Iterator[dict]:
         rows = (row for i, row in enumerate(ds) if i % self.world == self.rank)  # idx = stream position: keep order
@@ -99,14 +107,21 @@ class _Stream(IterableDataset):
         # In a DataLoader worker: hand samples to the main process WORKER_CHUNK at a time, stacked into one tensor
         # per field. Each tensor crossing the process boundary costs a shared-memory segment and a file descriptor
         # (~0.5 ms); one per sample capped 8 workers at ~1,300 img/s on an H200 machine's 16 cores.
+        # Workers that split one stream by position send one chunk per round of workers x WORKER_CHUNK positions
+        # (empty ones too: the DataLoader takes items from the workers in turn), which ``_Batches`` puts back in
+        # stream order: the served order is the num_workers=0 order, so skip_batches (resume) stays exact.
         chunk: list[dict] = []
         for sample in samples:
+            if sample is _ROUND:
+                yield _stack_chunk(chunk, positions=True)
+                chunk = []
+                continue
             chunk.append(sample)
-            if len(chunk) == WORKER_CHUNK:
+            if "_pos" not in sample and len(chunk) == WORKER_CHUNK:
                 yield _stack_chunk(chunk)
                 chunk = []
-        if chunk:
-            yield _stack_chunk(chunk)
+        if chunk or self._by_position:
+            yield _stack_chunk(chunk, positions=self._by_position)
 
     def _samples(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -114,20 +129,36 @@ class _Stream(IterableDataset):
         rows = self._rank_stream()
         # Inside DataLoader workers a datasets stream hands each worker its own shards, and leaves the workers
         # with id >= num_shards idle: with fewer shards than workers every worker reads the whole (cheap,
-        # undecoded) stream instead and decodes every workers-th row. Shard-split positions (skip, limit) are per
-        # worker (approximate resume; exact resume needs num_workers=0).
+        # undecoded) stream instead and decodes every workers-th row. A shard-split skip is per
+        # worker (approximate resume; exact resume needs num_workers=0); with a limit the stream is not shard-split.
         split_by_datasets = workers > 1 and isinstance(rows, datasets.IterableDataset)
-        presharded = split_by_datasets and rows.num_shards >= workers
+        # a cap (max_samples) is on the stream's first rows: per-worker shares of it would miss rows where a
+        # worker's shards hold fewer than limit / workers rows
+        presharded = split_by_datasets and rows.num_shards >= workers and self.limit is None
         if split_by_datasets and not presharded:
             rows = _unsplit(rows)
         skip, limit = self.skip, self.limit
         if presharded:
-            skip, limit = skip // workers, None if limit is None else limit // workers
+            skip = skip // workers
+        self._by_position = info is not None and not presharded  # rounds of positions (see __iter__)
+        round_rows = workers * WORKER_CHUNK
+        wanted = None if self.keep_idx is None else set(self.keep_idx)
         skipped = 0  # undecodable rows since the last sample (summed per batch by the collate functions)
         pending = None  # held back one row: undecodable rows after the last sample are counted on it
         for position, row in enumerate(rows):
             if limit is not None and position >= limit:
                 break
+            if wanted is not None and not wanted:
+                break  # every row asked for is found: the rest of the stream is not read
+            if self._by_position and position and position % round_rows == 0:
+                if pending is not None:
+                    yield pending
+                    pending = None
+                yield _ROUND
+            if wanted is not None and position >= skip:
+                # before the worker's share: every worker splitting one stream sees the same rows go, and stops at the
+                # same position (rounds stay whole)
+                wanted.discard(int(row["idx"]))
             if position < skip or (not presharded and position % workers != worker):
                 continue
             if self.keep_idx is not None and int(row["idx"]) not in self.keep_idx:
@@ -143,7 +174,7 @@ class _Stream(IterableDataset):
                 logger.warning("skipping undecodable image at idx %s (%d skipped so far)", row["idx"],
                                len(self.corrupt))
                 continue
-            sample = {"idx": int(row["idx"]), "skipped": skipped}
+            sample = {"idx": int(row["idx"]), "skipped": skipped} | ({"_pos": position} if self._by_position else {})
             skipped = 0
             if "label" in row:
                 sample["label"] = NO_LABEL if row["label"] is None else int(row["label"])
@@ -160,6 +191,7 @@ class _Stream(IterableDataset):
 
 
 WORKER_CHUNK = 32  # samples a DataLoader worker sends at once (see _Stream.__iter__)
+_ROUND = object()  # in a worker's samples: the end of a round of positions (see _Stream.__iter__)
 _TENSOR_FIELDS = ("image", "view1", "view2")
 
 
@@ -174,15 +206,18 @@ def _stack_images(images: list, files_as_tensors: bool = False) -> torch.Tensor 
             for image in images]
 
 
-def _stack_chunk(samples: list[dict]) -> dict[str, Any]:
-    """Consecutive samples of one worker as one item: tensors stacked, the rest as lists (``_unstack_chunk``)."""
+def _stack_chunk(samples: list[dict], positions: bool = False) -> dict[str, Any]:
+    """Consecutive samples of one worker as one item: tensors stacked, the rest as lists (``_unstack_chunk``);
+    ``positions``: one round's samples with their stream positions (``_pos``), possibly none."""
+    if not samples:
+        return {"_chunk": 0, "_round": True}
     return {key: _stack_images([s[key] for s in samples]) if key in _TENSOR_FIELDS else [s[key] for s in samples]
-            for key in samples[0]} | {"_chunk": len(samples)}
+            for key in samples[0]} | {"_chunk": len(samples)} | ({"_round": True} if positions else {})
 
 
 def _unstack_chunk(chunk: dict[str, Any]) -> list[dict]:
     """The samples of a ``_stack_chunk`` item, in order (tensor rows are views: nothing is copied)."""
-    keys = [k for k in chunk if k != "_chunk"]
+    keys = [k for k in chunk if k not in ("_chunk", "_round")]
     return [{key: chunk[key][i] for key in keys} for i in range(chunk["_chunk"])]
 
 
@@ -210,8 +245,21 @@ class _Batches:
 
     def __iter__(self) -> Iterator[dict]:
         samples: list[dict] = []
-        for item in self.loader:
-            samples.extend(_unstack_chunk(item) if "_chunk" in item else [item])
+        round_items: list[dict] = []  # the current round's chunks, one per worker (``_Stream.__iter__``)
+        for item in itertools.chain(self.loader, [None]):
+            if item is None:  # the end: a last, incomplete round (only if workers saw different streams)
+                if not round_items:
+                    break
+            elif item.get("_round"):
+                round_items.append(item)
+                if len(round_items) < self.loader.num_workers:
+                    continue
+            else:
+                samples.extend(_unstack_chunk(item) if "_chunk" in item else [item])
+            if round_items:  # a whole round: its samples back in stream order
+                ordered = sorted((s for it in round_items for s in _unstack_chunk(it)), key=lambda s: s["_pos"])
+                samples.extend({k: v for k, v in s.items() if k != "_pos"} for s in ordered)
+                round_items = []
             while len(samples) >= self.batch_size:
                 yield self.collate(samples[:self.batch_size])
                 samples = samples[self.batch_size:]
@@ -259,7 +307,9 @@ def make_loader(
         rank, world_size: This process's share.
         shuffle, shuffle_buffer: Shuffle (streaming: shard order + a buffer of this many rows).
         num_workers: DataLoader worker processes decoding and augmenting disjoint parts of the rank's stream
-            (batches are still formed in the main process). Exact mid-epoch resume needs 0.
+            (batches are still formed in the main process). Served in the num_workers=0 order (resume-exact), except
+            where each worker reads its own shards (a stream of at least ``num_workers`` shards): exact mid-epoch
+            resume there needs 0 (a ``skip_batches`` there logs a warning).
         drop_last: Drop the last incomplete batch.
         skip_corrupt: Skip undecodable images (logged by idx) instead of raising a ValueError naming the row.
         collate: ``"views"`` or ``"eval"``.
@@ -293,6 +343,11 @@ def make_loader(
     # Own generator: creating an iterator must not draw from the global RNG, or a resumed run's augmentations
     # (which use the global RNG restored from the checkpoint when num_workers=0) would be shifted.
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if skip_batches and stream.presharded(num_workers):
+        logger.warning("resuming in the middle of epoch %d with num_workers=%d over a stream of %d shards is not "
+                       "exact: each worker reads its own shards, so some rows of this epoch may be trained twice and "
+                       "others skipped; exact mid-epoch resume needs --num_workers=0 (or --streaming=false)", epoch,
+                       num_workers, stream._rank_stream().num_shards)
     if num_workers == 0:
         return DataLoader(stream, batch_size=batch_size, drop_last=drop_last, collate_fn=collate_fn,
                           generator=generator, pin_memory=pin_memory)

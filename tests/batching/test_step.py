@@ -134,6 +134,18 @@ def test_cache_follows_the_model_to_its_device_and_its_steps_stay_on_the_cpu():
     assert selector.state_dict()["cache_step"].device.type == "cpu"
 
 
+def test_a_resume_whose_waiting_candidates_are_gone_is_a_resume_error():
+    from spectral_ssl.batching import ResumeError
+
+    pool = CandidatePool(batches(rows=32), size=16)
+    pool.fill()
+    pool.take(torch.tensor([0, 15]))
+    resumed = CandidatePool(batches(rows=32, offset=100), size=16)  # the dataset changed: other rows
+    resumed.load_state_dict(pool.state_dict())
+    with pytest.raises(ResumeError, match=r"could not re-read the 14 samples .* dataset changed"):
+        resumed.fill()
+
+
 def test_online_pass_leaves_norm_statistics_and_mode_alone():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -153,6 +153,23 @@ def test_synced_whitening_needs_a_global_batch_above_proj_dim(pretrain, tiny_dat
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--whitening=zca", "--whitening_sync=true"))
 
 
+@pytest.mark.slow
+def test_a_resume_after_the_dataset_lost_the_waiting_rows_is_one_line(pretrain, tiny_dataset, tmp_path):
+    import shutil
+
+    from spectral_ssl.data import synthetic_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    extra = ("--selection=pool", "--cache_decoded=off", "--shuffle_buffer=1", "--save_every=2")
+    pretrain.main(tiny_args(data, tmp_path / "run", "--max_steps=2", *extra))  # candidates wait in the pool
+    synthetic_dataset(num_rows=40, image_size=32, num_classes=4, seed=5).to_parquet(
+        str(data / "train-00000-of-00001.parquet"))  # replaced by a smaller split: the waiting rows are gone
+    with pytest.raises(SystemExit, match=r"^error: resume could not re-read the \d+ samples waiting in the selection "
+                                         r"pool; the dataset changed"):
+        pretrain.main(tiny_args(data, tmp_path / "run", "--max_steps=4", "--resume=true", *extra))
+
+
 def test_empty_split_stops_with_one_line(pretrain, tmp_path):
     data = tmp_path / "data"
     write_images(data / "train", [Image.new("RGB", (8, 8))] * 2)
