@@ -431,11 +431,23 @@ class WatchHandle:
         self._feed = monitor.update if record else monitor.add
         self.source = f"watch:{type(module).__name__}"
         self.pending: list[torch.Tensor] = []
+        self._warned: set[str] = set()
         self._handle = module.register_forward_hook(self._hook)
+
+    def _skip(self, reason: str, advice: str) -> None:
+        """An output the monitor cannot use: said once per reason (never raised: training goes on)."""
+        if reason not in self._warned:
+            self._warned.add(reason)
+            logger.warning("SpectralMonitor.watch(%s): %s are not recorded; %s", self.source[len("watch:"):], reason,
+                           advice)
 
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
         z = _first_tensor(output)
-        if not module.training or z is None or z.ndim != 2:
+        if not module.training or z is None:
+            return
+        if z.ndim != 2:
+            self._skip(f"outputs of shape {tuple(z.shape)} (not (B, D))", "watch the module whose output is the (B, "
+                       "D) projection (e.g. after token pooling), or call update(z1, z2, step) with it")
             return
         if self.views == "concat":
             self._split(z.detach())
@@ -446,6 +458,10 @@ class WatchHandle:
             self.pending = []
             if z1.shape == z2.shape:
                 self._feed(z1, z2, source=self.source)
+            else:
+                self._skip(f"pairs of calls with different shapes ({tuple(z1.shape)}, {tuple(z2.shape)})", "the "
+                           "monitor pairs two same-size views (multi-crop: call update(z1, z2, step) with the two "
+                           "global views)")
         elif self.views == "auto" and z.requires_grad:
             z.register_hook(self._on_backward)
 
@@ -456,6 +472,9 @@ class WatchHandle:
         half = z.shape[0] // 2
         if half >= 1 and z.shape[0] == 2 * half:
             self._feed(z[:half], z[half:], source=self.source)
+        else:
+            self._skip(f"outputs of {z.shape[0]} rows (not two equal views)", "pass views='pairs' when each view is "
+                       "its own forward call")
 
     def flush(self) -> None:
         """End of a step: a single pending 2N-row output is split into its two views ("auto")."""

@@ -441,3 +441,27 @@ def test_processes_with_uneven_windows_record_together(tmp_path):
                                 batch_size=14)
     for key in ("reff_cov", "reff_rankme", "band_measured_mean", "uniformity"):
         assert main[1][key] == pytest.approx(reference[key], rel=1e-6)
+
+
+def test_watch_says_once_why_outputs_it_cannot_pair_are_not_recorded(caplog):
+    tokens = nn.Linear(4, 6)  # applied to (B, T, 4): a (B, T, 6) output, as a ViT head before pooling
+    monitor = SpectralMonitor(every=1)
+    monitor.watch(tokens, views="pairs")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            tokens(torch.randn(8, 5, 4))
+    assert monitor.last_record is None
+    assert caplog.text.count("outputs of shape (8, 5, 6) (not (B, D)) are not recorded") == 1
+    head = nn.Linear(4, 6)
+    monitor = SpectralMonitor(every=1)
+    monitor.watch(head, views="pairs")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        head(torch.randn(8, 4)), head(torch.randn(4, 4))  # multi-crop: a global and a local view
+    assert monitor.last_record is None and "pairs of calls with different shapes ((8, 6), (4, 6))" in caplog.text
+    concat = SpectralMonitor(every=1)
+    concat.watch(head, views="concat")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        head(torch.randn(7, 4))
+    assert concat.last_record is None and "outputs of 7 rows (not two equal views)" in caplog.text
