@@ -63,6 +63,14 @@ def _build() -> type:
             self._before_hook: dict[str, Any] | None = None
             self._step = 0  # the optimizer step the last micro-batch belonged to
 
+        @property
+        def state_key(self) -> str:
+            """The class name alone for the default ``key``/``projector``/``prefix`` (the checkpoints of earlier
+            versions load), else with those that differ: two callbacks (two projectors) keep their own states."""
+            given = {name: value for name, value, default in (("key", self.key, "z"), ("projector", self.projector,
+                     None), ("prefix", self.prefix, "spectral/")) if value != default}
+            return self._generate_state_key(**given) if given else super().state_key
+
         def on_train_start(self, trainer, pl_module) -> None:
             self._step = trainer.global_step
             module = find_projector(pl_module, self.projector)

@@ -155,3 +155,19 @@ def test_every_process_resumes_its_own_window(monkeypatch):
     resumed = SpectralMonitorCallback(every=100, window=8)
     resumed.load_state_dict(state)
     assert torch.equal(resumed.monitor.state_dict()["z1"], torch.ones(4, 3))  # rank 1's own pairs
+
+
+def test_two_callbacks_keep_their_own_states_and_the_default_key_is_the_class_name(tmp_path):
+    # a second callback on another projector (or prefix) gets its own state key; the default stays the class name
+    # (what checkpoints of earlier versions hold)
+    assert SpectralMonitorCallback().state_key == SpectralMonitorCallback.__qualname__
+    outputs = SpectralMonitorCallback(every=100, window=64)
+    hooked = SpectralMonitorCallback(every=100, window=64, projector="projection_head", prefix="head/")
+    assert outputs.state_key != hooked.state_key
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 12)), batch_size=16)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, callbacks=[outputs, hooked], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinySimCLR(return_z=True), data)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
+    assert set(saved) == {outputs.state_key, hooked.state_key}
