@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -253,6 +254,7 @@ class SpectralMonitor:
         Raises:
             CollapseError: with ``alarm="raise"``, on every process, when the alarm fires.
         """
+        _check_step(step)  # before the pairs are added: a refused call changes nothing
         self.add(z1, z2, source)
         return self.end_step(step)
 
@@ -272,6 +274,7 @@ class SpectralMonitor:
     def end_step(self, step: int | None = None) -> dict[str, Any] | None:
         """One training step is done: at ``step % every == 0`` compute and return a record (collective); None
         counts the steps."""
+        _check_step(step)
         self._calls += 1
         step = self._calls if step is None else int(step)
         if step % self.every:
@@ -421,6 +424,14 @@ class SpectralMonitor:
             self._buffers = tuple(torch.zeros(self.window, int(state["dim"])) for _ in range(2))
             self._write(state["z1"].float(), state["z2"].float())
         self._last_batch = min(self._last_batch, self._count)
+
+
+def _check_step(step: Any) -> None:
+    """A step is None, an integer (Python, NumPy) or a one-element integer tensor; else one line naming ``step``."""
+    integer = isinstance(step, numbers.Integral) and not isinstance(step, bool) or isinstance(step, torch.Tensor) and \
+        step.numel() == 1 and not step.is_floating_point() and step.dtype != torch.bool
+    if step is not None and not integer:
+        raise ValueError(f"step must be an integer (the training step) or None, got {step!r}.")
 
 
 class WatchHandle:

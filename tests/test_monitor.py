@@ -465,3 +465,13 @@ def test_watch_says_once_why_outputs_it_cannot_pair_are_not_recorded(caplog):
     with caplog.at_level(logging.WARNING):
         head(torch.randn(7, 4))
     assert concat.last_record is None and "outputs of 7 rows (not two equal views)" in caplog.text
+
+
+@pytest.mark.parametrize("step", ["a", 2.5, True, torch.tensor([1, 2])])
+def test_a_step_that_is_not_an_integer_is_one_line_naming_step(step):
+    monitor = SpectralMonitor(every=1)
+    with pytest.raises(ValueError, match=r"^step must be an integer \(the training step\) or None, got"):
+        monitor.update(torch.randn(8, 4), torch.randn(8, 4), step)
+    assert monitor.update(torch.randn(8, 4), torch.randn(8, 4), torch.tensor(3))["step"] == 3  # a 0-d tensor is fine
+    assert monitor.update(torch.randn(8, 4), torch.randn(8, 4), np.int64(4))["step"] == 4
+    assert monitor.state_dict()["calls"] == 2 and monitor.state_dict()["z1"].shape[0] == 16  # refused: no change
