@@ -182,3 +182,56 @@ def test_rankme_of_rank_deficient_embeddings_equals_numpy_svd(n, d, r):
         assert float(effective_rank(torch.tensor(z), "rankme", eps=eps)) == pytest.approx(reference, rel=1e-12)
     if r == 1:  # one direction: RankMe 1 (it was 1.0000009 from the square roots of Gram eigenvalues)
         assert float(effective_rank(torch.tensor(z), "rankme", eps=0.0)) == pytest.approx(1.0, abs=1e-12)
+
+
+def rank_three_in_sixteen(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(64, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 16, generator=g, dtype=torch.float64)
+
+
+def test_covariance_eigenvalues_of_rank_deficient_data_are_clamped_at_zero():
+    z = rank_three_in_sixteen()
+    zc = z - z.mean(0)
+    raw = torch.linalg.eigvalsh(zc.T @ zc / 64)
+    assert bool((raw < 0).any())  # the solver's round-off does give negative eigenvalues here
+    lam = covariance_eigenvalues(z)
+    assert bool((lam >= 0).all()) and bool((lam[:-1] >= lam[1:]).all())
+    torch.testing.assert_close(lam[:3], raw.flip(0)[:3], rtol=1e-10, atol=0)
+    assert float(lam[3:].max()) <= 1e-12 * float(lam[0])
+
+
+def test_cov_eps_zero_drops_exact_zero_shares():
+    # eps=0: p_i <= 0 (the clamped zeros) are dropped, 0·log 0 = 0; the result is exp(H) of the three real shares
+    z = rank_three_in_sixteen()
+    lam = torch.linalg.eigvalsh(torch.cov(z.T, correction=0)).clamp_min(0)
+    p = lam / lam.sum()
+    p = p[p > 1e-9]
+    expected = torch.exp(-(p * p.log()).sum()).item()
+    assert effective_rank(z, "cov", eps=0.0).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_cov_default_eps_keeps_a_small_real_eigenvalue():
+    # rows (±1, ±b): centred covariance exactly diag(1, b²); with b = 1e-4 the share p2 = 1e-8/(1 + 1e-8) is real,
+    # far above the 1e-12 numerical-zero threshold, and must enter the entropy: exp(H) = 1 + ~1.9e-7
+    b = 1e-4
+    z = torch.tensor([[1.0, b], [1.0, -b], [-1.0, b], [-1.0, -b]], dtype=torch.float64)
+    p = np.array([1.0, b * b]) / (1 + b * b)
+    expected = float(np.exp(-(p * np.log(p)).sum()))
+    assert expected - 1 > 1e-7
+    assert effective_rank(z, "cov").item() == pytest.approx(expected, rel=1e-12)
+    assert spectrum_stats(z)["reff_cov"].item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_rankme_eps_zero_with_an_exact_zero_singular_value():
+    # singular values exactly (2, 0): p = (1, 0) and 0·log 0 = 0, so RankMe is exactly 1 (not NaN)
+    z = torch.tensor([[2.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    assert torch.linalg.svdvals(z)[1].item() == 0.0
+    assert effective_rank(z, "rankme", eps=0.0).item() == pytest.approx(1.0, abs=1e-15)
+
+
+def test_participation_ratio_and_stats_of_a_zero_spectrum_are_zero():
+    z = torch.ones(5, 3, dtype=torch.float64)
+    assert effective_rank(z, "pr").item() == 0.0
+    stats = spectrum_stats(z)
+    for key in ("trace", "lambda_max", "p_max", "reff_cov", "reff_pr"):
+        assert stats[key].item() == 0.0, key

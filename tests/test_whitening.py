@@ -351,3 +351,52 @@ def test_sync_is_plain_whitening_without_a_process_group_and_is_checked():
     assert "sync=True" in repr(synced)
     with pytest.raises(ValueError, match="sync must be True or False, got 'yes'"):
         BatchWhitening(4, sync="yes")
+
+
+@pytest.mark.parametrize("kind, solver", [("zca", "eigh"), ("zca", "newton_schulz"), ("cholesky", "eigh")])
+def test_matrix_equals_the_shrunk_ridged_covariance_formula(kind, solver):
+    # Σ_ε = (1 − s)Σ + (s + eps)(tr Σ / D) I, then W = Σ_ε^{-1/2} (ZCA, by eigh in float64) or L⁻ᵀ (Cholesky)
+    h = anisotropic(n=256, d=6).double()
+    for shrinkage, eps in ((0.0, 0.05), (0.3, 1e-4), (0.5, 0.2)):
+        layer = BatchWhitening(6, kind=kind, eps=eps, shrinkage=shrinkage, solver=solver)
+        centred = h - h.mean(0)
+        cov = centred.T @ centred / 255
+        ridged = (1 - shrinkage) * cov + (shrinkage + eps) * (cov.trace() / 6) * torch.eye(6, dtype=torch.float64)
+        if kind == "zca":
+            lam, vec = torch.linalg.eigh(ridged)
+            w = vec @ torch.diag(lam.rsqrt()) @ vec.T
+        else:
+            w = torch.linalg.inv(torch.linalg.cholesky(ridged)).T
+        torch.testing.assert_close(layer(h), centred @ w, rtol=1e-7, atol=1e-9)
+
+
+def test_a_batch_equal_to_the_dimension_is_refused_without_shrinkage():
+    with pytest.raises(ValueError, match="more samples than dimensions"):
+        BatchWhitening(8)(torch.randn(8, 8))
+    assert BatchWhitening(8)(torch.randn(9, 8)).shape == (9, 8)
+
+
+@pytest.mark.parametrize("kind, solver", [("zca", "eigh"), ("zca", "newton_schulz"), ("cholesky", "eigh")])
+def test_a_covariance_that_overflows_gives_nan_even_with_finite_projections(kind, solver):
+    # float32 rows ~1e25: the centred rows are finite but their covariance (~1e50) is inf; that view's output is
+    # NaN (not a finite result of a substituted matrix), the other view of the stack is whitened as usual
+    layer = BatchWhitening(4, kind=kind, solver=solver)
+    huge = anisotropic(n=64, d=4, seed=1) * 1e25
+    out = layer(torch.stack([anisotropic(n=64, d=4, seed=2), huge]))
+    assert torch.isfinite(huge).all() and torch.isfinite(out[0]).all()
+    non_finite = ~torch.isfinite(out[1])
+    assert non_finite.all() if kind == "zca" else non_finite.any()  # Cholesky's L⁻ᵀ of an inf matrix: some NaN
+
+
+def test_newton_schulz_runs_exactly_the_given_number_of_steps():
+    # in the eigenbasis of a diagonal Σ the iteration is the scalar z ← z (3 − λ z²) / 2 from z = 1, λ = Σ_ii / tr Σ,
+    # and the result is z / √tr Σ: a closed form for any step count, converged or not
+    from spectral_ssl.whitening import newton_schulz_inverse_sqrt
+    diag = torch.tensor([4.0, 1.0, 0.25, 0.01], dtype=torch.float64)
+    for steps in (1, 2, 3, 7):
+        z = torch.ones(4, dtype=torch.float64)
+        lam = diag / diag.sum()
+        for _ in range(steps):
+            z = z * (3 - lam * z * z) / 2
+        torch.testing.assert_close(newton_schulz_inverse_sqrt(torch.diag(diag), steps),
+                                   torch.diag(z / diag.sum().sqrt()), rtol=1e-12, atol=1e-14)

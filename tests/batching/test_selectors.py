@@ -239,3 +239,46 @@ def test_autocast_does_not_reach_the_scores(m):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under = greedy_select(x, 64, m=m, generator=torch.Generator().manual_seed(2))
     assert torch.equal(plain, under)
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_greedy_one_picks_distinct_candidates_independent_of_the_embeddings(block):
+    # m=1 scores a single random remaining candidate (at least `block` of them for a block pick), so the picks are
+    # a random draw whose sets do not depend on the embeddings: two unrelated pools give the same picks per seed
+    x, y = unit_pool(m=10, d=4, seed=1), 5 * unit_pool(m=10, d=4, seed=2) * torch.linspace(0.1, 1, 10)[:, None]
+    for seed in range(8):
+        px = greedy_select(x, 9, m=1, block=block, generator=torch.Generator().manual_seed(seed))
+        py = greedy_select(y, 9, m=1, block=block, generator=torch.Generator().manual_seed(seed))
+        assert px.unique().numel() == 9 and py.unique().numel() == 9
+        for start in range(0, 9, block):  # within a block the order follows the gains
+            assert sorted(px[start:start + block].tolist()) == sorted(py[start:start + block].tolist())
+
+
+def test_window_stops_greedy_picks_when_the_rank_reaches_it_inclusive():
+    # two distinct rows have effective rank exactly 1: window=1.0 is reached at the second pick, after which the
+    # rest is a uniform random fill, not greedy's own continuation
+    x = clustered_pool(m=120)
+    assert effective_rank(x[:2], "cov").item() == 1.0
+    greedy = greedy_select(x, 12)
+    differs, fills = 0, set()
+    for seed in range(6):
+        windowed = greedy_select(x, 12, window=1.0, generator=torch.Generator().manual_seed(seed))
+        assert windowed[:2].tolist() == greedy[:2].tolist() and windowed.unique().numel() == 12
+        differs += int(windowed[2]) != int(greedy[2])  # the third pick is already a random one
+        fills.add(tuple(sorted(windowed[2:].tolist())))
+    assert differs >= 4  # a random fill hits greedy's third pick with chance 1/118
+    assert len(fills) >= 5  # and the fill is drawn afresh per generator seed
+
+
+def test_resolve_target_clamps_at_095_of_batch_minus_one_and_one_is_absolute():
+    assert resolve_target(1000, 128, 64) == pytest.approx(0.95 * 63)  # batch - 1 < dim: the centred rank's limit
+    assert resolve_target(1000, 32, 64) == pytest.approx(0.95 * 32)
+    assert resolve_target(1, 128, 256) == 1.0  # >= 1 is absolute, not a fraction of D
+    assert resolve_target(1.0, 128, 256) == 1.0
+    assert resolve_target(0.25, 128, 256) == 32.0
+
+
+@pytest.mark.parametrize("target", [0, -3.0, float("nan"), float("inf"), True])
+def test_pool_select_refuses_a_target_that_is_not_a_positive_number(target):
+    with pytest.raises(ValueError, match="target must be a finite number > 0 or None"):
+        pool_select(torch.randn(2, 8, 4), target=target)

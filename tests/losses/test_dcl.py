@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from spectral_ssl.losses import DCLLoss, InfoNCELoss
 
 
-def reference_dcl(z1, z2, tau, sigma=None):
-    """Loop over anchors: −w·s(a, a⁺)/τ + log Σ_{k ≠ a, a⁺} exp(s(a, k)/τ)."""
+def reference_dcl(z1, z2, tau, sigma=None, constant_weight=False):
+    """Loop over anchors: −w·s(a, a⁺)/τ + log Σ_{k ≠ a, a⁺} exp(s(a, k)/τ) (w a constant: ``constant_weight``)."""
     z = F.normalize(torch.cat([z1, z2]).double(), dim=1)
     n = len(z1)
     total = 0.0
@@ -15,7 +15,8 @@ def reference_dcl(z1, z2, tau, sigma=None):
         negs = [k for k in range(2 * n) if k not in (a, pos)]
         w = 1.0
         if sigma is not None:
-            s = (F.normalize(z1.double(), dim=1) * F.normalize(z2.double(), dim=1)).sum(1) / sigma
+            y1, y2 = (z1.detach(), z2.detach()) if constant_weight else (z1, z2)
+            s = (F.normalize(y1.double(), dim=1) * F.normalize(y2.double(), dim=1)).sum(1) / sigma
             w = 2 - n * torch.softmax(s, 0)[a % n]
         total = total - w * z[a] @ z[pos] / tau + torch.logsumexp(torch.stack([z[a] @ z[k] / tau for k in negs]), 0)
     return total / (2 * n)
@@ -33,3 +34,34 @@ def test_equals_infonce_minus_the_positive_share():
     # InfoNCE_a = DCL_a + log(1 + exp(s⁺/τ)/Σ_neg exp(s/τ)) > DCL_a: DCL is InfoNCE without the positive below
     z1, z2 = torch.randn(8, 4), torch.randn(8, 4)
     assert DCLLoss(0.2)(z1, z2) < InfoNCELoss(0.2)(z1, z2)
+
+
+def test_dclw_weight_is_a_constant_in_the_gradient():
+    # DCLW's von Mises–Fisher weight is detached in forward: the gradient is that of the loss with w held fixed
+    z1, z2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    a1, a2, r1, r2 = (z.clone().requires_grad_(True) for z in (z1, z2, z1, z2))
+    DCLLoss(0.3, weight_sigma=0.5)(a1, a2).backward()
+    reference_dcl(r1, r2, 0.3, 0.5, constant_weight=True).backward()
+    torch.testing.assert_close(a1.grad, r1.grad)
+    torch.testing.assert_close(a2.grad, r2.grad)
+
+
+def test_each_rank_of_a_simulated_two_process_group_scores_its_own_rows(monkeypatch):
+    # every anchor's loss depends only on the set of candidates, so the two ranks' losses (candidates laid out per
+    # rank as [z1_r; z2_r]) average to the one-process loss on the whole batch; on rank 1 the anchor's own column and
+    # its positive sit at an offset of 2B
+    from spectral_ssl.losses import dcl
+    z1, z2 = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
+    halves = [F.normalize(torch.cat([z1[r * 4:(r + 1) * 4], z2[r * 4:(r + 1) * 4]]), dim=1) for r in (0, 1)]
+    monkeypatch.setattr(dcl.dist, "is_distributed", lambda: True)
+    monkeypatch.setattr(dcl.dist, "gather", lambda x, differentiable=True: torch.cat(halves))
+    losses = []
+    for r in (0, 1):
+        monkeypatch.setattr(dcl.dist, "rank", lambda r=r: r)
+        losses.append(DCLLoss(0.3, gather_distributed=True)(z1[r * 4:(r + 1) * 4], z2[r * 4:(r + 1) * 4]))
+    torch.testing.assert_close((losses[0] + losses[1]) / 2, reference_dcl(z1, z2, 0.3))
+
+
+def test_a_single_pair_has_no_negatives_and_is_refused():
+    with pytest.raises(ValueError, match="needs negatives: a global batch of at least 2"):
+        DCLLoss(0.2)(torch.randn(1, 4), torch.randn(1, 4))

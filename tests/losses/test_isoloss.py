@@ -73,3 +73,37 @@ def test_a_fresh_loss_in_eval_uses_the_isotropic_predictor():
     torch.testing.assert_close(fresh(z1, z2), isotropic(z1, z2), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fresh.eigenvalues, torch.ones(4))
     assert abs(fresh(z1, z2).item()) < 10
+
+
+def test_correlation_ema_weights_the_old_value_by_rho():
+    # ρ = 0.75 (asymmetric, unlike 0.5): C = 0.75·(0.75·0 + 0.25·1) + 0.25·4 = 1.1875
+    loss_fn = IsoLoss(3, corr_momentum=0.75)
+    loss_fn.update_correlation(torch.ones(4, 3), 2 * torch.ones(4, 3))
+    torch.testing.assert_close(loss_fn.corr, torch.full((3, 3), 1.1875))
+
+
+def test_predictor_of_a_rank_deficient_correlation_is_finite_and_clamps_negative_eigenvalues():
+    # C from rank-1 projections: eigh returns round-off eigenvalues of either sign; negative ones are 0 (λ̂ >= 0),
+    # so W_P ≈ u uᵀ for the unit top eigenvector u (alpha = 0.5: λ̂^α = 1 on it, round-off^½ elsewhere)
+    loss_fn = IsoLoss(4)
+    direction = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    loss_fn.update_correlation(torch.randn(16, 1, generator=torch.Generator().manual_seed(0)) * direction)
+    assert bool((torch.linalg.eigvalsh(loss_fn.corr.double()) < 0).any())  # the clamp has work to do
+    w, w_sqrt = loss_fn.predictor()
+    unit = direction / direction.norm()
+    torch.testing.assert_close(w, torch.outer(unit, unit), rtol=0, atol=1e-3)
+    assert bool(torch.isfinite(w_sqrt).all())
+    assert bool((loss_fn.eigenvalues >= 0).all())
+
+
+@pytest.mark.parametrize("alpha, eps", [(1.0, 0.25), (0.5, 0.1), (2.0, 0.0)])
+def test_predictor_uses_alpha_and_eps(alpha, eps):
+    # W_P = U diag(λ̂^α) Uᵀ, W_P^½ = U diag(λ̂^(α/2)) Uᵀ with λ̂ = max(λ, 0)/λ_max + eps (DirectCopy: α = 1, eps 0.25)
+    loss_fn = IsoLoss(4, alpha=alpha, eps=eps)
+    loss_fn.update_correlation(torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * torch.arange(1., 5.))
+    lam, vec = torch.linalg.eigh(loss_fn.corr.double())
+    lam_hat = lam.clamp_min(0) / lam.max() + eps
+    w, w_sqrt = loss_fn.predictor()
+    torch.testing.assert_close(w.double(), (vec * lam_hat.pow(alpha)) @ vec.T, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w_sqrt.double(), (vec * lam_hat.pow(alpha / 2)) @ vec.T, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_fn.eigenvalues.double(), lam_hat, rtol=1e-6, atol=1e-7)

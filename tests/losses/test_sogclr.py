@@ -102,3 +102,43 @@ def test_temperature_below_the_float64_floor_is_refused():
         SogCLRLoss(dataset_size=10, temperature=0.001)
     z = F.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
     assert torch.isfinite(SogCLRLoss(dataset_size=10, temperature=0.003)(z, -z, index=torch.arange(6)))
+
+
+def test_eval_mode_leaves_u_alone_and_gives_the_training_value():
+    torch.manual_seed(1)
+    z1, z2, index = torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 2, 5, 7])
+    evaluated, trained = SogCLRLoss(dataset_size=10).eval(), SogCLRLoss(dataset_size=10)
+    torch.testing.assert_close(evaluated(z1, z2, index=index), trained(z1, z2, index=index))
+    assert bool((evaluated.u == 0).all()) and bool((trained.u[index] > 0).all())
+
+
+def test_a_single_pair_is_refused_and_a_non_finite_batch_leaves_u():
+    with pytest.raises(ValueError, match="needs negatives: a global batch of at least 2"):
+        SogCLRLoss(dataset_size=4)(torch.randn(1, 4), torch.randn(1, 4), index=torch.tensor([0]))
+    loss_fn = SogCLRLoss(dataset_size=6)
+    loss_fn(torch.randn(3, 4), torch.randn(3, 4), index=torch.tensor([0, 1, 2]))
+    before = loss_fn.u.clone()
+    z1 = torch.randn(3, 4)
+    z1[1, 2] = float("nan")
+    assert not torch.isfinite(loss_fn(z1, torch.randn(3, 4), index=torch.tensor([0, 1, 2])))
+    torch.testing.assert_close(loss_fn.u, before, rtol=0, atol=0)
+
+
+def test_each_rank_of_a_simulated_two_process_group_scores_its_own_rows(monkeypatch):
+    # eval mode on a fresh state (u = ĝ for every anchor, no update): an anchor's loss depends only on the set of
+    # candidates, so the two ranks' losses (candidates laid out per rank as [z1_r; z2_r], the anchor's own column
+    # at an offset of 2B on rank 1) average to the one-process loss on the whole batch
+    from spectral_ssl.losses import sogclr
+    z1, z2 = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
+    index = torch.arange(8)
+    whole = SogCLRLoss(dataset_size=8, temperature=0.2).eval()(z1, z2, index=index)
+    halves = [F.normalize(torch.cat([z1[r * 4:(r + 1) * 4], z2[r * 4:(r + 1) * 4]]), dim=1) for r in (0, 1)]
+    monkeypatch.setattr(sogclr.dist, "is_distributed", lambda: True)
+    monkeypatch.setattr(sogclr.dist, "gather", lambda x, differentiable=True: torch.cat(halves))
+    losses = []
+    for r in (0, 1):
+        monkeypatch.setattr(sogclr.dist, "rank", lambda r=r: r)
+        loss_fn = SogCLRLoss(dataset_size=8, temperature=0.2, gather_distributed=True).eval()
+        rows = slice(r * 4, (r + 1) * 4)
+        losses.append(loss_fn(z1[rows], z2[rows], index=index[rows]))
+    torch.testing.assert_close((losses[0] + losses[1]) / 2, whole)
