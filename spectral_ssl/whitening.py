@@ -178,8 +178,9 @@ class BatchWhitening(nn.Module):
                 return newton_schulz_inverse_sqrt(work, self.steps).to(cov.dtype)
             finite = torch.isfinite(cov).flatten(-2).all(-1)[..., None, None]  # per view
             if cov.device.type == "cpu" and not finite.all():  # a free check on the CPU
-                # eigh raises on NaN; give that view NaN instead, as Newton–Schulz and Cholesky do: the loss is
-                # then non-finite and the caller's check (the recipes' FiniteWatch) stops or skips the step
+                # eigh raises on NaN; give that view NaN instead (Newton–Schulz gives NaN, Cholesky non-finite
+                # values): the loss is then non-finite and the caller's check (the recipes' FiniteWatch) stops or
+                # skips the step
                 return torch.where(finite, _InverseSqrt.apply(torch.where(finite, cov, eye)), float("nan"))
             return _InverseSqrt.apply(cov)
         # cholesky_ex: no error check, which reads a flag from the GPU every step; the ridge keeps cov positive
