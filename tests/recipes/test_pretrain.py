@@ -78,8 +78,25 @@ def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_da
     assert any(not torch.equal(a[key], value) for key, value in load_file(other / "model.safetensors").items())
 
 
-def torchrun(tiny_dataset, out, *extra: str):
-    """The recipe under a real 2-process launcher (torchrun, gloo on the CPU): the finished process."""
+# the recipe, stopped by a KeyboardInterrupt when it asks for the learning rate of step STOP_AT_STEP (if set)
+STOPPING_RECIPE = """
+import importlib.util, os, sys
+from spectral_ssl import lr_schedule
+stop, real = int(os.environ.get("STOP_AT_STEP", "-1")), lr_schedule.warmup_cosine
+def stopping(step, *args):
+    if step == stop:
+        raise KeyboardInterrupt("simulated stop")
+    return real(step, *args)
+lr_schedule.warmup_cosine = stopping
+spec = importlib.util.spec_from_file_location("pretrain", {recipe!r})
+recipe = importlib.util.module_from_spec(spec); sys.modules["pretrain"] = recipe; spec.loader.exec_module(recipe)
+recipe.main(sys.argv[1:])
+"""
+
+
+def torchrun(tiny_dataset, out, *extra: str, stop_at_step: int | None = None):
+    """The recipe under a real 2-process launcher (torchrun, gloo on the CPU): the finished process; with
+    ``stop_at_step`` both processes are interrupted (Ctrl-C) before that step."""
     import os
     import socket
     import subprocess
@@ -87,12 +104,36 @@ def torchrun(tiny_dataset, out, *extra: str):
     from pathlib import Path
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "pretrain.py"
+    if stop_at_step is not None:
+        script = Path(out).parent / f"stopping_{Path(out).name}.py"
+        script.write_text(STOPPING_RECIPE.format(recipe=str(recipe)))
+        recipe = script
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", f"--master_port={port}", str(recipe),
            *tiny_args(tiny_dataset, out, *extra)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AT_STEP": str(stop_at_step if stop_at_step is not None else -1)}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+
+
+@pytest.mark.slow
+def test_two_processes_stopped_and_resumed_end_with_the_uninterrupted_weights(tiny_dataset, tmp_path):
+    # 2 x 12 rows a step: 4 steps an epoch of 96 rows; stopped after the step-6 checkpoint, mid-epoch 2, with
+    # candidates waiting in each rank's pool; global-batch whitening (12 rows a process <= proj_dim 16)
+    extra = ("--max_steps=8", "--save_every=2", "--batch_size=12", "--selection=greedy", "--greedy_m=8",
+             "--whitening=zca", "--whitening_sync=true")
+    straight = torchrun(tiny_dataset, tmp_path / "straight", *extra)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    stopped = torchrun(tiny_dataset, tmp_path / "stopped", *extra, stop_at_step=6)
+    assert stopped.returncode != 0 and not (tmp_path / "stopped" / "model.safetensors").exists()
+    saved = sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir())
+    assert saved[-1] == "step_000006", saved  # stopped after the step-6 checkpoint
+    resumed = torchrun(tiny_dataset, tmp_path / "stopped", *extra, "--resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "stopped" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
 @pytest.mark.slow
