@@ -33,7 +33,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from spectral_ssl import hub  # noqa: E402
 from spectral_ssl.config import ConfigError, ProbeConfig, parse_config  # noqa: E402
-from spectral_ssl.data import DataKeyError  # noqa: E402
+from spectral_ssl.data import DataKeyError, LabelsNotIntegerError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.probe import (  # noqa: E402
     eval_loader,
@@ -185,6 +185,8 @@ def split_loaders(model: SpectralSSL, dataset: str, cfg: ProbeConfig) -> dict:
                                   f"{', '.join(e.available) or 'none'}; the probe needs integer class labels: pass "
                                   "--label_column=<one of them>") from None
             raise ConfigError(e.message(f"--{role}_split")) from None
+        except LabelsNotIntegerError as e:  # --label_column=null is "the run's column" here, never "no labels"
+            raise ConfigError(e.message(labels_optional=False)) from None
     if same:
         print(f"--train_split and --test_split are both {cfg.test_split}: the probe is fitted on seeded rows of it "
               "(a half, or --max_train_samples) and scored on other rows (--max_test_samples, or the rest)")

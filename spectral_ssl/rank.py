@@ -226,6 +226,8 @@ def score_model(loaded: LoadedModel, dataset: str, split: str, *, label_column: 
     linear probes, fitted on ``train_split`` (or, when None, on a seeded half of ``split`` and scored on the other
     half); ``skip_corrupt`` leaves undecodable images out instead of stopping."""
     model = loaded.model.to(device)
+    if train_split == split:  # never fitted and scored on the same rows: a seeded half each, as linear_probe.py does
+        train_split = None
 
     def features(which: str, labelled: bool) -> tuple[torch.Tensor, torch.Tensor]:
         loader = eval_loader(dataset, which, loaded.preprocessing, image_column=image_column,
@@ -253,6 +255,8 @@ def rank_models(models: Sequence[LoadedModel], dataset: str, split: str = "test"
                 ) -> RankReport:
     """Score every model (``score_model``) and sort by RankMe, highest first; with labels and >= 3 models also
     Spearman's rho between RankMe and linear top-1 and its permutation p-value."""
+    if train_split == split:  # halves of it (score_model): the settings say so
+        train_split = None
     scores = [score_model(m, dataset, split, label_column=label_column, train_split=train_split,
                           image_column=image_column, max_samples=max_samples, batch_size=batch_size, seed=seed,
                           device=device, skip_corrupt=skip_corrupt) for m in models]
@@ -329,6 +333,11 @@ def _positive(value: str) -> int:
     return number
 
 
+def _column_or_none(value: str) -> str | None:
+    """A column name for ``--label_column``; ``null``/``none`` (what the one-line errors suggest) = no labels."""
+    return None if value.strip().lower() in ("null", "none", "") else value
+
+
 def _flag(value: str) -> bool:
     """``true``/``false`` (also 1/0, yes/no) for a command-line switch written ``--key=value``."""
     lowered = value.strip().lower()
@@ -341,21 +350,33 @@ def main(argv: list[str] | None = None) -> RankReport:
     parser = argparse.ArgumentParser(prog="python -m spectral_ssl.rank", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", required=True,
-                        help="SpectralSSL export folders, hf-hub:/local-dir: timm models, transformers folders")
-    parser.add_argument("--dataset", required=True, help="HF datasets id or local folder of images/parquet")
+                        help="SpectralSSL export folders, hf-hub:/local-dir: timm models, transformers folders "
+                             "(required)")
+    parser.add_argument("--dataset", required=True,
+                        help="HF datasets id or local folder of images/parquet (required)")
     parser.add_argument("--split", default="test", help="split whose images are ranked (default: test)")
-    parser.add_argument("--image_column", default="image")
-    parser.add_argument("--label_column", default=None, help="integer labels: adds kNN, linear probe and Spearman")
+    parser.add_argument("--image_column", default="image", help="column holding the images (default: image)")
+    parser.add_argument("--label_column", default=None, type=_column_or_none,
+                        help="column of integer labels: adds kNN, linear probe and Spearman (default: null, "
+                             "label-free)")
     parser.add_argument("--train_split", default=None,
                         help="split the probes are fitted on (default: a seeded half of --split)")
-    parser.add_argument("--max_samples", type=_positive, default=None, help="cap on the images per split")
-    parser.add_argument("--batch_size", type=_positive, default=256)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_samples", type=_positive, default=None,
+                        help="cap on the images per split (default: all)")
+    parser.add_argument("--batch_size", type=_positive, default=256,
+                        help="feature-extraction batch size (default: 256)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the probes' half split and of the permutation p-value (default: 0)")
     parser.add_argument("--skip_corrupt", type=_flag, nargs="?", const=True, default=False,
-                        help="leave undecodable images out instead of stopping (--skip_corrupt or =true)")
-    parser.add_argument("--output", default=None, help="folder for rank.json and rank.png")
+                        help="leave undecodable images out instead of stopping (--skip_corrupt or =true; "
+                             "default: false)")
+    parser.add_argument("--output", default=None,
+                        help="folder for rank.json and rank.png (default: none, table printed only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.train_split and args.label_column is None:  # the probes it would fit need labels: never ignored
+        raise SystemExit(f"error: --train_split={args.train_split} fits the probes, which need labels; pass "
+                         "--label_column, or drop --train_split")
     if args.output:  # before any model is scored, not after
         from spectral_ssl.config import ConfigError, check_dataset_folder, check_output_dir
 

@@ -260,3 +260,54 @@ def test_counts_must_be_positive(images, tmp_path, flag, capsys):
     with pytest.raises(SystemExit):
         rank.main(["--models", str(tmp_path / "m"), "--dataset", str(images), flag, "-3"])
     assert f"argument {flag}: expected a whole number >= 1, got '-3'" in capsys.readouterr().err
+
+
+def test_train_split_without_label_column_is_one_line_not_ignored(images, tmp_path, monkeypatch):
+    export(tmp_path / "m", seed=0)
+    monkeypatch.setattr(rank, "rank_models", None)  # never reached
+    with pytest.raises(SystemExit) as e:
+        rank.main(["--models", str(tmp_path / "m"), "--dataset", str(images), "--train_split", "train"])
+    assert str(e.value) == ("error: --train_split=train fits the probes, which need labels; pass --label_column, or "
+                            "drop --train_split")
+
+
+def test_label_column_null_as_the_errors_suggest_ranks_without_labels(images, tmp_path):
+    export(tmp_path / "m", seed=0)
+    report = rank.main(["--models", str(tmp_path / "m"), "--dataset", str(images), "--label_column=null",
+                        "--max_samples", "16"])
+    assert report.scores[0].linear_top1 is None and report.settings["label_column"] is None
+
+
+def test_a_flat_image_folder_has_no_labels_one_line_and_ranks_without(tmp_path, monkeypatch):
+    folder = tmp_path / "flat"
+    for split, n in (("train", 6), ("test", 6)):
+        (folder / split).mkdir(parents=True)
+        for i, row in enumerate(synthetic_dataset(num_rows=n, image_size=32, seed=0)):
+            row["image"].save(folder / split / f"{i}.png")
+    export(tmp_path / "m", seed=0)
+    argv = ["--models", str(tmp_path / "m"), "--dataset", str(folder)]
+    assert rank.main(argv).scores[0].n_samples == 6
+    with pytest.raises(SystemExit) as e:  # was: the split folders' names as one class ("needs at least 2 classes")
+        rank.main([*argv, "--label_column", "label"])
+    assert str(e.value).startswith(f"error: --label_column=label not found in {folder} split test; available "
+                                   "columns: image;")
+
+
+def test_help_states_every_option_and_its_default(capsys):
+    with pytest.raises(SystemExit):
+        rank.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split("options:")[1].split())
+    for option in ("--models", "--dataset", "--split", "--image_column", "--label_column", "--train_split",
+                   "--max_samples", "--batch_size", "--seed", "--skip_corrupt", "--output"):
+        text = out.split(option, 1)[1].split(" --", 1)[0]
+        assert "default" in text or "required" in text, option
+
+
+def test_train_split_equal_to_split_never_scores_the_rows_it_fitted(images, tmp_path):
+    export(tmp_path / "m", seed=0)
+    argv = ["--models", str(tmp_path / "m"), "--dataset", str(images), "--label_column", "label", "--seed", "3"]
+    same = rank.main([*argv, "--train_split", "test"])
+    halves = rank.main(argv)  # was: fitted and scored on all 48 rows (seed-independent, optimistic)
+    assert same.scores[0].knn_top1 == halves.scores[0].knn_top1
+    assert same.scores[0].linear_top1 == halves.scores[0].linear_top1
+    assert same.settings["probe_fit"] == "seeded half of test"

@@ -28,6 +28,7 @@ from spectral_ssl.data.readers import (
     READERS,
     DataKeyError,
     ImageData,
+    LabelsNotIntegerError,
     load_images,
     looks_local,
     num_rows,
@@ -47,7 +48,8 @@ from spectral_ssl.transforms import (  # re-exported: the loader's transforms
 __all__ = [
     "AUTO_CACHE_BYTES", "DATA_SUFFIXES", "DECODE_ERRORS", "EVAL_INTERPOLATION", "IMAGENET_MEAN", "IMAGENET_STD",
     "IMAGE_SUFFIXES", "NO_LABEL", "READERS", "WORKER_CHUNK", "DataKeyError", "DecodedEpochLoader", "DecodedSplit",
-    "DeviceViews", "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "TrainingInput", "TwoViewTransform",
+    "DeviceViews", "EpochBatches", "EpochLoader", "EvalTransform", "ImageData", "LabelsNotIntegerError",
+    "TrainingInput", "TwoViewTransform",
     "UndecodableImageError", "Uint8Transform", "cache_device", "collate_eval", "collate_views", "decode_image",
     "decoded_bytes", "eval_loader", "load_images", "looks_local", "make_loader", "num_rows", "source_kind",
     "synthetic_dataset", "to_uint8", "training_input",

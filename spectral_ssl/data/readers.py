@@ -53,6 +53,21 @@ Dataset = datasets.Dataset | datasets.IterableDataset
 NO_LABEL = -1  # a null label: datasets' ClassLabel "no label", left out by the probes and the online kNN
 
 
+class LabelsNotIntegerError(ValueError):
+    """A label column that does not hold integer class ids. ``message(labels_optional)``: the one line, with the
+    ``--label_column=null`` way out only where labels are optional (pretraining, ranking; a probe needs them)."""
+
+    def __init__(self, where: str, column: str, what: str) -> None:
+        self.where, self.column, self.what = where, column, what
+        super().__init__(self.message())
+
+    def message(self, labels_optional: bool = True) -> str:
+        fix = ", or pass --label_column=null for unlabelled data." if labels_optional else \
+            " (the probe needs integer class labels)."
+        return (f"reading {self.where}: the label column (--label_column={self.column}) holds {self.what}, not "
+                f"integer class ids; map it to integer class ids{fix}")
+
+
 class DataKeyError(ValueError):
     """A split or column that the data does not have.
 
@@ -426,6 +441,8 @@ def load_images(
     if label_column is not None and label_column == image_column:
         raise ValueError(f"--image_column and --label_column are both {image_column!r} in {dataset} split {split}; "
                          f"the images and the labels are two columns (available: {', '.join(columns)})")
+    if kind == "image_folder" and label_column == "label" and not _folder_has_classes(dataset, split):
+        columns = [c for c in columns if c != "label"]  # datasets' label from the split folder's own name: no class
     wanted = {image_column: "image"}
     for name, role in ((image_column, "image_column"), (label_column, "label_column")):
         if name is not None and name not in columns:
@@ -464,6 +481,23 @@ def load_images(
     return ImageData(ds, name=dataset, split=split, num_rows=rows, native_order=native, kind=kind)
 
 
+def _folder_has_classes(dataset: str, split: str) -> bool:
+    """False when every image of ``split`` lies in the folder itself or in a folder named as a split
+    (``my_images/train/1.png``): ``datasets`` then still makes a ``label`` column, from the split folders' names
+    (all 0 in one split, missing rows in another), which is no class."""
+    root = Path(dataset).expanduser().resolve()
+    keywords = {split.lower()} | {k for names in datasets.data_files.SPLIT_KEYWORDS.values() for k in names}
+    try:
+        files = _local_files(dataset).get(split, [])
+    except Exception:  # noqa: BLE001  (unknown: leave the column to datasets)
+        return True
+    for f in files:
+        parent = Path(f).resolve().parent
+        if parent != root and parent.name.lower() not in keywords:
+            return True
+    return not files
+
+
 def _is_integer(ds: Dataset, column: str) -> bool:
     feature = (ds.features or {}).get(column)
     return isinstance(feature, datasets.ClassLabel) or (
@@ -489,8 +523,7 @@ def _refuse_non_integer_labels(ds: Dataset, column: str, where: str) -> None:
     else:
         kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature or value).__name__
         what = f"{kind} values ({value!r:.40})"
-    raise ValueError(f"reading {where}: the label column (--label_column={column}) holds {what}, not integer class "
-                     "ids; map it to integer class ids, or pass --label_column=null for unlabelled data.")
+    raise LabelsNotIntegerError(where, column, what)
 
 
 def _local_rows(folder: str, split: str) -> int | None:

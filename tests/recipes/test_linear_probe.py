@@ -259,3 +259,37 @@ def test_an_undecodable_training_image_is_one_line_with_the_random_init_baseline
                                   *caps])
     assert str(e.value).startswith(f"error: reading {corrupt_dataset} split train") and "idx 5" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_a_flat_image_folder_is_one_line_saying_the_probe_needs_labels(linear_probe_recipe, tmp_path):
+    from spectral_ssl import SpectralSSL
+    from spectral_ssl.data import synthetic_dataset
+
+    folder = tmp_path / "flat"
+    for split in ("train", "test"):
+        (folder / split).mkdir(parents=True)
+        for i, row in enumerate(synthetic_dataset(num_rows=8, image_size=32, seed=0)):
+            row["image"].save(folder / split / f"{i}.png")
+    model = SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8)
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(SystemExit) as e:  # was: KeyError 'label' traceback mid-extraction
+        linear_probe_recipe.main(["--model", str(tmp_path / "m"), "--dataset", str(folder), "--record=false",
+                                  "--output", str(tmp_path / "p.json")])
+    assert str(e.value).startswith(f"error: --label_column=label not found in {folder} split train; available "
+                                   "columns: image; the probe needs integer class labels")
+
+
+def test_text_labels_never_suggest_label_column_null(linear_probe_recipe, tmp_path):
+    from spectral_ssl import SpectralSSL
+    from spectral_ssl.data import synthetic_dataset
+
+    folder = tmp_path / "named"
+    folder.mkdir()
+    named = synthetic_dataset(num_rows=8, image_size=32, seed=0).remove_columns("label")
+    for split in ("train", "test"):
+        named.add_column("label", ["cat", "dog"] * 4).to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8).save_pretrained(tmp_path / "m")
+    with pytest.raises(SystemExit) as e:  # was: "or pass --label_column=null", which the probe reads as 'label'
+        linear_probe_recipe.main(["--model", str(tmp_path / "m"), "--dataset", str(folder), "--record=false",
+                                  "--output", str(tmp_path / "p.json")])
+    assert "--label_column=null" not in str(e.value) and "the probe needs integer class labels" in str(e.value)
