@@ -333,6 +333,15 @@ def _positive(value: str) -> int:
     return number
 
 
+def _is_rank_report(path: Path) -> bool:
+    """True when ``path`` holds a report this tool wrote (``RankReport.to_dict``), which a new run may replace."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(found, dict) and {"scores", "settings"} <= found.keys()
+
+
 def _column_or_none(value: str) -> str | None:
     """A column name for ``--label_column``; ``null``/``none`` (what the one-line errors suggest) = no labels."""
     return None if value.strip().lower() in ("null", "none", "") else value
@@ -385,6 +394,10 @@ def main(argv: list[str] | None = None) -> RankReport:
             check_dataset_folder(args.dataset, output_dir=args.output, output_key="output")
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
+        previous = Path(args.output) / "rank.json"
+        if previous.exists() and not _is_rank_report(previous):  # a file of the user's: never replaced
+            raise SystemExit(f"error: --output {args.output} holds a rank.json this tool did not write; choose another "
+                             "--output")
     loaded = []
     for source in args.models:
         try:
@@ -410,8 +423,9 @@ def main(argv: list[str] | None = None) -> RankReport:
                              train_split=args.train_split, image_column=args.image_column,
                              max_samples=args.max_samples, batch_size=args.batch_size, seed=args.seed, device=device,
                              skip_corrupt=args.skip_corrupt)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    except ValueError as e:  # e.g. an empty split, too few rows or classes: which data it was about
+        cap = f" --max_samples {args.max_samples}" if args.max_samples else ""
+        raise SystemExit(f"error: --dataset {args.dataset} --split {args.split}{cap}: {e}") from None
     print(format_table(report))
     if args.output:
         try:

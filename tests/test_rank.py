@@ -311,3 +311,26 @@ def test_train_split_equal_to_split_never_scores_the_rows_it_fitted(images, tmp_
     assert same.scores[0].knn_top1 == halves.scores[0].knn_top1
     assert same.scores[0].linear_top1 == halves.scores[0].linear_top1
     assert same.settings["probe_fit"] == "seeded half of test"
+
+
+def test_a_users_own_rank_json_is_never_replaced_and_a_report_is(images, tmp_path):
+    export(tmp_path / "m", seed=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rank.json").write_text('{"my": "notes"}')
+    argv = ["--models", str(tmp_path / "m"), "--dataset", str(images), "--max_samples", "16", "--output", str(out)]
+    with pytest.raises(SystemExit, match=r"holds a rank.json this tool did not write; choose another --output"):
+        rank.main(argv)
+    assert (out / "rank.json").read_text() == '{"my": "notes"}'
+    (out / "rank.json").unlink()
+    rank.main(argv)
+    rank.main(argv)  # its own report: replaced
+    assert "scores" in json.loads((out / "rank.json").read_text())
+
+
+def test_a_data_error_while_scoring_names_the_dataset_split_and_cap(images, tmp_path):
+    export(tmp_path / "m", seed=0)
+    with pytest.raises(SystemExit) as e:
+        rank.main(["--models", str(tmp_path / "m"), "--dataset", str(images), "--max_samples", "1"])
+    assert str(e.value).startswith(f"error: --dataset {images} --split test --max_samples 1: ")
+    assert "\n" not in str(e.value)
