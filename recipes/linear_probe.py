@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None, *, on_result: Callable[[str, dict], None
     if cfg.compare_random_init:
         rnd = probed("random_init", "random init", bn_recalibrated_layers=layers, bn_batches=len(used),
                      zero_init_last=False)
-        baselines["random init (fair)"] = rnd["top1"]
+        # fair: BatchNorm statistics of the data, as the pretrained model's (bn_batches=0 keeps timm's init ones)
+        baselines["random init (fair)" if used else "random init (BatchNorm not recalibrated)"] = rnd["top1"]
         print(f"random init  : linear top-1 {rnd['top1']:.2f} %  top-5 {rnd['top5']:.2f} %{knn_text(rnd)}  "
               f"(R_eff {rnd['effective_rank']:.1f}; standard init, BatchNorm statistics from {len(used)} "
               "training batches)")

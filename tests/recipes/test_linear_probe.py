@@ -293,3 +293,21 @@ def test_text_labels_never_suggest_label_column_null(linear_probe_recipe, tmp_pa
         linear_probe_recipe.main(["--model", str(tmp_path / "m"), "--dataset", str(folder), "--record=false",
                                   "--output", str(tmp_path / "p.json")])
     assert "--label_column=null" not in str(e.value) and "the probe needs integer class labels" in str(e.value)
+
+
+def test_a_random_init_without_recalibrated_batchnorm_is_not_called_fair(linear_probe_recipe, tmp_path, capsys):
+    from spectral_ssl import SpectralSSL
+    from spectral_ssl.data import synthetic_dataset
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split, seed in (("train", 0), ("test", 1)):
+        synthetic_dataset(num_rows=24, image_size=32, num_classes=2, seed=seed).to_parquet(
+            str(folder / f"{split}-00000-of-00001.parquet"))
+    SpectralSSL("test_resnet", proj_hidden_dim=16, proj_dim=8).save_pretrained(tmp_path / "m")
+    argv = ["--model", str(tmp_path / "m"), "--dataset", str(folder), "--record=false", "--compare_random_init"]
+    linear_probe_recipe.main([*argv, "--bn_batches=0"])
+    printed = capsys.readouterr().out
+    assert "gain over random init (BatchNorm not recalibrated)" in printed and "(fair)" not in printed
+    linear_probe_recipe.main(argv)
+    assert "gain over random init (fair)" in capsys.readouterr().out
