@@ -75,3 +75,33 @@ def test_two_processes_equal_one_process_on_the_full_batch(tmp_path):
                 torch.testing.assert_close(sort(states[0][key]), sort(value))
             else:
                 torch.testing.assert_close(states[0][key], value, msg=f"{name}.{key}")
+
+
+@pytest.mark.parametrize("name", ["infonce", "dcl", "sogclr"])
+def test_each_rank_of_a_simulated_two_process_group_scores_its_own_rows(name, monkeypatch):
+    # fast (no processes): an anchor's loss depends only on the set of candidates, so the two ranks' losses
+    # (candidates laid out per rank as [z1_r; z2_r], the anchor's own column and its positive at an offset of 2B on
+    # rank 1) average to the one-process loss on the whole batch (SogCLR in eval mode on a fresh state: u = ĝ for
+    # every anchor, no update)
+    import importlib
+
+    import torch.nn.functional as F
+
+    from spectral_ssl.losses import InfoNCELoss
+
+    module = importlib.import_module(f"spectral_ssl.losses.{name}")
+    build = {"infonce": lambda gather: InfoNCELoss(0.3, gather_distributed=gather),
+             "dcl": lambda gather: DCLLoss(0.3, gather_distributed=gather),
+             "sogclr": lambda gather: SogCLRLoss(8, temperature=0.2, gather_distributed=gather).eval()}[name]
+    z1, z2 = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
+    index = torch.arange(8)
+    whole = build(False)(z1, z2, index=index)
+    halves = [F.normalize(torch.cat([z1[r * 4:(r + 1) * 4], z2[r * 4:(r + 1) * 4]]), dim=1) for r in (0, 1)]
+    monkeypatch.setattr(module.dist, "is_distributed", lambda: True)
+    monkeypatch.setattr(module.dist, "gather", lambda x, differentiable=True: torch.cat(halves))
+    losses = []
+    for r in (0, 1):
+        monkeypatch.setattr(module.dist, "rank", lambda r=r: r)
+        rows = slice(r * 4, (r + 1) * 4)
+        losses.append(build(True)(z1[rows], z2[rows], index=index[rows]))
+    torch.testing.assert_close((losses[0] + losses[1]) / 2, whole)
