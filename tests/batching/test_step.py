@@ -172,6 +172,23 @@ def test_pool_position_round_trips_through_its_state_dict():
         assert torch.equal(view[:14], original)
 
 
+def test_taking_the_whole_pool_in_order_hands_it_over_uncopied():
+    # random selection with pool = batch takes every candidate in order: the batch goes out as it is (no two copies
+    # of the views per step), the same rows as a take by positions, and the pool is empty for the next fill
+    loader = batches(rows=32, batch=8)
+    pool, copied = CandidatePool(loader, size=8), CandidatePool(loader, size=8)
+    pool.fill(), copied.fill()
+    held = pool.samples["views"]
+    whole = pool.take(torch.arange(8))
+    part = copied.take(torch.arange(7))  # not the whole pool: copied, as before
+    assert all(v is h for v, h in zip(whole["views"], held)) and sorted(whole) == ["idx", "label", "views"]
+    assert whole["idx"].tolist() == list(range(8)) and part["idx"].tolist() == list(range(7))
+    assert torch.equal(whole["views"][0][:7], part["views"][0])
+    assert len(pool) == 0 and pool.carried_idx() == [] and pool.chosen == 1
+    assert pool.state_dict()["carried"] == [[]] and pool.fill() == 8
+    assert pool.samples["idx"].tolist() == list(range(8, 16))
+
+
 def test_pool_ends_the_epoch_and_counts_skipped_rows():
     loader = [dict(b, skipped=1) for b in batches(rows=24)]
     pool = CandidatePool(loader, size=8)
