@@ -47,6 +47,26 @@ def test_end_to_end_writes_export_metrics_and_checkpoints(pretrain, tiny_dataset
     assert (out / "spectral_diagnostics.png").read_bytes()[:4] == b"\x89PNG" and "(spectral_diagnostics.png)" in card
 
 
+def stop_then_resume(pretrain, monkeypatch, out, args, stop_at=4):
+    """Run ``pretrain.main(args())`` (output_dir ``out``) stopped (Ctrl-C) when it asks for step ``stop_at``'s
+    learning rate, check that it left no export, then ``args("--resume=true")`` to the end: the resumed run's
+    folder."""
+    real_lr_at = lr_schedule.warmup_cosine
+
+    def stopping(step, *more):
+        if step == stop_at:
+            raise KeyboardInterrupt("simulated stop")
+        return real_lr_at(step, *more)
+
+    monkeypatch.setattr(lr_schedule, "warmup_cosine", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(args())
+    monkeypatch.setattr(lr_schedule, "warmup_cosine", real_lr_at)
+    assert not (out / "model.safetensors").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == f"step_{stop_at:06d}"  # stopped after it
+    return pretrain.main(args("--resume=true"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cache", ["ram", "off"])  # epochs from the decoded cache, or decoded from the stream
 def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_dataset, tmp_path, monkeypatch, cache):
@@ -54,19 +74,8 @@ def test_resume_continues_exactly_where_a_stopped_run_left_off(pretrain, tiny_da
     run_args = functools.partial(tiny_args, cache=cache)
     straight = pretrain.main(run_args(tiny_dataset, tmp_path / "straight", "--max_steps=8"))
     stopped = tmp_path / "stopped"
-    real_lr_at = lr_schedule.warmup_cosine
-
-    def crash_at_step_5(step, *args):
-        if step == 4:
-            raise KeyboardInterrupt("simulated stop")
-        return real_lr_at(step, *args)
-
-    monkeypatch.setattr(lr_schedule, "warmup_cosine", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain.main(run_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4"))
-    monkeypatch.setattr(lr_schedule, "warmup_cosine", real_lr_at)
-    assert not (stopped / "model.safetensors").exists()
-    resumed = pretrain.main(run_args(tiny_dataset, stopped, "--max_steps=8", "--save_every=4", "--resume=true"))
+    resumed = stop_then_resume(pretrain, monkeypatch, stopped, lambda *more: run_args(
+        tiny_dataset, stopped, "--max_steps=8", "--save_every=4", *more))
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
@@ -305,3 +314,39 @@ def test_bf16_autocast_on_the_cpu(pretrain, tiny_dataset, tmp_path, extra):
         fresh_state()
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [2, 4] and all(math.isfinite(m["loss"]) for m in metrics)
+
+
+RESUME_CASES = {  # loss state: MoCo queue (+ EMA target), SogCLR u, IsoLoss C, BYOL/SimSiam predictor (+ BYOL target)
+    "infonce": ("--loss=infonce",), "dcl": ("--loss=dcl",),
+    "moco": ("--loss=moco", "--loss_kwargs={queue_size: 40}"), "sogclr": ("--loss=sogclr",),
+    "isoloss": ("--loss=isoloss",), "byol": ("--loss=byol", "--loss_kwargs={hidden_dim: 16}"),
+    "simsiam": ("--loss=simsiam", "--loss_kwargs={hidden_dim: 16}"),
+    "zca": ("--whitening=zca", "--batch_size=24"),  # the whitening's running statistics
+    "pool": ("--selection=pool",),  # the candidate pool and the selector's cache
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_every_loss_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights_and_state(
+        pretrain, tiny_dataset, tmp_path, monkeypatch, case):
+    # 96 rows / 16 = 6 steps an epoch (4 at batch 24): stopped before step 5, after the step-4 checkpoint, mid-epoch
+    extra = RESUME_CASES[case]
+    straight = pretrain.main(tiny_args(tiny_dataset, tmp_path / "straight", "--max_steps=8", "--save_every=4", *extra))
+    stopped = tmp_path / "stopped"
+    resumed = stop_then_resume(pretrain, monkeypatch, stopped, lambda *more: tiny_args(
+        tiny_dataset, stopped, "--max_steps=8", "--save_every=4", *extra, *more))
+    for name in ("model.safetensors", "projector.safetensors"):
+        a, b = load_file(straight / name), load_file(resumed / name)
+        assert a.keys() == b.keys(), name
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
+    # every registered object's state at the final checkpoint: the objective's (loss., target., whiten.), the pool's
+    # position and waiting candidates, the selector's cache, the counters (all but the measured training time)
+    a, b = (custom_state(run / "checkpoints" / "step_000008") for run in (straight, resumed))
+    assert a.pop("train_seconds") > 0 and b.pop("train_seconds") > 0 and a.keys() == b.keys()
+    expected = {"moco": "loss.queue", "sogclr": "loss.u", "isoloss": "loss.corr", "byol": "loss.predictor.",
+                "simsiam": "loss.predictor.", "zca": "whiten.running_cov", "pool": "carried"}.get(case)
+    assert expected is None or any(key.startswith(expected) for key in a), sorted(a)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=f"checkpointed state: {key}")
