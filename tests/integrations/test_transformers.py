@@ -100,3 +100,23 @@ def test_the_monitor_state_resumes_with_the_trainer_checkpoint(tmp_path, caplog)
     with caplog.at_level("WARNING", logger="spectral_ssl.integrations.transformers"):
         trainer_for(fresh, 4).train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
     assert "resumed at step 3 without the spectral monitor's state" in caplog.text
+    assert "pass SpectralMonitorCallback(resume_from=<that checkpoint folder>)" in caplog.text
+
+
+def test_a_checkpoint_outside_output_dir_resumes_the_monitor_with_resume_from(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    def trainer_for(callback, max_steps, out):
+        args = TrainingArguments(output_dir=str(out), max_steps=max_steps, per_device_train_batch_size=16,
+                                 learning_rate=0.1, report_to=[], use_cpu=True, save_strategy="steps", save_steps=2,
+                                 logging_steps=1000, disable_tqdm=True)
+        return Trainer(model=TwoViews(), args=args, train_dataset=Rows(), callbacks=[callback])
+
+    first = SpectralMonitorCallback(every=100, window=64)
+    trainer_for(first, 2, tmp_path / "first").train()
+    saved = first.monitor.state_dict()
+    checkpoint = tmp_path / "first" / "checkpoint-2"  # another run's folder: not this run's output_dir
+    resumed = SpectralMonitorCallback(every=100, window=64, resume_from=checkpoint)
+    trainer_for(resumed, 3, tmp_path / "second").train(resume_from_checkpoint=str(checkpoint))
+    state = resumed.monitor.state_dict()
+    assert state["calls"] == 3 and torch.equal(state["z1"][:32], saved["z1"])  # the window went on from step 2
