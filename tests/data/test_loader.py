@@ -381,3 +381,25 @@ def test_both_epoch_sources_follow_the_protocol_the_selection_pool_reads(parquet
         assert first["image"].dtype == torch.uint8 and len(first["idx"]) == 4
         again = source.reread(0, 1, first["idx"].tolist())
         assert sorted(again["idx"].tolist()) == sorted(first["idx"].tolist())
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_workers_skip_corrupt_rows_in_the_main_process_order_and_count_every_one(tmp_path, streaming):
+    # 150 rows over several rounds of 2 workers x 32 positions, every 7th undecodable (some at round edges)
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(good, format="PNG")
+    rows = 150
+    table = {"image": [{"bytes": b"not a png" if i % 7 == 3 else good.getvalue(), "path": None} for i in range(rows)],
+             "label": [i % 2 for i in range(rows)], "idx": list(range(rows))}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64"),
+                                  "idx": datasets.Value("int64")})
+    datasets.Dataset.from_dict(table, features=features).to_parquet(str(tmp_path / "train-0.parquet"))
+    ds = data.load_images(str(tmp_path), "train", streaming=streaming)
+    served = {}
+    for workers in (0, 2):
+        loader = data.make_loader(ds, data.EvalTransform(8), batch_size=16, collate="eval", shuffle=False,
+                                  drop_last=False, skip_corrupt=True, num_workers=workers)
+        batches = list(loader)
+        served[workers] = [i for b in batches for i in b["idx"].tolist()]
+        assert sum(int(b["skipped"]) for b in batches) == len([i for i in range(rows) if i % 7 == 3]), workers
+    assert served[2] == served[0] == [i for i in range(rows) if i % 7 != 3]
