@@ -31,7 +31,7 @@ cpu_threads.configure()
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from spectral_ssl import hub  # noqa: E402
+from spectral_ssl import hub, run_folder  # noqa: E402
 from spectral_ssl.config import ConfigError, ProbeConfig, parse_config  # noqa: E402
 from spectral_ssl.data import DataKeyError, LabelsNotIntegerError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
@@ -143,11 +143,7 @@ def main(argv: list[str] | None = None, *, on_result: Callable[[str, dict], None
 
 def is_probe_result(path: Path) -> bool:
     """True when ``path`` holds a results JSON this recipe wrote (which a new probe may replace)."""
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(found, dict) and {"model", "complete"} <= found.keys()
+    return run_folder.holds_json_with(path, ("model", "complete"))
 
 
 def save_results(results: dict, path: Path | None) -> bool:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe, linear_probe, split_halves
+from spectral_ssl.run_folder import holds_json_with
 from spectral_ssl.spectral import effective_rank
 from spectral_ssl.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -333,15 +334,6 @@ def _positive(value: str) -> int:
     return number
 
 
-def _is_rank_report(path: Path) -> bool:
-    """True when ``path`` holds a report this tool wrote (``RankReport.to_dict``), which a new run may replace."""
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(found, dict) and {"scores", "settings"} <= found.keys()
-
-
 def _column_or_none(value: str) -> str | None:
     """A column name for ``--label_column``; ``null``/``none`` (what the one-line errors suggest) = no labels."""
     return None if value.strip().lower() in ("null", "none", "") else value
@@ -395,7 +387,7 @@ def main(argv: list[str] | None = None) -> RankReport:
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
         previous = Path(args.output) / "rank.json"
-        if previous.exists() and not _is_rank_report(previous):  # a file of the user's: never replaced
+        if previous.exists() and not holds_json_with(previous, ("scores", "settings")):  # the user's: never replaced
             raise SystemExit(f"error: --output {args.output} holds a rank.json this tool did not write; choose another "
                              "--output")
     loaded = []

@@ -147,6 +147,16 @@ def write_atomically(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def holds_json_with(path: Path, keys: Iterable[str]) -> bool:
+    """True when ``path`` holds a JSON object with every one of ``keys``: a results file one of our tools wrote, which a
+    new run may replace (anything else there is the user's, and is never overwritten)."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(found, dict) and set(keys) <= found.keys()
+
+
 def parse_metrics(path: Path) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl``; a line that does not parse (torn by a full disk or a kill during its write)
     is left out with a warning naming it, so that it never blocks a resume or an export."""
