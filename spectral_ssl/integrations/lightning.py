@@ -33,9 +33,9 @@ def _callback_base() -> type:
     except ImportError:
         try:
             from pytorch_lightning import Callback
-        except ImportError as error:
+        except ImportError:
             raise ImportError("the Lightning callback needs Lightning: pip install 'spectral_ssl[lightning]'.") \
-                from error
+                from None
     return Callback
 
 
