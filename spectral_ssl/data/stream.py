@@ -80,11 +80,14 @@ class _Stream(IterableDataset):
             return ds
         return self._native_rows(ds)
 
-    def presharded(self, workers: int) -> bool:
-        """Whether ``workers`` DataLoader workers each read their own shards of this stream (``_samples``): the
-        served order then depends on the workers, and a resume in the middle of an epoch is approximate."""
-        rows = self._rank_stream() if workers > 1 and self.limit is None else None
-        return isinstance(rows, datasets.IterableDataset) and rows.num_shards >= workers
+    def own_shards(self, workers: int, rows: Iterable[dict] | None = None) -> int:
+        """How many shards ``workers`` DataLoader workers split among themselves, each reading its own (``_samples``;
+        0 when they split one stream by position instead): the served order then depends on the workers, and a
+        resume in the middle of an epoch is approximate. ``rows``: this rank's stream, if already opened."""
+        if workers < 2 or self.limit is not None:  # a cap is on the stream's first rows: never split by shards
+            return 0
+        rows = self._rank_stream() if rows is None else rows
+        return rows.num_shards if isinstance(rows, datasets.IterableDataset) and rows.num_shards >= workers else 0
 
     def _native_rows(self, ds: datasets.IterableDataset) -> Iterator[dict]:
         rows = (row for i, row in enumerate(ds) if i % self.world == self.rank)  # idx = stream position: keep order
@@ -117,7 +120,7 @@ class _Stream(IterableDataset):
                 chunk = []
                 continue
             chunk.append(sample)
-            if "_pos" not in sample and len(chunk) == WORKER_CHUNK:
+            if not self._by_position and len(chunk) == WORKER_CHUNK:
                 yield _stack_chunk(chunk)
                 chunk = []
         if chunk or self._by_position:
@@ -132,9 +135,9 @@ class _Stream(IterableDataset):
         # undecoded) stream instead and decodes every workers-th row. A shard-split skip is per
         # worker (approximate resume; exact resume needs num_workers=0); with a limit the stream is not shard-split.
         split_by_datasets = workers > 1 and isinstance(rows, datasets.IterableDataset)
-        # a cap (max_samples) is on the stream's first rows: per-worker shares of it would miss rows where a
-        # worker's shards hold fewer than limit / workers rows
-        presharded = split_by_datasets and rows.num_shards >= workers and self.limit is None
+        # (not with a cap, max_samples: per-worker shares of it would miss rows where a worker's shards hold fewer
+        # than limit / workers rows)
+        presharded = bool(self.own_shards(workers, rows))
         if split_by_datasets and not presharded:
             rows = _unsplit(rows)
         skip, limit = self.skip, self.limit
@@ -343,11 +346,12 @@ def make_loader(
     # Own generator: creating an iterator must not draw from the global RNG, or a resumed run's augmentations
     # (which use the global RNG restored from the checkpoint when num_workers=0) would be shifted.
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    if skip_batches and stream.presharded(num_workers):
+    shards = stream.own_shards(num_workers) if skip_batches else 0
+    if shards:
         logger.warning("resuming in the middle of epoch %d with num_workers=%d over a stream of %d shards is not "
                        "exact: each worker reads its own shards, so some rows of this epoch may be trained twice and "
                        "others skipped; exact mid-epoch resume needs --num_workers=0 (or --streaming=false)", epoch,
-                       num_workers, stream._rank_stream().num_shards)
+                       num_workers, shards)
     if num_workers == 0:
         return DataLoader(stream, batch_size=batch_size, drop_last=drop_last, collate_fn=collate_fn,
                           generator=generator, pin_memory=pin_memory)
