@@ -124,17 +124,18 @@ def test_flat_selection_keys_fill_the_selectors_own_arguments():
     assert parse_config(PretrainConfig, ["--selection=random", "--greedy_m=64"]).batching.selector_arguments() == {}
 
 
+def refuse_config_file(path, text, message):
+    """``--config path`` holding ``text`` is a ConfigError matching ``message``."""
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(PretrainConfig, ["--config", str(path)])
+
+
 def test_yaml_file_errors_name_the_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("lr: 0.1\nbatch_size: [1,\n")
-    with pytest.raises(ConfigError, match=rf"config file {bad} line 3 is not valid YAML"):
-        parse_config(PretrainConfig, ["--config", str(bad)])
-    bad.write_text("batch_size: [1]\n")
-    with pytest.raises(ConfigError, match=r"--batch_size expects int, got \[1\]"):
-        parse_config(PretrainConfig, ["--config", str(bad)])
-    bad.write_text("queue_size: 10\n")
-    with pytest.raises(ConfigError, match=rf"unknown config key 'queue_size' in {bad}"):
-        parse_config(PretrainConfig, ["--config", str(bad)])
+    refuse_config_file(bad, "lr: 0.1\nbatch_size: [1,\n", rf"config file {bad} line 3 is not valid YAML")
+    refuse_config_file(bad, "batch_size: [1]\n", r"--batch_size expects int, got \[1\]")
+    refuse_config_file(bad, "queue_size: 10\n", rf"unknown config key 'queue_size' in {bad}")
 
 
 def test_config_files_that_cannot_be_read_are_one_line_naming_the_file(tmp_path, monkeypatch):
@@ -280,12 +281,10 @@ def test_the_probe_model_expands_the_home_folder(tmp_path, monkeypatch):
 def test_a_key_given_twice_and_a_value_that_is_no_yaml_are_one_line(tmp_path):
     # PyYAML keeps the last of two equal keys silently; a command-line value that is no YAML was a traceback
     config = tmp_path / "run.yaml"
-    config.write_text("dataset: x\nlr: 0.1\nbatch_size: 8\nlr: 0.5\n")
-    with pytest.raises(ConfigError, match=r"run.yaml line 4 is not valid YAML \(the key 'lr' appears twice\)"):
-        parse_config(PretrainConfig, ["--config", str(config)])
-    config.write_text("dataset: x\nloss_kwargs: {queue_size: 8, queue_size: 9}\n")
-    with pytest.raises(ConfigError, match=r"line 2 is not valid YAML \(the key 'queue_size' appears twice\)"):
-        parse_config(PretrainConfig, ["--config", str(config)])
+    refuse_config_file(config, "dataset: x\nlr: 0.1\nbatch_size: 8\nlr: 0.5\n",
+                       r"run.yaml line 4 is not valid YAML \(the key 'lr' appears twice\)")
+    refuse_config_file(config, "dataset: x\nloss_kwargs: {queue_size: 8, queue_size: 9}\n",
+                       r"line 2 is not valid YAML \(the key 'queue_size' appears twice\)")
     for value, problem in (("{a: 1, a: 2}", "the key 'a' appears twice"), ("{a: ", "expected the node content")):
         with pytest.raises(ConfigError) as e:
             parse_config(PretrainConfig, ["--dataset=x", f"--loss_kwargs={value}"])
