@@ -36,6 +36,7 @@ from spectral_ssl.config import ConfigError, ProbeConfig, parse_config  # noqa: 
 from spectral_ssl.data import DataKeyError, LabelsNotIntegerError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.probe import (  # noqa: E402
+    WEIGHT_DECAYS,
     eval_loader,
     extract_features_of,
     fair_random_init,
@@ -232,7 +233,8 @@ def probe(feats: dict, probe_data: dict, cfg: ProbeConfig, device: torch.device,
         fit_on, scored_on = f"{cfg.train_split} ({part})", f"{cfg.test_split} (the other {part.split()[-1]})"
     print(f"{name}: fitting the linear probe on {train_f.shape[0]} x {train_f.shape[1]} features ...", flush=True)
     try:  # rows labelled -1 ("no label") are left out; a split without labels is one line
-        result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed, device=device)  # on the GPU if any
+        result = linear_probe(train_f, train_y, test_f, test_y, seed=cfg.seed, device=device,  # on the GPU if any
+                              weight_decays=cfg.weight_decays or WEIGHT_DECAYS)
     except ValueError as e:
         raise SystemExit(f"error: {name} probe on {probe_data['dataset']}: {e}") from None
     out = {**result.to_dict(), "dataset": probe_data["dataset"], "split": scored_on,

@@ -29,9 +29,10 @@ FULL_PROBE = (60_000, 10_000)  # the whole Fashion-MNIST splits
 # The probes' cost for the ETA, measured once on the reference machine (docs/benchmarks.md, CPU-slow, 2 cores): the
 # three probes (pretrained, fair random init, raw pixels) took 143 s on 10 000 + 2 000 images while pretraining ran
 # at 0.56 s per step of 128 images; reading the images once for all three (2026-12-06) took them from 55.0 to 40.3 s
-# on the 2-core AMD EPYC VM (the same export and results), x0.73. Scaled by the probe images and by this run's
+# on the 2-core AMD EPYC VM (the same export and results), x0.73; the 11-value L2 grid (2026-12-07) took them from
+# 45 to 93 s on a 2-core Intel Xeon VM (the same export), x2.07. Scaled by the probe images and by this run's
 # measured training speed; an estimate, not a measurement of this machine's probes.
-REFERENCE_PROBE_S_PER_IMAGE = 143 * 0.73 / 12_000
+REFERENCE_PROBE_S_PER_IMAGE = 143 * 0.73 * 2.07 / 12_000
 REFERENCE_TRAIN_IMG_PER_S = 128 / 0.56
 
 

@@ -709,6 +709,9 @@ class ProbeConfig:
                                     "recalibrated on training images)")
     compare_raw_pixels: bool = arg(False, "also probe the normalised raw pixels (logistic regression)")
     bn_batches: int = arg(20, "training batches that set the random-init baseline's BatchNorm statistics")
+    weight_decays: list[float] | None = arg(None, "the linear probe's L2 penalties: each is fitted on nine tenths of "
+                                            "the train rows and scored on the rest, the best refitted on all; null "
+                                            "= half-decades from 1e-5 to 1 (spectral_ssl.probe.WEIGHT_DECAYS)")
     output: str | None = arg(None, "JSON file for the results; null = MODEL/linear_probe.json")
     record: bool = arg(True, "write the result into the export's metadata and card")
     seed: int = arg(0, "seed of the probe and the random-init baseline")
@@ -723,6 +726,11 @@ class ProbeConfig:
         require(self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
         require(self.bn_batches >= 0, "bn_batches", f"must be >= 0, got {self.bn_batches}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(self.weight_decays is None or isinstance(self.weight_decays, list) and len(self.weight_decays) >= 1
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                        for v in self.weight_decays),
+                "weight_decays", f"must be a list of one or more numbers >= 0, e.g. '[1e-4, 1e-2, 1]', got "
+                f"{self.weight_decays!r}")
         check_seed(self.seed)
         for key in ("max_train_samples", "max_test_samples"):
             value = getattr(self, key)

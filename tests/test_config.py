@@ -302,3 +302,15 @@ def test_a_probe_push_to_a_bad_repo_id_is_refused_before_the_probe():
         parse_config(ProbeConfig, ["--model=org/x", "--push=not a repo"])
     assert parse_config(ProbeConfig, ["--model=org/x", "--push"]).push == "model"
     assert parse_config(ProbeConfig, ["--model=org/x", "--push=org/y"]).push == "org/y"
+
+
+def test_the_probe_grid_is_a_list_of_penalties_or_null():
+    assert parse_config(ProbeConfig, ["--model=o/n"]).weight_decays is None  # the library's grid
+    assert parse_config(ProbeConfig, ["--model=o/n", "--weight_decays=[1e-4, 1]"]).weight_decays == [1e-4, 1.0]
+    for bad in ("[]", "[-1e-3]", "[1e-3, -2]"):
+        with pytest.raises(ConfigError, match=r"^--weight_decays must be a list of one or more numbers >= 0, e\.g\. "
+                                              r"'\[1e-4, 1e-2, 1\]', got \["):
+            parse_config(ProbeConfig, ["--model=o/n", f"--weight_decays={bad}"])
+    for bad in ("[true]", "[.inf]", "x"):
+        with pytest.raises(ConfigError, match=r"^--weight_decays expects list or null, got "):
+            parse_config(ProbeConfig, ["--model=o/n", f"--weight_decays={bad}"])

@@ -219,6 +219,11 @@ def test_every_arm_is_extracted_in_one_pass_per_split(pretrain, linear_probe_rec
     assert res["raw_pixels"]["effective_rank"] is None and "not computed" in capsys.readouterr().out
     assert res["pretrained"]["effective_rank"] > 0 and res["random_init"]["effective_rank"] > 0
     assert res["pretrained"]["n_test"] == res["random_init"]["n_test"] == res["raw_pixels"]["n_test"]
+    for arm in ("pretrained", "random_init", "raw_pixels"):  # every arm chose its penalty from the library's grid
+        assert len(res[arm]["settings"]["validation_top1"]) == len(linear_probe_recipe.WEIGHT_DECAYS) == 11
+    res = linear_probe_recipe.main(["--model", str(out), "--compare_raw_pixels", "--weight_decays=[0.5]",
+                                    "--record=false"])
+    assert res["pretrained"]["settings"]["weight_decay"] == res["raw_pixels"]["settings"]["weight_decay"] == 0.5
 
 
 @pytest.fixture()
