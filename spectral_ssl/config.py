@@ -228,7 +228,10 @@ def config_keys(config_cls: type) -> list[tuple[str | None, dataclasses.Field, A
 
 def _parser(config_cls: type, description: str | None) -> argparse.ArgumentParser:
     # every value arrives as a string and is converted by check_fields (one place for types and messages)
-    parser = _OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # allow_abbrev=False: a key is its whole name, as in a YAML file (argparse took --max_train=10 for
+    # --max_train_samples and --epoch=3 for --epochs, silently, and any later key sharing a prefix changed that)
+    parser = _OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (command-line keys win)")
     hints = typing.get_type_hints(config_cls)
     sections: dict[str, Any] = {}

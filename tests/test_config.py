@@ -314,3 +314,12 @@ def test_the_probe_grid_is_a_list_of_penalties_or_null():
     for bad in ("[true]", "[.inf]", "x"):
         with pytest.raises(ConfigError, match=r"^--weight_decays expects list or null, got "):
             parse_config(ProbeConfig, ["--model=o/n", f"--weight_decays={bad}"])
+
+
+@pytest.mark.parametrize("config, argv, key", [(ProbeConfig, ["--model=o/n", "--max_train=10"], "max_train"),
+                                               (PretrainConfig, ["--epoch=3"], "epoch"),
+                                               (PretrainConfig, ["--warmup", "5"], "warmup")])
+def test_a_key_is_its_whole_name_never_a_prefix_of_one(config, argv, key):
+    # argparse's default took these for --max_train_samples, --epochs and --warmup_steps, silently
+    with pytest.raises(ConfigError, match=rf"^unknown config key '{key}'; valid keys: "):
+        parse_config(config, argv)
