@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None, *, on_result: Callable[[str, dict], None
     if save_results(results, out_path):
         print(f"results written to {out_path}")
     record = {k: pre[k] for k in ("top1", "top5", "dataset", "split", "train_split", "n_train", "n_test")}
+    record["weight_decay"] = pre["settings"]["weight_decay"]  # the L2 penalty chosen on held-out train rows
     if "knn" in pre:
         record["knn_top1"] = round(pre["knn"]["top1"], 2)
     if baselines:

@@ -17,6 +17,10 @@ def test_probe_recipe_records_result_in_export(pretrain, linear_probe_recipe, ti
         assert res[arm]["n_train"] == 96 and res[arm]["n_test"] == 48 and 0 <= res[arm]["top1"] <= 100
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["spectral_ssl"]["linear_probe"]["top1"] == res["pretrained"]["top1"]
+    wd = res["pretrained"]["settings"]["weight_decay"]
+    assert cfg["spectral_ssl"]["linear_probe"]["weight_decay"] == wd
+    assert (f"Multinomial logistic regression on the standardised features of 96 train images, scored on 48; its L2 "
+            f"penalty ({wd:g}) chosen on held-out train rows.") in (out / "README.md").read_text()
     assert json.loads((out / "linear_probe.json").read_text())["pretrained"]["top1"] == res["pretrained"]["top1"]
 
 
