@@ -2,7 +2,8 @@
 
     python benchmarks/bench_layout.py [--backbone resnet18] [--batch 128] [--image 32] [--repeats 7] [--rounds 3]
 
-The step is the demo's by default: a half-width resnet18 (``channels: [32, 64, 128, 256]``), SimCLR (InfoNCE) on two
+The step is the demo's as measured before 2026-12-07 (the demo has since dilated the last stage, ``output_stride:
+16``): a half-width resnet18 (``channels: [32, 64, 128, 256]``), SimCLR (InfoNCE) on two
 ``--batch`` views of ``--image`` px, forward + backward + AdamW (``harness.simclr_step``; bf16 autocast on a GPU).
 Both layouts are built once, then ``--rounds`` rounds alternate them (``--repeats`` timed steps each after one
 warm-up), so both see the same machine load; the median over all rounds is reported with the ratio NCHW /

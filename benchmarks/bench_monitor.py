@@ -2,7 +2,8 @@
 
     python benchmarks/bench_monitor.py [--batch 128] [--dim 128] [--image 32] [--repeats 60] [--every 50]
 
-The step is the demo's: a half-width resnet18 (``channels: [32, 64, 128, 256]``), SimCLR (InfoNCE) on two views,
+The step is the demo's as measured before 2026-12-07 (the demo has since dilated the last stage, ``output_stride:
+16``): a half-width resnet18 (``channels: [32, 64, 128, 256]``), SimCLR (InfoNCE) on two views,
 forward + backward + AdamW, channels_last as the recipe trains. Three arms alternate step by step, so all see the
 same machine load: ``plain`` (the step), ``update`` (the step with ``monitor.update(z1, z2, step)`` at a step
 between records) and ``record`` (the same at a record step: the monitor's window, pre-filled, is full, as at every
