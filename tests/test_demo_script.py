@@ -14,9 +14,9 @@ def demo():
 
 
 def test_probe_estimate_scales_with_images_and_training_speed(demo):
-    reference = demo.probe_seconds(12_000, demo.REFERENCE_TRAIN_IMG_PER_S)
-    assert reference == pytest.approx(143.0 * 0.73 * 2.07)  # the reference run, read once, the 11-value L2 grid
-    assert demo.probe_seconds(24_000, demo.REFERENCE_TRAIN_IMG_PER_S / 2) == pytest.approx(4 * 143.0 * 0.73 * 2.07)
+    reference = demo.probe_seconds(20_000, demo.REFERENCE_TRAIN_IMG_PER_S)
+    assert reference == pytest.approx(103.0)  # the measured reference run: 10 000 + 10 000 images
+    assert demo.probe_seconds(40_000, demo.REFERENCE_TRAIN_IMG_PER_S / 2) == pytest.approx(4 * 103.0)
     assert demo.eta_line(530, 143) == "demo: about 12 min left on this machine (pretraining 9 min, probes 3 min)"
 
 
@@ -42,8 +42,8 @@ def test_the_demo_prints_one_eta_line_from_the_recipes_estimate(demo, monkeypatc
     monkeypatch.setattr(demo, "choose_config", lambda cuda: (demo.CPU_CONFIG, demo.CPU_PROBE))
     demo.main([])
     lines = [line for line in capsys.readouterr().out.splitlines() if "left on this machine" in line]
-    # 300 s of pretraining; 12 000 probe images at the reference speed: 216 s
-    assert lines == ["demo: about 9 min left on this machine (pretraining 5 min, probes 4 min)"]
+    # 300 s of pretraining; 20 000 probe images (the whole test split) at the reference speed: 103 s
+    assert lines == ["demo: about 7 min left on this machine (pretraining 5 min, probes 2 min)"]
     assert len(calls) == 1
 
 
