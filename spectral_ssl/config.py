@@ -713,8 +713,9 @@ class ProbeConfig:
     compare_raw_pixels: bool = arg(False, "also probe the normalised raw pixels (logistic regression)")
     bn_batches: int = arg(20, "training batches that set the random-init baseline's BatchNorm statistics")
     weight_decays: list[float] | None = arg(None, "the linear probe's L2 penalties: each is fitted on nine tenths of "
-                                            "the train rows and scored on the rest, the best refitted on all; null "
-                                            "= half-decades from 1e-5 to 1 (spectral_ssl.probe.WEIGHT_DECAYS)")
+                                            "the train rows and scored (cross-entropy) on the rest, the lowest "
+                                            "refitted on all; null = half-decades from 1e-5 to 1 "
+                                            "(spectral_ssl.probe.WEIGHT_DECAYS)")
     output: str | None = arg(None, "JSON file for the results; null = MODEL/linear_probe.json")
     record: bool = arg(True, "write the result into the export's metadata and card")
     seed: int = arg(0, "seed of the probe and the random-init baseline")
