@@ -312,7 +312,14 @@ def summarise(runs: dict[str, list[dict]], fraction: float) -> dict:
     return {"reference_final_knn": reference, "target_fraction": fraction, "target": target, "arms": arms}
 
 
-def scale_text(config: dict, args: argparse.Namespace, device: str) -> str:
+# the pretrain keys that scale_text states itself; any other key given on the command line is listed after them
+STATED = {"dataset", "backbone", "backbone_kwargs", "image_size", "batch_size", "proj_dim", "max_train_samples", "lr",
+          "optimizer", "warmup_steps", "loss"}
+
+
+def scale_text(config: dict, args: argparse.Namespace, device: str, passthrough: dict[str, str] | None = None) -> str:
+    """The table's "Scale" line: the run's data, network, budget and probes, then every other pretrain key set on the
+    command line (e.g. ``--whitening_eps=1.0``), so that a table never hides what its runs were given."""
     rows = f"≤ {config['max_train_samples']}" if config.get("max_train_samples") else "all"
     epochs = f" = {config['run_epochs']} epochs" if config.get("run_epochs") is not None else ""
     budget = f"{config['epochs']} epochs" if args.epochs else f"{config['max_steps']} steps{epochs}"
@@ -320,12 +327,14 @@ def scale_text(config: dict, args: argparse.Namespace, device: str) -> str:
               f"linear probe on {args.linear_train_samples or 'all'} train / {args.linear_test_samples or 'all'} "
               "test images")
     kwargs = f" {config['backbone_kwargs']}" if config.get("backbone_kwargs") else ""
+    extra = {k: v for k, v in (passthrough or {}).items() if k not in STATED}
+    other = f"; other pretrain keys: {', '.join(f'--{k}={v}' for k, v in extra.items())}" if extra else ""
     return (f"{config['dataset']}, {config['backbone']}{kwargs} at {config['image_size']} px, batch "
             f"{config['batch_size']}, projection dim {config['proj_dim']}, "
             f"{rows} training rows per epoch, {budget}, lr {config['lr']} ({config['optimizer']}, cosine, "
             f"{config['warmup_steps']} warm-up steps), loss {config['loss']}, {args.seeds} seed(s) per arm; online kNN "
             f"top-1 on {config['probe_samples']} images of each split every {config['probe_every']} steps; {linear}; "
-            f"{device}, {args.parallel} run(s) at a time")
+            f"{device}, {args.parallel} run(s) at a time{other}")
 
 
 def table(summary: dict, scale: str, probe_every: int) -> str:
@@ -452,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary["baselines"] = ensure_baselines(args, folders[(REFERENCE, args.first_seed)])
     config = runs[REFERENCE][0]["config"]
     device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    md = table(summary, scale_text(config, args, device), config["probe_every"])
+    md = table(summary, scale_text(config, args, device, passthrough), config["probe_every"])
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot(runs, summary, out_dir)

@@ -97,6 +97,17 @@ def test_the_reduced_scale_trains_the_demo_network(bench):
     assert {k: yaml.safe_load(bench.PRETRAIN_DEFAULTS[k]) for k in shared} == {k: demo[k] for k in shared}
 
 
+def test_the_scale_line_names_every_other_key_the_runs_were_given(bench):
+    args, passthrough = bench.parse_args(["--whitening_eps=1.0", "--lr", "0.004", "--temperature=0.5"])
+    config = {"dataset": "d", "backbone": "resnet18", "backbone_kwargs": {}, "image_size": 32, "batch_size": 128,
+              "proj_dim": 64, "max_train_samples": 6000, "max_steps": 120, "run_epochs": 2.6, "lr": 0.004,
+              "optimizer": "adamw", "warmup_steps": 20, "loss": "infonce", "probe_samples": 500, "probe_every": 20}
+    line = bench.scale_text(config, args, "CPU", passthrough)
+    assert line.endswith("; other pretrain keys: --whitening_eps=1.0, --temperature=0.5")
+    assert "lr 0.004" in line and "--lr" not in line  # stated once, in its own place
+    assert "other pretrain keys" not in bench.scale_text(config, args, "CPU", {})
+
+
 @pytest.mark.slow
 def test_two_arms_two_seeds_end_to_end(bench, tmp_path, capsys):
     from spectral_ssl.data import synthetic_dataset
