@@ -317,7 +317,7 @@ STATED = {"dataset", "backbone", "backbone_kwargs", "image_size", "batch_size", 
           "optimizer", "warmup_steps", "loss"}
 
 
-def scale_text(config: dict, args: argparse.Namespace, device: str, passthrough: dict[str, str] | None = None) -> str:
+def scale_text(config: dict, args: argparse.Namespace, device: str, passthrough: dict[str, str]) -> str:
     """The table's "Scale" line: the run's data, network, budget and probes, then every other pretrain key set on the
     command line (e.g. ``--whitening_eps=1.0``), so that a table never hides what its runs were given."""
     rows = f"≤ {config['max_train_samples']}" if config.get("max_train_samples") else "all"
@@ -327,7 +327,7 @@ def scale_text(config: dict, args: argparse.Namespace, device: str, passthrough:
               f"linear probe on {args.linear_train_samples or 'all'} train / {args.linear_test_samples or 'all'} "
               "test images")
     kwargs = f" {config['backbone_kwargs']}" if config.get("backbone_kwargs") else ""
-    extra = {k: v for k, v in (passthrough or {}).items() if k not in STATED}
+    extra = {k: v for k, v in passthrough.items() if k not in STATED}
     other = f"; other pretrain keys: {', '.join(f'--{k}={v}' for k, v in extra.items())}" if extra else ""
     return (f"{config['dataset']}, {config['backbone']}{kwargs} at {config['image_size']} px, batch "
             f"{config['batch_size']}, projection dim {config['proj_dim']}, "
