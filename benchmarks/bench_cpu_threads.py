@@ -3,9 +3,9 @@
     python benchmarks/bench_cpu_threads.py [--batch_size 256] [--repeats 5] [--policies ...] [--states ...]
 
 The step is `make demo`'s (recipes/configs/fashion_mnist_simclr.yaml): a half-width resnet18 (channels 32-256), 2048
-hidden / 128-d projection, InfoNCE, two 32x32 views, AdamW, channels_last as the recipe trains. Each (policy, state)
-runs in a fresh interpreter with the policy's environment (libgomp reads it when torch loads) and reports the median
-ms of ``--repeats`` steps after one warm-up step. Policies:
+hidden, the config's projection dim (128 until 2026-12-07, 64 since), InfoNCE, two 32x32 views, AdamW, channels_last
+as the recipe trains. Each (policy, state) runs in a fresh interpreter with the policy's environment (libgomp reads
+it when torch loads) and reports the median ms of ``--repeats`` steps after one warm-up step. Policies:
 
 * ``default``: torch's defaults (OpenMP threads = cores, libgomp's long spin);
 * ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once);

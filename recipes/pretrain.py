@@ -148,6 +148,12 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     selector = create_selector(cfg.batching.selection, batch_size=cfg.optim.batch_size, dim=cfg.model.proj_dim,
                                dataset_size=train_data.num_rows, seed=cfg.optim.seed, transform=objective.loss_space(),
                                **selection_kwargs).to(device)
+    if steps_per_epoch is not None:  # selection_tail=drop ends each epoch at the last full pool
+        steps_per_epoch = selector.steps_per_epoch(rows // world)
+        if steps_per_epoch == 0:
+            raise ValueError(f"a pool of {selector.pool_size} candidates per process never fills from {rows // world} "
+                             "rows with --selection_tail=drop; lower --pool_factor (or --pool_candidates) or pass "
+                             "--selection_tail=train")
     # the decoded cache, or JPEGs decoded in the loader (or on the GPU); the two views made there or on the device
     inputs = data.training_input(train_data, prep, views, device=device, augment_on_device=on_device,
                                  cache=cfg.data.cache_decoded, decode=cfg.data.decode, rows=rows,

@@ -350,7 +350,7 @@ SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_
 # the documented flat keys of the selectors and the argument of ``batching.create_selector`` each one fills
 SELECTION_KEYS = {"pool_factor": "pool_factor", "pool_candidates": "candidates", "greedy_m": "m",
                   "greedy_window": "window", "target_reff": "target", "selection_eps": "eps",
-                  "selection_source": "source", "selection_space": "space"}
+                  "selection_source": "source", "selection_space": "space", "selection_tail": "tail"}
 
 
 @dataclass
@@ -498,6 +498,10 @@ class SelectionConfig:
     selection_space: Literal["loss", "projections"] | None = arg(
         None, "score candidates as the loss sees them (whitened when whitening is on) or as raw projections; "
         "null = loss")
+    selection_tail: Literal["train", "drop"] | None = arg(
+        None, "pool and greedy: the end of an epoch: train (the pool down to its last batch, every sample once per "
+        "epoch; the last batches are the candidates passed over) or drop (the epoch ends at the first pool that "
+        "cannot be refilled, as drop_last; pool_factor - 1 fewer steps per epoch); null = train")
 
     def __post_init__(self) -> None:
         check_fields(self)

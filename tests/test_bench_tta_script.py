@@ -93,7 +93,7 @@ def test_the_reduced_scale_trains_the_demo_network(bench):
     """The reduced scale stands for ``make demo``: the keys they share must not drift apart (the stock last stage
     and the dilated one rank the arms differently, docs/benchmarks.md)."""
     demo = yaml.safe_load((ROOT / "recipes" / "configs" / "fashion_mnist_simclr.yaml").read_text())
-    shared = ("dataset", "backbone", "backbone_kwargs", "image_size", "mean", "std", "batch_size", "lr")
+    shared = ("dataset", "backbone", "backbone_kwargs", "image_size", "mean", "std", "batch_size", "proj_dim", "lr")
     assert {k: yaml.safe_load(bench.PRETRAIN_DEFAULTS[k]) for k in shared} == {k: demo[k] for k in shared}
 
 

@@ -65,6 +65,25 @@ def test_every_sample_is_trained_once_per_epoch(selection, source):
     assert sorted(torch.cat(trained).tolist()) == list(range(64)) and len(pool) == 0
 
 
+@pytest.mark.parametrize("selection", ["random", "pool", "greedy"])
+def test_tail_drop_ends_the_epoch_at_the_last_full_pool_and_trains_no_sample_twice(selection):
+    loader = batches()  # 64 rows: 8 loader batches of B
+    selector = BatchSelector(selection, B, D, dataset_size=64, pool_factor=3, pool_candidates=3, source="online",
+                             tail="drop")
+    trained, pool = run_epoch(selector, tiny_model(), loader)
+    factor = selector.pool_size // B
+    assert len(trained) == selector.steps_per_epoch(64) == 8 - (factor - 1)  # random batches: all 8
+    seen = torch.cat(trained).tolist()
+    assert len(set(seen)) == len(seen) == B * len(trained)
+    # the pool's leftovers (the candidates passed over) wait, untrained, until next_epoch drops them
+    assert len(pool) == (factor - 1) * B and sorted(pool.carried_idx() + seen) == list(range(64))
+    pool.next_epoch()
+    assert len(pool) == 0 and pool.fill() == selector.pool_size
+    keep = BatchSelector(selection, B, D, dataset_size=64, pool_factor=3, pool_candidates=3, source="online")
+    assert keep.tail == "train" and keep.steps_per_epoch(64) == 8 and keep.steps_per_epoch(63) == 7
+    assert selector.steps_per_epoch(2 * B) == max(0, 2 - (factor - 1))  # a pool larger than the epoch: 0
+
+
 def test_greedy_picks_what_greedy_select_picks_on_the_pool_and_beats_random():
     model, loader = tiny_model(), batches(rows=64)
     selector = BatchSelector("greedy", B, D, source="online", pool_factor=8)
@@ -242,6 +261,9 @@ def test_create_selector_builds_each_selector_with_its_own_defaults():
     ("greedy", {"m": 0, "source": "online"}, r"m must be a positive integer \(None = exact greedy\), got 0"),
     ("greedy", {"eps": 0, "source": "online"}, "eps must be a finite number > 0, got 0"),
     ("greedy", {"space": "raw", "source": "online"}, "space must be one of"),
+    ("greedy", {"tail": "carry", "source": "online"}, r"tail must be one of \('train', 'drop'\)"),
+    ("pool", {"tail": None}, r"tail must be one of \('train', 'drop'\)"),
+    ("random", {"tail": "drop"}, r"selection 'random' takes no argument 'tail'"),
     ("best", {}, "unknown selection 'best'"),
 ])
 def test_create_selector_rejects_bad_arguments_in_one_line(name, kwargs, message):

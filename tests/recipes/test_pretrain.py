@@ -245,6 +245,19 @@ def test_greedy_with_a_resume_still_trains_every_sample_once_per_epoch(pretrain,
 
 
 @pytest.mark.slow
+def test_greedy_with_tail_drop_ends_each_epoch_at_its_last_full_pool(pretrain, tiny_dataset, tmp_path, capsys):
+    # 96 rows / 16 = 6 loader batches; a pool of 4 x 16 is full 3 times, then the epoch ends, its 48 leftovers
+    # (the candidates passed over) untrained
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--epochs=2", "--save_every=3",
+                                  "--selection=greedy", "--greedy_m=8", "--selection_tail=drop"))
+    assert "96 rows, 3 steps/epoch, 6 steps" in capsys.readouterr().out
+    pool = torch.load(out / "checkpoints" / "step_000003" / "custom_checkpoint_1.pkl", weights_only=False)
+    assert pool["epoch"] == 0 and pool["chosen"] == 3 and len(pool["carried"][0]) == 48 and pool["drawn"] == [6]
+    meta = SpectralSSL.from_pretrained(out).metadata
+    assert meta["steps"] == 6 and meta["epochs"] == 2.0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["dcl", "moco", "sogclr", "isoloss", "byol", "simsiam"])
 def test_every_loss_trains_logs_monitors_and_checkpoints_its_state(pretrain, tiny_dataset, tmp_path, loss):
     kwargs = {"moco": "{queue_size: 40}", "byol": "{hidden_dim: 16}", "simsiam": "{hidden_dim: 16}"}.get(loss, "{}")
