@@ -111,11 +111,10 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
         open_split(cfg, "split", streaming=True, label_column=cfg.data.label_column)
     cap = cfg.data.max_train_samples
     rows = train_data.num_rows if cap is None else min(train_data.num_rows or cap, cap)
-    steps_per_epoch = rows // (cfg.optim.batch_size * world) if rows is not None else None
-    if steps_per_epoch == 0:
+    if rows is not None and rows < cfg.optim.batch_size * world:
         raise ValueError(f"{rows} training rows cannot fill one global batch of {cfg.optim.batch_size * world}; lower "
                          "--batch_size")
-    if steps_per_epoch is None and cfg.optim.max_steps is None:
+    if rows is None and cfg.optim.max_steps is None:
         raise ValueError(f"the length of {cfg.data.dataset} split {cfg.data.split} is unknown (a stream without "
                          "metadata); set --max_steps")
     if cfg.objective.whitening != "none" and cfg.optim.batch_size * world <= cfg.model.proj_dim:
@@ -148,12 +147,12 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     selector = create_selector(cfg.batching.selection, batch_size=cfg.optim.batch_size, dim=cfg.model.proj_dim,
                                dataset_size=train_data.num_rows, seed=cfg.optim.seed, transform=objective.loss_space(),
                                **selection_kwargs).to(device)
-    if steps_per_epoch is not None:  # selection_tail=drop ends each epoch at the last full pool
-        steps_per_epoch = selector.steps_per_epoch(rows // world)
-        if steps_per_epoch == 0:
-            raise ValueError(f"a pool of {selector.pool_size} candidates per process never fills from {rows // world} "
-                             "rows with --selection_tail=drop; lower --pool_factor (or --pool_candidates) or pass "
-                             "--selection_tail=train")
+    # rows // world: the epoch of the process with the fewest rows (selection_tail=drop ends each at its last full pool)
+    steps_per_epoch = selector.steps_per_epoch(rows // world) if rows is not None else None
+    if steps_per_epoch == 0:
+        raise ValueError(f"a pool of {selector.pool_size} candidates per process never fills from {rows // world} "
+                         "rows with --selection_tail=drop; lower --pool_factor (or --pool_candidates) or pass "
+                         "--selection_tail=train")
     # the decoded cache, or JPEGs decoded in the loader (or on the GPU); the two views made there or on the device
     inputs = data.training_input(train_data, prep, views, device=device, augment_on_device=on_device,
                                  cache=cfg.data.cache_decoded, decode=cfg.data.decode, rows=rows,

@@ -338,12 +338,18 @@ class BatchSelector(nn.Module):
         factor = {"random": 1, "pool": self.pool_candidates, "greedy": self.pool_factor}[self.selection]
         return factor * self.batch_size
 
+    @property
+    def candidates_needed(self) -> int:
+        """The fewest candidates per process a decision is made on: ``batch_size`` (``tail="train"``: the pool is
+        trained down to its last full batch) or ``pool_size`` (``"drop"``: the epoch ends at the first pool that
+        cannot be refilled)."""
+        return self.pool_size if self.tail == "drop" else self.batch_size
+
     def steps_per_epoch(self, rows: int) -> int:
-        """Batches an epoch of ``rows`` rows per process yields (loader batches of ``batch_size``): every full
-        batch with ``tail="train"``; with ``"drop"`` only the decisions on a full pool, ``pool_size / batch_size
-        - 1`` fewer (0 when the pool is larger than the epoch)."""
-        full = rows // self.batch_size
-        return max(0, full - (self.pool_size // self.batch_size - 1)) if self.tail == "drop" else full
+        """Batches an epoch of ``rows`` rows per process yields (loader batches of ``batch_size``): one decision
+        per batch while ``candidates_needed`` are left, so every full batch with ``tail="train"`` and
+        ``pool_size / batch_size - 1`` fewer with ``"drop"`` (0 when the pool is larger than the epoch)."""
+        return (rows - self.candidates_needed) // self.batch_size + 1 if rows >= self.candidates_needed else 0
 
     # ---- embeddings ----
     @torch.no_grad()
@@ -482,8 +488,8 @@ class BatchSelector(nn.Module):
         per_rank = pool.fill()
         if world > 1:  # one process needs no device round trip (a host sync every step on a GPU)
             per_rank = int(dist.gather(torch.tensor([per_rank], device=device), differentiable=False).min())
-        if per_rank < self.batch_size or (self.tail == "drop" and per_rank < self.pool_size):
-            return None, stats  # the end of the epoch (tail="drop": at the first pool that cannot be refilled)
+        if per_rank < self.candidates_needed:
+            return None, stats  # the end of the epoch
         if self.selection == "random" and not measure:
             z = None
             local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(step_seed(self.seed, step)))
