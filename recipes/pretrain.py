@@ -39,6 +39,7 @@ from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # n
 from spectral_ssl.eta import EtaClock  # noqa: E402
 from spectral_ssl.finite_watch import FiniteWatch, NonFiniteError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
+from spectral_ssl.monitor import collapse_message, is_collapsed  # noqa: E402
 from spectral_ssl.objective import create_objective  # noqa: E402
 from spectral_ssl.probe import eval_loader, extract_features, knn_probe  # noqa: E402
 
@@ -208,7 +209,8 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
     health = FiniteWatch(device)
     eta = EtaClock(state.step, run.total_steps, on_eta)
     saved = state.step or None  # a resumed run's step is the checkpoint it loaded
-    while state.step < run.total_steps:
+    collapsed_stop = False
+    while state.step < run.total_steps and not collapsed_stop:
         logging_step = (state.step + 1) % cfg.run.log_every == 0 or state.step + 1 == run.total_steps
         step_start = time.perf_counter()
         with accelerator.autocast():  # candidates' no-grad pass (if any) at the training precision
@@ -262,6 +264,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
                 if reached and state.time_to_accuracy is None:
                     state.time_to_accuracy = {"target": cfg.run.target_accuracy, "step": state.step,
                                               "seconds": round(state.train_seconds, 2), "epoch": pool.epoch}
+            collapsed_stop = collapse_alarm(metrics, out.z1, state, cfg, bar)
             show = {"loss": f"{metrics['loss']:.3f}", "reff(batch proj)": f"{metrics['reff_cov']:.1f}"}
             if "sel_reff_chosen" in metrics:
                 show["reff chosen/random"] = f"{metrics['sel_reff_chosen']:.1f}/{metrics['sel_reff_random']:.1f}"
@@ -278,6 +281,23 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
     bar.close()
     if saved != state.step:  # the final state, once (a resume that only exports has it already)
         run.folder.save_checkpoint(accelerator, state.step, cfg.run.save_total_limit)  # a failed export can be retried
+
+
+def collapse_alarm(metrics: dict, z1: torch.Tensor, state: run_folder.TrainState, cfg: PretrainConfig, bar: tqdm
+                   ) -> bool:
+    """Count consecutive collapsed logs (``monitor.is_collapsed``, decided on rank 0); at ``collapse_patience`` warn
+    or, with ``--collapse_alarm=stop``, return True: the loop ends, and the state is saved and exported as usual."""
+    record = {**metrics, "n_samples": 2 * z1.shape[0] * dist.world_size(), "dim": z1.shape[1]}
+    collapsed = bool(dist.broadcast(torch.tensor([int(is_collapsed(record))], device=z1.device)).item())
+    state.collapse_streak = state.collapse_streak + 1 if collapsed else 0
+    if cfg.run.collapse_alarm == "none" or state.collapse_streak != cfg.run.collapse_patience:
+        return False
+    stop = cfg.run.collapse_alarm == "stop"
+    if dist.rank() == 0:
+        bar.write(f"collapse alarm: {collapse_message(record, state.collapse_streak)} " + (
+            f"Stopped at step {state.step}: the checkpoint and the export hold this state; --resume=true trains on."
+            if stop else "(--collapse_alarm=stop stops such a run, --collapse_alarm=none silences this)"))
+    return stop
 
 
 def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) -> Path:

@@ -344,7 +344,7 @@ def config_dict(config: Any) -> dict[str, Any]:
 # label_column is read by the probes only; skip_corrupt rescues a run stopped by an undecodable image
 SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_limit", "push_to_hub", "num_workers",
                             "resume", "overwrite_output_dir", "probe_every", "probe_samples", "target_accuracy",
-                            "label_column", "skip_corrupt", "reff_samples")
+                            "label_column", "skip_corrupt", "reff_samples", "collapse_alarm", "collapse_patience")
 
 
 # the documented flat keys of the selectors and the argument of ``batching.create_selector`` each one fills
@@ -580,12 +580,19 @@ class RunConfig:
     target_accuracy: float | None = arg(None, "online-probe top-1 (percent) whose first crossing is recorded as "
                                         "time-to-accuracy; needs probe_every")
     reff_samples: int = arg(2000, "eval images used for the exported effective rank")
+    collapse_alarm: Literal["warn", "stop", "none"] = arg(
+        "warn", "when the logged projections stay collapsed for collapse_patience logs (R_eff or RankMe under 0.05 x "
+        "min(2B, proj_dim), or std_of_l2_normalized under 0.1/sqrt(proj_dim)): warn, or stop training (saved and "
+        "exported; --resume=true goes on), or none")
+    collapse_patience: int = arg(3, "consecutive collapsed logs before the collapse alarm fires")
     push_to_hub: str | None = arg(None, "Hub repo id to push the export to at the end; null = no push")
 
 
     def __post_init__(self) -> None:
         check_fields(self)
         require(self.log_every >= 1, "log_every", f"must be a positive integer, got {self.log_every!r}")
+        require(self.collapse_patience >= 1, "collapse_patience", f"must be a positive integer, got "
+                f"{self.collapse_patience!r}")
         require(self.probe_samples >= 2, "probe_samples", f"must be >= 2 (a kNN probe needs images of 2 classes), got "
                 f"{self.probe_samples!r}")
         for key in ("save_every", "save_total_limit", "probe_every"):

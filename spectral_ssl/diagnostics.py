@@ -18,7 +18,8 @@ import torch
 from spectral_ssl.dist import gather
 from spectral_ssl.monitor import spectral_record
 
-DIAGNOSTICS_KEYS = ("reff_cov", "reff_rankme", "reff_negatives", "cos_views", "ntxent")  # + the band_* keys
+DIAGNOSTICS_KEYS = ("reff_cov", "reff_rankme", "reff_negatives", "cos_views", "ntxent",  # + the band_* keys
+                    "std_of_l2_normalized")
 
 
 @torch.no_grad()
@@ -36,8 +37,9 @@ def batch_diagnostics(z1: torch.Tensor, z2: torch.Tensor, temperature: float, *,
 
     Returns:
         ``reff_cov`` and ``reff_rankme`` (``effective_rank`` of the 2B projections with each estimator's default eps:
-        1e-12 for "cov", RankMe's 1e-7 for "rankme"), ``band_*`` (``BandResult.summary``), ``cos_views``, ``ntxent``
-        and, with ``negatives``, ``reff_negatives`` ("cov" of the negatives).
+        1e-12 for "cov", RankMe's 1e-7 for "rankme"), ``band_*`` (``BandResult.summary``), ``cos_views``, ``ntxent``,
+        ``std_of_l2_normalized`` (lightly's collapse monitor) and, with ``negatives``, ``reff_negatives`` ("cov" of
+        the negatives).
     """
     z1, z2 = (gather(z.detach().float()) for z in (z1, z2))
     keys = None if keys is None else gather(keys.detach().float())

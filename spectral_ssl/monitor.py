@@ -50,6 +50,27 @@ class CollapseError(RuntimeError):
     """Raised by a ``SpectralMonitor(alarm="raise")`` when the projections have collapsed for ``patience`` records."""
 
 
+def is_collapsed(record: dict[str, Any], min_rank_fraction: float = 0.05, min_std_fraction: float = 0.1) -> bool:
+    """The collapse test of one record: ``min(reff_cov, reff_rankme) / min(n_samples, dim)`` below
+    ``min_rank_fraction``, or ``std_of_l2_normalized · sqrt(dim)`` (about 1 for spread outputs, 0 for one vector)
+    below ``min_std_fraction``. ``record`` needs those five keys (a ``spectral_record``, or the recipe's metrics row
+    with the batch's ``n_samples`` and ``dim``)."""
+    limit = min(record["n_samples"], record["dim"])
+    rank = min(record["reff_cov"], record["reff_rankme"])
+    std = record["std_of_l2_normalized"] * math.sqrt(record["dim"])
+    return rank < min_rank_fraction * limit or std < min_std_fraction
+
+
+def collapse_message(record: dict[str, Any] | None, streak: int) -> str:
+    """The alarm's one line: how long, where and how far the projections collapsed, and what to check."""
+    what = "" if record is None else (
+        f" at step {record.get('step')}: R_eff {record['reff_cov']:.2f}, RankMe {record['reff_rankme']:.2f} of "
+        f"min(N, D) = {min(record['n_samples'], record['dim'])}, std_of_l2_normalized "
+        f"{record['std_of_l2_normalized']:.3g} (1/sqrt(D) = {1 / math.sqrt(record['dim']):.3g})")
+    return (f"the projections have collapsed for {streak} consecutive records{what}; lower the learning rate, check "
+            "the predictor / stop-gradient / temperature.")
+
+
 def std_of_l2_normalized(z: torch.Tensor) -> torch.Tensor:
     """Mean over dimensions of the (unbiased) standard deviation over samples of the L2-normalised rows of z (N, D).
 
@@ -352,18 +373,10 @@ class SpectralMonitor:
         return record
 
     def _collapsed(self, record: dict[str, Any]) -> bool:
-        limit = min(record["n_samples"], record["dim"])
-        rank = min(record["reff_cov"], record["reff_rankme"])
-        std = record["std_of_l2_normalized"] * math.sqrt(record["dim"])
-        return rank < self.min_rank_fraction * limit or std < self.min_std_fraction
+        return is_collapsed(record, self.min_rank_fraction, self.min_std_fraction)
 
     def _fire(self, record: dict[str, Any] | None) -> None:
-        what = "" if record is None else (
-            f" at step {record['step']}: R_eff {record['reff_cov']:.2f}, RankMe {record['reff_rankme']:.2f} of "
-            f"min(N, D) = {min(record['n_samples'], record['dim'])}, std_of_l2_normalized "
-            f"{record['std_of_l2_normalized']:.3g} (1/sqrt(D) = {1 / math.sqrt(record['dim']):.3g})")
-        message = (f"the projections have collapsed for {self._streak} consecutive records{what}; lower the "
-                   "learning rate, check the predictor / stop-gradient / temperature.")
+        message = collapse_message(record, self._streak)
         if self.alarm == "warn":
             if dist.rank() == 0:
                 logger.warning(message)

@@ -234,11 +234,13 @@ def _differing(saved: dict[str, Any], config: dict[str, Any], defaults: dict[str
 
 class TrainState:
     """A training run's counters, checkpointed with the run (register it with the accelerator): the steps done, the
-    training time in seconds and the first online-probe result that reached a target accuracy (None until then).
+    training time in seconds, the first online-probe result that reached a target accuracy (None until then) and the
+    collapse alarm's count of consecutive collapsed logs (a checkpoint saved before it existed resumes at 0).
     ``RunFolder.start`` resumes from its ``step``; the data position belongs to the selection pool."""
 
     def __init__(self) -> None:
         self.step, self.train_seconds, self.time_to_accuracy = 0, 0.0, None
+        self.collapse_streak = 0
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)

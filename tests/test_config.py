@@ -42,6 +42,8 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     (["--whitening=cholesky", "--whitening_solver=newton_schulz"],
      "--whitening_solver newton_schulz computes zca's inverse square root; whitening=cholesky takes none"),
     (["--target_accuracy=80"], "--target_accuracy needs --probe_every"),
+    (["--collapse_alarm=raise"], "--collapse_alarm expects warn | stop | none, got 'raise'"),
+    (["--collapse_patience=0"], "--collapse_patience must be a positive integer, got 0"),
     (["--config", "does/not/exist.yaml"], "config file does/not/exist.yaml not found"),
     (["--nope=1"], "unknown config key 'nope'; valid keys: dataset, split"),
     (["stray"], "unexpected argument 'stray'"),

@@ -13,7 +13,15 @@ from torch import nn
 import spectral_ssl as ssl
 from spectral_ssl.band import infonce_band
 from spectral_ssl.diagnostics import batch_diagnostics
-from spectral_ssl.monitor import CollapseError, SpectralMonitor, spectral_record, std_of_l2_normalized, uniformity
+from spectral_ssl.monitor import (
+    CollapseError,
+    SpectralMonitor,
+    collapse_message,
+    is_collapsed,
+    spectral_record,
+    std_of_l2_normalized,
+    uniformity,
+)
 
 
 def unit(z: torch.Tensor) -> np.ndarray:
@@ -130,7 +138,8 @@ def test_batch_diagnostics_and_the_monitor_give_equal_numbers():
     diagnostics = batch_diagnostics(z1, z2, 0.2, monitor_temperature=0.5)
     record = SpectralMonitor(0.2, every=1, window=32, monitor_temperature=0.5).update(z1, z2, step=1)
     assert list(diagnostics) == ["reff_cov", "reff_rankme", *(f"band_{k}" for k in infonce_band(
-        F.normalize(z1, dim=1), F.normalize(z2, dim=1), 0.2).summary()), "cos_views", "ntxent"]
+        F.normalize(z1, dim=1), F.normalize(z2, dim=1), 0.2).summary()), "cos_views", "ntxent",
+                                 "std_of_l2_normalized"]
     assert {k: record[k] for k in diagnostics} == diagnostics  # the same numbers, to the bit
 
 
@@ -235,6 +244,23 @@ def test_alarm_fires_after_patience_on_collapse_and_not_on_healthy_z(caplog):
     assert stop.should_stop
     with pytest.raises(CollapseError, match="RankMe"):
         SpectralMonitor(every=1, window=32, alarm="raise", patience=1).update(*collapsed_pairs(), 1)
+
+
+def test_is_collapsed_decides_the_recipe_metrics_row_as_the_monitor_decides_its_record():
+    """The recipe tests its metrics row (batch_diagnostics plus the batch's n_samples and dim) with the monitor's
+    own rule: the same decision on collapsed and on healthy pairs, and each threshold on its own."""
+    for (z1, z2), collapsed in ((collapsed_pairs(), True), ((torch.randn(32, 16), torch.randn(32, 16)), False)):
+        record = SpectralMonitor(every=1, window=32).update(z1, z2, step=1)
+        row = {**batch_diagnostics(z1, z2, 0.2), "n_samples": 64, "dim": 16}
+        assert is_collapsed(record) is is_collapsed(row) is collapsed
+    healthy = {"reff_cov": 8.0, "reff_rankme": 8.0, "std_of_l2_normalized": 0.25, "n_samples": 64, "dim": 16}
+    assert not is_collapsed(healthy)
+    assert is_collapsed({**healthy, "reff_rankme": 0.79})  # below 0.05 x min(64, 16) = 0.8
+    assert not is_collapsed({**healthy, "reff_rankme": 0.81})
+    assert is_collapsed({**healthy, "std_of_l2_normalized": 0.024})  # 0.024 x sqrt(16) < 0.1
+    assert not is_collapsed({**healthy, "reff_cov": 0.79}, min_rank_fraction=0.01)
+    message = collapse_message({**healthy, "step": 40}, 3)
+    assert message.startswith("the projections have collapsed for 3 consecutive records at step 40: R_eff 8.00")
 
 
 def test_healthy_streak_resets_the_patience():

@@ -342,14 +342,19 @@ def test_a_resume_with_no_checkpoint_yet_says_it_starts_from_step_0(tmp_path, ca
 
 def test_train_state_resumes_its_counters_through_a_checkpoint(tmp_path):
     state = TrainState()
-    assert (state.step, state.train_seconds, state.time_to_accuracy) == (0, 0.0, None)
+    assert (state.step, state.train_seconds, state.time_to_accuracy, state.collapse_streak) == (0, 0.0, None, 0)
     folder, acc, state = start_run(tmp_path / "run", {"lr": 1.0}, state=state)
     state.step, state.train_seconds, state.time_to_accuracy = 4, 1.5, {"target": 90.0, "step": 4}
+    state.collapse_streak = 2
     folder.save_checkpoint(acc, 4, None)
     folder.close()
     folder, acc, resumed = start_run(tmp_path / "run", {"lr": 1.0}, resume=True, state=TrainState())
-    assert resumed.state_dict() == {"step": 4, "train_seconds": 1.5, "time_to_accuracy": {"target": 90.0, "step": 4}}
+    assert resumed.state_dict() == {"step": 4, "train_seconds": 1.5, "time_to_accuracy": {"target": 90.0, "step": 4},
+                                    "collapse_streak": 2}
     folder.close()
+    older = TrainState()  # a checkpoint written before the collapse alarm existed
+    older.load_state_dict({"step": 4, "train_seconds": 1.5, "time_to_accuracy": None})
+    assert older.collapse_streak == 0 and older.step == 4
 
 
 def _run_with_checkpoint(path, config, rows=(1, 2, 3)):

@@ -258,6 +258,33 @@ def test_greedy_with_tail_drop_ends_each_epoch_at_its_last_full_pool(pretrain, t
 
 
 @pytest.mark.slow
+def test_collapse_alarm_warns_once_or_stops_saves_exports_and_resumes(pretrain, tiny_dataset, tmp_path, monkeypatch,
+                                                                      capsys):
+    # the logged rows from step 4 on count as collapsed (the rule itself: tests/test_monitor.py); logs every 2 steps
+    seen = []
+    monkeypatch.setattr(pretrain, "is_collapsed", lambda row: seen.append(row) or row["step"] >= 4)
+    warned = pretrain.main(tiny_args(tiny_dataset, tmp_path / "warn", "--max_steps=10", "--collapse_patience=2"))
+    assert seen[0]["n_samples"] == 32 and seen[0]["dim"] == 16 and seen[0]["std_of_l2_normalized"] > 0
+    out = capsys.readouterr().out
+    assert out.count("collapse alarm: the projections have collapsed for 2 consecutive records at step 6") == 1
+    assert "--collapse_alarm=stop stops such a run" in out  # warned once, trained on to the end
+    assert SpectralSSL.from_pretrained(warned).metadata["steps"] == 10
+    stop_args = functools.partial(tiny_args, tiny_dataset, tmp_path / "stop", "--max_steps=10",
+                                  "--collapse_patience=2", "--collapse_alarm=stop")
+    stopped = pretrain.main(stop_args())
+    assert "Stopped at step 6" in capsys.readouterr().out
+    assert [json.loads(line)["step"] for line in (stopped / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+    assert SpectralSSL.from_pretrained(stopped).metadata["steps"] == 6  # saved and exported, nothing lost
+    assert custom_state(stopped / "checkpoints" / "step_000006")["collapse_streak"] == 2
+    resumed = pretrain.main(stop_args("--resume=true"))  # the streak goes on past the patience: trains to the end
+    assert "collapse alarm" not in capsys.readouterr().out
+    assert SpectralSSL.from_pretrained(resumed).metadata["steps"] == 10
+    quiet = pretrain.main(tiny_args(tiny_dataset, tmp_path / "none", "--max_steps=6", "--collapse_patience=1",
+                                    "--collapse_alarm=none"))
+    assert "collapse alarm" not in capsys.readouterr().out and SpectralSSL.from_pretrained(quiet).metadata["steps"] == 6
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["dcl", "moco", "sogclr", "isoloss", "byol", "simsiam"])
 def test_every_loss_trains_logs_monitors_and_checkpoints_its_state(pretrain, tiny_dataset, tmp_path, loss):
     kwargs = {"moco": "{queue_size: 40}", "byol": "{hidden_dim: 16}", "simsiam": "{hidden_dim: 16}"}.get(loss, "{}")
