@@ -67,8 +67,8 @@ def collapse_message(record: dict[str, Any] | None, streak: int) -> str:
         f" at step {record.get('step')}: R_eff {record['reff_cov']:.2f}, RankMe {record['reff_rankme']:.2f} of "
         f"min(N, D) = {min(record['n_samples'], record['dim'])}, std_of_l2_normalized "
         f"{record['std_of_l2_normalized']:.3g} (1/sqrt(D) = {1 / math.sqrt(record['dim']):.3g})")
-    return (f"the projections have collapsed for {streak} consecutive records{what}; lower the learning rate, check "
-            "the predictor / stop-gradient / temperature.")
+    return (f"the projections have collapsed for {streak} consecutive records{what}; check the learning rate, the "
+            "predictor / stop-gradient / EMA target and the temperature.")
 
 
 def std_of_l2_normalized(z: torch.Tensor) -> torch.Tensor:
