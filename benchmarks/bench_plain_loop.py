@@ -15,14 +15,15 @@ augmentation parameters):
   ToTensor and Normalize per sample in DataLoader workers, ``timm.create_model(..., num_classes=0)`` plus a
   Linear-BN-ReLU-Linear head, both views forwarded one after the other, the textbook NT-Xent
   (``bench_peers.nt_xent``; lightly's ``NTXentLoss`` when lightly is importable), ``torch.optim.AdamW`` with decay
-  on weight matrices only, the recipe's warm-up + cosine learning rate. Its trained weights are copied into a
-  ``SpectralSSL`` export only to be probed.
+  on weight matrices only, the recipe's warm-up + cosine learning rate, on the recipe's device (a GPU when there is
+  one, then with bf16 autocast as the recipe's default). Its trained weights are copied into a ``SpectralSSL``
+  export only to be probed.
 
 Then ``recipes/linear_probe.py`` probes both exports on the same images (``--probe_train`` train rows, the whole
 test split), the recipe's with the fair random network and the raw pixels beside it. Printed: one markdown row per
-arm (linear top-1, kNN top-1, training seconds, img/s, last loss) and the recipe / plain ratio of training speed;
-``OUT/results.json`` keeps them with the device and the settings. On a CPU run nothing else beside it: both arms
-share the cores with their own loaders.
+arm (linear top-1, kNN top-1, training seconds, img/s) and the recipe / plain ratio of training speed;
+``OUT/results.json`` keeps them with each arm's last-step loss, the device and the settings. On a CPU run nothing
+else beside it: both arms share the cores with their own loaders.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ class TwoViews(torch.utils.data.Dataset):
         return self.views[0](image), self.views[1](image)
 
 
-def plain_loop(cfg: PretrainConfig, steps: int, out: Path, num_workers: int) -> dict:
-    """Train the plain arm for ``steps`` steps; its backbone and head are saved as a SpectralSSL export in ``out``."""
+def plain_loop(cfg: PretrainConfig, steps: int, out: Path, num_workers: int, device: torch.device) -> dict:
+    """Train the plain arm for ``steps`` steps on ``device`` (bf16 autocast on CUDA, as the recipe's default); its
+    backbone and head are saved as a SpectralSSL export in ``out``."""
     import datasets
     import timm
 
@@ -95,12 +97,12 @@ def plain_loop(cfg: PretrainConfig, steps: int, out: Path, num_workers: int) -> 
     loader = torch.utils.data.DataLoader(
         TwoViews(split, cfg.data.image_column, torchvision_views(cfg)), batch_size=cfg.optim.batch_size,
         shuffle=True, drop_last=True, num_workers=num_workers, persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(cfg.optim.seed))
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.optim.seed))
     backbone = timm.create_model(cfg.model.backbone, num_classes=0, **cfg.model.backbone_kwargs)
     head = nn.Sequential(nn.Linear(backbone.num_features, cfg.model.proj_hidden_dim, bias=False),
                          nn.BatchNorm1d(cfg.model.proj_hidden_dim), nn.ReLU(inplace=True),
                          nn.Linear(cfg.model.proj_hidden_dim, cfg.model.proj_dim))
-    model = nn.Sequential(backbone, head)
+    model = nn.Sequential(backbone, head).to(device)
     lightly, lightly_version = lightly_loss()
     loss_fn = lightly if lightly is not None else (lambda z1, z2: nt_xent(z1, z2, cfg.objective.temperature))
     if lightly is not None:
@@ -110,19 +112,21 @@ def plain_loop(cfg: PretrainConfig, steps: int, out: Path, num_workers: int) -> 
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
     model.train()
-    step, losses, start = 0, [], time.perf_counter()
+    step, start = 0, time.perf_counter()
     while step < steps:
         for x1, x2 in loader:
             if step == steps:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(step, steps, cfg.optim.warmup_steps, cfg.optim.lr)
-            loss = loss_fn(model(x1), model(x2))
+            x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = loss_fn(model(x1), model(x2))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
             step += 1
+    last_loss = loss.item()  # read once, at the end: a read every step would wait for the GPU every step
     seconds = time.perf_counter() - start
     export = SpectralSSL(cfg.model.backbone, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.backbone_kwargs)
     export.backbone.load_state_dict(backbone.state_dict())
@@ -132,8 +136,7 @@ def plain_loop(cfg: PretrainConfig, steps: int, out: Path, num_workers: int) -> 
     export.metadata = {"method": "plain loop (torchvision + timm + torch)", "dataset": cfg.data.dataset,
                        "steps": steps, "train_seconds": round(seconds, 2)}
     export.save_pretrained(out)
-    return {"train_seconds": seconds, "img_per_s": steps * cfg.optim.batch_size / seconds,
-            "last_loss": sum(losses[-20:]) / len(losses[-20:]),
+    return {"train_seconds": seconds, "img_per_s": steps * cfg.optim.batch_size / seconds, "last_loss": last_loss,
             "loss": f"lightly {lightly_version} NTXentLoss" if lightly is not None else "textbook NT-Xent"}
 
 
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
                           "--overwrite_output_dir=true"])
     recipe_model = SpectralSSL.from_pretrained(ours)
     steps = recipe_model.metadata["steps"]  # the recipe's own count (epochs x its steps per epoch)
-    plain = plain_loop(cfg, steps, out / "plain", args.num_workers)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the recipe trained too
+    plain = plain_loop(cfg, steps, out / "plain", args.num_workers, device)
     caps = [f"--max_train_samples={args.probe_train or 'null'}", f"--max_test_samples={args.probe_test or 'null'}",
             f"--dataset={cfg.data.dataset}", "--knn"]
     probed = {"recipe": probe.main([f"--model={ours}", *caps, "--compare_random_init", "--compare_raw_pixels"]),
@@ -180,14 +184,14 @@ def main(argv: list[str] | None = None) -> dict:
     }
     speed = rows["recipe"]["img_per_s"] / rows["plain loop"]["img_per_s"]
     print(f"\n{steps} steps of {cfg.optim.batch_size}, {cfg.model.backbone} {cfg.model.backbone_kwargs}, "
-          f"{device_name(torch.device('cpu'))}; plain arm: {args.num_workers} workers, {plain['loss']}")
+          f"{device_name(device)}; plain arm: {args.num_workers} workers, {plain['loss']}")
     print("| arm | linear top-1 | kNN top-1 | training s | img/s |")
     print("|---|---|---|---|---|")
     for name, row in rows.items():
         print(f"| {name} | {row['linear_top1']:.2f} % | {row['knn_top1']:.2f} % | "
               f"{row.get('train_seconds', float('nan')):.0f} | {row.get('img_per_s', float('nan')):.0f} |")
     print(f"recipe / plain loop training speed: {speed:.2f}x")
-    results = {"device": device_name(torch.device("cpu")), "config": args.config, "overrides": overrides,
+    results = {"device": device_name(device), "config": args.config, "overrides": overrides,
                "steps": steps, "num_workers": args.num_workers, "arms": rows, "speed_ratio": speed}
     write_results(out / "results.json", results)
     return results
