@@ -350,7 +350,8 @@ SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_
 # the documented flat keys of the selectors and the argument of ``batching.create_selector`` each one fills
 SELECTION_KEYS = {"pool_factor": "pool_factor", "pool_candidates": "candidates", "greedy_m": "m",
                   "greedy_window": "window", "target_reff": "target", "selection_eps": "eps",
-                  "selection_source": "source", "selection_space": "space", "selection_tail": "tail"}
+                  "selection_source": "source", "selection_space": "space", "selection_tail": "tail",
+                  "selection_until": "until"}
 
 
 @dataclass
@@ -502,11 +503,14 @@ class SelectionConfig:
         None, "pool and greedy: the end of an epoch: train (the pool down to its last batch, every sample once per "
         "epoch; the last batches are the candidates passed over) or drop (the epoch ends at the first pool that "
         "cannot be refilled, as drop_last; pool_factor - 1 fewer steps per epoch); null = train")
+    selection_until: int | None = arg(
+        None, "pool and greedy: choose by the spectrum for this many steps, then take random batches of the same pool "
+        "(no embedding or decision: random batches' speed); null = the whole run")
 
     def __post_init__(self) -> None:
         check_fields(self)
         positive(self, "selection_eps")
-        for key in ("greedy_m", "num_classes", "pool_factor", "pool_candidates"):
+        for key in ("greedy_m", "num_classes", "pool_factor", "pool_candidates", "selection_until"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
         if isinstance(self.target_reff, str):

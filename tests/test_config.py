@@ -51,7 +51,7 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
      "--greedy_m and --selection_kwargs {m: ...} both set the selector's 'm'; keep one"),
     (["--selection=pool", "--selection_kwargs={m: 32}"],
      "--selection_kwargs has 'm', which selection 'pool' does not take; its arguments are ['candidates', 'space', "
-     "'tail', 'target']"),
+     "'tail', 'target', 'until']"),
     (["--loss_kwargs={1: 2}"], "--loss_kwargs keys must be argument names, e.g. {name: value}; got the key 1"),
     (["--backbone_kwargs={null: 1}"], "--backbone_kwargs keys must be argument names"),
     (["--selection_kwargs={true: 1}"], "--selection_kwargs keys must be argument names"),
@@ -122,8 +122,10 @@ def test_flat_selection_keys_fill_the_selectors_own_arguments():
     # pool_candidates is Pool-P's key, not Greedy's: ignored
     assert cfg.batching.selector_arguments() == {"m": 64, "source": "online", "window": 12}
     cfg = parse_config(PretrainConfig, ["--selection=pool", "--pool_candidates=5", "--target_reff=0.5",
-                                        "--selection_tail=drop"])
-    assert cfg.batching.selector_arguments() == {"candidates": 5, "target": 0.5, "tail": "drop"}
+                                        "--selection_tail=drop", "--selection_until=100"])
+    assert cfg.batching.selector_arguments() == {"candidates": 5, "target": 0.5, "tail": "drop", "until": 100}
+    with pytest.raises(ConfigError, match=r"^--selection_until must be a positive integer or null, got 0$"):
+        parse_config(PretrainConfig, ["--selection=greedy", "--selection_until=0"])
     assert parse_config(PretrainConfig, ["--selection=random", "--greedy_m=64"]).batching.selector_arguments() == {}
 
 

@@ -274,13 +274,18 @@ class BatchSelector(nn.Module):
             ~12 on the demo). ``"drop"``: the epoch ends at the first pool that cannot be refilled, as
             ``drop_last`` does; its leftovers (fewer than ``pool_size``) are not trained that epoch, and an epoch
             has ``pool_size / batch_size - 1`` fewer steps (``steps_per_epoch``). No effect on random batches.
+        until: Pool-P and Greedy-m choose by the spectrum for steps ``0 .. until - 1`` only; from step ``until`` on
+            each batch is a random ``batch_size`` of the same pool, with no embedding, decision, measurement or
+            cache write (a schedule: the spectrum early, random batches' speed later). ``None`` = the whole run.
+            The pool and the epoch are unchanged, so every sample is still trained once per epoch.
     """
 
     def __init__(self, selection: str, batch_size: int, dim: int, dataset_size: int | None = None, *,
                  pool_factor: int = 4, pool_candidates: int = 3, greedy_m: int | None = None, eps: float = 1e-2,
                  target: float | None = None, window: float | None = None, source: str = "cache", seed: int = 0,
                  cache_dtype: torch.dtype = torch.float16,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, tail: str = "train") -> None:
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, tail: str = "train",
+                 until: int | None = None) -> None:
         super().__init__()
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
@@ -304,6 +309,8 @@ class BatchSelector(nn.Module):
                 or pool_candidates < 1:
             raise ValueError(f"pool_factor and pool_candidates must be positive integers, got {pool_factor!r} and "
                              f"{pool_candidates!r}.")
+        if until is not None:
+            _check_count("until", until, " (the step from which batches are random) or None")
         if greedy_m is not None and (not isinstance(greedy_m, int) or greedy_m < 1):
             raise ValueError(f"greedy_m must be None (exact greedy) or a positive integer, got {greedy_m!r}.")
         if source == "cache" and selection != "random" and not dataset_size:
@@ -312,7 +319,7 @@ class BatchSelector(nn.Module):
         self.selection, self.batch_size, self.dim, self.source = selection, batch_size, dim, source
         self.pool_factor, self.pool_candidates, self.greedy_m = pool_factor, pool_candidates, greedy_m
         self.eps, self.target, self.window, self.seed = eps, target, window, seed
-        self.dataset_size, self.tail = dataset_size, tail
+        self.dataset_size, self.tail, self.until = dataset_size, tail, until
         self.transform = transform
         uses_cache = source == "cache" and selection != "random"
         rows = dataset_size if uses_cache else 0
@@ -330,7 +337,11 @@ class BatchSelector(nn.Module):
     def extra_repr(self) -> str:
         return (f"selection={self.selection}, batch_size={self.batch_size}, pool_size={self.pool_size}, "
                 f"source={self.source}, greedy_m={self.greedy_m}, target={self.target}, window={self.window}, "
-                f"tail={self.tail}")
+                f"tail={self.tail}, until={self.until}")
+
+    def spectral(self, step: int) -> bool:
+        """Whether ``step``'s batch is chosen by the spectrum (Pool-P or Greedy-m before ``until``), not at random."""
+        return self.selection != "random" and (self.until is None or step < self.until)
 
     @property
     def pool_size(self) -> int:
@@ -429,7 +440,7 @@ class BatchSelector(nn.Module):
     @torch.no_grad()
     def observe(self, idx: torch.Tensor, projections: torch.Tensor, step: int) -> None:
         """Store the trained samples' (gathered) projections in the cache; call after each training forward."""
-        if not self.cache.shape[0]:
+        if not self.cache.shape[0] or not self.spectral(step + 1):  # no decision will read the cache again
             return
         self._check_idx(idx, values=False)  # the values once on the CPU (_store): no extra read of a GPU idx
         if projections.ndim != 2 or projections.shape[0] != len(idx):
@@ -447,7 +458,7 @@ class BatchSelector(nn.Module):
         b = self.batch_size
         gen = torch.Generator(device=z.device).manual_seed(step_seed(self.seed, step))
         blocks = torch.arange(world, device=z.device) * per_rank
-        if self.selection == "greedy":
+        if self.selection == "greedy" and self.spectral(step):
             groups = torch.arange(world, device=z.device).repeat_interleave(per_rank) if world > 1 else None
             # on a GPU no finiteness check (a host sync every step; non-finite values are zeroed instead): z are the
             # loss's projections, and the recipe's FiniteWatch stops on a non-finite loss at the next logging step
@@ -455,7 +466,7 @@ class BatchSelector(nn.Module):
                                  groups=groups, quota=b if world > 1 else None, check_finite=z.device.type != "cuda")
         # random and Pool-P: a random partition of each rank's candidates into batches of B
         orders = torch.stack([torch.randperm(per_rank, generator=gen, device=z.device) for _ in range(world)])
-        count = per_rank // b if self.selection == "pool" else 1
+        count = per_rank // b if self.selection == "pool" and self.spectral(step) else 1
         batches = [(orders[:, c * b:(c + 1) * b] + blocks[:, None]).reshape(-1) for c in range(count)]
         if count == 1:
             return batches[0]
@@ -474,7 +485,8 @@ class BatchSelector(nn.Module):
         + decision + broadcast; not the measurement) and ``pool_size``; with embeddings, ``cache_hit`` and
         ``staleness``; Pool-P's ``pool_choice``; with ``measure=True`` the R_eff of the chosen global batch and of a
         random batch from the same pool (``reff_chosen``, ``reff_random``) and the time that took (``measure_ms``;
-        random selection embeds only to measure, so its embedding counts there).
+        random selection embeds only to measure, so its embedding counts there). From step ``until`` on, Pool-P and
+        Greedy-m take a random batch of the pool, and ``measure`` is ignored (nothing is embedded).
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise ValueError(f"step must be an integer (the decision is a function of seed and step), got {step!r}.")
@@ -490,7 +502,9 @@ class BatchSelector(nn.Module):
             per_rank = int(dist.gather(torch.tensor([per_rank], device=device), differentiable=False).min())
         if per_rank < self.candidates_needed:
             return None, stats  # the end of the epoch
-        if self.selection == "random" and not measure:
+        if self.selection != "random" and not self.spectral(step):
+            measure = False  # past ``until``: random batches of the pool, nothing embedded
+        if not self.spectral(step) and not measure:
             z = None
             local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(step_seed(self.seed, step)))
             local = local[: self.batch_size].sort().values  # pool order (= loader order when pool == batch)
@@ -546,15 +560,18 @@ class PoolSelector(BatchSelector):
         space: ``"loss"`` scores candidates through ``transform`` (as the loss sees them), ``"projections"`` raw.
         tail: ``"train"`` (every sample once per epoch) or ``"drop"`` (the epoch ends at the first pool that
             cannot be refilled): ``BatchSelector``.
+        until: Choose by R_eff for the first ``until`` steps, then random batches (``BatchSelector``); ``None`` =
+            the whole run.
     """
 
     def __init__(self, batch_size: int, dim: int, dataset_size: int | None = None, *, candidates: int = 3,
-                 target: float | None = None, space: str = "loss", tail: str = "train", seed: int = 0,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 target: float | None = None, space: str = "loss", tail: str = "train", until: int | None = None,
+                 seed: int = 0, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         _check_space(space)
         _check_count("candidates", candidates)
         super().__init__("pool", batch_size, dim, dataset_size, pool_candidates=candidates, target=target,
-                         source="online", seed=seed, transform=transform if space == "loss" else None, tail=tail)
+                         source="online", seed=seed, transform=transform if space == "loss" else None, tail=tail,
+                         until=until)
 
 
 class GreedySelector(BatchSelector):
@@ -569,12 +586,15 @@ class GreedySelector(BatchSelector):
         space: ``"loss"`` scores candidates through ``transform`` (as the loss sees them), ``"projections"`` raw.
         tail: ``"train"`` (every sample once per epoch; the epoch's last batches are the candidates passed over)
             or ``"drop"`` (the epoch ends at the first pool that cannot be refilled): ``BatchSelector``.
+        until: Greedy picks for the first ``until`` steps, then random batches of the pool with no embedding or
+            cache (``BatchSelector``); ``None`` = the whole run.
         cache_dtype: Storage type of the cache.
     """
 
     def __init__(self, batch_size: int, dim: int, dataset_size: int | None = None, *, pool_factor: int = 4,
                  m: int | None = None, eps: float = 1e-2, window: float | None = None, source: str = "cache",
-                 space: str = "loss", tail: str = "train", cache_dtype: torch.dtype = torch.float16, seed: int = 0,
+                 space: str = "loss", tail: str = "train", until: int | None = None,
+                 cache_dtype: torch.dtype = torch.float16, seed: int = 0,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         _check_space(space)
         _check_count("pool_factor", pool_factor)
@@ -582,7 +602,7 @@ class GreedySelector(BatchSelector):
             _check_count("m", m, " (None = exact greedy)")
         super().__init__("greedy", batch_size, dim, dataset_size, pool_factor=pool_factor, greedy_m=m, eps=eps,
                          window=window, source=source, seed=seed, cache_dtype=cache_dtype,
-                         transform=transform if space == "loss" else None, tail=tail)
+                         transform=transform if space == "loss" else None, tail=tail, until=until)
 
 
 SPACES = ("loss", "projections")
@@ -626,9 +646,9 @@ def create_selector(name: str, *, batch_size: int, dim: int, dataset_size: int |
     Args:
         name: ``random``, ``pool`` (Pool-P) or ``greedy`` (Greedy-m).
         batch_size, dim, dataset_size, seed, transform: Facts of the run (``BatchSelector``).
-        **kwargs: The selector's own arguments (``pool``: candidates, target, space, tail; ``greedy``: pool_factor,
-            m, eps, window, source, space, tail, cache_dtype). Unknown names raise a ValueError listing the accepted
-            ones.
+        **kwargs: The selector's own arguments (``pool``: candidates, target, space, tail, until; ``greedy``:
+            pool_factor, m, eps, window, source, space, tail, until, cache_dtype). Unknown names raise a ValueError
+            listing the accepted ones.
     """
     accepted = selector_arguments(name)
     unknown = sorted(set(kwargs) - set(accepted))

@@ -118,6 +118,44 @@ def test_select_ms_leaves_the_measurement_out(selection, monkeypatch):
     assert "measure_ms" not in quiet and quiet["select_ms"] > 0
 
 
+@pytest.mark.parametrize("selection", ["pool", "greedy"])
+def test_until_chooses_by_the_spectrum_first_then_random_batches_of_the_pool_with_no_forward(selection):
+    until, seen = 3, []
+    model = tiny_model()
+    model.register_forward_hook(lambda *args: seen.append(1))  # counts the selection's no-grad passes
+    kwargs = dict(dataset_size=64, pool_factor=3, pool_candidates=3, source="online", seed=5)
+    scheduled, always = BatchSelector(selection, B, D, until=until, **kwargs), BatchSelector(selection, B, D, **kwargs)
+    pools = [CandidatePool(batches(), scheduled.pool_size) for _ in range(2)]
+    for step in range(until):  # the same decisions as the selector without a schedule
+        a, stats = scheduled.select(model, pools[0], step, measure=True)
+        b, _ = always.select(model, pools[1], step)
+        assert torch.equal(a["idx"], b["idx"]) and "reff_chosen" in stats
+    for step in range(until, until + 2):
+        seen.clear()
+        per_rank = pools[0].fill()
+        expected = pools[0].samples["idx"][torch.randperm(per_rank, generator=torch.Generator().manual_seed(
+            step_seed(5, step)))[:B].sort().values]
+        batch, stats = scheduled.select(model, pools[0], step, measure=True)
+        assert torch.equal(batch["idx"], expected)  # a random B of the pool, as random selection draws them
+        assert not seen and "reff_chosen" not in stats and "pool_choice" not in stats  # nothing embedded or measured
+    assert "until=3" in repr(scheduled)
+
+
+def test_until_stops_writing_the_cache_once_no_decision_reads_it():
+    selector = BatchSelector("greedy", B, D, dataset_size=64, pool_factor=3, until=2)
+    z = torch.randn(B, D)
+    selector.observe(torch.arange(B), z, step=0)  # step 1 still decides by greedy: cached
+    selector.observe(torch.arange(B, 2 * B), z, step=1)  # steps 2.. are random: not cached
+    assert (selector.cache_step[:B] == 0).all() and (selector.cache_step[B:] == -1).all()
+
+
+@pytest.mark.parametrize("selection", ["pool", "greedy"])
+def test_until_keeps_every_sample_trained_once_per_epoch(selection):
+    selector = BatchSelector(selection, B, D, dataset_size=64, pool_factor=3, pool_candidates=3, until=2)
+    trained, pool = run_epoch(selector, tiny_model(), batches())
+    assert len(trained) == 8 and sorted(torch.cat(trained).tolist()) == list(range(64)) and len(pool) == 0
+
+
 def test_pool_with_one_candidate_is_the_random_batch():
     model = tiny_model()
     picks = []
@@ -264,6 +302,9 @@ def test_create_selector_builds_each_selector_with_its_own_defaults():
     ("greedy", {"tail": "carry", "source": "online"}, r"tail must be one of \('train', 'drop'\)"),
     ("pool", {"tail": None}, r"tail must be one of \('train', 'drop'\)"),
     ("random", {"tail": "drop"}, r"selection 'random' takes no argument 'tail'"),
+    ("greedy", {"until": 0, "source": "online"}, r"until must be a positive integer \(the step from which batches "
+     r"are random\) or None, got 0"),
+    ("pool", {"until": 2.5}, r"until must be a positive integer"),
     ("best", {}, "unknown selection 'best'"),
 ])
 def test_create_selector_rejects_bad_arguments_in_one_line(name, kwargs, message):

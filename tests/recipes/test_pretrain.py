@@ -258,6 +258,18 @@ def test_greedy_with_tail_drop_ends_each_epoch_at_its_last_full_pool(pretrain, t
 
 
 @pytest.mark.slow
+def test_selection_until_measures_the_spectrum_only_while_it_chooses_by_it(pretrain, tiny_dataset, tmp_path):
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--selection=greedy",
+                                  "--greedy_m=8", "--selection_until=2"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [("sel_reff_chosen" in m, "sel_select_ms" in m) for m in rows] == [(True, True), (False, True),
+                                                                               (False, True)]
+    meta = SpectralSSL.from_pretrained(out).metadata
+    assert meta["steps"] == 6 and meta["selection_reff"]["logged_steps"] == 1  # the card: the greedy steps only
+    assert meta["config"]["selection_until"] == 2
+
+
+@pytest.mark.slow
 def test_collapse_alarm_warns_once_or_stops_saves_exports_and_resumes(pretrain, tiny_dataset, tmp_path, monkeypatch,
                                                                       capsys):
     # the logged rows from step 4 on count as collapsed (the rule itself: tests/test_monitor.py); logs every 2 steps
