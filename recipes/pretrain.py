@@ -190,8 +190,9 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                       f"{steps_per_epoch or '?'} steps/epoch, {total} steps, global batch "
                       f"{cfg.optim.batch_size * world} ({world} process{'es' * (world > 1)}), {cfg.model.backbone} on "
                       f"{device.type} ({accelerator.mixed_precision}), loss {cfg.objective.loss}, selection "
-                      f"{cfg.batching.selection}, augment {cfg.data.augment} on {'device' if on_device else 'loader'}"
-                      f", {inputs.describe()} -> {cfg.run.output_dir}")
+                      f"{cfg.batching.selection}{f' (random from step {selector.until})' if selector.until else ''}"
+                      f", augment {cfg.data.augment} on {'device' if on_device else 'loader'}, {inputs.describe()} -> "
+                      f"{cfg.run.output_dir}")
     return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
                            state=state, folder=folder, memory_format=layout,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,

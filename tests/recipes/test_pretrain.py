@@ -258,9 +258,11 @@ def test_greedy_with_tail_drop_ends_each_epoch_at_its_last_full_pool(pretrain, t
 
 
 @pytest.mark.slow
-def test_selection_until_measures_the_spectrum_only_while_it_chooses_by_it(pretrain, tiny_dataset, tmp_path):
+def test_selection_until_measures_the_spectrum_only_while_it_chooses_by_it(pretrain, tiny_dataset, tmp_path,
+                                                                           capsys):
     out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--selection=greedy",
                                   "--greedy_m=8", "--selection_until=2"))
+    assert "selection greedy (random from step 2), augment" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [("sel_reff_chosen" in m, "sel_select_ms" in m) for m in rows] == [(True, True), (False, True),
                                                                                (False, True)]
