@@ -313,6 +313,7 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
         metrics = run.folder.read_metrics()
         final.metadata = {
             "method": cfg.objective.loss, "loss": cfg.objective.loss, "selection": cfg.batching.selection,
+            "selection_until": run.selector.until,
             "whitening": cfg.objective.whitening,
             "dataset": cfg.data.dataset, "split": cfg.data.split, "steps": run.state.step,
             "epochs": round(run.state.step / run.steps_per_epoch, 3) if run.steps_per_epoch else None,

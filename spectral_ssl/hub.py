@@ -290,8 +290,9 @@ def effective_rank_record(features: torch.Tensor, split: str) -> dict[str, Any]:
 
 
 def selection_reff_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Mean R_eff of the chosen and of random batches from the same pools over a run's logged steps (None when the
-    run logged no selection measurement, e.g. random selection)."""
+    """Mean R_eff of the chosen and of random batches from the same pools over a run's logged steps that measured
+    them (None when the run logged no selection measurement, e.g. random selection; with a selection schedule,
+    ``selection_until``, the steps before it)."""
     rows = [m for m in metrics if "sel_reff_chosen" in m and "sel_reff_random" in m]
     if not rows:
         return None

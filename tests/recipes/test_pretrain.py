@@ -268,7 +268,9 @@ def test_selection_until_measures_the_spectrum_only_while_it_chooses_by_it(pretr
                                                                                (False, True)]
     meta = SpectralSSL.from_pretrained(out).metadata
     assert meta["steps"] == 6 and meta["selection_reff"]["logged_steps"] == 1  # the card: the greedy steps only
-    assert meta["config"]["selection_until"] == 2
+    assert meta["config"]["selection_until"] == meta["selection_until"] == 2
+    assert ("(mean over 1 logged steps; chosen by the spectrum for the first 2 steps, random batches of the pool "
+            "after)") in (out / "README.md").read_text()
 
 
 @pytest.mark.slow
