@@ -74,11 +74,16 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "greedy": ("Greedy-64", ["--selection=greedy", "--greedy_m=64", "--whitening=none"]),
     "zca": ("ZCA", ["--selection=random", "--whitening=zca"]),
     "greedy_zca": ("Greedy-64 + ZCA", ["--selection=greedy", "--greedy_m=64", "--whitening=zca"]),
+    # a selection schedule (``selection_until``): Greedy-64 for the reduced scale's first 40 of 120 steps, then random
+    # batches of the same pool; not a default arm (its step count suits the reduced scale only)
+    "greedy_until": ("Greedy-64 to step 40, then random", ["--selection=greedy", "--greedy_m=64",
+                                                          "--selection_until=40", "--whitening=none"]),
 }
+DEFAULT_ARMS = ("random", "pool", "greedy", "zca", "greedy_zca")
 REFERENCE = "random"
 # pretrain keys the benchmark sets itself (per arm, per seed or from its own options)
-RESERVED = {"selection", "whitening", "seed", "output_dir", "resume", "overwrite_output_dir", "target_accuracy",
-            "config", "max_steps", "epochs", "log_every", "probe_every", "probe_samples"}
+RESERVED = {"selection", "selection_until", "whitening", "seed", "output_dir", "resume", "overwrite_output_dir",
+            "target_accuracy", "config", "max_steps", "epochs", "log_every", "probe_every", "probe_samples"}
 # reduced CPU scale; any of them can be overridden with --key=value. The data, network, resolution, normalisation,
 # batch and lr are make demo's (tests/test_bench_tta_script.py keeps them equal to its config); the projection dim,
 # warm-up and rows are the benchmark's own
@@ -116,7 +121,8 @@ def parse_passthrough(tokens: list[str]) -> dict[str, str]:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms: " + ", ".join(ARMS))
+    p.add_argument("--arms", default=",".join(DEFAULT_ARMS),
+                   help=f"comma-separated arms (default {','.join(DEFAULT_ARMS)}): " + ", ".join(ARMS))
     p.add_argument("--seeds", type=int, default=3, help="runs per arm (seeds F..F+S-1, F = --first_seed)")
     p.add_argument("--first_seed", type=int, default=0, help="first seed (a later GPU run adds seeds to earlier ones)")
     p.add_argument("--max_steps", type=int, default=120, help="training budget in steps (ignored with --epochs)")
