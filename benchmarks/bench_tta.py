@@ -74,10 +74,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "greedy": ("Greedy-64", ["--selection=greedy", "--greedy_m=64", "--whitening=none"]),
     "zca": ("ZCA", ["--selection=random", "--whitening=zca"]),
     "greedy_zca": ("Greedy-64 + ZCA", ["--selection=greedy", "--greedy_m=64", "--whitening=zca"]),
-    # a selection schedule (``selection_until``): Greedy-64 for the reduced scale's first 40 of 120 steps, then random
-    # batches of the same pool; not a default arm (its step count suits the reduced scale only)
-    "greedy_until": ("Greedy-64 to step 40, then random", ["--selection=greedy", "--greedy_m=64",
-                                                          "--selection_until=40", "--whitening=none"]),
+    # a selection schedule (``selection_until``): Greedy-64 for the first third of the budget (40 of the reduced
+    # scale's 120 steps), then random batches of the same pool; not a default arm
+    "greedy_until": ("Greedy-64 for the first third, then random", ["--selection=greedy", "--greedy_m=64",
+                                                                   "--selection_until=0.33", "--whitening=none"]),
 }
 DEFAULT_ARMS = ("random", "pool", "greedy", "zca", "greedy_zca")
 REFERENCE = "random"

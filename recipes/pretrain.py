@@ -33,7 +33,7 @@ from accelerate.utils import set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from spectral_ssl import data, dist, hub, lr_schedule, run_folder, transforms  # noqa: E402
-from spectral_ssl.batching import CandidatePool, ResumeError, create_selector, resolve_target  # noqa: E402
+from spectral_ssl.batching import CandidatePool, ResumeError, create_selector, resolve_target, resolve_until  # noqa: E402
 from spectral_ssl.config import ConfigError, PretrainConfig, config_defaults, config_dict, parse_config  # noqa: E402
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
 from spectral_ssl.eta import EtaClock  # noqa: E402
@@ -142,6 +142,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                                  temperature=cfg.objective.temperature,
                                  **cfg.objective.loss_kwargs).to(device)
     selection_kwargs = cfg.batching.selector_arguments()
+    until = selection_kwargs.pop("until", None)  # steps or a fraction of the run: set once its length is known
     if "target" in selection_kwargs:  # a fraction of D or 'RHO*C' -> a reachable number
         selection_kwargs["target"] = resolve_target(selection_kwargs["target"], cfg.model.proj_dim,
                                                     cfg.optim.batch_size * world, cfg.batching.num_classes)
@@ -182,6 +183,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                        cfg.data.cache_decoded, cfg.data.augment_on, resumed)
     state.train_seconds += inputs.decode_seconds  # the cache's decode pass is training time
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    selector.until = resolve_until(until, total)
     if resumed is not None and resumed > total:  # else it would export the longer model under the shorter config
         key = f"--max_steps={cfg.optim.max_steps}" if cfg.optim.max_steps else f"--epochs={cfg.optim.epochs}"
         raise ConfigError(f"{key} ({total} steps) is below the step of the checkpoint it resumes ({resumed}); resume "

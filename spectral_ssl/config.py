@@ -503,16 +503,22 @@ class SelectionConfig:
         None, "pool and greedy: the end of an epoch: train (the pool down to its last batch, every sample once per "
         "epoch; the last batches are the candidates passed over) or drop (the epoch ends at the first pool that "
         "cannot be refilled, as drop_last; pool_factor - 1 fewer steps per epoch); null = train")
-    selection_until: int | None = arg(
-        None, "pool and greedy: choose by the spectrum for this many steps, then take random batches of the same pool "
-        "(no embedding or decision: random batches' speed); null = the whole run")
+    selection_until: float | None = arg(
+        None, "pool and greedy: choose by the spectrum for this many steps (a whole number), or for this fraction of "
+        "the run (0 < f < 1), then take random batches of the same pool (no embedding or decision: random batches' "
+        "speed); null = the whole run")
 
     def __post_init__(self) -> None:
         check_fields(self)
         positive(self, "selection_eps")
-        for key in ("greedy_m", "num_classes", "pool_factor", "pool_candidates", "selection_until"):
+        for key in ("greedy_m", "num_classes", "pool_factor", "pool_candidates"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
+        until = self.selection_until
+        require(until is None or 0 < until < 1 or (until >= 1 and until == int(until)), "selection_until",
+                f"must be a whole number of steps, a fraction of the run (0 < f < 1) or null, got {until!r}")
+        if until is not None and until >= 1:
+            self.selection_until = int(until)
         if isinstance(self.target_reff, str):
             try:
                 self.target_reff = float(self.target_reff)

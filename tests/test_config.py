@@ -124,8 +124,14 @@ def test_flat_selection_keys_fill_the_selectors_own_arguments():
     cfg = parse_config(PretrainConfig, ["--selection=pool", "--pool_candidates=5", "--target_reff=0.5",
                                         "--selection_tail=drop", "--selection_until=100"])
     assert cfg.batching.selector_arguments() == {"candidates": 5, "target": 0.5, "tail": "drop", "until": 100}
-    with pytest.raises(ConfigError, match=r"^--selection_until must be a positive integer or null, got 0$"):
-        parse_config(PretrainConfig, ["--selection=greedy", "--selection_until=0"])
+    cfg = parse_config(PretrainConfig, ["--selection=greedy", "--selection_until=0.25"])  # a fraction of the run
+    assert cfg.batching.selector_arguments() == {"until": 0.25}
+    assert isinstance(parse_config(PretrainConfig, ["--selection=greedy", "--selection_until=40"]).batching
+                      .selection_until, int)
+    for bad in ("0", "1.5", "-3"):
+        with pytest.raises(ConfigError, match=r"^--selection_until must be a whole number of steps, a fraction of the "
+                                              rf"run \(0 < f < 1\) or null, got {bad}"):
+            parse_config(PretrainConfig, ["--selection=greedy", f"--selection_until={bad}"])
     assert parse_config(PretrainConfig, ["--selection=random", "--greedy_m=64"]).batching.selector_arguments() == {}
 
 

@@ -3,7 +3,13 @@ oversampled candidate pool (``step.py``); ``create_selector(name, **kwargs)`` bu
 
 from __future__ import annotations
 
-from spectral_ssl.batching.selectors import greedy_select, log_det_objective, pool_select, resolve_target
+from spectral_ssl.batching.selectors import (
+    greedy_select,
+    log_det_objective,
+    pool_select,
+    resolve_target,
+    resolve_until,
+)
 from spectral_ssl.batching.step import (
                                         SELECTIONS,
                                         SELECTORS,
@@ -22,4 +28,4 @@ from spectral_ssl.batching.step import (
 
 __all__ = ["SELECTIONS", "SELECTORS", "SOURCES", "BatchSelector", "CandidatePool", "GreedySelector", "PoolSelector",
            "RandomSelector", "ResumeError", "create_selector", "frozen_norm_statistics", "greedy_select",
-           "log_det_objective", "pool_select", "resolve_target", "selector_arguments", "step_seed"]
+           "log_det_objective", "pool_select", "resolve_target", "resolve_until", "selector_arguments", "step_seed"]

@@ -308,6 +308,22 @@ def resolve_target(target: float | str | None, dim: int, batch: int, num_classes
     return value
 
 
+def resolve_until(until: float | None, total_steps: int) -> int | None:
+    """The step from which a scheduled selection takes random batches (``BatchSelector.until``): a whole number of
+    steps (>= 1) as it is, or a fraction of the run (0 < f < 1) of ``total_steps``, rounded, at least 1; ``None`` =
+    the whole run."""
+    if until is None:
+        return None
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or not until > 0 or until != until:
+        raise ValueError(f"until must be a number of steps (>= 1), a fraction of the run (0 < f < 1) or None, got "
+                         f"{until!r}.")
+    if until < 1:
+        return max(1, round(until * total_steps))
+    if until != int(until):
+        raise ValueError(f"until={until!r} is neither a whole number of steps nor a fraction of the run (0 < f < 1).")
+    return int(until)
+
+
 @torch.no_grad()
 def pool_select(candidates: torch.Tensor, target: float | None = None, estimator: str = "cov") -> int:
     """Index of the candidate batch to train on.

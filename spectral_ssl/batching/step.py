@@ -277,7 +277,8 @@ class BatchSelector(nn.Module):
         until: Pool-P and Greedy-m choose by the spectrum for steps ``0 .. until - 1`` only; from step ``until`` on
             each batch is a random ``batch_size`` of the same pool, with no embedding, decision, measurement or
             cache write (a schedule: the spectrum early, random batches' speed later). ``None`` = the whole run.
-            The pool and the epoch are unchanged, so every sample is still trained once per epoch.
+            The pool and the epoch are unchanged, so every sample is still trained once per epoch. A fraction of the
+            run becomes a step with ``resolve_until``; the attribute may be set once the run's length is known.
     """
 
     def __init__(self, selection: str, batch_size: int, dim: int, dataset_size: int | None = None, *,
@@ -309,8 +310,6 @@ class BatchSelector(nn.Module):
                 or pool_candidates < 1:
             raise ValueError(f"pool_factor and pool_candidates must be positive integers, got {pool_factor!r} and "
                              f"{pool_candidates!r}.")
-        if until is not None:
-            _check_count("until", until, " (the step from which batches are random) or None")
         if greedy_m is not None and (not isinstance(greedy_m, int) or greedy_m < 1):
             raise ValueError(f"greedy_m must be None (exact greedy) or a positive integer, got {greedy_m!r}.")
         if source == "cache" and selection != "random" and not dataset_size:
@@ -319,7 +318,8 @@ class BatchSelector(nn.Module):
         self.selection, self.batch_size, self.dim, self.source = selection, batch_size, dim, source
         self.pool_factor, self.pool_candidates, self.greedy_m = pool_factor, pool_candidates, greedy_m
         self.eps, self.target, self.window, self.seed = eps, target, window, seed
-        self.dataset_size, self.tail, self.until = dataset_size, tail, until
+        self.dataset_size, self.tail = dataset_size, tail
+        self.until = until  # validated by the setter; a recipe may set it once the run's length is known
         self.transform = transform
         uses_cache = source == "cache" and selection != "random"
         rows = dataset_size if uses_cache else 0
@@ -338,6 +338,17 @@ class BatchSelector(nn.Module):
         return (f"selection={self.selection}, batch_size={self.batch_size}, pool_size={self.pool_size}, "
                 f"source={self.source}, greedy_m={self.greedy_m}, target={self.target}, window={self.window}, "
                 f"tail={self.tail}, until={self.until}")
+
+    @property
+    def until(self) -> int | None:
+        """The step from which Pool-P / Greedy-m take random batches of the pool (``None`` = never)."""
+        return self._until
+
+    @until.setter
+    def until(self, value: int | None) -> None:
+        if value is not None:
+            _check_count("until", value, " (the step from which batches are random) or None")
+        self._until = value
 
     def spectral(self, step: int) -> bool:
         """Whether ``step``'s batch is chosen by the spectrum (Pool-P or Greedy-m before ``until``), not at random."""

@@ -15,6 +15,7 @@ from spectral_ssl.batching import (
     RandomSelector,
     create_selector,
     greedy_select,
+    resolve_until,
     step_seed,
 )
 from tests.launch import load_rank_results, save_rank_result, spawn_launcher
@@ -139,6 +140,19 @@ def test_until_chooses_by_the_spectrum_first_then_random_batches_of_the_pool_wit
         assert torch.equal(batch["idx"], expected)  # a random B of the pool, as random selection draws them
         assert not seen and "reff_chosen" not in stats and "pool_choice" not in stats  # nothing embedded or measured
     assert "until=3" in repr(scheduled)
+
+
+def test_until_in_steps_or_as_a_fraction_of_the_run():
+    assert resolve_until(None, 100) is None and resolve_until(40, 100) == 40 and resolve_until(40.0, 100) == 40
+    assert resolve_until(0.25, 936) == 234 and resolve_until(0.001, 100) == 1  # at least one spectral step
+    for bad in (0, -1, 1.5, float("nan"), "40", True):
+        with pytest.raises(ValueError, match="until"):
+            resolve_until(bad, 100)
+    selector = BatchSelector("greedy", B, D, source="online")
+    selector.until = 7  # set once the run's length is known (the recipe)
+    assert selector.until == 7 and selector.spectral(6) and not selector.spectral(7)
+    with pytest.raises(ValueError, match=r"until must be a positive integer \(the step from which batches are random"):
+        selector.until = 0.5
 
 
 def test_until_stops_writing_the_cache_once_no_decision_reads_it():

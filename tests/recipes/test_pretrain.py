@@ -261,14 +261,14 @@ def test_greedy_with_tail_drop_ends_each_epoch_at_its_last_full_pool(pretrain, t
 def test_selection_until_measures_the_spectrum_only_while_it_chooses_by_it(pretrain, tiny_dataset, tmp_path,
                                                                            capsys):
     out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=6", "--selection=greedy",
-                                  "--greedy_m=8", "--selection_until=2"))
+                                  "--greedy_m=8", "--selection_until=0.34"))  # a third of 6 steps: 2
     assert "selection greedy (random from step 2), augment" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [("sel_reff_chosen" in m, "sel_select_ms" in m) for m in rows] == [(True, True), (False, True),
                                                                                (False, True)]
     meta = SpectralSSL.from_pretrained(out).metadata
     assert meta["steps"] == 6 and meta["selection_reff"]["logged_steps"] == 1  # the card: the greedy steps only
-    assert meta["config"]["selection_until"] == meta["selection_until"] == 2
+    assert meta["config"]["selection_until"] == 0.34 and meta["selection_until"] == 2
     assert ("(mean over 1 logged steps; chosen by the spectrum for the first 2 steps, random batches of the pool "
             "after)") in (out / "README.md").read_text()
 
