@@ -466,6 +466,10 @@ def matrix_jobs(dataset: Path, work: Path, sizes: dict) -> list[dict]:
                         "--save_every=null", f"--loss={loss}", f"--whitening={whitening}",
                         f"--selection={selection}", "--greedy_m=16", "--mixed_precision=auto"]
                 jobs.append({"name": name, "argv": argv, "steps": sizes["matrix_steps"]})
+                if (whitening, selection) == ("zca", "greedy") and loss == "infonce":  # the schedule's random half
+                    jobs.append({"name": name + "_until", "steps": sizes["matrix_steps"],
+                                 "argv": [f"--output_dir={out}_until" if a.startswith("--output_dir=") else a
+                                          for a in argv] + ["--selection_until=0.5"]})
     return jobs
 
 
@@ -525,7 +529,8 @@ def finish_matrix(report: Report, started: tuple[list[dict], list, list[Path]], 
         detail += "; failed: " + "; ".join(f"{r['name']}: {r.get('error', 'non-finite loss')}"[:200] for r in failed)
     if missing:
         detail += f"; not run within the correctness box: {', '.join(missing)}"
-    report.check("correctness", "every loss x whitening x selection, bf16", status, detail, runs=rows)
+    report.check("correctness", "every loss x whitening x selection (+ Greedy with selection_until), bf16", status,
+                 detail, runs=rows)
 
 
 # ---------------------------------------------------------------- phase 2: speed

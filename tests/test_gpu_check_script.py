@@ -29,6 +29,18 @@ def test_reference_picks_equal_the_torch_loop(gpu_check, m):
     assert gpu_check.reference_picks(x, k, 1e-2, m, keys if sampled else None) == expected.tolist()
 
 
+def test_the_matrix_covers_every_loss_whitening_and_selection_and_one_scheduled_greedy(gpu_check, tmp_path):
+    sizes = {"backbone": "test_resnet", "backbone_kwargs": "{}", "image_size": 32, "batch": 8, "proj_dim": 4,
+             "hidden": 8, "matrix_steps": 10, "matrix_rows": 64}
+    jobs = gpu_check.matrix_jobs(tmp_path / "data", tmp_path, sizes)
+    names = [job["name"] for job in jobs]
+    assert len(names) == len(set(names)) == 7 * 2 * 3 + 1 and "infonce/zca/greedy_until" in names
+    until = jobs[names.index("infonce/zca/greedy_until")]["argv"]
+    plain = jobs[names.index("infonce/zca/greedy")]["argv"]
+    own_dir = f"--output_dir={tmp_path / 'matrix' / 'infonce_zca_greedy'}_until"
+    assert set(until) - set(plain) == {"--selection_until=0.5", own_dir}
+
+
 def test_same_compares_checkpoint_state_with_restored_snapshots(gpu_check):
     saved = {"a": torch.ones(3), "nested": {"b": [1, 2]}}
     assert gpu_check.same(saved, {"a": (torch.ones(3), "cpu"), "nested": {"b": [1, 2]}})
@@ -85,7 +97,7 @@ def test_tiny_run_goes_through_every_phase(gpu_check, tmp_path):
     assert {"preflight", "correctness", "speed", "headline", "tta"} <= phases
     by_name = {r["check"]: r for r in rows}
     assert by_name["checkpoint + resume on the device"]["status"] == "PASS"
-    matrix = by_name["every loss x whitening x selection, bf16"]
+    matrix = by_name["every loss x whitening x selection (+ Greedy with selection_until), bf16"]
     assert matrix["runs"] and all(r["ok"] for r in matrix["runs"])  # the box may cut the matrix, never fail it
     figures = report["figures"]
     assert figures["model_only"]["img_per_s"] > 0 and figures["recipe random"]["img_per_s"] > 0
