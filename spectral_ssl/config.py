@@ -514,11 +514,17 @@ class SelectionConfig:
         for key in ("greedy_m", "num_classes", "pool_factor", "pool_candidates"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
-        until = self.selection_until
-        require(until is None or 0 < until < 1 or (until >= 1 and until == int(until)), "selection_until",
-                f"must be a whole number of steps, a fraction of the run (0 < f < 1) or null, got {until!r}")
-        if until is not None and until >= 1:
-            self.selection_until = int(until)
+        if self.selection_until is not None:  # the rule is batching.resolve_until's, which the recipe applies
+            from spectral_ssl.batching import resolve_until
+
+            try:
+                steps = resolve_until(self.selection_until, 1)  # a fraction of a 1-step run: 1
+            except ValueError:
+                steps = None
+            require(steps is not None, "selection_until", "must be a whole number of steps, a fraction of the run "
+                    f"(0 < f < 1) or null, got {self.selection_until!r}")
+            if self.selection_until >= 1:
+                self.selection_until = steps
         if isinstance(self.target_reff, str):
             try:
                 self.target_reff = float(self.target_reff)

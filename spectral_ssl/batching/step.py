@@ -469,7 +469,7 @@ class BatchSelector(nn.Module):
         b = self.batch_size
         gen = torch.Generator(device=z.device).manual_seed(step_seed(self.seed, step))
         blocks = torch.arange(world, device=z.device) * per_rank
-        if self.selection == "greedy" and self.spectral(step):
+        if self.selection == "greedy":
             groups = torch.arange(world, device=z.device).repeat_interleave(per_rank) if world > 1 else None
             # on a GPU no finiteness check (a host sync every step; non-finite values are zeroed instead): z are the
             # loss's projections, and the recipe's FiniteWatch stops on a non-finite loss at the next logging step
@@ -477,7 +477,7 @@ class BatchSelector(nn.Module):
                                  groups=groups, quota=b if world > 1 else None, check_finite=z.device.type != "cuda")
         # random and Pool-P: a random partition of each rank's candidates into batches of B
         orders = torch.stack([torch.randperm(per_rank, generator=gen, device=z.device) for _ in range(world)])
-        count = per_rank // b if self.selection == "pool" and self.spectral(step) else 1
+        count = per_rank // b if self.selection == "pool" else 1
         batches = [(orders[:, c * b:(c + 1) * b] + blocks[:, None]).reshape(-1) for c in range(count)]
         if count == 1:
             return batches[0]
@@ -513,9 +513,10 @@ class BatchSelector(nn.Module):
             per_rank = int(dist.gather(torch.tensor([per_rank], device=device), differentiable=False).min())
         if per_rank < self.candidates_needed:
             return None, stats  # the end of the epoch
-        if self.selection != "random" and not self.spectral(step):
-            measure = False  # past ``until``: random batches of the pool, nothing embedded
-        if not self.spectral(step) and not measure:
+        spectral = self.spectral(step)
+        if not spectral and self.selection != "random":
+            measure = False  # past ``until``: random batches of the pool, nothing embedded (_decide never sees it)
+        if not spectral and not measure:
             z = None
             local = torch.randperm(per_rank, generator=torch.Generator().manual_seed(step_seed(self.seed, step)))
             local = local[: self.batch_size].sort().values  # pool order (= loader order when pool == batch)
