@@ -41,7 +41,7 @@ from spectral_ssl.finite_watch import FiniteWatch, NonFiniteError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.monitor import collapse_message, is_collapsed  # noqa: E402
 from spectral_ssl.objective import create_objective  # noqa: E402
-from spectral_ssl.probe import eval_loader, extract_features, knn_probe  # noqa: E402
+from spectral_ssl.probe import OnlineKnn, OnlineProbeError, eval_loader, extract_features  # noqa: E402
 
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, run_folder.RunFolderError)
 logger = logging.getLogger("pretrain")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None, *, on_eta: Callable[[float, float], None
         return export(run, cfg, accelerator)
     except BaseException as e:
         released = folder.release()  # a fresh run that failed before its first checkpoint leaves the folder free
-        if isinstance(e, (run_folder.RunFolderError, NonFiniteError, ResumeError)):  # a full disk, a NaN loss: one line
+        if isinstance(e, (run_folder.RunFolderError, NonFiniteError, ResumeError, OnlineProbeError)):  # one line
             raise SystemExit(f"error: {e}") from None
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C: what to run next (said by the script; a caller gets the error)
             saved = run_folder.checkpoint_dirs(folder.checkpoints)
@@ -133,14 +133,7 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     model.data_config.update(prep.data_config())
     # loss (+ predictor, state), whitening and EMA target: two views -> loss, one call per step
     objective = create_objective(model, cfg.objective.loss, dim=cfg.model.proj_dim, dataset_size=train_data.num_rows,
-                                 gather_distributed=world > 1, whitening=cfg.objective.whitening,
-                                 whitening_eps=cfg.objective.whitening_eps,
-                                 whitening_solver=cfg.objective.whitening_solver,
-                                 whitening_sync=cfg.objective.whitening_sync,
-                                 ema_momentum=cfg.objective.ema_momentum,
-                                 ema_momentum_final=cfg.objective.ema_momentum_final,
-                                 temperature=cfg.objective.temperature,
-                                 **cfg.objective.loss_kwargs).to(device)
+                                 gather_distributed=world > 1, **cfg.objective.objective_arguments()).to(device)
     selection_kwargs = cfg.batching.selector_arguments()
     until = selection_kwargs.pop("until", None)  # steps or a fraction of the run: set once its length is known
     if "target" in selection_kwargs:  # a fraction of D or 'RHO*C' -> a reachable number
@@ -195,8 +188,12 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
                       f"{cfg.batching.selection}{f' (random from step {selector.until})' if selector.until else ''}"
                       f", augment {cfg.data.augment} on {'device' if on_device else 'loader'}, {inputs.describe()} -> "
                       f"{cfg.run.output_dir}")
+    # kNN top-1 of the backbone every probe_every steps; both splits are decoded at the first probe, then kept
+    knn = OnlineKnn(cfg.data.dataset, cfg.data.split, cfg.data.eval_split, samples=cfg.run.probe_samples,
+                    image_column=cfg.data.image_column, label_column=cfg.data.label_column,
+                    skip_corrupt=cfg.data.skip_corrupt) if cfg.run.probe_every else None
     return SimpleNamespace(model=model, objective=objective, selector=selector, pool=pool, optimizer=optimizer,
-                           state=state, folder=folder, memory_format=layout,
+                           state=state, folder=folder, memory_format=layout, knn=knn,
                            total_steps=total, steps_per_epoch=steps_per_epoch, device=device, views=views,
                            train_rows=rows, trainable=[p for g in optimizer.param_groups for p in g["params"]])
 
@@ -261,8 +258,7 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
                 metrics.update({f"sel_{k}": v for k, v in selected.items()},  # share of a step not measuring
                                sel_share=selected["select_ms"] / (step_ms - selected.get("measure_ms", 0.0)))
             if probe_step:
-                metrics["knn_top1"] = online_knn(accelerator.unwrap_model(model), cfg, device)
-                model.train()
+                metrics["knn_top1"] = run.knn(accelerator.unwrap_model(model), device)  # restores train mode
                 reached = cfg.run.target_accuracy and metrics["knn_top1"] >= cfg.run.target_accuracy
                 if reached and state.time_to_accuracy is None:
                     state.time_to_accuracy = {"target": cfg.run.target_accuracy, "step": state.step,
@@ -310,7 +306,9 @@ def export(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator) 
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(run.model)
         # R_eff needs images only: no labels, and an undecodable one is left out rather than failing the export
-        loader = run_eval_loader(final, cfg, cfg.data.eval_split, cfg.run.reff_samples, labels=False)
+        loader = eval_loader(cfg.data.dataset, cfg.data.eval_split,
+                             transforms.Preprocessing.from_data_config(final.data_config), label_column=None,
+                             image_column=cfg.data.image_column, max_samples=cfg.run.reff_samples, skip_corrupt=True)
         features, _ = extract_features(final, loader, device=run.device)
         metrics = run.folder.read_metrics()
         final.metadata = {
@@ -353,28 +351,6 @@ def open_split(cfg: PretrainConfig, split_key: str, **kwargs) -> data.ImageData:
                                 **kwargs)
     except data.DataKeyError as e:
         raise ConfigError(e.message(f"--{split_key}")) from None
-
-
-def run_eval_loader(model: SpectralSSL, cfg: PretrainConfig, split: str, limit: int, labels: bool = True):
-    """``split`` with the model's own preprocessing (its data_config), as a user of the export will read it; without
-    ``labels`` (the export's R_eff) the label column is not read and undecodable images are skipped."""
-    return eval_loader(cfg.data.dataset, split, transforms.Preprocessing.from_data_config(model.data_config),
-                       image_column=cfg.data.image_column, label_column=cfg.data.label_column if labels else None,
-                       max_samples=limit, skip_corrupt=cfg.data.skip_corrupt or not labels)
-
-
-def online_knn(model: SpectralSSL, cfg: PretrainConfig, device: torch.device) -> float:
-    """kNN top-1 with ``probe_samples`` images of each split: a cheap progress signal during training."""
-    try:  # rows labelled -1 ("no label") are left out; a split with no labels, or labels that are no integer
-        # classes, stop the run in one line naming the column
-        train_f, train_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.split, cfg.run.probe_samples),
-                                            device=device)
-        test_f, test_y = extract_features(model, run_eval_loader(model, cfg, cfg.data.eval_split,
-                                                                 cfg.run.probe_samples), device=device)
-        return knn_probe(train_f, train_y, test_f, test_y).top1
-    except ValueError as e:
-        raise SystemExit(f"error: online kNN probe (--probe_every, --label_column={cfg.data.label_column}): "
-                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ _NAMES = {  # public name -> the submodule that defines it
     "SpectralSSL": "model",
     "CollapseError": "monitor", "SpectralMonitor": "monitor",
     "Objective": "objective", "create_objective": "objective",
-    "ProbeResult": "probe", "extract_features": "probe", "knn_probe": "probe", "linear_probe": "probe",
+    "OnlineKnn": "probe", "ProbeResult": "probe", "extract_features": "probe", "knn_probe": "probe",
+    "linear_probe": "probe",
     "effective_rank": "spectral", "spectrum_stats": "spectral",
     "BatchWhitening": "whitening",
 }
@@ -49,6 +50,7 @@ __all__ = [
     "BatchWhitening",
     "CollapseError",
     "Objective",
+    "OnlineKnn",
     "ProbeResult",
     "SpectralMonitor",
     "SpectralSSL",

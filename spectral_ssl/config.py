@@ -439,6 +439,14 @@ class ModelConfig:
             require(getattr(self, key) >= 1, key, f"must be a positive integer, got {getattr(self, key)!r}")
 
 
+# create_objective's arguments that the recipe sets from other keys: a loss_kwargs entry for one is refused
+OBJECTIVE_SET_BY_RECIPE = {
+    "temperature": "--temperature", "dim": "--proj_dim", "dataset_size": "the split's length",
+    "gather_distributed": "the number of processes", "whitening": "--whitening", "whitening_eps": "--whitening_eps",
+    "whitening_solver": "--whitening_solver", "whitening_sync": "--whitening_sync", "ema_momentum": "--ema_momentum",
+    "ema_momentum_final": "--ema_momentum_final"}
+
+
 @dataclass
 class ObjectiveConfig:
     """What turns two views into a loss (``spectral_ssl.objective``): loss, whitening, EMA target."""
@@ -472,6 +480,16 @@ class ObjectiveConfig:
         for key in ("ema_momentum", "ema_momentum_final"):
             value = getattr(self, key)
             require(value is None or 0 <= value <= 1, key, f"must be in [0, 1], got {value}")
+        for name, source in OBJECTIVE_SET_BY_RECIPE.items():  # else create_objective gets it twice
+            require(name not in self.loss_kwargs, "loss_kwargs", f"sets {name!r}, which the recipe sets from "
+                    f"{source}; set that instead")
+
+    def objective_arguments(self) -> dict[str, Any]:
+        """``objective.create_objective``'s keyword arguments from these keys (the loss's own ones from
+        ``loss_kwargs``); the recipe adds ``dim``, ``dataset_size`` and ``gather_distributed``."""
+        keys = ("whitening", "whitening_eps", "whitening_solver", "whitening_sync", "ema_momentum",
+                "ema_momentum_final", "temperature")
+        return {**{key: getattr(self, key) for key in keys}, **self.loss_kwargs}
 
 
 @dataclass

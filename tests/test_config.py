@@ -53,6 +53,11 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
      "--selection_kwargs has 'm', which selection 'pool' does not take; its arguments are ['candidates', 'space', "
      "'tail', 'target', 'until']"),
     (["--loss_kwargs={1: 2}"], "--loss_kwargs keys must be argument names, e.g. {name: value}; got the key 1"),
+    (["--loss_kwargs={temperature: 0.5}"],
+     "--loss_kwargs sets 'temperature', which the recipe sets from --temperature; set that instead"),
+    (["--loss=byol", "--loss_kwargs={ema_momentum: 0.9}"],
+     "--loss_kwargs sets 'ema_momentum', which the recipe sets from --ema_momentum; set that instead"),
+    (["--loss_kwargs={dim: 8}"], "--loss_kwargs sets 'dim', which the recipe sets from --proj_dim; set that instead"),
     (["--backbone_kwargs={null: 1}"], "--backbone_kwargs keys must be argument names"),
     (["--selection_kwargs={true: 1}"], "--selection_kwargs keys must be argument names"),
     (["--augment_kwargs={1e-1: 2, grayscale_p: 0}"], "--augment_kwargs keys must be argument names"),
@@ -347,3 +352,20 @@ def test_a_key_is_its_whole_name_never_a_prefix_of_one(config, argv, key):
     # argparse's default took these for --max_train_samples, --epochs and --warmup_steps, silently
     with pytest.raises(ConfigError, match=rf"^unknown config key '{key}'; valid keys: "):
         parse_config(config, argv)
+
+
+def test_objective_arguments_cover_create_objective_and_pass_the_loss_kwargs():
+    import inspect
+
+    from spectral_ssl.config import OBJECTIVE_SET_BY_RECIPE
+    from spectral_ssl.objective import create_objective
+
+    cfg = parse_config(PretrainConfig, ["--loss=moco", "--loss_kwargs={queue_size: 64}", "--temperature=0.3",
+                                        "--whitening=zca", "--whitening_eps=0.01", "--ema_momentum=0.9",
+                                        "--batch_size=256"])
+    args = cfg.objective.objective_arguments()
+    assert args == {"whitening": "zca", "whitening_eps": 0.01, "whitening_solver": "auto", "whitening_sync": False,
+                    "ema_momentum": 0.9, "ema_momentum_final": None, "temperature": 0.3, "queue_size": 64}
+    own = set(inspect.signature(create_objective).parameters) - {"model", "loss", "loss_kwargs"}
+    assert own | {"temperature"} == set(OBJECTIVE_SET_BY_RECIPE)  # every argument the recipe sets is refused
+    assert own - {"dim", "dataset_size", "gather_distributed"} <= set(args)  # ... in loss_kwargs, and passed here

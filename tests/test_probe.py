@@ -251,3 +251,101 @@ def test_validation_cross_entropy_matches_a_slow_reference_and_ranks_the_penalti
         top1 = 100 * sum(int(p[i].argmax()) == int(y[v]) for i, v in enumerate(val)) / 100
         assert res.settings["validation_loss"][f"{wd:g}"] == pytest.approx(loss, abs=1e-4)
         assert res.settings["validation_top1"][f"{wd:g}"] == pytest.approx(top1, abs=0.01)
+
+
+class Pixels(nn.Module):
+    """A model with a data_config: its features are each image's channel mean, weighted per pixel."""
+
+    def __init__(self, image_size=16):
+        super().__init__()
+        from spectral_ssl.transforms import Preprocessing
+
+        self.weight = nn.Parameter(torch.ones(image_size * image_size))
+        self.data_config = Preprocessing(image_size, (0.5,) * 3, (0.25,) * 3).data_config()
+
+    def embed(self, x):
+        return x.mean(1).flatten(1) * self.weight
+
+
+@pytest.fixture()
+def labelled_folder(tmp_path):
+    from spectral_ssl.data import synthetic_dataset
+
+    for split, seed in (("train", 0), ("test", 1)):
+        synthetic_dataset(num_rows=40, image_size=32, num_classes=4, seed=seed).to_parquet(
+            str(tmp_path / f"{split}-00000-of-00001.parquet"))
+    return str(tmp_path)
+
+
+def reference_features(model, folder, samples):
+    """The uncached computation: both splits read now with the model's preprocessing."""
+    from spectral_ssl.probe import eval_loader
+    from spectral_ssl.transforms import Preprocessing
+
+    prep = Preprocessing.from_data_config(model.data_config)
+    return [extract_features(model, eval_loader(folder, split, prep, max_samples=samples))
+            for split in ("train", "test")]
+
+
+def reference_knn(model, folder, samples):
+    train, test = reference_features(model, folder, samples)
+    return knn_probe(*train, *test).top1
+
+
+def test_online_knn_equals_the_uncached_probe_and_reads_each_split_once(labelled_folder, monkeypatch):
+    from spectral_ssl import probe
+    from spectral_ssl.probe import OnlineKnn
+
+    model = Pixels().train()
+    before = reference_features(model, labelled_folder, 30), reference_knn(model, labelled_folder, 30)
+    trained = Pixels()
+    with torch.no_grad():
+        trained.weight.copy_(torch.rand(trained.weight.shape, generator=torch.Generator().manual_seed(0)))
+    after = reference_features(trained, labelled_folder, 30), reference_knn(trained, labelled_folder, 30)
+    reads, scored = [], []
+    real_loader, real_knn = probe.eval_loader, probe.knn_probe
+    monkeypatch.setattr(probe, "eval_loader", lambda dataset, split, *a, **k: reads.append(split) or real_loader(
+        dataset, split, *a, **k))
+    monkeypatch.setattr(probe, "knn_probe", lambda *a, **k: scored.append(a) or real_knn(*a, **k))
+    knn = OnlineKnn(labelled_folder, "train", "test", samples=30)
+    first = knn(model)
+    with torch.no_grad():
+        model.weight.copy_(trained.weight)  # trained on: other features of the same images
+    second = knn(model)
+    assert reads == ["train", "test"] and model.training
+    assert (first, second) == (before[1], after[1])
+    for features, (train, test) in zip(scored, (before[0], after[0])):
+        assert all(torch.equal(a, b) for a, b in zip(features, (*train, *test)))
+    assert not torch.equal(scored[0][0], scored[1][0])
+    assert [sum(b["image"].shape[0] for b in knn._cache[s]) for s in ("train", "test")] == [30, 30]
+
+
+def test_online_knn_reads_again_past_cache_bytes_or_after_the_preprocessing_changes(labelled_folder, monkeypatch):
+    from spectral_ssl import probe
+    from spectral_ssl.probe import OnlineKnn
+
+    model, bigger = Pixels(), Pixels(image_size=24)
+    expected = reference_knn(model, labelled_folder, 30), reference_knn(bigger, labelled_folder, 30)
+    reads = []
+    real = probe.eval_loader
+    monkeypatch.setattr(probe, "eval_loader", lambda dataset, split, *a, **k: reads.append(split) or real(
+        dataset, split, *a, **k))
+    one_split = 30 * 3 * 16 * 16 * 4  # bytes of 30 preprocessed float32 images at 16 px
+    small = OnlineKnn(labelled_folder, "train", "test", samples=30, cache_bytes=one_split - 1)
+    assert small(model) == small(model) == expected[0]
+    assert reads == ["train", "test"] * 2 and small._cache == {}
+    reads.clear()
+    knn = OnlineKnn(labelled_folder, "train", "test", samples=30, cache_bytes=one_split)
+    knn(model)
+    assert knn(bigger) == expected[1]
+    assert reads == ["train", "test"] * 2
+
+
+def test_online_knn_names_the_label_column_in_one_line(labelled_folder):
+    from spectral_ssl.probe import OnlineKnn, OnlineProbeError
+
+    with pytest.raises(ValueError, match="samples must be an integer"):
+        OnlineKnn(labelled_folder, "train", "test", samples=0)
+    with pytest.raises(OnlineProbeError, match=r"^online kNN probe \(--probe_every, --label_column=image\): ") as e:
+        OnlineKnn(labelled_folder, "train", "test", samples=8, label_column="image")(Pixels())
+    assert "\n" not in str(e.value)
