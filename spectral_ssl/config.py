@@ -456,7 +456,8 @@ class ObjectiveConfig:
                             "{gamma: 0.9} for sogclr, {ema: true} for isoloss; each loss owns its defaults")
     temperature: float = arg(0.2, "temperature of the contrastive losses and of the gradient band")
     monitor_temperature: float = arg(0.2, "temperature of the NT-Xent monitor logged for every loss")
-    ema_momentum: float | None = arg(None, "target-network EMA momentum at step 0; null = the loss's default")
+    ema_momentum: float | None = arg(None, "target-network EMA momentum at step 0 (byol, moco, isoloss with ema: true; "
+                                     "refused for a loss without one); null = the loss's default")
     ema_momentum_final: float | None = arg(None, "EMA momentum at the end (cosine); null = the loss's default")
     whitening: Literal["none", "zca", "cholesky"] = arg("none", "in-batch whitening of each view's projections")
     whitening_eps: float = arg(1e-4, "whitening ridge, relative to the mean eigenvalue")

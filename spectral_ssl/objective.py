@@ -89,8 +89,13 @@ class Objective(nn.Module):
             raise ValueError(f"whitening must be one of {WHITENINGS}, got {whitening!r}.")
         if whitening != "none" and not dim:
             raise ValueError("whitening needs dim (the projection dimension D).")
+        uses_target = getattr(loss, "uses_target", False)
+        for key, value in (("ema_momentum", ema_momentum), ("ema_momentum_final", ema_momentum_final)):
+            if value is not None and not uses_target:  # it would be ignored: the user meant another loss
+                raise ValueError(f"{key}={value} is set, but loss {type(loss).__name__} trains without an EMA target "
+                                 "network (byol, moco and isoloss with ema: true have one); leave it unset")
         self.loss = loss
-        self.target = copy.deepcopy(model).requires_grad_(False) if getattr(loss, "uses_target", False) else None
+        self.target = copy.deepcopy(model).requires_grad_(False) if uses_target else None
         self.whiten = (BatchWhitening(dim, kind=whitening, eps=whitening_eps, solver=whitening_solver,
                                       sync=whitening_sync) if whitening != "none" else None)
         base, final = getattr(loss, "default_momentum", (None, None))

@@ -77,6 +77,14 @@ def test_moco_negatives_are_the_queue_and_bad_arguments_are_one_line():
         create_objective(tiny_model(), "moco", dim=8, gamma=0.5)
 
 
+@pytest.mark.parametrize("loss,kwargs", [("infonce", {}), ("simsiam", {}), ("isoloss", {"ema": False})])
+@pytest.mark.parametrize("key", ["ema_momentum", "ema_momentum_final"])
+def test_an_ema_momentum_without_an_ema_target_is_refused_not_ignored(loss, kwargs, key):
+    with pytest.raises(ValueError, match=rf"^{key}=0.5 is set, but loss \w+ trains without an EMA target network"):
+        create_objective(tiny_model(), loss, dim=8, **kwargs, **{key: 0.5})
+    assert create_objective(tiny_model(), "isoloss", dim=8, ema=True, **{key: 0.5}).target is not None
+
+
 def test_views_of_different_batch_sizes_are_one_line():
     objective = create_objective(tiny_model(), "infonce", dim=8)
     with pytest.raises(ValueError, match="the two views must hold the same images: x1 has 4 and x2 3 rows"):

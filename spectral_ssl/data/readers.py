@@ -91,7 +91,10 @@ class DataKeyError(ValueError):
                **(keys or {})}.get(self.role, self.role)
         what = "splits" if self.role == "split" else "columns"
         if self.role == "split":
-            likely = [s for s in ("test", "validation", "valid", "val", "train") if s in self.available]
+            order = ("test", "validation", "valid", "val", "train")  # an evaluation split; a training one below
+            if key.lstrip("-") in ("split", "train_split"):
+                order = ("train", *order[:-1])
+            likely = [s for s in order if s in self.available]
             fix = f"pass {key}={(likely or self.available)[0]}" if self.available else "check the dataset"
         elif self.role == "label_column":
             fix = f"pass {key}=<one of them>, or {key}=null for unlabelled data"

@@ -199,6 +199,8 @@ def test_missing_column_and_split_errors_name_the_key_and_what_exists(parquet_fo
     assert error.value.message("--eval_split") == (
         f"--eval_split=validation not found in {parquet_folder}; available splits: test, train; "
         "pass --eval_split=test")
+    for key in ("--split", "--train_split"):  # a training split is offered for the training split's key
+        assert error.value.message(key).endswith(f"available splits: test, train; pass {key}=train")
     with pytest.raises(data.DataKeyError) as error:
         data.load_images(str(parquet_folder), "train", label_column="y")
     assert error.value.message().endswith(
