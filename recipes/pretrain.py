@@ -39,7 +39,7 @@ from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # n
 from spectral_ssl.eta import EtaClock  # noqa: E402
 from spectral_ssl.finite_watch import FiniteWatch, NonFiniteError  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
-from spectral_ssl.monitor import collapse_message, is_collapsed  # noqa: E402
+from spectral_ssl.monitor import collapse_message, collapse_streak, is_collapsed  # noqa: E402
 from spectral_ssl.objective import create_objective  # noqa: E402
 from spectral_ssl.probe import OnlineKnn, OnlineProbeError, eval_loader, extract_features  # noqa: E402
 
@@ -287,8 +287,7 @@ def collapse_alarm(metrics: dict, z1: torch.Tensor, state: run_folder.TrainState
     """Count consecutive collapsed logs (``monitor.is_collapsed``, decided on rank 0); at ``collapse_patience`` warn
     or, with ``--collapse_alarm=stop``, return True: the loop ends, and the state is saved and exported as usual."""
     record = {**metrics, "n_samples": 2 * z1.shape[0] * dist.world_size(), "dim": z1.shape[1]}
-    collapsed = bool(dist.broadcast(torch.tensor([int(is_collapsed(record))], device=z1.device)).item())
-    state.collapse_streak = state.collapse_streak + 1 if collapsed else 0
+    state.collapse_streak = collapse_streak(state.collapse_streak, is_collapsed(record), z1.device)  # rank 0 decides
     if cfg.run.collapse_alarm == "none" or state.collapse_streak != cfg.run.collapse_patience:
         return False
     stop = cfg.run.collapse_alarm == "stop"

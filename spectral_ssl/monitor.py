@@ -61,6 +61,14 @@ def is_collapsed(record: dict[str, Any], min_rank_fraction: float = 0.05, min_st
     return rank < min_rank_fraction * limit or std < min_std_fraction
 
 
+def collapse_streak(streak: int, collapsed: bool, device: torch.device | None = None) -> int:
+    """The count of consecutive collapsed records after one more: rank 0's verdict (``collapsed`` there) counts on
+    every process, so all of them act alike (a collective under a process group; ``device`` carries the flag)."""
+    if dist.is_distributed():
+        collapsed = bool(dist.broadcast(torch.tensor([int(collapsed)], device=device), src=0).item())
+    return streak + 1 if collapsed else 0
+
+
 def collapse_message(record: dict[str, Any] | None, streak: int) -> str:
     """The alarm's one line: how long, where and how far the projections collapsed, and what to check."""
     what = "" if record is None else (
@@ -359,9 +367,8 @@ class SpectralMonitor:
                 if left_out:
                     record["non_finite_pairs"] = left_out
                 collapsed = self._collapsed(record)
-        if dist.is_distributed():  # every process acts on the main process's verdict
-            collapsed = bool(dist.broadcast(torch.tensor([int(collapsed)], device=z1.device), src=0).item())
-        self._streak = self._streak + 1 if collapsed else 0
+        self._streak = collapse_streak(self._streak, collapsed, z1.device)  # every process on rank 0's verdict
+        collapsed = self._streak > 0
         fired = self.alarm is not None and self._streak >= self.patience
         if record is not None:
             record.update(collapsed=collapsed, collapse_streak=self._streak)

@@ -501,3 +501,13 @@ def test_a_step_that_is_not_an_integer_is_one_line_naming_step(step):
     assert monitor.update(torch.randn(8, 4), torch.randn(8, 4), torch.tensor(3))["step"] == 3  # a 0-d tensor is fine
     assert monitor.update(torch.randn(8, 4), torch.randn(8, 4), np.int64(4))["step"] == 4
     assert monitor.state_dict()["calls"] == 2 and monitor.state_dict()["z1"].shape[0] == 16  # refused: no change
+
+
+def test_collapse_streak_counts_consecutive_collapsed_records_and_resets():
+    from spectral_ssl.monitor import collapse_streak
+
+    streak, seen = 0, []
+    for collapsed in (True, True, False, True):
+        streak = collapse_streak(streak, collapsed)
+        seen.append(streak)
+    assert seen == [1, 2, 0, 1]
