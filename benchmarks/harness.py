@@ -78,25 +78,29 @@ def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float
 
 def simclr_step(backbone: str, batch: int, proj_dim: int, device: torch.device, image: int = 32,
                 backbone_kwargs: dict | None = None,
-                memory_format: torch.memory_format = torch.contiguous_format) -> Callable[[], None]:
+                memory_format: torch.memory_format = torch.contiguous_format,
+                bf16: bool | None = None) -> Callable[[], None]:
     """One SimCLR step of ``SpectralSSL`` + ``InfoNCELoss`` on two random views of ``batch`` images (``train_step``)."""
     model = ssl.SpectralSSL(backbone, proj_hidden_dim=2048, proj_dim=proj_dim, backbone_kwargs=backbone_kwargs)
     x1 = torch.randn(batch, 3, image, image, device=device)
-    return train_step(model, ssl.losses.InfoNCELoss(0.2), x1, torch.randn_like(x1), device, memory_format)
+    return train_step(model, ssl.losses.InfoNCELoss(0.2), x1, torch.randn_like(x1), device, memory_format, bf16)
 
 
 def train_step(model: torch.nn.Module, loss_fn: Callable, x1: torch.Tensor, x2: torch.Tensor,
                device: torch.device,
-               memory_format: torch.memory_format = torch.contiguous_format) -> Callable[[], None]:
-    """One SimCLR step on the views x1, x2 (forward + backward + fused AdamW lr 1e-3; bf16 autocast on the GPU), as a
-    closure; ``memory_format`` lays out the weights and views (``recipes/pretrain.py`` trains ``channels_last``)."""
+               memory_format: torch.memory_format = torch.contiguous_format,
+               bf16: bool | None = None) -> Callable[[], None]:
+    """One SimCLR step on the views x1, x2 (forward + backward + fused AdamW lr 1e-3), as a closure;
+    ``memory_format`` lays out the weights and views (``recipes/pretrain.py`` trains ``channels_last``); ``bf16``:
+    bf16 autocast (None: on a GPU only, as the recipe's ``mixed_precision=auto``)."""
     model.to(device, memory_format=memory_format).train()
     x1, x2 = x1.contiguous(memory_format=memory_format), x2.contiguous(memory_format=memory_format)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as the recipe
+    bf16 = device.type == "cuda" if bf16 is None else bf16
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(model(x1), model(x2))
         loss.backward()
         opt.step()

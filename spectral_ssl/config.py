@@ -583,7 +583,8 @@ class OptimConfig:
     weight_decay: float = arg(1e-4, "weight decay of weight matrices (biases and norms: none)")
     warmup_steps: int = arg(0, "linear warm-up steps")
     grad_clip: float | None = arg(None, "clip the gradient norm to this value; null = no clipping")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = arg("auto", "auto: bf16 on a GPU, none on CPU")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = arg(
+        "auto", "auto: bf16 on a GPU, none on CPU (bf16 there: ~1.2x a step with native bf16, -0.46 point on the demo)")
     seed: int = arg(0, "seed of the data order, augmentations, initialisation and selection")
 
     def __post_init__(self) -> None:
