@@ -438,26 +438,10 @@ def resolve_export(source: str | Path, revision: str | None = None, **hub_kwargs
         raise FileNotFoundError(f"{source!r} is neither an existing folder nor a Hub repo id like 'org/name' "
                                 "(use 'hf-hub:org/name' or 'local-dir:PATH' to be explicit).")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
-    with hub_failures(ConnectionError, f"downloading {repo_id} from the Hub failed", "retry, or pass a local folder."):
-        try:
-            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[
-                CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, PLOT_NAME], **hub_kwargs))
-        except RevisionNotFoundError:
-            raise FileNotFoundError(f"revision {revision!r} does not exist in the Hub repo {repo_id}; pass an "
-                                    "existing branch, tag or commit.") from None
-        except RepositoryNotFoundError:
-            raise FileNotFoundError(f"Hub repo {repo_id} not found (or private: log in with `hf auth login` or set "
-                                    "HF_TOKEN); for a local folder, check the path.") from None
-        except LocalEntryNotFoundError:
-            raise FileNotFoundError(f"{repo_id} is not in the Hugging Face cache and the Hub cannot be reached (or "
-                                    "HF_HUB_OFFLINE=1): download it once with a network, or pass a local folder."
-                                    ) from None
+    with download_failures(repo_id, revision):
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[
+            CONFIG_NAME, WEIGHTS_NAME, PROJECTOR_NAME, CARD_NAME, PLOT_NAME], **hub_kwargs))
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"Hub repo {repo_id} has no {CONFIG_NAME}; it is not a timm/spectral_ssl export.")
     if not (folder / WEIGHTS_NAME).is_file():
@@ -488,6 +472,28 @@ def hub_failures(error: type[Exception], failed: str, advice: str, *, os_errors:
         if os_errors and isinstance(e, OSError):
             raise error(f"{failed} ({type(e).__name__}: {e}); {advice}") from None
         raise
+
+
+@contextlib.contextmanager
+def download_failures(repo_id: str, revision: str | None = None) -> Iterator[None]:
+    """A download from Hub repo ``repo_id`` (``snapshot_download``, timm's ``hf-hub:``) failing in one line: a
+    missing revision or repo, or a repo neither cached nor reachable, as ``FileNotFoundError``; an HTTP error or a
+    broken connection as ``ConnectionError`` (``hub_failures``)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    with hub_failures(ConnectionError, f"downloading {repo_id} from the Hub failed", "retry, or pass a local folder."):
+        try:
+            yield
+        except RevisionNotFoundError:
+            raise FileNotFoundError(f"revision {revision!r} does not exist in the Hub repo {repo_id}; pass an "
+                                    "existing branch, tag or commit.") from None
+        except RepositoryNotFoundError:
+            raise FileNotFoundError(f"Hub repo {repo_id} not found (or private: log in with `hf auth login` or set "
+                                    "HF_TOKEN); for a local folder, check the path.") from None
+        except LocalEntryNotFoundError:
+            raise FileNotFoundError(f"{repo_id} is not in the Hugging Face cache and the Hub cannot be reached (or "
+                                    "HF_HUB_OFFLINE=1): download it once with a network, or pass a local folder."
+                                    ) from None
 
 
 def _broken_connection(error: Exception) -> bool:

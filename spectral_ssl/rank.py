@@ -17,6 +17,7 @@ The functions below never print; ``main`` is the command and prints the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -135,7 +136,11 @@ def _load_timm(source: str) -> LoadedModel:
     import timm
     from timm.data import resolve_data_config
 
-    model = timm.create_model(source, pretrained=True, num_classes=0).eval()
+    from spectral_ssl.hub import download_failures
+
+    repo_id, _, revision = source[len("hf-hub:"):].partition("@") if source.startswith("hf-hub:") else ("", "", "")
+    with download_failures(repo_id, revision or None) if repo_id else contextlib.nullcontext():  # one line
+        model = timm.create_model(source, pretrained=True, num_classes=0).eval()
     data_config = resolve_data_config({}, model=model)
     return LoadedModel(source, "timm", Features(model, lambda m, x: m(x)), Preprocessing.from_data_config(data_config))
 

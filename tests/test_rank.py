@@ -127,6 +127,14 @@ def test_load_model_refuses_what_it_cannot_read(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         rank.load_model(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=r"^org/none is not in the Hugging Face cache and the Hub cannot be "
+                       "reached"):  # the tests run offline: one line, not the Hub client's paragraph
+        rank.load_model("hf-hub:org/none")
+
+
+def test_a_timm_hub_model_that_does_not_exist_is_one_line(hub_server):
+    with pytest.raises(FileNotFoundError, match=r"^Hub repo org/none not found \(or private"):
+        rank.load_model("hf-hub:org/none")
 
 
 def test_score_model_equals_the_scores_of_its_features(images, tmp_path):
