@@ -374,13 +374,16 @@ class OnlineKnn:
         skip_corrupt: Leave undecodable images out instead of failing.
         cache_bytes: The most bytes of preprocessed images kept per split (float32).
         k, temperature: ``knn_probe``'s.
+        preprocessing: The inputs for a model without a ``data_config`` (e.g. a plain ``nn.Module``); None: the
+            model's ``data_config``.
     """
 
     def __init__(self, dataset: str, train_split: str, eval_split: str, *, samples: int, image_column: str = "image",
                  label_column: str = "label", skip_corrupt: bool = False, cache_bytes: int = 2 ** 30, k: int = 20,
-                 temperature: float = 0.07) -> None:
+                 temperature: float = 0.07, preprocessing: Preprocessing | None = None) -> None:
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples must be an integer >= 1, got {samples!r}.")
+        self.fixed_preprocessing = preprocessing
         self.dataset, self.splits, self.samples = dataset, (train_split, eval_split), samples
         self.image_column, self.label_column, self.skip_corrupt = image_column, label_column, skip_corrupt
         self.cache_bytes, self.k, self.temperature = cache_bytes, k, temperature
@@ -393,7 +396,13 @@ class OnlineKnn:
         ``--label_column``) when a split cannot be scored."""
         from spectral_ssl.transforms import Preprocessing
 
-        preprocessing = Preprocessing.from_data_config(model.data_config)
+        preprocessing = self.fixed_preprocessing
+        if preprocessing is None:
+            if not isinstance(getattr(model, "data_config", None), dict):
+                raise ValueError(f"OnlineKnn reads images with the model's data_config, and this "
+                                 f"{type(model).__name__} has none: pass preprocessing=transforms.Preprocessing("
+                                 "image_size, mean, std)")
+            preprocessing = Preprocessing.from_data_config(model.data_config)
         if preprocessing != self._preprocessing:
             self._preprocessing, self._cache, self._too_big = preprocessing, {}, set()
         try:

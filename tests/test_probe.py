@@ -349,3 +349,17 @@ def test_online_knn_names_the_label_column_in_one_line(labelled_folder):
     with pytest.raises(OnlineProbeError, match=r"^online kNN probe \(--probe_every, --label_column=image\): ") as e:
         OnlineKnn(labelled_folder, "train", "test", samples=8, label_column="image")(Pixels())
     assert "\n" not in str(e.value)
+
+
+def test_online_knn_takes_a_preprocessing_for_a_model_without_data_config(labelled_folder):
+    from spectral_ssl.probe import OnlineKnn
+    from spectral_ssl.transforms import Preprocessing
+
+    with_config = Pixels()
+    plain = nn.Linear(1, 1)
+    plain.embed = with_config.embed  # the same features, no data_config
+    with pytest.raises(ValueError, match="this Linear has none: pass preprocessing="):
+        OnlineKnn(labelled_folder, "train", "test", samples=20)(plain)
+    given = OnlineKnn(labelled_folder, "train", "test", samples=20,
+                      preprocessing=Preprocessing.from_data_config(with_config.data_config))
+    assert given(plain) == reference_knn(with_config, labelled_folder, 20)
