@@ -488,9 +488,8 @@ class ObjectiveConfig:
     def objective_arguments(self) -> dict[str, Any]:
         """``objective.create_objective``'s keyword arguments from these keys (the loss's own ones from
         ``loss_kwargs``); the recipe adds ``dim``, ``dataset_size`` and ``gather_distributed``."""
-        keys = ("whitening", "whitening_eps", "whitening_solver", "whitening_sync", "ema_momentum",
-                "ema_momentum_final", "temperature")
-        return {**{key: getattr(self, key) for key in keys}, **self.loss_kwargs}
+        own = (name for name in OBJECTIVE_SET_BY_RECIPE if name in self.__dataclass_fields__)  # one list of them
+        return {**{name: getattr(self, name) for name in own}, **self.loss_kwargs}
 
 
 @dataclass
