@@ -7,8 +7,8 @@
 a later probe is two forward passes and the vote. For each sample count this times, on the config's network and
 data: ``read again`` (``cache_bytes=0``: every probe decodes both splits, as the recipe did before), ``first`` (the
 cached probe's first call, which decodes) and ``kept`` (its later calls), alternating call by call so that both
-arms see the same machine load. Printed: the medians and the speed-up ``read again / kept``; the top-1 of both arms
-must agree (the same images, the same features).
+arms see the same machine load. Printed: the medians, the speed-up ``read again / kept`` and the memory the kept
+images take (uint8); the top-1 of both arms must agree (the same images, the same features).
 """
 
 from __future__ import annotations
@@ -72,13 +72,16 @@ def main(argv: list[str] | None = None) -> dict:
         if len(top1s | {round(top1_kept, 6)}) != 1:
             raise SystemExit(f"error: the two arms disagree at {n} samples: top-1 {sorted(top1s)}")
         medians = {name: statistics.median(t) for name, t in times.items()}
+        kept_mb = sum(b["image"].numel() * b["image"].element_size() for s in kept._cache.values() for b in s) / 2**20
         rows.append({"samples": n, "read_again_s": medians["read again"], "first_s": first,
-                     "kept_s": medians["kept"], "speedup": medians["read again"] / medians["kept"], "top1": top1_kept})
+                     "kept_s": medians["kept"], "speedup": medians["read again"] / medians["kept"], "top1": top1_kept,
+                     "kept_mb": kept_mb})
     lines = [f"online kNN probe, {cfg.model.backbone} {cfg.model.backbone_kwargs} at {cfg.data.image_size} px on "
              f"{cfg.data.dataset} ({device_name(device)}), median of {args.repeats} calls per arm",
-             "", "| images per split | read again | first call (decodes) | kept | speed-up |", "|---|---|---|---|---|"]
+             "", "| images per split | read again | first call (decodes) | kept | speed-up | kept in memory (both "
+             "splits) |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['samples']} | {r['read_again_s']:.2f} s | {r['first_s']:.2f} s | {r['kept_s']:.2f} s | "
-              f"{r['speedup']:.2f}x |" for r in rows]
+              f"{r['speedup']:.2f}x | {r['kept_mb']:.1f} MB |" for r in rows]
     print("\n".join(lines))
     results = {"device": device_name(device), "config": args.config, "repeats": args.repeats, "rows": rows}
     if args.output:

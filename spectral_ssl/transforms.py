@@ -303,24 +303,35 @@ class Preprocessing:
         return cls(int(config["input_size"][-1]), tuple(config["mean"]), tuple(config["std"]),
                    config.get("interpolation") or EVAL_INTERPOLATION)
 
-    def eval_transform(self) -> EvalTransform:
-        """The deterministic evaluation transform (resize, centre crop, normalise) of these inputs."""
-        return EvalTransform(self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation)
+    def eval_transform(self, *, normalize: bool = True) -> EvalTransform:
+        """The deterministic evaluation transform (resize, centre crop, normalise) of these inputs; with
+        ``normalize=False`` it stops at the resized uint8 image and ``EvalTransform.normalize`` finishes it."""
+        return EvalTransform(self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation,
+                             normalize=normalize)
 
 
 class EvalTransform:
-    """Deterministic evaluation preprocessing: resize the short side, centre crop, normalise (crop_pct = 1)."""
+    """Deterministic evaluation preprocessing: resize the short side, centre crop, normalise (crop_pct = 1).
+
+    ``normalize=False`` stops before the normalisation: (3, S, S) uint8, a quarter of the float32 image's bytes, for
+    images kept and reused (``probe.OnlineKnn``). ``normalize`` then finishes a batch of them anywhere (the model's
+    device) with the same operations, so the result equals the one-step transform's exactly.
+    """
 
     def __init__(self, image_size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 interpolation: str = EVAL_INTERPOLATION) -> None:
+                 interpolation: str = EVAL_INTERPOLATION, normalize: bool = True) -> None:
         mode = v2.InterpolationMode(interpolation)
-        self.transform = v2.Compose([
-            v2.ToImage(), v2.Resize(image_size, interpolation=mode, antialias=True), v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
-        ])
+        self.resize = v2.Compose([v2.ToImage(), v2.Resize(image_size, interpolation=mode, antialias=True),
+                                  v2.CenterCrop(image_size)])
+        self.mean, self.std, self.normalized = list(mean), list(std), normalize
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.transform(image)
+        resized = self.resize(image).as_subclass(torch.Tensor)
+        return self.normalize(resized) if self.normalized else resized
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (..., 3, S, S) -> float32 in [0, 1], normalised by the mean and std."""
+        return v2.functional.normalize(v2.functional.to_dtype(images, torch.float32, scale=True), self.mean, self.std)
 
 
 def _hue_matrices(hue: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ def test_a_tiny_run_times_both_arms_and_they_agree(bench, tmp_path, capsys):
     for row in out["rows"]:
         assert row["read_again_s"] > 0 and row["kept_s"] > 0 and row["first_s"] > 0 and 0 <= row["top1"] <= 100
         assert row["speedup"] == pytest.approx(row["read_again_s"] / row["kept_s"])
+        assert row["kept_mb"] == pytest.approx(2 * row["samples"] * 3 * 16 * 16 / 2**20)  # both splits, uint8
     assert json.loads((tmp_path / "r.json").read_text())["rows"] == out["rows"]
     assert "| 24 | " in capsys.readouterr().out
 

@@ -318,6 +318,7 @@ def test_online_knn_equals_the_uncached_probe_and_reads_each_split_once(labelled
         assert all(torch.equal(a, b) for a, b in zip(features, (*train, *test)))
     assert not torch.equal(scored[0][0], scored[1][0])
     assert [sum(b["image"].shape[0] for b in knn._cache[s]) for s in ("train", "test")] == [30, 30]
+    assert {b["image"].dtype for s in ("train", "test") for b in knn._cache[s]} == {torch.uint8}  # a quarter
 
 
 def test_online_knn_reads_again_past_cache_bytes_or_after_the_preprocessing_changes(labelled_folder, monkeypatch):
@@ -330,7 +331,7 @@ def test_online_knn_reads_again_past_cache_bytes_or_after_the_preprocessing_chan
     real = probe.eval_loader
     monkeypatch.setattr(probe, "eval_loader", lambda dataset, split, *a, **k: reads.append(split) or real(
         dataset, split, *a, **k))
-    one_split = 30 * 3 * 16 * 16 * 4  # bytes of 30 preprocessed float32 images at 16 px
+    one_split = 30 * 3 * 16 * 16  # bytes of 30 resized uint8 images at 16 px
     small = OnlineKnn(labelled_folder, "train", "test", samples=30, cache_bytes=one_split - 1)
     assert small(model) == small(model) == expected[0]
     assert reads == ["train", "test"] * 2 and small._cache == {}

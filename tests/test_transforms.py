@@ -407,3 +407,20 @@ def test_preprocessing_round_trips_through_a_models_data_config():
     assert Preprocessing.from_data_config(config) == prep
     image = Image.new("RGB", (40, 30), (255, 0, 0))
     torch.testing.assert_close(prep.eval_transform()(image), EvalTransform(28, mean=prep.mean, std=prep.std)(image))
+
+
+def test_eval_transform_in_two_steps_equals_torchvisions_pipeline():
+    """uint8 resize + crop, then ``normalize`` on a whole batch: exactly torchvision's one-step pipeline."""
+    mean, std = (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)
+    reference = v2.Compose([v2.ToImage(), v2.Resize(24, antialias=True), v2.CenterCrop(24),
+                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+    rng = np.random.default_rng(0)
+    photos = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((24, 24), (40, 31),
+                                                                                              (90, 200))]
+    expected = torch.stack([reference(p) for p in photos])
+    whole = EvalTransform(24, mean=mean, std=std)
+    resized = EvalTransform(24, mean=mean, std=std, normalize=False)
+    kept = torch.stack([resized(p) for p in photos])
+    assert kept.dtype == torch.uint8 and kept.shape == (3, 3, 24, 24)
+    assert torch.equal(torch.stack([whole(p) for p in photos]), expected)
+    assert torch.equal(whole.normalize(kept), expected) and torch.equal(resized.normalize(kept), expected)
