@@ -2,6 +2,7 @@
 
     python benchmarks/bench_spectral_step.py [--backbone resnet18] [--batch 256] [--dim 128] [--image 32]
                                           [--pool_factor 4] [--greedy_m 0] [--repeats 3] [--log_every 20]
+                                          [--embed_size 0]
 
 Every variant runs the same training step (two views, forward + backward + AdamW, bf16 autocast on a GPU) through
 ``spectral_ssl.batching`` (``CandidatePool`` + ``BatchSelector``), on in-memory images, so only the step differs:
@@ -12,7 +13,8 @@ Every variant runs the same training step (two views, forward + backward + AdamW
   amortised over ``log_every`` steps — the full spectral step of the recipe;
 - greedy + zca (online): the same with every candidate embedded by a no-grad pass (the first epoch's worst case,
   or ``selection_source=online``);
-- pool P3 + zca: Pool-P3 (online pass over 3 candidate batches) with whitening and diagnostics.
+- pool P3 + zca: Pool-P3 (online pass over 3 candidate batches) with whitening and diagnostics;
+- with ``--embed_size S``: greedy + zca (online) again with the candidates embedded at S px (``embed_size``).
 Prints milliseconds and the ratio of each to the random step.
 """
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pool_factor", type=int, default=4)
     p.add_argument("--greedy_m", type=int, default=0, help="0 = exact greedy")
     p.add_argument("--log_every", type=int, default=20)
+    p.add_argument("--embed_size", type=int, default=0, help="also time the online variant with candidates embedded "
+                   "at this side (0 = not)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     b, factor = args.batch, max(args.pool_factor, 3)
@@ -46,10 +50,10 @@ def main(argv: list[str] | None = None) -> dict:
     loader = [{"views": (images[i:i + b], images[i:i + b].flip(-1)), "idx": torch.arange(i, i + b), "label": None}
               for i in range(0, factor * b, b)]
 
-    def variant(selection: str, whitening: str, source: str = "cache", pool: int = 1):
+    def variant(selection: str, whitening: str, source: str = "cache", pool: int = 1, embed_size: int = 0):
         selector = ssl.batching.BatchSelector(selection, b, args.dim, dataset_size=factor * b, pool_factor=pool,
                                               pool_candidates=3, greedy_m=args.greedy_m or None,
-                                              source=source).to(device)
+                                              source=source, embed_size=embed_size or None).to(device)
         whiten = ssl.BatchWhitening(args.dim, kind=whitening).to(device) if whitening != "none" else torch.nn.Identity()
         if source == "cache" and selection != "random":  # a later epoch: every candidate has been seen
             with torch.no_grad():
@@ -78,15 +82,18 @@ def main(argv: list[str] | None = None) -> dict:
 
         return timed(lambda: batch_diagnostics(z1, z2, 0.2), args.repeats, device)
 
+    variants = {
+        "random": ("random", "none", "cache", 1, 0),
+        "greedy + zca (cache)": ("greedy", "zca", "cache", args.pool_factor, 0),
+        "greedy + zca (online)": ("greedy", "zca", "online", args.pool_factor, 0),
+        "pool P3 + zca": ("pool", "zca", "online", 3, 0),
+    }
+    if args.embed_size:
+        variants[f"greedy + zca (online, {args.embed_size} px)"] = ("greedy", "zca", "online", args.pool_factor,
+                                                                    args.embed_size)
     results = {}
-    for name, (selection, whitening, source, pool) in {
-        "random": ("random", "none", "cache", 1),
-        "greedy + zca (cache)": ("greedy", "zca", "cache", args.pool_factor),
-        "greedy + zca (online)": ("greedy", "zca", "online", args.pool_factor),
-        "pool P3 + zca": ("pool", "zca", "online", 3),
-    }.items():
-        step = variant(selection, whitening, source, pool)
-        results[name] = timed(step, args.repeats, device)
+    for name, arguments in variants.items():
+        results[name] = timed(variant(*arguments), args.repeats, device)
     diag = diagnostics_ms() / args.log_every
     base = results["random"]
     name = device_name(device)
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"steps add {diag:.2f} ms per step")
     for key, ms in results.items():
         total = ms + (diag if key != "random" else 0.0)
-        print(f"  {key:24s} {total:8.1f} ms   ratio to random {total / base:.3f}")
+        print(f"  {key:32s} {total:8.1f} ms   ratio to random {total / base:.3f}")
     return {"device": name, **results, "diagnostics_per_step_ms": diag}
 
 

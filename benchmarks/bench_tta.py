@@ -78,6 +78,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     # scale's 120 steps), then random batches of the same pool; not a default arm
     "greedy_until": ("Greedy-64 for the first third, then random", ["--selection=greedy", "--greedy_m=64",
                                                                    "--selection_until=0.33", "--whitening=none"]),
+    # candidates embedded at 16 px (``selection_embed_size``): at the reduced scale's 32 px a quarter of the
+    # no-grad pass; not a default arm
+    "greedy_embed16": ("Greedy-64, candidates embedded at 16 px", ["--selection=greedy", "--greedy_m=64",
+                                                                  "--selection_embed_size=16", "--whitening=none"]),
 }
 DEFAULT_ARMS = ("random", "pool", "greedy", "zca", "greedy_zca")
 REFERENCE = "random"

@@ -135,6 +135,8 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     objective = create_objective(model, cfg.objective.loss, dim=cfg.model.proj_dim, dataset_size=train_data.num_rows,
                                  gather_distributed=world > 1, **cfg.objective.objective_arguments()).to(device)
     selection_kwargs = cfg.batching.selector_arguments()
+    if selection_kwargs.get("embed_size"):  # candidates embedded at another size than the training views
+        model.check_input(selection_kwargs["embed_size"], key="--selection_embed_size")
     until = selection_kwargs.pop("until", None)  # steps or a fraction of the run: set once its length is known
     if "target" in selection_kwargs:  # a fraction of D or 'RHO*C' -> a reachable number
         selection_kwargs["target"] = resolve_target(selection_kwargs["target"], cfg.model.proj_dim,

@@ -351,7 +351,7 @@ SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_
 SELECTION_KEYS = {"pool_factor": "pool_factor", "pool_candidates": "candidates", "greedy_m": "m",
                   "greedy_window": "window", "target_reff": "target", "selection_eps": "eps",
                   "selection_source": "source", "selection_space": "space", "selection_tail": "tail",
-                  "selection_until": "until"}
+                  "selection_until": "until", "selection_embed_size": "embed_size"}
 
 
 @dataclass
@@ -525,11 +525,14 @@ class SelectionConfig:
         None, "pool and greedy: choose by the spectrum for this many steps (a whole number), or for this fraction of "
         "the run (0 < f < 1), then take random batches of the same pool (no embedding or decision: random batches' "
         "speed); null = the whole run")
+    selection_embed_size: int | None = arg(
+        None, "pool and greedy: embed candidates by their first view resized to this side in pixels (half the side "
+        "costs about a quarter of the no-grad pass); null = image_size")
 
     def __post_init__(self) -> None:
         check_fields(self)
         positive(self, "selection_eps")
-        for key in ("greedy_m", "num_classes", "pool_factor", "pool_candidates"):
+        for key in ("greedy_m", "num_classes", "pool_factor", "pool_candidates", "selection_embed_size"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be a positive integer or null, got {value!r}")
         if self.selection_until is not None:  # the rule is batching.resolve_until's, which the recipe applies

@@ -133,10 +133,11 @@ class SpectralSSL(
         return self.projector(self.backbone(x))
 
     @torch.no_grad()
-    def check_input(self, image_size: int, channels: int = 3) -> None:
+    def check_input(self, image_size: int, channels: int = 3, key: str = "--image_size") -> None:
         """A ValueError naming the key to fix unless the backbone takes ``(channels, image_size, image_size)``
         images: one forward pass of two blank images in eval mode (no weight or statistic changes), so that a ViT
-        built for another size or ``in_chans: 1`` on RGB input is found before training, not at its first step."""
+        built for another size or ``in_chans: 1`` on RGB input is found before training, not at its first step.
+        ``key``: the setting that asks for ``image_size`` (e.g. ``--selection_embed_size``), named in the error."""
         was_training = self.training
         self.eval()
         try:
@@ -147,7 +148,9 @@ class SpectralSSL(
             fix = (f"drop in_chans: {in_chans} from --backbone_kwargs (the images are decoded as {channels}-channel "
                    "RGB, grayscale images too)" if in_chans != channels else
                    f"set --image_size to the size the backbone was built for, or pass its size in --backbone_kwargs "
-                   f"(e.g. {{img_size: {image_size}}} for a ViT)")
+                   f"(e.g. {{img_size: {image_size}}} for a ViT)" if key == "--image_size" else
+                   f"set {key} to a size the backbone takes, or to null (a timm ViT takes other sizes with "
+                   "{dynamic_img_size: true} in --backbone_kwargs)")
             raise ValueError(f"backbone {self.backbone_name!r} (backbone_kwargs {self.backbone_kwargs}) does not take "
                              f"{channels}x{image_size}x{image_size} images ({type(e).__name__}: {detail}); "
                              f"{fix}") from None

@@ -4,13 +4,13 @@ import math
 
 from tests.conftest import BENCHMARKS, load_module
 
-VARIANTS = ["random", "greedy + zca (cache)", "greedy + zca (online)", "pool P3 + zca"]
+VARIANTS = ["random", "greedy + zca (cache)", "greedy + zca (online)", "pool P3 + zca", "greedy + zca (online, 8 px)"]
 
 
 def test_tiny_run_reports_every_variant_and_its_ratio_to_random(capsys):
     bench = load_module(BENCHMARKS / "bench_spectral_step.py")
     res = bench.main(["--backbone", "test_resnet", "--batch", "8", "--dim", "4", "--image", "16", "--repeats", "1",
-                      "--pool_factor", "3", "--log_every", "2"])
+                      "--pool_factor", "3", "--log_every", "2", "--embed_size", "8"])
     assert list(res) == ["device", *VARIANTS, "diagnostics_per_step_ms"]
     assert all(math.isfinite(res[k]) and res[k] > 0 for k in [*VARIANTS, "diagnostics_per_step_ms"])
     lines = {line.split("  ")[1].strip(): line for line in capsys.readouterr().out.splitlines()

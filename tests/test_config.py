@@ -50,8 +50,8 @@ def test_yaml_then_overrides_with_types_from_the_annotations(tmp_path):
     (["--selection=greedy", "--greedy_m=64", "--selection_kwargs={m: 32}"],
      "--greedy_m and --selection_kwargs {m: ...} both set the selector's 'm'; keep one"),
     (["--selection=pool", "--selection_kwargs={m: 32}"],
-     "--selection_kwargs has 'm', which selection 'pool' does not take; its arguments are ['candidates', 'space', "
-     "'tail', 'target', 'until']"),
+     "--selection_kwargs has 'm', which selection 'pool' does not take; its arguments are ['candidates', 'embed_size', "
+     "'space', 'tail', 'target', 'until']"),
     (["--loss_kwargs={1: 2}"], "--loss_kwargs keys must be argument names, e.g. {name: value}; got the key 1"),
     (["--loss_kwargs={temperature: 0.5}"],
      "--loss_kwargs sets 'temperature', which the recipe sets from --temperature; set that instead"),
@@ -138,6 +138,10 @@ def test_flat_selection_keys_fill_the_selectors_own_arguments():
                                               rf"run \(0 < f < 1\) or null, got {bad}"):
             parse_config(PretrainConfig, ["--selection=greedy", f"--selection_until={bad}"])
     assert parse_config(PretrainConfig, ["--selection=random", "--greedy_m=64"]).batching.selector_arguments() == {}
+    cfg = parse_config(PretrainConfig, ["--selection=greedy", "--selection_embed_size=16"])
+    assert cfg.batching.selector_arguments() == {"embed_size": 16}
+    with pytest.raises(ConfigError, match=r"^--selection_embed_size must be a positive integer or null, got 0"):
+        parse_config(PretrainConfig, ["--selection=greedy", "--selection_embed_size=0"])
 
 
 def refuse_config_file(path, text, message):

@@ -252,6 +252,12 @@ def test_check_input_names_the_key_to_fix_and_changes_nothing():
         vit.check_input(32)
     assert "\n" not in str(e.value) and "--image_size" in str(e.value) and "{img_size: 32}" in str(e.value)
     vit.check_input(224)
+    with pytest.raises(ValueError, match=r"does not take 3x112x112 images .*set --selection_embed_size to a size the "
+                                         r"backbone takes, or to null .*\{dynamic_img_size: true\}") as e:
+        vit.check_input(112, key="--selection_embed_size")  # candidates embedded at half the side
+    assert "\n" not in str(e.value) and "--image_size" not in str(e.value)
+    SpectralSSL("vit_tiny_patch16_224", proj_hidden_dim=16, proj_dim=8,
+                backbone_kwargs={"dynamic_img_size": True}).check_input(112, key="--selection_embed_size")
 
 
 def test_timm_data_config_of_a_loaded_backbone_is_the_exports(trained_like, tmp_path):

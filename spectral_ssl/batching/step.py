@@ -279,6 +279,9 @@ class BatchSelector(nn.Module):
             cache write (a schedule: the spectrum early, random batches' speed later). ``None`` = the whole run.
             The pool and the epoch are unchanged, so every sample is still trained once per epoch. A fraction of the
             run becomes a step with ``resolve_until``; the attribute may be set once the run's length is known.
+        embed_size: Side in pixels at which the no-grad pass embeds candidates: their first view is resized to it
+            (bilinear, antialiased) before the model, so a pass at half the side costs about a quarter. ``None`` =
+            the views' own size. A trained sample's cached projection (``observe``) stays the training view's.
     """
 
     def __init__(self, selection: str, batch_size: int, dim: int, dataset_size: int | None = None, *,
@@ -286,7 +289,7 @@ class BatchSelector(nn.Module):
                  target: float | None = None, window: float | None = None, source: str = "cache", seed: int = 0,
                  cache_dtype: torch.dtype = torch.float16,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None, tail: str = "train",
-                 until: int | None = None) -> None:
+                 until: int | None = None, embed_size: int | None = None) -> None:
         super().__init__()
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
@@ -310,6 +313,8 @@ class BatchSelector(nn.Module):
                 or pool_candidates < 1:
             raise ValueError(f"pool_factor and pool_candidates must be positive integers, got {pool_factor!r} and "
                              f"{pool_candidates!r}.")
+        if embed_size is not None:
+            _check_count("embed_size", embed_size, " (pixels) or None")
         if greedy_m is not None and (not isinstance(greedy_m, int) or greedy_m < 1):
             raise ValueError(f"greedy_m must be None (exact greedy) or a positive integer, got {greedy_m!r}.")
         if source == "cache" and selection != "random" and not dataset_size:
@@ -318,7 +323,7 @@ class BatchSelector(nn.Module):
         self.selection, self.batch_size, self.dim, self.source = selection, batch_size, dim, source
         self.pool_factor, self.pool_candidates, self.greedy_m = pool_factor, pool_candidates, greedy_m
         self.eps, self.target, self.window, self.seed = eps, target, window, seed
-        self.dataset_size, self.tail = dataset_size, tail
+        self.dataset_size, self.tail, self.embed_size = dataset_size, tail, embed_size
         self.until = until  # validated by the setter; a recipe may set it once the run's length is known
         self.transform = transform
         uses_cache = source == "cache" and selection != "random"
@@ -337,7 +342,7 @@ class BatchSelector(nn.Module):
     def extra_repr(self) -> str:
         return (f"selection={self.selection}, batch_size={self.batch_size}, pool_size={self.pool_size}, "
                 f"source={self.source}, greedy_m={self.greedy_m}, target={self.target}, window={self.window}, "
-                f"tail={self.tail}, until={self.until}")
+                f"tail={self.tail}, until={self.until}, embed_size={self.embed_size}")
 
     @property
     def until(self) -> int | None:
@@ -379,6 +384,10 @@ class BatchSelector(nn.Module):
         """L2-normalised projections of ``images`` from a no-grad pass in chunks of ~batch_size, with batch
         statistics as in training; a handful of images (fewer than B/4, e.g. a few cache misses) would give
         meaningless batch statistics (or none, for one image), so they use the norm layers' running statistics."""
+        size = self.embed_size
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            images = F.interpolate(images.to(device, non_blocking=True).float(), size=(size, size), mode="bilinear",
+                                   antialias=True, align_corners=False)
         chunks = torch.tensor_split(images, max(1, round(len(images) / self.batch_size)))
         few = len(images) < max(2, self.batch_size // 4)
         was_training = model.training
@@ -574,16 +583,18 @@ class PoolSelector(BatchSelector):
             cannot be refilled): ``BatchSelector``.
         until: Choose by R_eff for the first ``until`` steps, then random batches (``BatchSelector``); ``None`` =
             the whole run.
+        embed_size: Side at which candidates are embedded (``BatchSelector``); ``None`` = the views' size.
     """
 
     def __init__(self, batch_size: int, dim: int, dataset_size: int | None = None, *, candidates: int = 3,
                  target: float | None = None, space: str = "loss", tail: str = "train", until: int | None = None,
-                 seed: int = 0, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 embed_size: int | None = None, seed: int = 0,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         _check_space(space)
         _check_count("candidates", candidates)
         super().__init__("pool", batch_size, dim, dataset_size, pool_candidates=candidates, target=target,
                          source="online", seed=seed, transform=transform if space == "loss" else None, tail=tail,
-                         until=until)
+                         until=until, embed_size=embed_size)
 
 
 class GreedySelector(BatchSelector):
@@ -600,12 +611,13 @@ class GreedySelector(BatchSelector):
             or ``"drop"`` (the epoch ends at the first pool that cannot be refilled): ``BatchSelector``.
         until: Greedy picks for the first ``until`` steps, then random batches of the pool with no embedding or
             cache (``BatchSelector``); ``None`` = the whole run.
+        embed_size: Side at which the no-grad pass embeds candidates (``BatchSelector``); ``None`` = the views'.
         cache_dtype: Storage type of the cache.
     """
 
     def __init__(self, batch_size: int, dim: int, dataset_size: int | None = None, *, pool_factor: int = 4,
                  m: int | None = None, eps: float = 1e-2, window: float | None = None, source: str = "cache",
-                 space: str = "loss", tail: str = "train", until: int | None = None,
+                 space: str = "loss", tail: str = "train", until: int | None = None, embed_size: int | None = None,
                  cache_dtype: torch.dtype = torch.float16, seed: int = 0,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         _check_space(space)
@@ -614,7 +626,8 @@ class GreedySelector(BatchSelector):
             _check_count("m", m, " (None = exact greedy)")
         super().__init__("greedy", batch_size, dim, dataset_size, pool_factor=pool_factor, greedy_m=m, eps=eps,
                          window=window, source=source, seed=seed, cache_dtype=cache_dtype,
-                         transform=transform if space == "loss" else None, tail=tail, until=until)
+                         transform=transform if space == "loss" else None, tail=tail, until=until,
+                         embed_size=embed_size)
 
 
 SPACES = ("loss", "projections")

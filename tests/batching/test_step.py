@@ -473,3 +473,41 @@ def test_a_malformed_pool_batch_is_one_line(edit):
         edit(batch)
     with pytest.raises(ValueError, match=r"a pool batch must be a dict with 'views', a tuple of \(N, \.\.\.\) tensors"):
         CandidatePool(loader, B).fill()
+
+
+@pytest.mark.parametrize("selection", ["pool", "greedy"])
+def test_embed_size_embeds_candidates_at_that_side_and_trains_the_full_views(selection):
+    """``embed_size``: the no-grad pass sees the candidates' first views resized to that side (bilinear,
+    antialiased); the decision is made on those embeddings, and the batch trains its full-size views."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, D)).train()
+    sides = []
+    model[0].register_forward_hook(lambda module, inputs, output: sides.append(tuple(inputs[0].shape[-2:])))
+    images = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    loader = [{"views": (images[i:i + B], images[i:i + B] + 0.01), "idx": torch.arange(i, i + B), "label": None}
+              for i in range(0, 64, B)]
+    own = {"source": "online"} if selection == "greedy" else {}
+    selector = create_selector(selection, batch_size=B, dim=D, dataset_size=64, embed_size=8, **own)
+    pool = CandidatePool(loader, selector.pool_size)
+    pool.fill()
+    head, candidates = pool.samples["views"][0], pool.samples["idx"].clone()
+    expected = embed_in_batches(model, F.interpolate(head, size=(8, 8), mode="bilinear", antialias=True,
+                                                     align_corners=False))
+    z, _ = selector.embed(model, head, candidates, step=0)
+    torch.testing.assert_close(z, expected, atol=1e-6, rtol=0)
+    assert set(sides) == {(8, 8)}
+    batch, _ = selector.select(model, pool, step=0)
+    assert batch["views"][0].shape[-2:] == (16, 16) and set(sides) == {(8, 8)}
+    if selection == "greedy":
+        assert sorted(batch["idx"].tolist()) == sorted(candidates[greedy_select(expected, B)].tolist())
+    full = create_selector(selection, batch_size=B, dim=D, dataset_size=64, **own)  # None: the views' own side
+    full.embed(model, head, candidates, step=0)
+    assert sides[-1] == (16, 16)
+
+
+def test_embed_size_is_a_positive_number_of_pixels():
+    with pytest.raises(ValueError, match=r"embed_size must be a positive integer \(pixels\) or None, got 0"):
+        GreedySelector(B, D, embed_size=0)
+    with pytest.raises(ValueError, match="embed_size must be a positive integer"):
+        PoolSelector(B, D, embed_size=16.0)

@@ -332,6 +332,19 @@ def test_bad_method_value_exits_with_the_constructor_message(pretrain, tiny_data
         pretrain.main(tiny_args(tiny_dataset, tmp_path / "bad", "--loss=moco", "--loss_kwargs={gamma: 0.5}"))
 
 
+def test_candidates_embedded_at_another_size_train_and_a_backbone_that_refuses_it_is_one_line(
+        pretrain, tiny_dataset, tmp_path):
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=2", "--selection=greedy",
+                                  "--greedy_m=8", "--selection_embed_size=16"))
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["step"] == 2 and last["sel_reff_chosen"] > 0
+    with pytest.raises(SystemExit, match=r"^error: backbone 'test_vit' .* does not take 3x80x80 images .*set "
+                                         r"--selection_embed_size to a size the backbone takes"):
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "vit", "--max_steps=2", "--selection=pool",
+                                "--backbone=test_vit", "--backbone_kwargs={dynamic_img_size: false}",
+                                "--image_size=160", "--selection_embed_size=80"))
+
+
 @pytest.mark.slow
 def test_on_eta_is_called_once_with_the_seconds_left(pretrain, tiny_dataset, tmp_path):
     calls = []
