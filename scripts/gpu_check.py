@@ -27,7 +27,9 @@ Phases, in this order, each with its own time box (scaled by ``--budget_s`` / 48
    persistent greedy kernel against the k + 1 launches (same picks, ms; in a child process with a limit of 90 s or
    the box's time left); JPEG
    photos at 224 px (2048 photo-like 500 x 375 JPEGs written by ``bench_jpeg.photo_jpeg``): the recipe end to end
-   with ``decode=device`` (nvJPEG, views on the GPU) against the model-only resnet50 SimCLR step, batch 128.
+   with ``decode=device`` (nvJPEG, views on the GPU) against the model-only resnet50 SimCLR step, batch 128; the
+   online kNN probe with its images kept against read again (``bench_online_knn.py``, 2000 images of each split); the
+   Greedy-64 + ZCA arm with its candidates embedded at half the side (``--selection_embed_size``) against random.
    Targets: recipe >= 0.85x model-only; Greedy-64 + ZCA >= 0.9x random; kernel <= 1 ms; JPEG end to end >= 0.7x.
 3. headline (240 s of training, then the probe): ``recipes/configs/fashion_mnist_gpu.yaml`` for as many steps as fit
    in PLAN_FILL of the box at the img/s the speed phase measured (after the decode of the split, scaled from the speed
@@ -206,14 +208,14 @@ def scale_args(args) -> dict:
                                                                         "--reff_samples=64",
                                                                         "--max_train_samples=512"],
                     probe_limits=["--max_train_samples=256", "--max_test_samples=128"], headline_max_steps=6,
-                    speed_rows=512, headline_rows=512,
+                    speed_rows=512, headline_rows=512, knn_samples=32,
                     jpeg=dict(images=24, photo=(64, 48), backbone="test_resnet", image_size=32, batch=8, workers=0,
                               steps=4, log_every=2))
     return dict(backbone="resnet18", backbone_kwargs="{channels: [32, 64, 128, 256]}", image_size=32, batch=128,
                 proj_dim=64, hidden=512, matrix_steps=10, matrix_rows=2048, speed_steps=200, log_every=20,
                 kernel_shapes=KERNEL_SHAPES, augment_batch=256, cache_rows=4096, headline_overrides=[],
                 probe_limits=[f"--num_workers={max(1, min(14, (os.cpu_count() or 2) - 2))}"],
-                headline_max_steps=None, speed_rows=SPEED_ROWS, headline_rows=FULL_ROWS,
+                headline_max_steps=None, speed_rows=SPEED_ROWS, headline_rows=FULL_ROWS, knn_samples=2000,
                 jpeg=dict(images=2048, photo=(500, 375), backbone="resnet50", image_size=224, batch=128, workers=10,
                           steps=40, log_every=5))
 
@@ -920,6 +922,23 @@ def embed_size_speed(report: Report, device, dataset: Path, work: Path, sizes: d
     return speed
 
 
+def knn_probe_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) -> dict:
+    """The online kNN probe (``--probe_every``) on the headline's network and images: its images kept (uint8,
+    normalised on the device) against read again at every probe (``benchmarks/bench_online_knn.py``)."""
+    import bench_online_knn
+
+    n = sizes["knn_samples"]
+    result = bench_online_knn.main(["--config", str(GPU_CONFIG), f"--samples={n}", "--repeats=2",
+                                    f"--dataset={dataset}", *sizes["headline_overrides"]])
+    row = result["rows"][0]
+    report.figure("online_knn", result)
+    report.check("speed", "online kNN probe, images kept / read again", "INFO",
+                 f"{row['kept_s']:.2f} s against {row['read_again_s']:.2f} s = {row['speedup']:.1f}x faster "
+                 f"({n} images of each split, {row['kept_mb']:.0f} MB kept; first call {row['first_s']:.2f} s)",
+                 ratio=row["speedup"])
+    return result
+
+
 def jpeg_speed(report: Report, device, dataset: Path, work: Path, sizes: dict) -> dict:
     """Photos at 224 px: the recipe end to end on a folder of JPEGs (decode=device: nvJPEG and the views on the GPU;
     decode=cpu on the CPU) against the model-only SimCLR step of the same backbone, batch and resolution."""
@@ -1115,6 +1134,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name, extra, need_s in (("host syncs", check_syncs, 25), ("profile", profile_steps, 30),
                                         ("greedy kernel, persistent", check_persistent, 40),
                                         ("JPEG photos end to end", jpeg_speed, 30),
+                                        ("online kNN probe", knn_probe_speed, 20),
                                         ("Greedy-64 + ZCA, embedded at half the side", embed_size_speed, 25)):
                 left = box_end - report.elapsed()  # the headline's 4 minutes come first: only what fits the box
                 if left < need_s * scale:

@@ -103,6 +103,8 @@ def test_tiny_run_goes_through_every_phase(gpu_check, tmp_path):
     assert figures["model_only"]["img_per_s"] > 0 and figures["recipe random"]["img_per_s"] > 0
     jpeg = figures["jpeg"]  # the recipe end to end on a folder of JPEGs (decode=cpu here, decode=device on a GPU)
     assert jpeg["decode"] == "cpu" and jpeg["recipe"]["img_per_s"] > 0 and jpeg["ratio"] > 0
+    knn = by_name["online kNN probe, images kept / read again"]  # bench_online_knn on the headline's network
+    assert knn["status"] == "INFO" and knn["ratio"] > 0 and figures["online_knn"]["rows"][0]["samples"] == 32
     half = by_name["recipe Greedy-64 + ZCA, candidates embedded at half the side / random"]  # the tiny 16 px: 8 px
     assert half["status"] == "INFO" and half["ratio"] > 0 and "--selection_embed_size=8;" in half["detail"]
     assert 0 <= figures["headline"]["linear_top1"] <= 100 and "raw_pixels_top1" in figures["headline"]
