@@ -501,12 +501,14 @@ class BatchSelector(nn.Module):
         ``None`` when the epoch's pools cannot fill a batch anywhere.
 
         ``model`` is the unwrapped model (projections = ``model(x)``); it is run without gradients and without
-        touching its norm statistics. ``stats`` holds ``select_ms`` (the wall time of this call: embedding + gather
-        + decision + broadcast; not the measurement) and ``pool_size``; with embeddings, ``cache_hit`` and
-        ``staleness``; Pool-P's ``pool_choice``; with ``measure=True`` the R_eff of the chosen global batch and of a
-        random batch from the same pool (``reff_chosen``, ``reff_random``) and the time that took (``measure_ms``;
-        random selection embeds only to measure, so its embedding counts there). From step ``until`` on, Pool-P and
-        Greedy-m take a random batch of the pool, and ``measure`` is ignored (nothing is embedded).
+        touching its norm statistics. ``stats`` holds ``select_ms`` (the wall time of this call: the pool's refill +
+        embedding + gather + decision + broadcast; not the measurement), ``fill_ms`` (the refill's share of it: the
+        loading and augmentation of the new candidates, which a random batch's step pays too) and ``pool_size``;
+        with embeddings, ``cache_hit`` and ``staleness``; Pool-P's ``pool_choice``; with ``measure=True`` the R_eff
+        of the chosen global batch and of a random batch from the same pool (``reff_chosen``, ``reff_random``) and
+        the time that took (``measure_ms``; random selection embeds only to measure, so its embedding counts there).
+        From step ``until`` on, Pool-P and Greedy-m take a random batch of the pool, and ``measure`` is ignored
+        (nothing is embedded).
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise ValueError(f"step must be an integer (the decision is a function of seed and step), got {step!r}.")
@@ -518,6 +520,7 @@ class BatchSelector(nn.Module):
         world, rank = dist.world_size(), dist.rank()
         # every rank decides on the same number of candidates (shares can differ by a few rows)
         per_rank = pool.fill()
+        stats["fill_ms"] = 1000 * (time.perf_counter() - start)  # the loading a random batch's step does too
         if world > 1:  # one process needs no device round trip (a host sync every step on a GPU)
             per_rank = int(dist.gather(torch.tensor([per_rank], device=device), differentiable=False).min())
         if per_rank < self.candidates_needed:

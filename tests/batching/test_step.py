@@ -475,6 +475,23 @@ def test_a_malformed_pool_batch_is_one_line(edit):
         CandidatePool(loader, B).fill()
 
 
+@pytest.mark.parametrize("selection", ["greedy", "random"])
+def test_fill_ms_is_the_refill_share_of_select_ms(selection, monkeypatch):
+    """``fill_ms``: the pool's refill (the loading a random batch's step pays too), inside ``select_ms``."""
+    import time
+
+    real = CandidatePool.fill
+
+    def slow_fill(self):
+        time.sleep(0.1)
+        return real(self)
+
+    monkeypatch.setattr(CandidatePool, "fill", slow_fill)
+    selector = BatchSelector(selection, B, D, source="online", pool_factor=4)
+    _, stats = selector.select(tiny_model(), CandidatePool(batches(), selector.pool_size), step=0)
+    assert 100 <= stats["fill_ms"] < 150 and stats["fill_ms"] <= stats["select_ms"] < stats["fill_ms"] + 100
+
+
 @pytest.mark.parametrize("selection", ["pool", "greedy"])
 def test_embed_size_embeds_candidates_at_that_side_and_trains_the_full_views(selection):
     """``embed_size``: the no-grad pass sees the candidates' first views resized to that side (bilinear,
