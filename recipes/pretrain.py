@@ -29,7 +29,8 @@ cpu_threads.configure()
 
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import set_seed  # noqa: E402
+from accelerate.tracking import get_available_trackers  # noqa: E402
+from accelerate.utils import ProjectConfiguration, set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from spectral_ssl import data, dist, hub, lr_schedule, run_folder, transforms  # noqa: E402
@@ -38,6 +39,7 @@ from spectral_ssl.config import ConfigError, PretrainConfig, config_defaults, co
 from spectral_ssl.diagnostics import batch_diagnostics, write_training_plot  # noqa: E402
 from spectral_ssl.eta import EtaClock  # noqa: E402
 from spectral_ssl.finite_watch import FiniteWatch, NonFiniteError  # noqa: E402
+from spectral_ssl.integrations.trackers import loggable, tracker_config  # noqa: E402
 from spectral_ssl.model import SpectralSSL  # noqa: E402
 from spectral_ssl.monitor import collapse_message, collapse_streak, is_collapsed  # noqa: E402
 from spectral_ssl.objective import create_objective  # noqa: E402
@@ -93,8 +95,15 @@ def make_accelerator(cfg: PretrainConfig) -> Accelerator:
     precision = cfg.optim.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
+    trackers, installed = cfg.run.trackers(), sorted(map(str, get_available_trackers()))  # accelerate's log_with
+    missing = [t for t in trackers if t not in (*installed, "all")]  # accelerate would only warn and drop them
+    if missing:
+        raise ConfigError(f"--report_to={cfg.run.report_to}: {', '.join(missing)} is not installed here (pip install "
+                          f"{' '.join(missing)}); installed trackers: {', '.join(installed) or 'none'}")
+    project = ProjectConfiguration(project_dir=cfg.run.output_dir,
+                                   logging_dir=str(Path(cfg.run.output_dir) / run_folder.TRACKERS))
     # cpu=True without CUDA: under torchrun/accelerate launch that gives a gloo process group (MULTI_CPU)
-    accelerator = Accelerator(mixed_precision=precision, project_dir=cfg.run.output_dir,
+    accelerator = Accelerator(mixed_precision=precision, project_config=project, log_with=trackers or None,
                               cpu=not torch.cuda.is_available())
     set_seed(cfg.optim.seed)
     return accelerator
@@ -171,6 +180,10 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     for obj in (state, pool, selector, objective):  # counters, pool position, selection cache, loss state + EMA +
         accelerator.register_for_checkpointing(obj)  # whitening statistics
     resumed = folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint if resuming
+    if cfg.run.report_to != "none":  # after start(): an overwrite has cleared the old run's tracker logs
+        name = Path(cfg.run.output_dir).name  # the run's name in a W&B / trackio project "spectral_ssl"
+        accelerator.init_trackers("spectral_ssl", config=tracker_config(config_dict(cfg)),
+                                  init_kwargs={"wandb": {"name": name}, "trackio": {"name": name}})
     if resumed is not None and inputs.cache is None and cfg.batching.selection != "random":
         logger.warning("resuming selection=%s without the decoded cache (cache_decoded=%s, augment_on=%s) is not "
                        "exact: the candidate batches after step %d differ from an uninterrupted run's; runs started "
@@ -271,6 +284,8 @@ def train(run: SimpleNamespace, cfg: PretrainConfig, accelerator: Accelerator,
                 show["reff chosen/random"] = f"{metrics['sel_reff_chosen']:.1f}/{metrics['sel_reff_random']:.1f}"
             bar.set_postfix(show)
             run.folder.log_metrics(metrics)
+            if cfg.run.report_to != "none":  # the same numbers (main process only)
+                accelerator.log(loggable(metrics, prefix=""), step=state.step)
             tick, seen = time.perf_counter(), 0
         elif state.step == 1:
             bar.set_postfix({"loss": f"{loss.item():.3f}"})

@@ -341,10 +341,30 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 # ---- the recipes' configurations ----
+# accelerate's tracker names (``accelerate.utils.LoggerType``; the library does not import accelerate)
+TRACKERS = ("tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab")
+
+
+def report_targets(value: Any) -> list[str]:
+    """``--report_to`` as a list of tracker names: [] for ``none``, ``["all"]``, or known names (a ConfigError
+    naming the valid ones otherwise)."""
+    require(isinstance(value, str), "report_to", f"must be none, all or a comma list of trackers, got {value!r}")
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return []
+    unknown = [n for n in names if n not in (*TRACKERS, "all", "none")]
+    require(not unknown, "report_to", f"has {', '.join(map(repr, unknown))}; choose none, all or a comma list of "
+            f"{', '.join(TRACKERS)}")
+    require("none" not in names and ("all" not in names or names == ["all"]), "report_to",
+            f"{value!r} mixes none or all with other trackers; give one of them alone, or a list of trackers")
+    return list(dict.fromkeys(names))
+
+
 # label_column is read by the probes only; skip_corrupt rescues a run stopped by an undecodable image
 SAFE_TO_CHANGE_ON_RESUME = ("log_every", "max_steps", "save_every", "save_total_limit", "push_to_hub", "num_workers",
                             "resume", "overwrite_output_dir", "probe_every", "probe_samples", "target_accuracy",
-                            "label_column", "skip_corrupt", "reff_samples", "collapse_alarm", "collapse_patience")
+                            "label_column", "skip_corrupt", "reff_samples", "collapse_alarm", "collapse_patience",
+                            "report_to")
 
 
 # the documented flat keys of the selectors and the argument of ``batching.create_selector`` each one fills
@@ -624,11 +644,14 @@ class RunConfig:
         "exported; --resume=true goes on), or none")
     collapse_patience: int = arg(3, "consecutive collapsed logs before the collapse alarm fires")
     push_to_hub: str | None = arg(None, "Hub repo id to push the export to at the end; null = no push")
-
+    report_to: str = arg("none", "trackers the logged metrics also go to (accelerate's log_with), each needing its "
+                         f"package: none, all (every one installed), or a comma list of {', '.join(TRACKERS)}; local "
+                         "logs (TensorBoard's) in output_dir/trackers/")
 
     def __post_init__(self) -> None:
         check_fields(self)
         require(self.log_every >= 1, "log_every", f"must be a positive integer, got {self.log_every!r}")
+        self.report_to = ",".join(report_targets(self.report_to)) or "none"
         require(self.collapse_patience >= 1, "collapse_patience", f"must be a positive integer, got "
                 f"{self.collapse_patience!r}")
         require(self.probe_samples >= 2, "probe_samples", f"must be >= 2 (a kNN probe needs images of 2 classes), got "
@@ -650,6 +673,10 @@ class RunConfig:
                 check_repo_id(self.push_to_hub)
             except ValueError as e:
                 raise ConfigError(f"--push_to_hub: {e}") from None
+
+    def trackers(self) -> list[str]:
+        """``report_to`` as accelerate's ``log_with`` names: [] (none), ``["all"]`` or the trackers asked for."""
+        return report_targets(self.report_to)
 
 
 def check_output_dir(path: str, key: str = "output_dir") -> str:

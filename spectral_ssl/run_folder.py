@@ -49,10 +49,11 @@ MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 TRAIN_CONFIG = "train_config.json"
 LOCK = ".lock"
+TRACKERS = "trackers"  # local tracker logs (--report_to: TensorBoard's event files, hparams)
 _RUN_FILES = ("config.json", "model.safetensors", METRICS, TRAIN_CONFIG)
 # everything a run writes at the root of its folder (hub's export files, the probe's results): the only entries
 # ``--overwrite_output_dir`` removes; anything else in the folder is the user's and makes it refuse
-RUN_ENTRIES = frozenset({*_RUN_FILES, CHECKPOINTS, LOCK, "projector.safetensors", "README.md",
+RUN_ENTRIES = frozenset({*_RUN_FILES, CHECKPOINTS, LOCK, TRACKERS, "projector.safetensors", "README.md",
                          "spectral_diagnostics.png", "linear_probe.json", ".linear_probe.json.tmp",
                          ".export-staging", f".{METRICS}.tmp", f".{TRAIN_CONFIG}.tmp"})
 

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from spectral_ssl.config import ConfigError, PretrainConfig, ProbeConfig, config_dict, config_keys, parse_config
+from spectral_ssl.config import (
+    SAFE_TO_CHANGE_ON_RESUME,
+    ConfigError,
+    PretrainConfig,
+    ProbeConfig,
+    config_dict,
+    config_keys,
+    parse_config,
+)
 from spectral_ssl.losses import create_loss
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
@@ -373,3 +381,16 @@ def test_objective_arguments_cover_create_objective_and_pass_the_loss_kwargs():
     own = set(inspect.signature(create_objective).parameters) - {"model", "loss", "loss_kwargs"}
     assert own | {"temperature"} == set(OBJECTIVE_SET_BY_RECIPE)  # every argument the recipe sets is refused
     assert own - {"dim", "dataset_size", "gather_distributed"} <= set(args)  # ... in loss_kwargs, and passed here
+
+
+def test_report_to_names_accelerates_trackers():
+    run = parse_config(PretrainConfig, ["--report_to=TensorBoard, wandb,tensorboard"]).run
+    assert run.report_to == "tensorboard,wandb" and run.trackers() == ["tensorboard", "wandb"]
+    assert parse_config(PretrainConfig, []).run.trackers() == [] and parse_config(
+        PretrainConfig, ["--report_to=all"]).run.trackers() == ["all"]
+    for bad, message in (("tb", r"^--report_to has 'tb'; choose none, all or a comma list of tensorboard, wandb"),
+                         ("none,wandb", r"^--report_to 'none,wandb' mixes none or all with other trackers"),
+                         ("all,trackio", r"^--report_to 'all,trackio' mixes none or all")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config(PretrainConfig, [f"--report_to={bad}"])
+    assert "report_to" in SAFE_TO_CHANGE_ON_RESUME  # where the metrics also go does not change the run

@@ -96,4 +96,5 @@ def test_readme_commands_run_as_written(tmp_path, hub_server):
         proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"README command failed: {command}\n{proc.stderr[-3000:]}"
     assert (tmp_path / "outputs" / "fashion_mnist_simclr" / "model.safetensors").is_file()
+    assert list((tmp_path / "outputs" / "simclr_tb" / "trackers").rglob("events.out.tfevents.*"))  # --report_to
     assert len(json.loads((tmp_path / "rank_out" / "rank.json").read_text())["scores"]) == 3

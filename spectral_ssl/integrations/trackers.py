@@ -9,11 +9,14 @@ logs on the main process only.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from spectral_ssl.integrations import check_arguments, loggable
+
+__all__ = ["loggable", "tracker_config", "tracker_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,3 +44,9 @@ def tracker_log(accelerator: Any, prefix: str = "spectral/") -> Callable[[dict[s
         accelerator.log(loggable(record, prefix), step=record["step"])
 
     return log
+
+
+def tracker_config(config: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """A flat run configuration as the values every tracker's ``store_init_configuration`` takes (TensorBoard's
+    hparams refuse lists, mappings and None): numbers, strings and booleans as they are, anything else as JSON."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in config.items()}

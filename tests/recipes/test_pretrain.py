@@ -345,6 +345,44 @@ def test_candidates_embedded_at_another_size_train_and_a_backbone_that_refuses_i
                                 "--image_size=160", "--selection_embed_size=80"))
 
 
+def test_report_to_tensorboard_logs_the_metrics_and_config_in_the_run_folder(pretrain, tiny_dataset, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=4", "--report_to=tensorboard",
+                                  "--selection=greedy", "--greedy_m=8"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = list((out / "trackers" / "spectral_ssl").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    board = EventAccumulator(str(events[0].parent))
+    board.Reload()
+    for key in ("loss", "reff_cov", "band_containment", "sel_reff_chosen", "lr"):
+        logged = board.Scalars(key)
+        assert [e.step for e in logged] == [r["step"] for r in rows] == [2, 4], key
+        assert [e.value for e in logged] == pytest.approx([r[key] for r in rows], rel=1e-6), key
+    hparams = next((out / "trackers" / "spectral_ssl").glob("*/hparams.yml")).read_text()
+    assert "greedy_m: 8" in hparams and "mean: '[" in hparams  # lists as JSON text
+    again = pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=4", "--report_to=tensorboard",
+                                    "--selection=greedy", "--greedy_m=8", "--overwrite_output_dir=true"))
+    assert len(list((again / "trackers" / "spectral_ssl").glob("events.out.tfevents.*"))) == 1  # the old run's gone
+
+
+@pytest.mark.parametrize("value,message", [
+    ("wandb", r"^error: --report_to=wandb: wandb is not installed here \(pip install wandb\); installed trackers: "),
+    ("tb", r"^error: --report_to has 'tb'; choose none, all or a comma list of tensorboard, wandb"),
+])
+def test_a_tracker_that_is_unknown_or_not_installed_is_one_line(pretrain, tiny_dataset, tmp_path, value, message):
+    if value == "wandb":
+        pytest.importorskip("accelerate.tracking")
+        from accelerate.tracking import get_available_trackers
+
+        if "wandb" in [str(t) for t in get_available_trackers()]:
+            pytest.skip("wandb is installed here")
+    with pytest.raises(SystemExit, match=message):
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=2", f"--report_to={value}"))
+    assert not (tmp_path / "run" / "trackers").exists()
+
+
 @pytest.mark.slow
 def test_on_eta_is_called_once_with_the_seconds_left(pretrain, tiny_dataset, tmp_path):
     calls = []
