@@ -182,8 +182,13 @@ def build(cfg: PretrainConfig, accelerator: Accelerator, folder: run_folder.RunF
     resumed = folder.start(accelerator, state)  # claims the folder; loads the newest verified checkpoint if resuming
     if cfg.run.report_to != "none":  # after start(): an overwrite has cleared the old run's tracker logs
         name = Path(cfg.run.output_dir).name  # the run's name in a W&B / trackio project "spectral_ssl"
-        accelerator.init_trackers("spectral_ssl", config=tracker_config(config_dict(cfg)),
-                                  init_kwargs={"wandb": {"name": name}, "trackio": {"name": name}})
+        try:
+            accelerator.init_trackers("spectral_ssl", config=tracker_config(config_dict(cfg)),
+                                      init_kwargs={"wandb": {"name": name}, "trackio": {"name": name}})
+        except Exception as e:  # noqa: BLE001  (a tracker's own start-up: a login, a server) one line, folder free
+            folder.release()
+            raise ConfigError(f"--report_to={cfg.run.report_to}: a tracker did not start ({type(e).__name__}: "
+                              f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
     if resumed is not None and inputs.cache is None and cfg.batching.selection != "random":
         logger.warning("resuming selection=%s without the decoded cache (cache_decoded=%s, augment_on=%s) is not "
                        "exact: the candidate batches after step %d differ from an uninterrupted run's; runs started "

@@ -487,8 +487,8 @@ class RunFolder:
 
     def release(self) -> bool:
         """After a failure: if this run started from scratch and saved no checkpoint, remove what it wrote
-        (``train_config.json``, ``metrics.jsonl``, interrupted checkpoint folders), so that the corrected command
-        finds the folder free (there is nothing to resume). True if the folder was released."""
+        (``train_config.json``, ``metrics.jsonl``, its tracker logs, interrupted checkpoint folders), so that the
+        corrected command finds the folder free (there is nothing to resume). True if the folder was released."""
         if not (self.main and self._fresh and not self._saved) or checkpoint_dirs(self.checkpoints):
             return False
         if self._metrics is not None:
@@ -496,6 +496,7 @@ class RunFolder:
             self._metrics = None
         for name in (TRAIN_CONFIG, METRICS):
             (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / TRACKERS, ignore_errors=True)  # the next run's curves start alone
         if self.checkpoints.is_dir():
             for tmp in self.checkpoints.glob(".tmp-step_*"):
                 shutil.rmtree(tmp, ignore_errors=True)

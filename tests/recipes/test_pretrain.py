@@ -367,6 +367,22 @@ def test_report_to_tensorboard_logs_the_metrics_and_config_in_the_run_folder(pre
     assert len(list((again / "trackers" / "spectral_ssl").glob("events.out.tfevents.*"))) == 1  # the old run's gone
 
 
+def test_a_tracker_that_fails_to_start_is_one_line_and_leaves_the_folder_free(pretrain, tiny_dataset, tmp_path,
+                                                                             monkeypatch):
+    pytest.importorskip("tensorboard")
+    from accelerate import Accelerator
+
+    def no_login(self, *args, **kwargs):
+        raise RuntimeError("api_key not configured (no-tty). call wandb.login(key=[your_api_key])\nmore lines")
+
+    monkeypatch.setattr(Accelerator, "init_trackers", no_login)
+    with pytest.raises(SystemExit, match=r"^error: --report_to=tensorboard: a tracker did not start \(RuntimeError: "
+                                         r"api_key not configured \(no-tty\)\. call wandb\.login\(key=\[\w+\]\)\)$"):
+        pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=2", "--report_to=tensorboard"))
+    monkeypatch.undo()
+    pretrain.main(tiny_args(tiny_dataset, tmp_path / "run", "--max_steps=2"))  # the same folder, no --overwrite
+
+
 @pytest.mark.parametrize("value,message", [
     ("wandb", r"^error: --report_to=wandb: wandb is not installed here \(pip install wandb\); installed trackers: "),
     ("tb", r"^error: --report_to has 'tb'; choose none, all or a comma list of tensorboard, wandb"),
