@@ -1,4 +1,5 @@
 import functools
+import importlib.util
 import json
 import math
 
@@ -147,10 +148,13 @@ def test_two_processes_stopped_and_resumed_end_with_the_uninterrupted_weights(ti
 
 @pytest.mark.slow
 def test_two_processes_with_torchrun(tiny_dataset, tmp_path):
-    """The recipe under a real 2-process launcher (gloo): gathered loss, one export, global batch 2 x B."""
+    """The recipe under a real 2-process launcher (gloo): gathered loss, one export, global batch 2 x B; the main
+    process alone writes the tracker logs."""
     out = tmp_path / "ddp"
-    proc = torchrun(tiny_dataset, out, "--max_steps=3", "--batch_size=8", "--selection=greedy", "--greedy_m=8")
+    report = ["--report_to=tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    proc = torchrun(tiny_dataset, out, "--max_steps=3", "--batch_size=8", "--selection=greedy", "--greedy_m=8", *report)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((out / "trackers" / "spectral_ssl").glob("events.out.tfevents.*"))) == (1 if report else 0)
     meta = SpectralSSL.from_pretrained(out).metadata
     assert meta["global_batch"] == 16 and meta["steps"] == 3
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
